@@ -1,0 +1,493 @@
+"""Text -> AST. The Lark LALR parser is built once per process (and its tables
+cached on disk); the transformer runs inline during the parse, so no parse tree
+is ever materialised."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+from mdsl.findings import Finding, PlanError, Severity
+from mdsl.syntax import ast as A
+
+_GRAMMAR_NAME = "mdsl.lark"
+
+
+def grammar_text() -> str:
+    """The grammar shipped in the package (mdsl.grammar), or the repo's copy."""
+    try:
+        from importlib.resources import files
+
+        return files("mdsl.grammar").joinpath(_GRAMMAR_NAME).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # running from a bare checkout
+        here = Path(__file__).resolve().parents[2] / "grammar" / _GRAMMAR_NAME
+        return here.read_text(encoding="utf-8")
+
+
+def _cache_file(text: str) -> Optional[str]:
+    base = os.environ.get("MDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mdsl"
+    )
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(base, os.W_OK):
+        return None
+    import lark
+
+    digest = hashlib.sha256((text + lark.__version__).encode()).hexdigest()[:16]
+    return os.path.join(base, f"grammar-{digest}.lark-cache")
+
+
+# Per-parse context for the inline transformer (the parser itself is shared).
+_ctx = threading.local()
+
+
+def _tspan(tok: Token) -> A.Span:
+    return A.Span(_ctx.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _span_of(x) -> A.Span:
+    if isinstance(x, Token):
+        return _tspan(x)
+    return x.span
+
+
+def _sp(children) -> A.Span:
+    return _span_of(children[0]).to(_span_of(children[-1]))
+
+
+class _SyntaxProblem(Exception):
+    """A lexically valid but malformed token (e.g. a bad escape in a string)."""
+
+    def __init__(self, message: str, span: A.Span, help: Optional[str] = None):
+        super().__init__(message)
+        self.message, self.span, self.help = message, span, help
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+
+def _string(tok: Token) -> A.Str:
+    raw = tok.value[1:-1]
+    if "\\" not in raw:
+        return A.Str(raw, _tspan(tok))
+
+    def sub(m):
+        ch = m.group(1)
+        if ch not in _ESCAPES:
+            col = tok.column + 1 + m.start()
+            raise _SyntaxProblem(
+                f"unknown escape `\\{ch}` in a string",
+                A.Span(_ctx.file, tok.line, col, tok.line, col + 2),
+                help='strings know \\" \\\\ \\n and \\t; write a backslash as \\\\',
+            )
+        return _ESCAPES[ch]
+
+    return A.Str(_ESCAPE_RE.sub(sub, raw), _tspan(tok))
+
+
+def _ident(tok: Token) -> A.Ident:
+    return A.Ident(tok.value, _tspan(tok))
+
+
+def _toks(children, *types):
+    return [c for c in children if isinstance(c, Token) and c.type in types]
+
+
+class _NameList:
+    __slots__ = ("names", "span")
+
+    def __init__(self, names, span):
+        self.names, self.span = names, span
+
+
+class _Body:
+    __slots__ = ("attrs", "derived", "span")
+
+    def __init__(self, attrs, derived, span):
+        self.attrs, self.derived, self.span = attrs, derived, span
+
+
+def _options(children):
+    return tuple(c for c in children if isinstance(c, A.Option))
+
+
+def _targets(children):
+    return [c for c in children if isinstance(c, (A.Location, A.Ident))]
+
+
+class _ToAst(Transformer):
+    """One method per grammar rule; runs inside the LALR parser."""
+
+    # values
+    def string(self, c):
+        return _string(c[0])
+
+    def int(self, c):
+        return A.Int(int(c[0].value), _tspan(c[0]))
+
+    def true(self, c):
+        return A.Bool(True, _tspan(c[0]))
+
+    def false(self, c):
+        return A.Bool(False, _tspan(c[0]))
+
+    def ref(self, c):
+        return A.Ref(c[0].value, _tspan(c[0]))
+
+    def list(self, c):
+        items = tuple(x for x in c if not isinstance(x, Token) or x.type not in ("LSQB", "RSQB", "COMMA"))
+        items = tuple(_string(x) if isinstance(x, Token) else x for x in items)
+        return A.ListValue(items, _sp(c))
+
+    def env_secret(self, c):
+        return A.Secret("env", _string(c[2]).value, _sp(c))
+
+    def file_secret(self, c):
+        return A.Secret("file", _string(c[2]).value, _sp(c))
+
+    # declarations
+    def plan_title(self, c):
+        return ("title", _string(c[1]))
+
+    def attr(self, c):
+        return A.Attr(_ident(c[0]), c[2], _sp(c))
+
+    def derived(self, c):
+        return A.Derived(_string(c[1]), _string(c[3]), _sp(c))
+
+    def body(self, c):
+        attrs = tuple(x for x in c if isinstance(x, A.Attr))
+        derived = tuple(x for x in c if isinstance(x, A.Derived))
+        return _Body(attrs, derived, _sp(c))
+
+    def host_decl(self, c):
+        body = c[2]
+        return A.HostDecl(_ident(c[1]), body.attrs, _sp(c))
+
+    def resource_kind(self, c):
+        return c[0]
+
+    def resource_decl(self, c):
+        kind_tok, name, _on, host, body = c
+        return A.ResourceDecl(kind_tok.value, _ident(name), _ident(host), body.attrs, body.derived, _sp(c))
+
+    # steps
+    def name_list(self, c):
+        names = tuple(_ident(t) for t in c if t.type == "NAME")
+        return _NameList(names, _sp(c))
+
+    def location(self, c):
+        return A.Location(_ident(c[0]), _string(c[2]), _sp(c))
+
+    def named(self, c):
+        return _ident(c[0])
+
+    def kv_option(self, c):
+        return A.Option(_ident(c[0]), c[2], _sp(c))
+
+    def flag_option(self, c):
+        return A.Option(_ident(c[0]), None, _sp(c))
+
+    def exclude_option(self, c):
+        subs = tuple(_string(t) for t in c if t.type == "STRING")
+        return A.Option(A.Ident("exclude", _tspan(c[0])), A.ListValue(subs, _sp(c[1:])), _sp(c))
+
+    def _services(self, cls, c):
+        return cls(services=c[1].names, options=_options(c), span=_sp(c))
+
+    def stop(self, c):
+        return self._services(A.Stop, c)
+
+    def start_step(self, c):
+        return self._services(A.Start, c)
+
+    def restart(self, c):
+        return self._services(A.Restart, c)
+
+    def dump(self, c):
+        return A.Dump(db=_ident(c[1]), to=c[3], options=_options(c), span=_sp(c))
+
+    def restore(self, c):
+        return A.Restore(source=c[1], db=_ident(c[3]), options=_options(c), span=_sp(c))
+
+    def archive(self, c):
+        return A.Archive(dir=_ident(c[1]), to=c[3], options=_options(c), span=_sp(c))
+
+    def extract(self, c):
+        return A.Extract(source=c[1], dir=_ident(c[3]), options=_options(c), span=_sp(c))
+
+    def sync(self, c):
+        return A.Sync(source=_ident(c[1]), dest=_ident(c[3]), options=_options(c), span=_sp(c))
+
+    def transfer(self, c):
+        return A.Transfer(source=c[1], dest=c[3], options=_options(c), span=_sp(c))
+
+    def move(self, c):
+        return A.Move(source=c[1], dest=c[3], options=_options(c), span=_sp(c))
+
+    def delete(self, c):
+        return A.Delete(target=c[1], options=_options(c), span=_sp(c))
+
+    def drop(self, c):
+        return A.Drop(db=_ident(c[1]), options=_options(c), span=_sp(c))
+
+    def run(self, c):
+        return A.Run(host=_ident(c[1]), command=_string(c[2]), options=_options(c), span=_sp(c))
+
+    def verify_http(self, c):
+        return A.VerifyHttp(url=_string(c[2]), options=_options(c), span=_sp(c))
+
+    def verify_dns(self, c):
+        return A.VerifyDns(name=_string(c[2]), host=_ident(c[4]), options=_options(c), span=_sp(c))
+
+    def verify_run(self, c):
+        return A.VerifyRun(host=_ident(c[2]), command=_string(c[3]), options=_options(c), span=_sp(c))
+
+    def confirm(self, c):
+        return A.Confirm(message=_string(c[1]), options=_options(c), span=_sp(c))
+
+    def parallel(self, c):
+        steps = tuple(x for x in c if isinstance(x, A.Step))
+        return A.Parallel(steps=steps, span=_sp(c))
+
+    def labeled(self, c):
+        tok, step = c
+        name = tok.value.split(":")[0].rstrip()
+        label = A.Ident(name, A.Span(_ctx.file, tok.line, tok.column, tok.line, tok.column + len(name)))
+        return step.with_label(label, _tspan(tok).to(step.span))
+
+    def steps_block(self, c):
+        steps = tuple(x for x in c if isinstance(x, A.Step))
+        return ("steps", steps, _sp(c))
+
+    def start(self, c):
+        return c
+
+
+def _on_comment(tok: Token) -> None:
+    _ctx.comments.append(tok)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    text = grammar_text()
+    return Lark(
+        text,
+        parser="lalr",
+        lexer="contextual",
+        keep_all_tokens=True,
+        maybe_placeholders=False,
+        transformer=_ToAst(),
+        lexer_callbacks={"COMMENT": _on_comment},
+        cache=_cache_file(text) or False,
+    )
+
+
+# ---------------------------------------------------------------- errors
+
+_HUMAN = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "INT": "a number",
+    "KEY": "`key = value`",
+    "LABEL": "a label (`name:`)",
+    "$END": "end of file",
+}
+_STEP_WORDS = {
+    "stop", "start", "restart", "dump", "restore", "archive", "extract", "sync", "transfer",
+    "move", "delete", "drop", "run", "verify", "confirm", "parallel",
+}
+
+
+def _expected_words(expected) -> List[str]:
+    terms = _parser().terminals
+    by_name = {t.name: t for t in terms}
+    words = set()
+    for name in expected:
+        if name in _HUMAN:
+            words.add(_HUMAN[name])
+        elif name in by_name and by_name[name].pattern.type == "str":
+            words.add(f"`{by_name[name].pattern.value}`")
+        else:
+            words.add(name.lower())
+    steps = {w for w in words if w.strip("`") in _STEP_WORDS}
+    if len(steps) >= 6:
+        words -= steps
+        words.add("a step (`stop`, `dump`, `transfer`, ...)")
+    return sorted(words)
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "STRING":
+        return f"string {tok.value}"
+    if tok.type in ("NAME", "KEY"):
+        return f"name `{tok.value}`"
+    if tok.type == "LABEL":
+        return f"label `{tok.value}`"
+    return f"`{tok.value}`"
+
+
+def _line_col_of_offset(text: str, pos: int):
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, col
+
+
+def _syntax_finding(file: str, text: str, exc) -> Finding:
+    if isinstance(exc, _SyntaxProblem):
+        return Finding("E101", Severity.ERROR, f"syntax error: {exc.message}", exc.span,
+                       label="here", help=exc.help)
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        span = A.Span(file, exc.line, exc.column, exc.line, exc.column + 1)
+        if ch == '"':
+            end = text.find("\n", exc.pos_in_stream)
+            end = len(text) if end < 0 else end
+            return Finding("E101", Severity.ERROR, "syntax error: unterminated string",
+                           A.Span(file, exc.line, exc.column, exc.line, exc.column + (end - exc.pos_in_stream)),
+                           label="this string has no closing `\"` on its line",
+                           help='close the string on the same line; write a newline inside it as \\n')
+        if ch.isalpha() and ch.isupper() or ch == "-":
+            help = "names are lowercase letters, digits and `_` (`[a-z_][a-z0-9_]*`)"
+        elif ch == "'":
+            help = 'strings use double quotes: "..."'
+        else:
+            help = None
+        allowed = _expected_words(exc.allowed or ())
+        msg = f"syntax error: unexpected character {ch!r}"
+        if allowed:
+            msg += f", expected {_join(allowed)}"
+        return Finding("E101", Severity.ERROR, msg, span, label="unexpected character", help=help)
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        expected = _expected_words(exc.expected)
+        if tok.type == "$END":
+            line, col = _line_col_of_offset(text, len(text))
+            span = A.Span(file, line, col, line, col)
+        else:
+            span = _tspan(tok)
+        msg = f"syntax error: unexpected {_describe(tok)}"
+        if expected:
+            msg += f", expected {_join(expected)}"
+        help = None
+        if tok.type == "NAME" and tok.value in ("true", "false"):
+            help = None
+        elif tok.type == "KEY":
+            help = "`key = value` belongs inside a declaration's `{ }` or after a step"
+        return Finding("E101", Severity.ERROR, msg, span, label=f"unexpected {_describe(tok)}", help=help)
+    if isinstance(exc, UnexpectedEOF):
+        line, col = _line_col_of_offset(text, len(text))
+        return Finding("E101", Severity.ERROR, "syntax error: unexpected end of file",
+                       A.Span(file, line, col, line, col), label="file ends here")
+    raise exc
+
+
+def _join(words: List[str]) -> str:
+    if len(words) == 1:
+        return words[0]
+    if len(words) > 8:
+        words = words[:8] + ["..."]
+    return "one of " + ", ".join(words)
+
+
+# ---------------------------------------------------------------- entry points
+
+_SUPPRESS_RE = re.compile(r'#\s*mdsl\s*:\s*(\S*)\s*(.*)$')
+_ALLOW_RE = re.compile(r'^([A-Z][0-9]{3})(?:\s+"((?:[^"\\]|\\.)*)")?\s*$')
+
+
+def _suppressions(comments) -> List[A.Suppression]:
+    out = []
+    for c in comments:
+        m = _SUPPRESS_RE.match(c.text)
+        if not m:
+            continue
+        verb, rest = m.group(1), m.group(2).strip()
+        if verb != "allow":
+            out.append(A.Suppression("", None, c.span))
+            continue
+        m2 = _ALLOW_RE.match(rest)
+        if not m2:
+            out.append(A.Suppression("", None, c.span))
+            continue
+        reason = m2.group(2)
+        out.append(A.Suppression(m2.group(1), reason.strip() if reason and reason.strip() else None, c.span))
+    return out
+
+
+def parse_text(text: str, file: str = "<plan>") -> A.Plan:
+    """Parse plan text; raises PlanError carrying an E101 finding on bad syntax."""
+    parser = _parser()
+    _ctx.file = file
+    _ctx.comments = []
+    # The collector makes parse time grow superlinearly with the number of live
+    # nodes; nothing here makes cycles, so pause it and freeze what we built.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        items = parser.parse(text)
+    except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF, _SyntaxProblem) as exc:
+        raise PlanError([_syntax_finding(file, text, exc)]) from None
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+    title, decls, steps, steps_span = None, [], [], None
+    for item in items:
+        if isinstance(item, tuple) and item[0] == "title":
+            title = item[1]
+        elif isinstance(item, tuple) and item[0] == "steps":
+            steps.extend(item[1])
+            steps_span = item[2] if steps_span is None else steps_span
+        else:
+            decls.append(item)
+    comments = tuple(A.Comment(t.value, _tspan(t)) for t in _ctx.comments)
+    return A.Plan(
+        path=file,
+        title=title,
+        decls=tuple(decls),
+        steps=tuple(steps),
+        steps_span=steps_span,
+        comments=comments,
+        suppressions=tuple(_suppressions(comments)),
+    )
+
+
+def parse_bytes(data: bytes, file: str) -> A.Plan:
+    """Decode (UTF-8, strict) and parse; bad bytes are an E101 at their position."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col_of_offset(data.decode("utf-8", "replace"), exc.start) if exc.start else (1, 1)
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise PlanError([Finding("E101", Severity.ERROR,
+                                 f"syntax error: the file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+                                 A.Span(file, line, col, line, col + 1), label="invalid byte",
+                                 help="save the plan as UTF-8")]) from None
+    return parse_text(text, file)
+
+
+def parse_file(path: str) -> A.Plan:
+    """Read and parse a plan file; unreadable files are E101 findings too."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PlanError([Finding("E101", Severity.ERROR, f"cannot read the plan: {exc.strerror}",
+                                 A.Span(path, 1, 1, 1, 1))]) from None
+    return parse_bytes(data, path)
