@@ -1,0 +1,36 @@
+"""`mdsl check`: resolve names (E1xx), walk the steps symbolically (H1xx-H3xx),
+apply suppressions (E107). Pure: no I/O beyond what the caller passed in, and
+never imports fabric or paramiko."""
+
+from __future__ import annotations
+
+from typing import List
+
+from attrs import frozen
+
+from mdsl.check.resolve import BoundPlan, resolve
+from mdsl.findings import Finding
+from mdsl.syntax import ast as A
+
+
+@frozen
+class CheckResult:
+    """The bound plan and every finding about it, sorted by position."""
+
+    bound: BoundPlan
+    findings: List[Finding]
+
+
+def check_plan(plan: A.Plan) -> CheckResult:
+    """All findings for one parsed plan."""
+    bound = resolve(plan)
+    findings = list(bound.findings)
+    if bound.ok:
+        from mdsl.check.walk import walk  # the symbolic walk (H1xx-H3xx)
+
+        findings.extend(walk(bound))
+    from mdsl.check.suppress import apply_suppressions
+
+    findings = apply_suppressions(plan, findings)
+    findings.sort(key=Finding.sort_key)
+    return CheckResult(bound, findings)

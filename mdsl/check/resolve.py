@@ -1,0 +1,617 @@
+"""AST -> bound plan: names bound to typed declarations, attributes and options
+type-checked. Reports E102-E106; the bound plan is what `check` walks and what
+`compile` turns into commands."""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from typing import Dict, List, Optional, Tuple, Union
+
+from attrs import field, frozen
+
+from mdsl.findings import Finding, Severity
+from mdsl.syntax import ast as A
+
+# ---------------------------------------------------------------- bound declarations
+
+
+@frozen
+class Host:
+    """A machine steps run on: over SSH, or this machine (`local = true`)."""
+
+    name: str
+    local: bool = False
+    user: Optional[str] = None
+    address: Optional[str] = None  # where SSH connects
+    port: int = 22
+    identity: Optional[str] = None
+    known_hosts: Optional[str] = None
+    sudo: bool = False
+    sudo_password: Optional[A.Secret] = None
+    http_address: Optional[str] = None  # where `verify http ... via = HOST` sends requests
+    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
+
+    @property
+    def display(self) -> str:
+        """`name (user@addr)` for messages."""
+        if self.local:
+            return f"{self.name} (local)"
+        who = f"{self.user}@" if self.user else ""
+        return f"{self.name} ({who}{self.address})"
+
+
+@frozen
+class Resource:
+    """Common shape of every declared piece of data or service."""
+
+    name: str
+    host: str
+    fresh: bool = False
+    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
+
+    kind = "?"
+    is_data = True
+
+
+@frozen
+class Postgres(Resource):
+    """A PostgreSQL database."""
+
+    database: str = ""
+    user: Optional[str] = None
+    tcp_host: Optional[str] = None
+    tcp_port: Optional[int] = None
+    socket: Optional[str] = None
+    password: Optional[Union[A.Secret, A.Str]] = None
+    run_as: Optional[str] = None
+    bin: Optional[str] = None
+    kind = "postgres"
+
+
+@frozen
+class Sqlite(Resource):
+    """A SQLite database file."""
+
+    path: str = ""
+    kind = "sqlite"
+
+
+@frozen
+class Derived:
+    """A subpath of a dir that may be left behind and rebuilt with `rebuild`."""
+
+    subpath: str
+    rebuild: str
+    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
+
+
+@frozen
+class Dir(Resource):
+    """A directory of data."""
+
+    path: str = ""
+    owner: Optional[str] = None
+    mode: Optional[str] = None
+    derived: Tuple[Derived, ...] = ()
+    kind = "dir"
+
+
+@frozen
+class File(Resource):
+    """One file, e.g. `.env.production`."""
+
+    path: str = ""
+    owner: Optional[str] = None
+    mode: Optional[str] = None
+    secret: bool = False
+    kind = "file"
+
+
+@frozen
+class Service(Resource):
+    """Something that reads and writes data: systemd units or start/stop/status commands."""
+
+    systemd: Tuple[str, ...] = ()
+    start: Optional[str] = None
+    stop: Optional[str] = None
+    status: Optional[str] = None
+    writes: Tuple[str, ...] = ()
+    reads: Tuple[str, ...] = ()
+    initially_running: bool = True
+    kind = "service"
+    is_data = False
+
+
+DataResource = Union[Postgres, Sqlite, Dir, File]
+
+
+@frozen
+class BoundPlan:
+    """A plan whose names all resolve; built even when there are E1xx findings."""
+
+    plan: A.Plan
+    hosts: Dict[str, Host]
+    resources: Dict[str, Resource]
+    findings: Tuple[Finding, ...] = ()
+    # host -> resources with a path there, longest path first (the most specific wins)
+    by_host_path: Dict[str, List[Resource]] = field(factory=dict, eq=False, repr=False)
+
+    @property
+    def steps(self) -> Tuple[A.Step, ...]:
+        """The plan's top-level steps."""
+        return self.plan.steps
+
+    @property
+    def ok(self) -> bool:
+        """True when no E1xx error was found, so the checker can walk the steps."""
+        return not any(f.severity == Severity.ERROR for f in self.findings)
+
+    def data(self, name: str) -> Optional[Resource]:
+        """The data resource (not a service) called `name`."""
+        r = self.resources.get(name)
+        return r if r is not None and r.is_data else None
+
+    def place(self, target: A.Target) -> "Place":
+        """What a step's location names: a declared resource, a subpath of a dir, or an artifact path."""
+        if isinstance(target, A.Ident):
+            r = self.resources[target.name]
+            return Place(r.host, getattr(r, "path", None) or "", r.name, None)
+        host, path = target.host.name, normpath(target.path.value)
+        for r in self.by_host_path.get(host, ()):
+            rp = r.path
+            if path == rp:
+                return Place(host, path, r.name, None)
+            if r.kind == "dir" and path.startswith(rp.rstrip("/") + "/"):
+                return Place(host, path, r.name, path[len(rp.rstrip("/")) + 1:])
+        return Place(host, path, None, None)
+
+
+@frozen
+class Place:
+    """A resolved location: `resource` set when it is (inside) a declared resource."""
+
+    host: str
+    path: str
+    resource: Optional[str]
+    subpath: Optional[str]  # set when the path lies inside a declared dir
+
+    def __str__(self) -> str:
+        return f'{self.host}:"{self.path}"'
+
+
+def normpath(p: str) -> str:
+    """Collapse `//`, `/./` and trailing `/` so equal paths compare equal."""
+    if not p:
+        return p
+    n = posixpath.normpath(p)
+    return "/" + n.lstrip("/") if p.startswith("/") else n
+
+
+# ---------------------------------------------------------------- attribute schemas
+
+# kind -> attribute -> (type, required); types: str, int, bool, secret, names, strs, state, any-list
+_SCHEMAS = {
+    "host": {
+        "ssh": ("str", False), "port": ("int", False), "identity": ("str", False),
+        "known_hosts": ("str", False), "sudo": ("bool", False), "sudo_password": ("secret", False),
+        "local": ("bool", False), "address": ("str", False),
+    },
+    "postgres": {
+        "database": ("str", True), "user": ("str", False), "tcp": ("str", False),
+        "socket": ("str", False), "password": ("secret", False), "run_as": ("str", False),
+        "fresh": ("bool", False), "bin": ("str", False),
+    },
+    "sqlite": {"path": ("str", True), "fresh": ("bool", False)},
+    "dir": {"path": ("str", True), "owner": ("str", False), "mode": ("str", False), "fresh": ("bool", False)},
+    "file": {
+        "path": ("str", True), "owner": ("str", False), "mode": ("str", False),
+        "secret": ("bool", False), "fresh": ("bool", False),
+    },
+    "service": {
+        "systemd": ("strs", False), "start": ("str", False), "stop": ("str", False),
+        "status": ("str", False), "writes": ("names", False), "reads": ("names", False),
+        "initially": ("state", False),
+    },
+}
+
+# Options every step takes, and per step keyword.
+_COMMON_OPTIONS = {"timeout": "int"}
+STEP_OPTIONS: Dict[str, Dict[str, str]] = {
+    "stop": {}, "start": {}, "restart": {},
+    "dump": {"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},
+    "restore": {"replace": "flag", "jobs": "int"},
+    "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
+    "extract": {"replace": "flag"},
+    "sync": {"exclude": "excludes"},
+    "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool"},
+    "move": {}, "delete": {}, "drop": {},
+    "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str"},
+    "verify http": {"via": "host", "status": "int", "contains": "str"},
+    "verify dns": {}, "verify run": {},
+    "confirm": {}, "parallel": {},
+}
+
+_TYPE_WORDS = {
+    "str": "a string", "int": "a number", "bool": "`true` or `false`", "secret": 'env("NAME") or file("PATH")',
+    "names": "a list of names", "strs": "a list of strings", "state": "`running` or `stopped`",
+    "host": "a host name", "flag": "a bare flag", "excludes": 'exclude "SUB", ...',
+}
+
+
+def _suggest(name: str, candidates) -> Optional[str]:
+    m = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return m[0] if m else None
+
+
+class _Resolver:
+    def __init__(self, plan: A.Plan):
+        self.plan = plan
+        self.findings: List[Finding] = []
+        self.decls: Dict[str, A.Decl] = {}
+        self.hosts: Dict[str, Host] = {}
+        self.resources: Dict[str, Resource] = {}
+
+    def err(self, code, message, span, label="", help=None, notes=()):
+        self.findings.append(Finding(code, Severity.ERROR, message, span, label=label, help=help, notes=notes))
+
+    # -- names
+
+    def bind_names(self):
+        for d in self.plan.decls:
+            name = d.name.name
+            if name in self.decls:
+                prev = self.decls[name]
+                self.err("E104", f"`{name}` is declared twice", d.name.span, label="second declaration",
+                         notes=(f"first declared at {prev.name.span.file}:{prev.name.span.line}:{prev.name.span.col}",),
+                         help="give each host, database, dir, file and service its own name")
+                continue
+            self.decls[name] = d
+
+    def lookup(self, ident: A.Ident, kinds: Tuple[str, ...], what: str) -> Optional[A.Decl]:
+        d = self.decls.get(ident.name)
+        if d is None:
+            sugg = _suggest(ident.name, [n for n, x in self.decls.items() if x.kind in kinds]) or _suggest(
+                ident.name, self.decls)
+            self.err("E102", f"unknown name `{ident.name}`", ident.span, label=f"no {what} is called this",
+                     help=f"did you mean `{sugg}`?" if sugg else f"declare it, e.g. `{kinds[0]} {ident.name} ...`")
+            return None
+        if d.kind not in kinds:
+            self.err("E103", f"`{ident.name}` is a {d.kind}, but this needs {what}", ident.span,
+                     label=f"a {d.kind}", help=f"name {what} here")
+            return None
+        return d
+
+    # -- attributes
+
+    def typed(self, kind: str, attr: A.Attr, typ: str):
+        v = attr.value
+        ok = {
+            "str": isinstance(v, A.Str),
+            "int": isinstance(v, A.Int),
+            "bool": isinstance(v, A.Bool),
+            "secret": isinstance(v, (A.Secret, A.Str)),  # a literal is H304, not a type error
+            "names": isinstance(v, A.ListValue) and all(isinstance(i, A.Ref) for i in v.items),
+            "strs": isinstance(v, A.ListValue) and all(isinstance(i, A.Str) for i in v.items),
+            "state": isinstance(v, A.Ref) and v.name in ("running", "stopped"),
+        }[typ]
+        if typ == "names" and isinstance(v, A.Ref):
+            ok = True  # a single name stands for a one-element list
+        if not ok:
+            self.err("E106", f"`{attr.key.name}` of a {kind} must be {_TYPE_WORDS[typ]}", attr.value.span,
+                     label="wrong type")
+            return None
+        if isinstance(v, A.ListValue):
+            return tuple(i.value if isinstance(i, A.Str) else i for i in v.items)
+        if isinstance(v, A.Ref) and typ == "names":
+            return (v,)
+        if isinstance(v, (A.Secret, A.Ref)):
+            return v
+        if typ == "secret" and isinstance(v, A.Str):
+            return v
+        return v.value
+
+    def attrs_of(self, d: A.Decl) -> Dict[str, object]:
+        schema = _SCHEMAS[d.kind]
+        out: Dict[str, object] = {}
+        seen: Dict[str, A.Attr] = {}
+        for a in d.attrs:
+            key = a.key.name
+            if key in seen:
+                self.err("E106", f"`{key}` is set twice in `{d.name.name}`", a.key.span, label="again")
+                continue
+            seen[key] = a
+            if key not in schema:
+                sugg = _suggest(key, schema)
+                self.err("E106", f"unknown attribute `{key}` for a {d.kind}", a.key.span, label="unknown",
+                         help=f"did you mean `{sugg}`?" if sugg else "known: " + ", ".join(sorted(schema)))
+                continue
+            val = self.typed(d.kind, a, schema[key][0])
+            if val is not None:
+                out[key] = val
+        for key, (_, required) in schema.items():
+            if required and key not in seen:
+                self.err("E106", f"{d.kind} `{d.name.name}` needs `{key}`", d.name.span, label=f"no `{key}`",
+                         help=f'add `{key} = "..."` inside its {{ }}')
+        return out
+
+    def bind_decls(self):
+        for name, d in self.decls.items():
+            at = self.attrs_of(d)
+            if isinstance(d, A.HostDecl):
+                self.hosts[name] = self.host(d, at)
+            else:
+                host = self.lookup(d.host, ("host",), "a host")
+                self.resources[name] = self.resource(d, at, host is not None)
+
+    def host(self, d: A.HostDecl, at) -> Host:
+        local = bool(at.get("local", False))
+        user = address = None
+        if "ssh" in at:
+            ssh = at["ssh"]
+            user, _, address = ssh.rpartition("@")
+            user = user or None
+            if not address or any(c.isspace() for c in ssh) or address.startswith("-") or (user or "").startswith("-"):
+                self.err("E106", f"`ssh` of host `{d.name.name}` must look like \"user@address\"",
+                         self._attr_span(d, "ssh"), label="not user@address")
+        if local and "ssh" in at:
+            self.err("E106", f"host `{d.name.name}` is both `local` and reached over `ssh`",
+                     self._attr_span(d, "local"), help="keep one of them")
+        if not local and "ssh" not in at:
+            self.err("E106", f"host `{d.name.name}` needs `ssh = \"user@address\"` or `local = true`", d.name.span,
+                     label="how is it reached?")
+        port = at.get("port", 22)
+        if not 0 < port < 65536:
+            self.err("E106", f"`port` of host `{d.name.name}` must be 1-65535", self._attr_span(d, "port"))
+        return Host(name=d.name.name, local=local, user=user, address=address, port=port,
+                    identity=at.get("identity"), known_hosts=at.get("known_hosts"), sudo=at.get("sudo", False),
+                    sudo_password=at.get("sudo_password"), http_address=at.get("address") or address,
+                    span=d.span)
+
+    def _attr_span(self, d, key) -> A.Span:
+        for a in d.attrs:
+            if a.key.name == key:
+                return a.span
+        return d.name.span
+
+    def path_attr(self, d, at) -> str:
+        p = at.get("path", "")
+        if p and not p.startswith("/"):
+            self.err("E106", f"`path` of `{d.name.name}` must be absolute", self._attr_span(d, "path"),
+                     label="relative path", help="write the full path, starting with `/`")
+        if "\0" in p or "\n" in p:
+            self.err("E106", f"`path` of `{d.name.name}` contains a NUL or newline", self._attr_span(d, "path"))
+        return normpath(p)
+
+    def resource(self, d: A.ResourceDecl, at, host_ok: bool) -> Resource:
+        common = dict(name=d.name.name, host=d.host.name, fresh=bool(at.get("fresh", False)), span=d.span)
+        if d.derived and d.kind != "dir":
+            self.err("E106", f"`derived` belongs to a dir, not a {d.kind}", d.derived[0].span)
+        if d.kind == "postgres":
+            tcp_host = tcp_port = None
+            if "tcp" in at:
+                h, _, p = at["tcp"].rpartition(":")
+                if not h or not p.isdigit():
+                    self.err("E106", f'`tcp` of `{d.name.name}` must look like "address:port"',
+                             self._attr_span(d, "tcp"))
+                else:
+                    tcp_host, tcp_port = h, int(p)
+            if "tcp" in at and "socket" in at:
+                self.err("E106", f"`{d.name.name}` has both `tcp` and `socket`", self._attr_span(d, "socket"),
+                         help="a database is reached one way: keep one")
+            return Postgres(database=at.get("database", ""), user=at.get("user"), tcp_host=tcp_host,
+                            tcp_port=tcp_port, socket=at.get("socket"), password=at.get("password"),
+                            run_as=at.get("run_as"), bin=at.get("bin"), **common)
+        if d.kind == "sqlite":
+            return Sqlite(path=self.path_attr(d, at), **common)
+        if d.kind == "dir":
+            derived = []
+            for dv in d.derived:
+                sub = normpath(dv.subpath.value)
+                if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
+                    self.err("E106", "a `derived` subpath must be relative and inside the dir", dv.subpath.span)
+                    continue
+                derived.append(Derived(sub, dv.rebuild.value, dv.span))
+            return Dir(path=self.path_attr(d, at), owner=at.get("owner"), mode=at.get("mode"),
+                       derived=tuple(derived), **common)
+        if d.kind == "file":
+            return File(path=self.path_attr(d, at), owner=at.get("owner"), mode=at.get("mode"),
+                        secret=bool(at.get("secret", False)), **common)
+        # service
+        writes = self.data_refs(at.get("writes", ()), "a service's `writes`")
+        reads = self.data_refs(at.get("reads", ()), "a service's `reads`")
+        systemd = at.get("systemd", ())
+        if systemd and any(k in at for k in ("start", "stop", "status")):
+            self.err("E106", f"service `{d.name.name}` has both `systemd` units and start/stop commands",
+                     d.name.span, help="use `systemd = [...]` or `start`/`stop`/`status`, not both")
+        elif not systemd and not ("start" in at and "stop" in at):
+            self.err("E106", f"service `{d.name.name}` needs `systemd = [units]` or `start` and `stop` commands",
+                     d.name.span, label="how is it started and stopped?")
+        for u in systemd:
+            if not u or u.startswith("-") or any(c.isspace() for c in u) or "/" in u:
+                self.err("E106", f"`{u}` is not a systemd unit name", self._attr_span(d, "systemd"))
+        initially = at.get("initially")
+        return Service(systemd=tuple(systemd), start=at.get("start"), stop=at.get("stop"),
+                       status=at.get("status"), writes=writes, reads=reads,
+                       initially_running=(initially is None or initially.name == "running"), **common)
+
+    def data_refs(self, refs, where) -> Tuple[str, ...]:
+        out = []
+        for r in refs:
+            ident = A.Ident(r.name, r.span)
+            if self.lookup(ident, ("postgres", "sqlite", "dir", "file"), "a database, dir or file") is not None:
+                out.append(r.name)
+        return tuple(out)
+
+    # -- steps
+
+    def bind_steps(self, steps):
+        for step in steps:
+            self.bind_step(step)
+
+    def need(self, ident: A.Ident, kinds, what):
+        return self.lookup(ident, kinds, what)
+
+    def target(self, t: A.Target, what="a location"):
+        if isinstance(t, A.Location):
+            if t.host.name not in self.decls:
+                sugg = _suggest(t.host.name, [n for n, x in self.decls.items() if x.kind == "host"])
+                self.err("E105", f"location on unknown host `{t.host.name}`", t.host.span, label="no such host",
+                         help=f"did you mean `{sugg}`?" if sugg else f"declare `host {t.host.name} {{ ... }}`")
+                return False
+            if self.decls[t.host.name].kind != "host":
+                self.err("E103", f"`{t.host.name}` is a {self.decls[t.host.name].kind}, but a location needs a host",
+                         t.host.span, label="not a host")
+                return False
+            p = t.path.value
+            if not p.startswith("/"):
+                self.err("E106", "a location's path must be absolute", t.path.span, label="relative path")
+                return False
+            if "\0" in p or "\n" in p:
+                self.err("E106", "a location's path contains a NUL or newline", t.path.span)
+                return False
+            return True
+        d = self.lookup(t, ("file",), "a file (or `host:\"path\"`)")
+        return d is not None
+
+    def host_of(self, t: A.Target) -> Optional[str]:
+        if isinstance(t, A.Location):
+            return t.host.name
+        d = self.decls.get(t.name)
+        return getattr(d, "host", None) and d.host.name
+
+    def options(self, step: A.Step):
+        allowed = dict(STEP_OPTIONS[step.keyword])
+        allowed.update(_COMMON_OPTIONS)
+        seen = set()
+        for opt in step.options:
+            key = opt.key.name
+            if key in seen:
+                self.err("E106", f"option `{key}` is given twice", opt.key.span)
+                continue
+            seen.add(key)
+            typ = allowed.get(key)
+            if typ is None:
+                sugg = _suggest(key, allowed)
+                self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option",
+                         help=(f"did you mean `{sugg}`?" if sugg else
+                               ("options here: " + ", ".join(sorted(allowed)))))
+                continue
+            v = opt.value
+            if typ == "flag":
+                if v is not None:
+                    self.err("E106", f"`{key}` is a bare flag: write just `{key}`", opt.span)
+                continue
+            if v is None:
+                self.err("E106", f"option `{key}` needs a value: `{key} = ...`", opt.span)
+                continue
+            if typ == "excludes":
+                for s in v.items:
+                    sub = normpath(s.value)
+                    if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
+                        self.err("E106", "an excluded subpath must be relative and inside the dir", s.span)
+                continue
+            if typ.startswith("enum:"):
+                choices = typ[5:].split(",")
+                if not (isinstance(v, A.Ref) and v.name in choices):
+                    self.err("E106", f"`{key}` must be one of {', '.join(choices)}", v.span, label="not allowed")
+                continue
+            if typ == "host":
+                if isinstance(v, A.Ref):
+                    self.need(A.Ident(v.name, v.span), ("host",), "a host")
+                else:
+                    self.err("E106", f"`{key}` must be a host name", v.span)
+                continue
+            if typ == "names":
+                items = v.items if isinstance(v, A.ListValue) else (v,)
+                for i in items:
+                    if isinstance(i, A.Ref):
+                        self.need(A.Ident(i.name, i.span), ("postgres", "sqlite", "dir", "file"),
+                                  "a database, dir or file")
+                    else:
+                        self.err("E106", f"`{key}` lists declared names, e.g. `{key} = [old_db]`", i.span)
+                continue
+            ok = {"int": isinstance(v, A.Int), "bool": isinstance(v, A.Bool), "str": isinstance(v, A.Str)}[typ]
+            if not ok:
+                self.err("E106", f"option `{key}` must be {_TYPE_WORDS[typ]}", v.span, label="wrong type")
+            elif typ == "int" and v.value <= 0:
+                self.err("E106", f"option `{key}` must be positive", v.span)
+
+    def two_hosts(self, step, a: A.Target, b: A.Target):
+        ha, hb = self.host_of(a), self.host_of(b)
+        if isinstance(step, A.Transfer) and ha and hb and ha == hb:
+            pa = a.path.value if isinstance(a, A.Location) else None
+            pb = b.path.value if isinstance(b, A.Location) else None
+            if pa is not None and pa == pb or isinstance(a, A.Ident) and isinstance(b, A.Ident) and a.name == b.name:
+                self.err("E105", "`transfer` copies between two places, but both name the same file",
+                         step.span, help="name the target host or a different path")
+        if isinstance(step, A.Move) and ha and hb and ha != hb:
+            self.err("E105", f"`move` renames on one host, but this goes from `{ha}` to `{hb}`", step.span,
+                     help="use `transfer` to copy between hosts (then `delete` the source once verified)")
+
+    def bind_step(self, step: A.Step):
+        self.options(step)
+        K = ("postgres", "sqlite")
+        if isinstance(step, (A.Stop, A.Start, A.Restart)):
+            for s in step.services:
+                self.need(s, ("service",), "a service")
+        elif isinstance(step, A.Dump):
+            self.need(step.db, K, "a database")
+            self.target(step.to)
+        elif isinstance(step, A.Restore):
+            self.target(step.source)
+            self.need(step.db, K, "a database")
+        elif isinstance(step, A.Archive):
+            self.need(step.dir, ("dir",), "a dir")
+            self.target(step.to)
+        elif isinstance(step, A.Extract):
+            self.target(step.source)
+            self.need(step.dir, ("dir",), "a dir")
+        elif isinstance(step, A.Sync):
+            a = self.need(step.source, ("dir",), "a dir")
+            b = self.need(step.dest, ("dir",), "a dir")
+            if a is not None and b is not None and a is b:
+                self.err("E105", "`sync` copies a dir to another, but both are the same", step.span)
+        elif isinstance(step, (A.Transfer, A.Move)):
+            ok = self.target(step.source) & self.target(step.dest)
+            if ok:
+                self.two_hosts(step, step.source, step.dest)
+        elif isinstance(step, A.Delete):
+            self.target(step.target)
+        elif isinstance(step, A.Drop):
+            self.need(step.db, K, "a database")
+        elif isinstance(step, (A.Run, A.VerifyRun)):
+            self.need(step.host, ("host",), "a host")
+        elif isinstance(step, A.VerifyDns):
+            self.need(step.host, ("host",), "a host")
+        elif isinstance(step, A.Parallel):
+            self.bind_steps(step.steps)
+
+    def bind_labels(self):
+        seen = {}
+        for step in A.walk_steps(self.plan.steps):
+            if step.label is None:
+                continue
+            if step.label.name in seen:
+                self.err("E104", f"label `{step.label.name}` is used twice", step.label.span,
+                         notes=(f"first used at line {seen[step.label.name].line}",),
+                         help="labels name one step each (for `apply --from`)")
+            else:
+                seen[step.label.name] = step.label.span
+
+
+def resolve(plan: A.Plan) -> BoundPlan:
+    """Bind names, type attributes and options; E1xx findings are returned on the bound plan."""
+    r = _Resolver(plan)
+    r.bind_names()
+    r.bind_decls()
+    r.bind_steps(plan.steps)
+    r.bind_labels()
+    by_host_path: Dict[str, List[Resource]] = {}
+    for res in r.resources.values():
+        if getattr(res, "path", None):
+            by_host_path.setdefault(res.host, []).append(res)
+    for rs in by_host_path.values():
+        rs.sort(key=lambda x: -len(x.path))
+    return BoundPlan(plan=plan, hosts=r.hosts, resources=r.resources, findings=tuple(r.findings),
+                     by_host_path=by_host_path)
