@@ -1,0 +1,1 @@
+"""Running a compiled plan: backends (local, Fabric SSH), transfers, preflight, journal."""
