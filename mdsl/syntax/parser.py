@@ -79,8 +79,21 @@ _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _ESCAPE_RE = re.compile(r"\\(.)")
 
 
+# Control characters (other than tab) cannot be seen in an editor and cannot be
+# passed to a command line (NUL); `\n` and `\t` are the way to write them.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _string(tok: Token) -> A.Str:
     raw = tok.value[1:-1]
+    bad = _CONTROL_RE.search(raw)
+    if bad is not None:
+        col = tok.column + 1 + bad.start()
+        raise _SyntaxProblem(
+            f"a string cannot hold the control character U+{ord(bad.group()):04X}",
+            A.Span(_ctx.file, tok.line, col, tok.line, col + 1),
+            help="write a newline as \\n and a tab as \\t; other control characters have no place in a plan",
+        )
     if "\\" not in raw:
         return A.Str(raw, _tspan(tok))
 
@@ -128,6 +141,22 @@ def _targets(children):
     return [c for c in children if isinstance(c, (A.Location, A.Ident))]
 
 
+# Every later stage walks these trees recursively; a limit far above any real
+# plan keeps a hostile file from exhausting Python's stack.
+MAX_NESTING = 32
+
+
+def _check_depth(node, children, what: str, opener: Token) -> None:
+    if not children:
+        return
+    depth = 1 + max(_ctx.depth.get(id(x), 1) for x in children)
+    if depth > MAX_NESTING:
+        raise _SyntaxProblem(f"{what} nested more than {MAX_NESTING} deep", _tspan(opener),
+                             help="flatten the nesting; a real plan needs at most a few levels")
+    _ctx.depth[id(node)] = depth
+    _ctx.keep.append(node)  # ids stay unique while the parse runs
+
+
 class _ToAst(Transformer):
     """One method per grammar rule; runs inside the LALR parser."""
 
@@ -150,7 +179,9 @@ class _ToAst(Transformer):
     def list(self, c):
         items = tuple(x for x in c if not isinstance(x, Token) or x.type not in ("LSQB", "RSQB", "COMMA"))
         items = tuple(_string(x) if isinstance(x, Token) else x for x in items)
-        return A.ListValue(items, _sp(c))
+        node = A.ListValue(items, _sp(c))
+        _check_depth(node, [x for x in items if isinstance(x, A.ListValue)], "lists", c[0])
+        return node
 
     def env_secret(self, c):
         return A.Secret("env", _string(c[2]).value, _sp(c))
@@ -261,7 +292,9 @@ class _ToAst(Transformer):
 
     def parallel(self, c):
         steps = tuple(x for x in c if isinstance(x, A.Step))
-        return A.Parallel(steps=steps, span=_sp(c))
+        node = A.Parallel(steps=steps, span=_sp(c))
+        _check_depth(node, [x for x in steps if isinstance(x, A.Parallel)], "`parallel` blocks", c[0])
+        return node
 
     def labeled(self, c):
         tok, step = c
@@ -330,6 +363,17 @@ def _expected_words(expected) -> List[str]:
     return sorted(words)
 
 
+def _acceptable(exc, fallback):
+    """The terminals that could really come next: LALR's lookahead sets are merged across
+    contexts (a `,` or `]` "expected" after a value in a declaration's body), so ask the
+    parser, replaying its state, which terminals it would accept."""
+    try:
+        accepted = exc.interactive_parser.accepts()
+    except Exception:  # no interactive parser on this error; the lookahead set will do
+        accepted = None
+    return accepted or fallback or ()
+
+
 def _describe(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
@@ -362,20 +406,23 @@ def _syntax_finding(file: str, text: str, exc) -> Finding:
                            A.Span(file, exc.line, exc.column, exc.line, exc.column + (end - exc.pos_in_stream)),
                            label="this string has no closing `\"` on its line",
                            help='close the string on the same line; write a newline inside it as \\n')
-        if ch.isalpha() and ch.isupper() or ch == "-":
+        nxt = text[exc.pos_in_stream + 1: exc.pos_in_stream + 2]
+        if ch == "-" and nxt.isdigit():
+            help = "numbers are whole and not negative"
+        elif ch.isalpha() and ch.isupper() or ch == "-":
             help = "names are lowercase letters, digits and `_` (`[a-z_][a-z0-9_]*`)"
         elif ch == "'":
             help = 'strings use double quotes: "..."'
         else:
             help = None
-        allowed = _expected_words(exc.allowed or ())
+        allowed = _expected_words(_acceptable(exc, exc.allowed))
         msg = f"syntax error: unexpected character {ch!r}"
         if allowed:
             msg += f", expected {_join(allowed)}"
         return Finding("E101", Severity.ERROR, msg, span, label="unexpected character", help=help)
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
-        expected = _expected_words(exc.expected)
+        expected = _expected_words(_acceptable(exc, exc.expected))
         if tok.type == "$END":
             line, col = _line_col_of_offset(text, len(text))
             span = A.Span(file, line, col, line, col)
@@ -385,16 +432,37 @@ def _syntax_finding(file: str, text: str, exc) -> Finding:
         if expected:
             msg += f", expected {_join(expected)}"
         help = None
-        if tok.type == "NAME" and tok.value in ("true", "false"):
-            help = None
-        elif tok.type == "KEY":
+        notes = ()
+        if tok.type == "KEY":
             help = "`key = value` belongs inside a declaration's `{ }` or after a step"
-        return Finding("E101", Severity.ERROR, msg, span, label=f"unexpected {_describe(tok)}", help=help)
+        elif tok.type == "$END":
+            notes, help = _unclosed(file, text)
+        return Finding("E101", Severity.ERROR, msg, span, label=f"unexpected {_describe(tok)}", help=help,
+                       notes=notes)
     if isinstance(exc, UnexpectedEOF):
         line, col = _line_col_of_offset(text, len(text))
+        notes, help = _unclosed(file, text)
         return Finding("E101", Severity.ERROR, "syntax error: unexpected end of file",
-                       A.Span(file, line, col, line, col), label="file ends here")
+                       A.Span(file, line, col, line, col), label="file ends here", notes=notes, help=help)
     raise exc
+
+
+_BRACE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}]')
+
+
+def _unclosed(file: str, text: str):
+    """(notes, help) naming the `{` still open at the end of the file, if any."""
+    stack = []
+    for m in _BRACE_RE.finditer(text):
+        ch = m.group()
+        if ch == "{":
+            stack.append(m.start())
+        elif ch == "}" and stack:
+            stack.pop()
+    if not stack:
+        return (), None
+    line, col = _line_col_of_offset(text, stack[-1])
+    return (f"the `{{` at {file}:{line}:{col} is never closed",), "add the missing `}`"
 
 
 def _join(words: List[str]) -> str:
@@ -435,6 +503,8 @@ def parse_text(text: str, file: str = "<plan>") -> A.Plan:
     parser = _parser()
     _ctx.file = file
     _ctx.comments = []
+    _ctx.depth = {}
+    _ctx.keep = []
     # The collector makes parse time grow superlinearly with the number of live
     # nodes; nothing here makes cycles, so pause it and freeze what we built.
     enabled = gc.isenabled()
@@ -473,13 +543,16 @@ def parse_bytes(data: bytes, file: str) -> A.Plan:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line, col = _line_col_of_offset(data.decode("utf-8", "replace"), exc.start) if exc.start else (1, 1)
         line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        # Columns count characters, as everywhere else: decode the valid prefix of the line.
+        col = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
         raise PlanError([Finding("E101", Severity.ERROR,
                                  f"syntax error: the file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
                                  A.Span(file, line, col, line, col + 1), label="invalid byte",
                                  help="save the plan as UTF-8")]) from None
+    if text.startswith("\ufeff"):  # a byte order mark some editors write; not part of the plan
+        text = text[1:]
     return parse_text(text, file)
 
 

@@ -1,0 +1,356 @@
+"""H3: operations. Services left stopped, files left with foreign uids,
+unverified copies, secrets in the plan, opaque commands, dump formats, DNS."""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Tuple
+
+from mdsl.check.rules.base import E, W, Rule
+from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
+from mdsl.check.state import PG_DUMP, Place
+from mdsl.syntax import ast as A
+
+_DECLS = HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES
+_VERIFY = '  verify http "https://app.example.net/health" via = new status = 200\n'
+
+H301 = Rule(
+    "H301", "a service that ran at the start runs nowhere at the end", W,
+    summary=(
+        "Every service running when the plan starts should run somewhere when it ends: its systemd "
+        "units (for a service with start/stop commands, the service itself) are stopped on the old "
+        "host, so some service on the new host must run the same units. The usual miss is a timer "
+        "or worker unit (a cron timer, a queue worker) that the old box ran and the new service "
+        "declaration forgot."),
+    bad=plan(MOVE, _DECLS.replace('systemd = ["app"]  writes = [old_db',
+                                  'systemd = ["app", "app-cleanup.timer"]  writes = [old_db')),
+    fixed=plan(MOVE, _DECLS.replace('systemd = ["app"]', 'systemd = ["app", "app-cleanup.timer"]')),
+    source="Nextcloud's background jobs run from a cron timer; moved without it, the new server "
+           "silently stops cleaning up and sending notifications.",
+)
+
+H302 = Rule(
+    "H302", "files are unpacked into a dir with no owner", W,
+    summary=(
+        "`extract` and `sync` chown what they write to the target dir's `owner`. Without one, files "
+        "keep the numeric uids and gids of the source machine, which name other users (or nobody) on "
+        "the target: the app cannot read its own uploads, or another account can."),
+    bad=plan(MOVE, _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
+                                  'dir new_files on new { path = "/srv/app/files" }')),
+    fixed=plan(MOVE),
+    source="the seed: 'remember to check file permissions when you do this (guess why I know)'.",
+)
+
+H303 = Rule(
+    "H303", "a copy is used without a verified checksum", W,
+    summary=(
+        "A `transfer` hashes the file on both ends and fails on a mismatch; `verify = false` turns "
+        "that off, so a truncated or corrupted copy is restored as if it were whole. Reading an "
+        "artifact across hosts (a `restore` on one host of a file that lies on another) streams it "
+        "without any verified copy on the target either."),
+    bad=plan(MOVE.replace('to new:"/root/app.dump"\n', 'to new:"/root/app.dump" verify = false\n', 1)),
+    fixed=plan(MOVE),
+    source="the seed moved its archives with `tailscale file cp`, which checks nothing end to end.",
+)
+
+H304 = Rule(
+    "H304", "a literal secret in the plan", E,
+    summary=(
+        "A password, token or key written into the plan ends up in version control, in shell "
+        "history, in logs and in every copy of the plan. Use `env(\"NAME\")` or `file(\"PATH\")`: "
+        "secrets are read at apply time, never logged and never put in a command line."),
+    bad=plan(MOVE, _DECLS.replace('password = env("APP_DB_PASSWORD")', 'password = "hunter2"')),
+    fixed=plan(MOVE),
+    source="the seed: 'How to manage password in NixOS is a question I don't feel comfortable answering yet'.",
+)
+
+H305 = Rule(
+    "H305", "an opaque command touches data it does not declare", W,
+    summary=(
+        "The checker cannot see inside a `run` command. When its text mentions the path of a "
+        "declared dir, database or file, or uses a destructive tool (rm, mv, dropdb, truncate, "
+        "DROP ...), but the step declares neither `writes` nor `deletes`, every finding about that "
+        "data may be wrong. Declare what it touches: `reads = [...]`, `writes = [...]`, "
+        "`deletes = [...]`."),
+    bad=plan(MOVE + '  run new "chown -R app:app /srv/app/files"\n'),
+    fixed=plan(MOVE + '  run new "chown -R app:app /srv/app/files" writes = [new_files]\n'),
+    source="",
+)
+
+H306 = Rule(
+    "H306", "a dump format that the restore cannot use", W,
+    summary=(
+        "`pg_restore` reads the custom and directory formats only: a `format = plain` dump is SQL "
+        "text for psql, and `restore` fails on it. `jobs = N` makes pg_dump work in parallel only "
+        "with `format = directory`, and pg_restore only with custom or directory dumps."),
+    bad=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = plain')),
+    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = custom')),
+    source="the seed used `pg_dump -Fc` (custom format) and pg_restore, as Mastodon's migration guide does.",
+)
+
+H307 = Rule(
+    "H307", "DNS is switched before the new host was tested", W,
+    summary=(
+        "Once DNS points at the new host, every client goes there. Test it first with `verify http "
+        "\"URL\" via = HOST`, which sends the request to HOST whatever DNS says (a hosts-file "
+        "override, in effect). Reported for `verify dns ... is HOST` and for a `confirm` that asks "
+        "the operator to switch DNS, when no such check of that host has passed."),
+    bad=plan(MOVE + '  confirm "Point app.example.net\'s DNS at new"\n  verify dns "app.example.net" is new\n'),
+    fixed=plan(MOVE + _VERIFY + '  confirm "Point app.example.net\'s DNS at new"\n'
+               '  verify dns "app.example.net" is new\n'),
+    source="Mastodon's and Nextcloud's migration guides: test the new server through your hosts file "
+           "before you change DNS. The seed changed DNS first because its TLS certificate needed it.",
+)
+
+RULES = (H301, H302, H303, H304, H305, H306, H307)
+
+
+# ---------------------------------------------------------------- H301
+
+
+def at_end(w) -> None:
+    """H301: units of services that ran at the start that run nowhere at the end."""
+    res = w.bound.resources
+    running = w.state.running
+    units = set()
+    for name in running:
+        units.update(res[name].systemd)
+    for svc in res.values():
+        if svc.kind != "service" or not svc.initially_running:
+            continue
+        if svc.systemd:
+            missing = [u for u in svc.systemd if u not in units]
+        else:
+            missing = [] if svc.name in running else [svc.name]
+        if not missing:
+            continue
+        stop = w.last_stop.get(svc.name)
+        what = ", ".join(missing)
+        w.report(H301.finding(
+            stop.span if stop is not None else svc.span,
+            f"{svc.name} ran at the start, but {what} {'runs' if len(missing) == 1 else 'run'} nowhere at the end",
+            label=f"{svc.name} stops here",
+            notes=(f"no service running at the end of the plan has {'this unit' if svc.systemd else 'been started'}",),
+            help=("declare the missing units in a service on the new host and `start` it, "
+                  f"or start {svc.name} again")))
+
+
+# ---------------------------------------------------------------- H302, H303
+
+
+def unowned(w, step: A.Step, d) -> None:
+    """H302: extract or sync into a dir that declares no owner."""
+    if d.owner is not None:
+        return
+    w.report(H302.finding(
+        step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's numeric uids",
+        label=f"{d.name} declares no owner to chown to",
+        notes=("user and group ids differ between machines: the app's user may be 991 on one and 998 on "
+               "the other",),
+        help=f'declare `owner = "user:group"` on {d.name}'))
+
+
+def unverified_transfer(w, step: A.Step, opt: A.Option) -> None:
+    """H303: a transfer that skips the checksum comparison."""
+    w.report(H303.finding(
+        opt.span, "`transfer` with `verify = false` copies without comparing checksums",
+        label="this copy is never checked",
+        help="remove `verify = false`: a transfer hashes both ends and fails on a mismatch"))
+
+
+def cross_host_read(w, step: A.Step, src: Place, into) -> None:
+    """H303: a restore or extract on one host reads an artifact lying on another."""
+    if src.host == into.host:
+        return
+    w.report(H303.finding(
+        step.span, f"`{step.keyword}` into {into.name} on {into.host} reads {src.show()}: there is no "
+                   f"verified copy on {into.host}",
+        label="read across hosts, unverified",
+        help=f"transfer it to {into.host} first (a transfer compares checksums), then {step.keyword} from there"))
+
+
+# ---------------------------------------------------------------- H304
+
+_SECRET_NAME = re.compile(r"pass(word|wd)?|token|secret|api_?key|credential", re.I)
+# name=value in a command (PGPASSWORD=x, --token=x, ?api_key=x); values that are variables or paths are fine
+_SECRET_ASSIGN = re.compile(
+    r"[\w-]*(?:password|passwd|token|secret|api[_-]?key)[\w-]*(?:=|:(?=\S))(?![$/~.])['\"]?[^\s'\"&]{3,}", re.I)
+_URL_USERINFO = re.compile(r"://[^/\s:@]+:(?!\$)[^@\s/]+@")
+_BEARER = re.compile(r"\bbearer\s+(?!\$)[A-Za-z0-9._~+/-]{8,}", re.I)
+
+
+def _secret_in(s: A.Str) -> Optional[A.Span]:
+    for rx in (_SECRET_ASSIGN, _URL_USERINFO, _BEARER):
+        m = rx.search(s.value)
+        if m:
+            sp = s.span
+            # point into the string when its source is the value verbatim (no escapes)
+            if sp.line == sp.end_line and sp.end_col - sp.col - 2 == len(s.value):
+                return A.Span(sp.file, sp.line, sp.col + 1 + m.start(), sp.line, sp.col + 1 + m.end())
+            return sp
+    return None
+
+
+def _literal_attr(w, key: A.Ident, value, where: str) -> None:
+    if isinstance(value, A.Str) and _SECRET_NAME.search(key.name):
+        w.report(H304.finding(
+            value.span, f"a literal secret in the plan: `{key.name}` of {where}",
+            label="written into the plan",
+            help=f'use `{key.name} = env("NAME")` or `file("PATH")`: secrets are read at apply time and never shown'))
+        return
+    strs = value.items if isinstance(value, A.ListValue) else (value,)
+    for s in strs:
+        if isinstance(s, A.Str):
+            _literal_text(w, s, f"`{key.name}` of {where}")
+
+
+def _literal_text(w, s: A.Str, where: str) -> None:
+    span = _secret_in(s)
+    if span is not None:
+        w.report(H304.finding(
+            span, f"a literal secret in {where}", label="a secret written into the plan",
+            help='pass it through the environment at apply time (declare it with env("NAME") where an '
+                 'attribute takes one; in a command, read it from a file or a variable)'))
+
+
+def literal_secrets(w) -> None:
+    """H304: literal passwords, tokens and keys in attributes, options and command text."""
+    plan = w.bound.plan
+    for d in plan.decls:
+        where = f"`{d.name.name}`"
+        for a in d.attrs:
+            _literal_attr(w, a.key, a.value, where)
+        for dv in getattr(d, "derived", ()):
+            _literal_text(w, dv.rebuild, f"the rebuild command of {where}")
+    for s in A.walk_steps(plan.steps):
+        for opt in s.options:
+            if opt.value is not None:
+                _literal_attr(w, opt.key, opt.value, f"a `{s.keyword}` step")
+        for field in ("command", "url", "message"):
+            v = getattr(s, field, None)
+            if isinstance(v, A.Str):
+                _literal_text(w, v, f"a `{s.keyword}` step")
+
+
+# ---------------------------------------------------------------- H305
+
+# rm/mv/... as a command word (after start, a separator, or sudo and its flags)
+_DESTRUCTIVE_TOOL = re.compile(
+    r"(?:^|[\s;&|(`'\"])(?:sudo\s+(?:-\S+\s+(?:\w+\s+)?)*)?(rm|rmdir|mv|dropdb|shred|unlink|truncate)(?=\s|$)")
+_DESTRUCTIVE_SQL = re.compile(
+    r"\b(DROP\s+(?:DATABASE|TABLE|SCHEMA|OWNED|INDEX|VIEW)|TRUNCATE\s+(?:TABLE\s+)?\w+|DELETE\s+FROM)\b", re.I)
+_FIND_DELETE = re.compile(r"\s(-delete)\b")
+
+
+def _paths_on(w, host: str) -> Tuple[Optional[re.Pattern], Dict[str, List[str]]]:
+    memo = w.memo.setdefault("h305", {})
+    got = memo.get(host)
+    if got is None:
+        by_path: Dict[str, List[str]] = {}
+        for r in w.bound.resources.values():
+            p = getattr(r, "path", "")
+            if r.is_data and p and r.host == host:
+                by_path.setdefault(p, []).append(r.name)
+        if by_path:
+            alts = "|".join(re.escape(p) for p in sorted(by_path, key=len, reverse=True))
+            rx = re.compile(r"(?<![\w./-])(" + alts + r")(?![\w.-])")
+        else:
+            rx = None
+        got = memo[host] = (rx, by_path)
+    return got
+
+
+def opaque_run(w, step: A.Run) -> None:
+    """H305: a run whose text touches data or destroys things it does not declare."""
+    declared = any(step.option(k) is not None for k in ("writes", "deletes"))
+    if declared:
+        return
+    cmd = step.command.value
+    m = _DESTRUCTIVE_TOOL.search(cmd) or _DESTRUCTIVE_SQL.search(cmd) or _FIND_DELETE.search(cmd)
+    if m:
+        w.report(H305.finding(
+            step.span, f"`run` uses `{m.group(1)}` but declares no `deletes` or `writes`",
+            label="the checker cannot see what this destroys",
+            help="declare what it touches (`deletes = [...]`, `writes = [...]`), or use a `delete`/`drop` step"))
+        return
+    rx, by_path = _paths_on(w, step.host.name)
+    if rx is None:
+        return
+    reads = set()
+    opt = step.option("reads")
+    if opt is not None and opt.value is not None:
+        items = opt.value.items if isinstance(opt.value, A.ListValue) else (opt.value,)
+        reads = {i.name for i in items if isinstance(i, A.Ref)}
+    undeclared = []
+    for m in rx.finditer(cmd):
+        for name in by_path[m.group(1)]:
+            if name not in reads and name not in undeclared:
+                undeclared.append(name)
+    if undeclared:
+        names = ", ".join(undeclared)
+        w.report(H305.finding(
+            step.span, f"`run` mentions the path of {names} but does not declare it",
+            label="the checker cannot see what this does to the data",
+            help=f"declare it: `writes = [{names}]` if the command changes it, `reads = [{names}]` if it only reads it"))
+
+
+# ---------------------------------------------------------------- H306
+
+
+def dump_format(w, step: A.Dump, fmt: str) -> None:
+    """H306: pg_dump `jobs` without the directory format."""
+    jobs = step.option("jobs")
+    if jobs is not None and fmt != "directory":
+        w.report(H306.finding(
+            jobs.span, f"`jobs` needs `format = directory`: pg_dump cannot write a {fmt}-format dump in parallel",
+            label="ignored, or an error", help="add `format = directory`, or drop `jobs`"))
+
+
+def restore_format(w, step: A.Restore, src: Place) -> None:
+    """H306: restoring a plain-format dump (SQL text for psql, not for pg_restore)."""
+    if src.kind == PG_DUMP and src.fmt == "plain":
+        by = src.producer
+        w.report(H306.finding(
+            step.span, "`restore` reads a plain-format dump, which pg_restore cannot read",
+            label="a plain SQL dump needs psql",
+            notes=(f"written by the `dump` at line {by.span.line} with `format = plain`",) if by else (),
+            help="dump with `format = custom` (the default) or `format = directory`"))
+
+
+# ---------------------------------------------------------------- H307
+
+_DNS_WORDS = re.compile(r"(?i:\bdns\b|\bcname\b|\bnameservers?\b)|\bA/AAAA\b|\bAAAA\b|\bA records?\b")
+_SWITCH = re.compile(r"\b(point|re-?point|switch|change|update|move|flip|cut\s*over)\b", re.I)
+_POINT = re.compile(r"\b(point|re-?point|switch|flip|cut\s*over)\b", re.I)
+
+
+def dns_switch(w, step: A.Step, host: str) -> None:
+    """H307: `verify dns ... is HOST` before a `verify http ... via = HOST` passed."""
+    if host in w.state.http_via:
+        return
+    _report_dns(w, step, host)
+
+
+def _report_dns(w, step, host: Optional[str]) -> None:
+    target = host or "the new host"
+    w.report(H307.finding(
+        step.span, f"DNS is switched to {target} before any `verify http ... via = {host or 'HOST'}` passed",
+        label=f"from here clients go to {target}",
+        help=f'add `verify http "https://NAME/..." via = {host or "HOST"}` before this step: it sends the '
+             f"request to {target} whatever DNS says"))
+
+
+def dns_confirm(w, step: A.Confirm) -> None:
+    """H307: a `confirm` asking to switch DNS before the new host was tested via HTTP."""
+    msg = step.message.value
+    if not _DNS_WORDS.search(msg) or not _SWITCH.search(msg):
+        return
+    if re.search(r"\bTTL\b", msg) and not _POINT.search(msg):
+        return  # lowering the TTL ahead of the move is preparation, not a switch
+    named = [h for h in w.bound.hosts if re.search(r"(?<![\w])" + re.escape(h) + r"(?![\w])", msg)]
+    via = w.state.http_via
+    if named:
+        if not any(h in via for h in named):
+            _report_dns(w, step, named[-1])
+    elif not via:
+        _report_dns(w, step, None)

@@ -1,0 +1,84 @@
+"""P: preflight at apply time, before the first step changes anything. The
+checks run in `mdsl/run/` (they need the hosts); this module holds their
+documentation. Their examples describe situations rather than plans."""
+
+from __future__ import annotations
+
+from mdsl.check.rules.base import E, Rule
+
+P401 = Rule(
+    "P401", "a host is unreachable, refuses the key, or has an unknown host key", E,
+    summary=(
+        "Every host of the plan is contacted before anything happens: it must answer, accept the "
+        "SSH key, and present a host key that known_hosts (or the host's `known_hosts` file) "
+        "vouches for. Unknown keys are refused unless `--accept-new-host-keys`: trusting a key on "
+        "first use during a migration is how a man in the middle gets the database."),
+    bad="A plan whose new host was reinstalled: its host key changed, and apply stops before `stop old_app`.",
+    fixed="Confirm the new key out of band, update known_hosts (or run once with `--accept-new-host-keys`).",
+    source="the seed reached beetroot over SSH as root and over tailscale; both must work before the downtime.",
+)
+
+P402 = Rule(
+    "P402", "a tool a step needs is missing on its host", E,
+    summary=(
+        "pg_dump, pg_restore, tar, zstd, rsync, sha256sum, systemctl: each step needs some tool on "
+        "its host, and a missing one found halfway through leaves the service down."),
+    bad="`archive ... compress = zstd` on a host without zstd installed.",
+    fixed="Install zstd on that host, or use `compress = gzip`.",
+    source="",
+)
+
+P403 = Rule(
+    "P403", "pg_restore or the target server is older than the dump", E,
+    summary=(
+        "A dump written by pg_dump 16 cannot be read by pg_restore 15, and restoring into an older "
+        "server than the source may fail on new syntax. The target's pg_restore must be at least "
+        "as new as the source's pg_dump, and the target server not older than the source server."),
+    bad="Ubuntu runs PostgreSQL 16 with pg_dump 16; the NixOS target still has PostgreSQL 15.",
+    fixed="Upgrade the target first, or dump with the target's pg_dump version over the network.",
+    source="the seed moved from Ubuntu's PostgreSQL to the NixOS module's; their versions need not match.",
+)
+
+P404 = Rule(
+    "P404", "not enough free disk for a dump, archive or transfer", E,
+    summary=(
+        "Every location that receives a dump, an archive or a transferred copy needs room for it: "
+        "the estimate is pg_database_size or du of the source, with a margin."),
+    bad="Archiving a 40 GB public/system into /root on a 20 GB root filesystem.",
+    fixed="Archive to a larger filesystem, or `sync` the dir host to host without an archive.",
+    source="the seed: the cache folder alone was 'multiple GBs'.",
+)
+
+P405 = Rule(
+    "P405", "a systemd unit or service command does not exist", E,
+    summary=(
+        "Every unit named in a service's `systemd = [...]` must exist on its host (and every start/"
+        "stop/status command must be runnable), or stopping and starting services fails midway."),
+    bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
+    fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
+    source="",
+)
+
+P406 = Rule(
+    "P406", "a database does not accept the declared authentication", E,
+    summary=(
+        "Each database is connected to the way the plan says: a password over TCP, or peer "
+        "authentication as `run_as` over the unix socket. A mismatch is found before the old "
+        "service is stopped, not after."),
+    bad="The target uses peer auth over the socket (the NixOS module), but the plan gives `tcp` and a password.",
+    fixed="Declare `run_as = \"mastodon\"` and no `tcp` for the target database.",
+    source="the seed: 'Ubuntu was set up to run over 127.0.0.1, the NixOS Mastodon Module by default provisions "
+           "Postgres with auth trust ... and with a socket entrypoint'.",
+)
+
+P407 = Rule(
+    "P407", "a destination directory is not writable", E,
+    summary=(
+        "Every directory a step writes into must be writable by the user that writes there (the SSH "
+        "user, or the user sudo switches to)."),
+    bad="Transferring into /var/lib/mastodon as a non-root SSH user without `sudo = true`.",
+    fixed="Declare `sudo = true` on the host, or transfer into a directory that user owns.",
+    source="",
+)
+
+RULES = (P401, P402, P403, P404, P405, P406, P407)

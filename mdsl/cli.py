@@ -1,0 +1,358 @@
+"""The `mdsl` command line: check, explain, fmt, plan, apply, status.
+
+`check`, `explain` and `fmt` import only the syntax and check stages, so they
+start fast (editors, pre-commit); `plan`, `apply` and `status` import the
+runner lazily, inside their dispatch function.
+
+Exit codes: 0 clean; 1 findings at or above `--fail-on`; 2 unusable input (a
+file that cannot be read or parsed, an E1xx finding), a usage error, or an
+internal error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Sequence
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
+
+_SEVERITIES = ("error", "warning", "info")
+
+_CHECK_EPILOG = """\
+exit status: 0 no findings at or above --fail-on; 1 findings at or above it;
+2 a plan could not be read, parsed or resolved (E1xx), or a usage error.
+
+--format json prints a list of objects with the keys code, severity, message,
+file, line, column, end_line, end_column (exclusive), label, notes, help;
+columns count Unicode code points from 1. --format sarif prints SARIF 2.1.0;
+--format github prints GitHub Actions workflow commands (::error ...).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with `mdsl: error:` messages and exit status 2 for usage errors."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_UNUSABLE, f"{self.prog}: error: {message}\n")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mdsl")
+    except Exception:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand (DESIGN.md's CLI table)."""
+    p = _Parser(prog="mdsl", description="Move a running self-hosted service between machines without losing data.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("check", help="prove a plan loses no data; report findings",
+                       description="Report every finding about the plans (syntax, names, data loss, order, operations).",
+                       epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` reads standard input)")
+    c.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
+                   help="output format (default: text)")
+    c.add_argument("--fail-on", choices=_SEVERITIES, default="warning",
+                   help="exit 1 when a finding is at least this severe (default: warning)")
+    c.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="color the text format (auto: on a terminal, unless NO_COLOR is set)")
+    c.set_defaults(handler=_check)
+
+    e = sub.add_parser("explain", help="show the documentation page of a finding code",
+                       description="Show what a finding means, a bad plan and the fixed plan. Without CODE, list the codes.")
+    e.add_argument("code", nargs="?", metavar="CODE", help="a finding code, e.g. H101")
+    e.set_defaults(handler=_explain)
+
+    f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",
+                       description="Rewrite plans in the canonical layout, keeping comments.")
+    f.add_argument("plans", nargs="+", metavar="PLAN")
+    f.add_argument("--check", action="store_true",
+                   help="change nothing; exit 1 if a plan is not formatted, listing it")
+    f.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
+    f.set_defaults(handler=_fmt)
+
+    pl = sub.add_parser("plan", help="show each step's exact commands (secrets masked)",
+                        description="Print the resolved steps with the exact commands each will run; secrets masked.")
+    pl.add_argument("plan", metavar="PLAN")
+    pl.set_defaults(handler=_runner("plan"))
+
+    a = sub.add_parser("apply", help="check, preflight, then run a plan",
+                       description="Check the plan, run preflight checks on every host, then run the steps.")
+    a.add_argument("plan", metavar="PLAN")
+    a.add_argument("--dry-run", action="store_true", help="check and preflight only; change nothing")
+    a.add_argument("-y", "--yes", action="store_true", help="do not ask before destructive steps or warnings")
+    a.add_argument("--from", dest="from_label", metavar="LABEL", help="start at the step with this label")
+    a.add_argument("--log-format", choices=("console", "json"), default=None,
+                   help="log format (default: console on a terminal, json otherwise)")
+    a.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and record SSH host keys not yet in known_hosts")
+    a.set_defaults(handler=_runner("apply"))
+
+    s = sub.add_parser("status", help="what the journal says: done, failed, pending",
+                       description="Show the state of the plan's journal: which steps are done, failed or pending.")
+    s.add_argument("plan", metavar="PLAN")
+    s.set_defaults(handler=_runner("status"))
+    return p
+
+
+# ---------------------------------------------------------------- output helpers
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"mdsl: {message}\n")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def _forgiving_streams() -> None:
+    """Never die on a character the terminal's encoding lacks."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+# ---------------------------------------------------------------- check
+
+
+def _check(args) -> int:
+    from mdsl import render
+    from mdsl.check import check_plan
+    from mdsl.findings import PlanError, Severity
+    from mdsl.syntax.parser import parse_bytes, parse_file
+
+    sources = render.Sources()
+    findings = []
+    unusable = False
+    seen = set()
+    for order, path in enumerate(args.plans):
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            if path == "-":
+                data = sys.stdin.buffer.read()
+                path = "<stdin>"
+                sources.add(path, data)
+                plan = parse_bytes(data, path)
+            else:
+                plan = parse_file(path)
+        except PlanError as exc:
+            unusable = True
+            batch = exc.findings
+        else:
+            batch = check_plan(plan).findings
+        batch = sorted(batch, key=lambda f: (f.span.line, f.span.col, f.code))
+        findings.extend(batch)
+    if any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings):
+        unusable = True
+
+    color = args.color == "always" or (args.color == "auto" and render.use_color(sys.stdout))
+    _out(render.render(findings, args.format, sources, color=color,
+                       version=_version() if args.format == "sarif" else "0"))
+    if unusable:
+        return EXIT_UNUSABLE
+    threshold = Severity.parse(args.fail_on)
+    return EXIT_FINDINGS if any(f.severity >= threshold for f in findings) else EXIT_OK
+
+
+# ---------------------------------------------------------------- explain
+
+
+def _explain(args) -> int:
+    try:
+        from mdsl.check import catalog
+    except ModuleNotFoundError as exc:
+        if exc.name in ("mdsl.check.catalog",):
+            _err("the findings catalogue is not available in this build of mdsl")
+            return EXIT_UNUSABLE
+        raise
+    rules = list(catalog.RULES)
+    codes = [r.code for r in rules]
+    if args.code is None:
+        width = max((len(c) for c in codes), default=4)
+        for r in rules:
+            _out(f"{r.code:<{width}}  {r.severity.label:<7}  {r.title}\n")
+        _out("\nrun `mdsl explain CODE` for a code's page\n")
+        return EXIT_OK
+    code = args.code.strip().upper()
+    if code not in codes:
+        import difflib
+
+        from mdsl.render import safe
+
+        close = difflib.get_close_matches(code, codes, n=3, cutoff=0.5)
+        _err(f"unknown finding code `{safe(args.code)}`")
+        if close:
+            names = [f"`{c}`" for c in close]
+            words = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            sys.stderr.write(f"  help: did you mean {words}?\n")
+        sys.stderr.write("  help: `mdsl explain` lists every code\n")
+        return EXIT_UNUSABLE
+    page = catalog.page(code)
+    _out(page if page.endswith("\n") else page + "\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- fmt
+
+
+def _fmt(args) -> int:
+    from mdsl import render
+    from mdsl.findings import PlanError
+    from mdsl.syntax.format import format_plan
+    from mdsl.syntax.parser import parse_bytes
+
+    status = EXIT_OK
+    sources = render.Sources()
+    problems = []
+    for path in args.plans:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            original = data.decode("utf-8")
+        except OSError as exc:
+            _err(f"cannot read {render.safe(path)}: {exc.strerror}")
+            status = EXIT_UNUSABLE
+            continue
+        except UnicodeDecodeError:
+            original = None
+        try:
+            plan = parse_bytes(data, path)
+        except PlanError as exc:
+            problems.extend(exc.findings)
+            sources.add(path, data)
+            status = EXIT_UNUSABLE
+            continue
+        formatted = format_plan(plan, original)
+        if formatted == original:
+            continue
+        if args.check or args.diff:
+            if args.diff:
+                import difflib
+
+                _out("".join(difflib.unified_diff(original.splitlines(True), formatted.splitlines(True),
+                                                  fromfile=path, tofile=path)))
+            else:
+                _out(f"would reformat {render.safe(path)}\n")
+            status = max(status, EXIT_FINDINGS)
+        else:
+            _write_atomically(path, formatted)
+            _out(f"reformatted {render.safe(path)}\n")
+    if problems:
+        color = render.use_color(sys.stderr)
+        sys.stderr.write(render.render_text(problems, sources, color=color))
+    return status
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Replace `path` with `text` so a crash never leaves half a plan; keep its mode."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(prefix=".mdsl-fmt-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- plan / apply / status
+
+
+def _runner(name: str):
+    """A handler that imports the runner only when this command runs."""
+
+    def handler(args) -> int:
+        try:
+            from mdsl.run import commands
+        except ModuleNotFoundError as exc:
+            if exc.name in ("mdsl.run.commands", "mdsl.run"):
+                _err(f"`mdsl {name}` is not available in this build of mdsl")
+                return EXIT_UNUSABLE
+            _err(f"`mdsl {name}` needs the Python package `{exc.name}`, which is not installed")
+            return EXIT_UNUSABLE
+        fn = getattr(commands, f"{name}_command", None)
+        if fn is None:
+            _err(f"`mdsl {name}` is not available in this build of mdsl")
+            return EXIT_UNUSABLE
+        return fn(args)
+
+    handler.__name__ = f"_{name}"
+    return handler
+
+
+# ---------------------------------------------------------------- main
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_UNUSABLE
+    if args.version:
+        _out(f"mdsl {_version()}\n")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_UNUSABLE
+    return args.handler(args)
+
+
+def _internal_error(exc: BaseException) -> int:
+    _err(f"internal error: {type(exc).__name__}: {exc}")
+    sys.stderr.write("This is a bug in mdsl, not in your plan. Please report it with the plan that caused it.\n")
+    if os.environ.get("MDSL_DEBUG"):
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    else:
+        sys.stderr.write("Set MDSL_DEBUG=1 to see where it happened.\n")
+    return EXIT_UNUSABLE
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run `mdsl` with `argv` (default: sys.argv[1:]); returns the exit status, never raises."""
+    _forgiving_streams()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`mdsl check big.plan | head`): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_FINDINGS
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_UNUSABLE
+    except Exception as exc:  # the promise: no traceback for any input
+        return _internal_error(exc)

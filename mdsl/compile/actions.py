@@ -1,0 +1,217 @@
+"""What a compiled step does, as data: the runner interprets these, `mdsl plan` prints them.
+
+Most actions are a shell `Command` on one host. A few are performed by the
+runner itself because they span hosts or the control machine: copying an
+artifact between hosts (`CopyArtifact`), an HTTP or DNS check, a manual gate.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+from attrs import field, frozen
+
+from mdsl.compile.parts import Arg, Command, sh
+
+
+@frozen
+class Location:
+    """A path on a host."""
+
+    host: str
+    path: str
+
+    def __str__(self) -> str:
+        return f'{self.host}:"{self.path}"'
+
+
+@frozen
+class Artifact:
+    """A file or directory a step produces, hashed into the journal after the step."""
+
+    host: str
+    path: str
+    secret: bool = False  # a secret file's hash is not journaled, only its size
+
+    @property
+    def location(self) -> Location:
+        """Where it is."""
+        return Location(self.host, self.path)
+
+
+@frozen
+class Destination:
+    """A place that receives data (for preflight: free disk P404, writable P407)."""
+
+    host: str
+    path: str
+    run_as: Optional[str] = None  # the OS user that writes it; None = the connecting user
+    size_of: Optional[Union[str, Location]] = None  # a resource name, or the location copied
+
+
+@frozen
+class Shell:
+    """Run a command; a non-zero exit fails the step."""
+
+    command: Command
+    what: str
+    timeout: Optional[float] = None
+    watch: Optional[Location] = None  # a file whose growth shows progress (dump, archive)
+
+    def commands(self) -> Tuple[Command, ...]:
+        """The commands, for display and fingerprints."""
+        return (self.command,)
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        return (f"[{self.command.host}] $ {self.command.render(masked=True)}",)
+
+
+@frozen
+class Poll:
+    """Run a command until it succeeds (`want_ok`) or fails, e.g. a service's status after start."""
+
+    command: Command
+    what: str
+    want_ok: bool = True
+    timeout: float = 60.0
+    interval: float = 0.5
+
+    def commands(self) -> Tuple[Command, ...]:
+        """The commands, for display and fingerprints."""
+        return (self.command,)
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        until = "succeeds" if self.want_ok else "fails"
+        return (f"[{self.command.host}] $ {self.command.render(masked=True)}    "
+                f"# repeated until it {until}, up to {self.timeout:g}s",)
+
+
+@frozen
+class CopyArtifact:
+    """Copy a file (or directory) between hosts: to `PATH.part`, hash-verified, then renamed.
+
+    `via = stream` is done by the runner through both backends (hashing in the
+    same pass); `rsync`/`scp`/`tailscale` run `push` on the source host (or the
+    control machine) and `pull` on the target, then the same verify-and-rename.
+    """
+
+    source: Location
+    dest: Location
+    via: str = "stream"
+    verify: bool = True
+    mode: Optional[str] = None  # applied to the destination after the rename
+    owner: Optional[str] = None
+    secret: bool = False
+    dest_sudo: bool = False
+    source_sudo: bool = False
+    push: Optional[Command] = None
+    pull: Optional[Command] = None
+    timeout: Optional[float] = None
+
+    def commands(self) -> Tuple[Command, ...]:
+        """The external commands (rsync/scp/tailscale), for display and fingerprints."""
+        return tuple(c for c in (self.push, self.pull) if c is not None)
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        part = self.dest.path + ".part"
+        lines = []
+        if self.via == "stream":
+            lines.append(f"[{self.source.host}] $ cat < {Arg(self.source.path).render()}    "
+                         f"# streamed to {self.dest.host}, sha256 computed in the same pass")
+            lines.append(f"[{self.dest.host}] $ umask 077 && cat > {Arg(part).render()}")
+        else:
+            lines += [f"[{c.host}] $ {c.render(masked=True)}" for c in self.commands()]
+        if self.verify:
+            lines.append(f"[{self.dest.host}] $ sha256sum < {Arg(part).render()}    # must equal the source's")
+        lines.append(f"[{self.dest.host}] $ mv -f -T -- {Arg(part).render()} {Arg(self.dest.path).render()}")
+        if self.mode:
+            lines.append(f"[{self.dest.host}] $ chmod {Arg(self.mode).render()} -- {Arg(self.dest.path).render()}")
+        if self.owner:
+            lines.append(f"[{self.dest.host}] $ chown {Arg(self.owner).render()} -- "
+                         f"{Arg(self.dest.path).render()}")
+        return tuple(lines)
+
+
+@frozen
+class HttpCheck:
+    """GET a URL from the control machine; `address` (from `via = HOST`) overrides where it connects."""
+
+    url: str
+    status: int = 200
+    contains: Optional[str] = None
+    via: Optional[str] = None  # host name
+    address: Optional[str] = None  # where to connect instead of what DNS says
+    timeout: float = 30.0
+
+    def commands(self) -> Tuple[Command, ...]:
+        """No shell commands: done by the runner."""
+        return ()
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        where = f" connecting to {self.via} ({self.address}) with the URL's Host header and SNI" if self.via else ""
+        extra = f" and a body containing {self.contains!r}" if self.contains else ""
+        return (f"[control] GET {self.url}{where}; expect status {self.status}{extra} "
+                f"(retried up to {self.timeout:g}s)",)
+
+
+@frozen
+class DnsCheck:
+    """Resolve a name on the control machine and compare with a host's address."""
+
+    name: str
+    host: str
+    expected: Tuple[str, ...] = field(converter=tuple, default=())
+    local: bool = False  # the host is this machine: any loopback or own address matches
+
+    def commands(self) -> Tuple[Command, ...]:
+        """No shell commands: done by the runner."""
+        return ()
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        want = "this machine" if self.local else (", ".join(self.expected) or "?")
+        return (f"[control] resolve {self.name!r}; expect {self.host} ({want})",)
+
+
+@frozen
+class Gate:
+    """`confirm "message"`: wait for the operator (`--yes` answers it)."""
+
+    message: str
+
+    def commands(self) -> Tuple[Command, ...]:
+        """No shell commands."""
+        return ()
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        return (f"[operator] confirm: {self.message}",)
+
+
+Action = Union[Shell, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]
+
+
+def hash_command(host: str, path: str, *, sudo: bool = False, sudo_password=None) -> Command:
+    """Print `sha256` then `size` of a file, or of a directory tree (sorted file list with contents)."""
+    p = Arg(path)
+    return Command(host, sh(
+        "if [ -d", p, "]; then",
+        "(cd", p, "&& find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum) | sha256sum | cut -c1-64;",
+        "du -sb", p, "| cut -f1;",
+        "elif [ -f", p, "]; then sha256sum <", p, "| cut -c1-64; stat -c %s", p, ";",
+        "else echo", Arg(f"mdsl: {path} does not exist"), ">&2; exit 3; fi",
+    ), sudo=sudo, sudo_password=sudo_password, tools=("sha256sum", "find", "sort", "xargs", "du", "stat", "cut"))
+
+
+def size_command(host: str, path: str, *, sudo: bool = False, sudo_password=None) -> Command:
+    """Print `file SIZE` or `dir SIZE` for a path (the transfer engine's first question)."""
+    p = Arg(path)
+    return Command(host, sh(
+        "if [ -d", p, "]; then printf 'dir '; du -sb", p, "| cut -f1;",
+        "elif [ -f", p, "]; then printf 'file '; stat -c %s", p, ";",
+        "else echo", Arg(f"mdsl: {path} does not exist"), ">&2; exit 3; fi",
+    ), sudo=sudo, sudo_password=sudo_password, tools=("du", "stat", "cut"))

@@ -1,0 +1,244 @@
+"""Files and directories: tar archives, extraction, rsync, transfers, move, delete."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from typing import List, Optional
+
+from mdsl.check.resolve import Dir, File, Host
+from mdsl.compile.actions import CopyArtifact, Destination, Location, Shell
+from mdsl.compile.context import (
+    DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, normalize, option_value, parent, step_timeout,
+)
+from mdsl.compile.parts import Arg, CompileError, Lit, sh
+from mdsl.syntax import ast as A
+
+_COMPRESS_BY_SUFFIX = ((".tar.zst", "zstd"), (".tzst", "zstd"), (".tar.gz", "gzip"), (".tgz", "gzip"),
+                       (".tar", "none"))
+
+
+def archive_compression(step: A.Archive, path: str) -> str:
+    """`compress = ...`, else guessed from the file name, else gzip (the seed's `.tar.gz`)."""
+    c = option_value(step, "compress")
+    if c:
+        return c
+    for suffix, comp in _COMPRESS_BY_SUFFIX:
+        if path.endswith(suffix):
+            return comp
+    return "gzip"
+
+
+def _tar_compress_flags(comp: str, extract: bool) -> List[Lit]:
+    if comp == "gzip":
+        return [Lit("-z")]
+    if comp == "zstd":
+        return [Lit("--use-compress-program=" + shlex.quote("zstd -d" if extract else "zstd -T0 -q"))]
+    return []
+
+
+def _excludes_for_tar(subs) -> List:
+    # Exact, anchored member names: `./cache` excludes the top-level cache dir only; no wildcards.
+    if not subs:
+        return []
+    return [Lit("--anchored --no-wildcards")] + [Arg(posixpath.normpath(s), "--exclude=./") for s in subs]
+
+
+def archive(ctx: CompileContext, step: A.Archive, d: Dir, host: str, path: str):
+    """`archive DIR to LOC`: tar of the dir's content into `PATH.part`, then rename."""
+    if d.host != host:
+        raise CompileError(f"`archive` of {d.name} writes on its own host `{d.host}`, not `{host}`", step.span,
+                           help="archive where the dir is, then `transfer`")
+    comp = archive_compression(step, path)
+    part = path + ".part"
+    tools = ["tar", "mkdir", "mv", "rm"] + (["gzip"] if comp == "gzip" else ["zstd"] if comp == "zstd" else [])
+    cmd = ctx.command(host, sh(
+        "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
+        "tar -C", Arg(d.path), *_excludes_for_tar(option_value(step, "exclude", ())),
+        *_tar_compress_flags(comp, False), "-cf", Arg(part), ". &&",
+        "mv -f -T --", Arg(part), Arg(path),
+    ), tools=tools)
+    ctx.remember(host, path, ArtifactFormat("tar", compress=comp))
+    return ([Shell(cmd, f"archive {d.name} ({comp})", step_timeout(step, DEFAULT_TIMEOUT),
+                   watch=Location(host, part))],
+            [Destination(host, path, None, d.name)])
+
+
+def _empty(d: Dir):
+    # Everything inside the dir, not the dir itself (its mode and ownership stay).
+    return sh("find", Arg(d.path), "-mindepth 1 -maxdepth 1 -exec rm -rf -- '{}' + &&")
+
+
+def _own(d: Dir):
+    out = ()
+    if d.owner:
+        out += sh("&& chown -R --", Arg(d.owner), Arg(d.path))
+    if d.mode:
+        out += sh("&& chmod --", Arg(d.mode), Arg(d.path))
+    return out
+
+
+def extract(ctx: CompileContext, step: A.Extract, d: Dir, host: str, path: str):
+    """`extract LOC into DIR [replace]`: untar into the dir, then chown -R to its owner."""
+    if d.host != host:
+        raise CompileError(f"extract into {d.name} runs on `{d.host}`, but the archive is on `{host}`", step.span,
+                           help="transfer the archive to the dir's host first")
+    known = ctx.format_of(host, path)
+    if known is not None and known.engine != "tar":
+        raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a tar archive', step.span)
+    comp = known.compress if known else ("zstd" if path.endswith((".zst", ".tzst")) else
+                                         "gzip" if path.endswith((".gz", ".tgz")) else "none")
+    replace = bool(option_value(step, "replace", False))
+    tools = ["tar", "mkdir", "find", "rm"] + (["chown"] if d.owner else []) + (
+        ["zstd"] if comp == "zstd" else ["gzip"] if comp == "gzip" else [])
+    cmd = ctx.command(host, sh(
+        "mkdir -p --", Arg(d.path), "&&", *(_empty(d) if replace else ()),
+        "tar -C", Arg(d.path), *_tar_compress_flags(comp, True), "-xpf", Arg(path), *_own(d),
+    ), tools=tools)
+    return [Shell(cmd, f"extract into {d.name}" + (" (emptied first)" if replace else ""),
+                  step_timeout(step, DEFAULT_TIMEOUT))]
+
+
+def _rsync_pattern(sub: str) -> str:
+    # Anchored at the transfer root; rsync wildcards in a name are escaped so they match literally.
+    out = "".join("\\" + c if c in "*?[\\" else c for c in posixpath.normpath(sub))
+    return "/" + out
+
+
+def ssh_command(h: Host) -> str:
+    """The `ssh` invocation (one string, as rsync's `-e` and scp want) reaching host `h` non-interactively."""
+    words = ["ssh", "-o", "BatchMode=yes", "-p", str(h.port)]
+    if h.identity:
+        words += ["-i", h.identity]
+    if h.known_hosts:
+        words += ["-o", "UserKnownHostsFile=" + h.known_hosts]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def remote(h: Host, path: str) -> str:
+    """`user@addr:path` for rsync/scp (the path is quoted again by the word's own Arg)."""
+    who = f"{h.user}@" if h.user else ""
+    return f"{who}{h.address}:{path}"
+
+
+def _where_to_run(ctx: CompileContext, src: str, dst: str):
+    """Which machine runs a host-to-host copy: the local end when there is one, else the source.
+
+    Returns (runner host, the source Host when it is remote, the target Host when it is remote).
+    """
+    hs, hd = ctx.host(src), ctx.host(dst)
+    if hs.local and hd.local:
+        return src, None, None
+    if hs.local:
+        return src, None, hd
+    if hd.local:
+        return dst, hs, None
+    return src, None, hd  # two SSH hosts: the source pushes (it needs SSH access to the target)
+
+
+def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
+    """`sync DIR to DIR`: rsync -a of the content, excluded subpaths left out, chowned to the target owner."""
+    runner, remote_src, remote_dst = _where_to_run(ctx, a.host, b.host)
+    src = remote(remote_src, a.path.rstrip("/") + "/") if remote_src else a.path.rstrip("/") + "/"
+    dst = remote(remote_dst, b.path.rstrip("/") + "/") if remote_dst else b.path.rstrip("/") + "/"
+    args = [Lit("rsync -a --protect-args")]
+    for s in option_value(step, "exclude", ()):
+        args.append(Arg(_rsync_pattern(s), "--exclude="))
+    if b.owner:
+        args.append(Arg(b.owner, "--chown="))
+    other = remote_src or remote_dst
+    if other is not None:
+        args.append(Arg(ssh_command(other), "--rsh="))
+        if other.sudo and other.sudo_password is None:
+            args.append(Lit("--rsync-path='sudo -n rsync'"))
+    mk = () if remote_dst else sh("mkdir -p --", Arg(b.path), "&&")
+    cmd = ctx.command(runner, (*mk, *args, Lit("--"), Arg(src), Arg(dst)) + tuple(
+        sh("&& chmod --", Arg(b.mode), Arg(b.path)) if (b.mode and not remote_dst) else ()),
+        tools=("rsync",) + (("ssh",) if other else ()))
+    return ([Shell(cmd, f"rsync {a.name} -> {b.name}", step_timeout(step, DEFAULT_TIMEOUT))],
+            [Destination(b.host, b.path, None, a.name)])
+
+
+def transfer(ctx: CompileContext, step: A.Transfer, src: Location, dst: Location):
+    """`transfer LOC to LOC [via = ...]`: a copy to `PATH.part`, verified by sha256, then renamed."""
+    via = option_value(step, "via", "stream")
+    verify = option_value(step, "verify", True)
+    dest_res = ctx.bound.place(step.dest)
+    src_res = ctx.bound.place(step.source)
+    target_file: Optional[File] = None
+    if dest_res.resource and ctx.bound.resources[dest_res.resource].kind == "file" and dest_res.subpath is None:
+        target_file = ctx.bound.resources[dest_res.resource]
+    secret = any(r and ctx.bound.resources[r].kind == "file" and ctx.bound.resources[r].secret
+                 for r in (dest_res.resource, src_res.resource))
+    hs, hd = ctx.host(src.host), ctx.host(dst.host)
+    part = dst.path + ".part"
+    push = pull = None
+    if via in ("rsync", "scp"):
+        runner, remote_src, remote_dst = _where_to_run(ctx, src.host, dst.host)
+        s = remote(remote_src, src.path) if remote_src else src.path
+        d = remote(remote_dst, part) if remote_dst else part
+        other = remote_src or remote_dst
+        if via == "rsync":
+            words = [Lit("rsync --partial --inplace --protect-args")]
+            if other is not None:
+                words.append(Arg(ssh_command(other), "--rsh="))
+            words += [Lit("--"), Arg(s), Arg(d)]
+        else:
+            words = [Lit("scp -q -p")]
+            if other is not None:
+                h = other
+                words += [Lit("-o BatchMode=yes -P"), Arg(str(h.port))]
+                if h.identity:
+                    words += [Lit("-i"), Arg(h.identity)]
+                if h.known_hosts:
+                    words += [Arg("UserKnownHostsFile=" + h.known_hosts, "-o")]
+            words += [Lit("--"), Arg(s), Arg(d)]
+        mk = sh("mkdir -p --", Arg(parent(dst.path)), "&&") if not remote_dst else ()
+        push = ctx.command(runner, (Lit("umask 077 &&"), *mk, *words), tools=(via,))
+    elif via == "tailscale":
+        # The seed's way: `tailscale file cp FILE host:` then `tailscale file get DIR` on the target.
+        name = posixpath.basename(src.path)
+        ts_name = hd.address or hd.name
+        inbox = parent(dst.path) + "/.mdsl-tailscale-inbox"
+        push = ctx.command(src.host, sh("tailscale file cp --", Arg(src.path), Arg(ts_name + ":")),
+                           tools=("tailscale",))
+        pull = ctx.command(dst.host, sh(
+            "umask 077 && mkdir -p --", Arg(inbox), "&& tailscale file get --wait --conflict=overwrite",
+            Arg(inbox), "&& mv -f -T --", Arg(inbox + "/" + name), Arg(part), "&& rmdir --", Arg(inbox),
+        ), tools=("tailscale",))
+    fmt = ctx.format_of(src.host, src.path)
+    if fmt:
+        ctx.remember(dst.host, dst.path, fmt)
+    action = CopyArtifact(
+        source=src, dest=dst, via=via, verify=bool(verify),
+        mode=(target_file.mode if target_file else None) or ("0600" if secret else None),
+        owner=target_file.owner if target_file else None, secret=secret,
+        dest_sudo=hd.sudo, source_sudo=hs.sudo, push=push, pull=pull,
+        timeout=step_timeout(step, DEFAULT_TIMEOUT))
+    return [action], [Destination(dst.host, dst.path, None, src)], secret
+
+
+def move(ctx: CompileContext, step: A.Move, src: Location, dst: Location):
+    """`move LOC to LOC`: a rename on one host (`mv -T`: never into an existing directory)."""
+    cmd = ctx.command(src.host, sh("mkdir -p --", Arg(parent(dst.path)), "&& mv -f -T --", Arg(src.path),
+                                   Arg(dst.path)), tools=("mv", "mkdir"))
+    fmt = ctx.format_of(src.host, src.path)
+    if fmt:
+        ctx.remember(dst.host, dst.path, fmt)
+    return [Shell(cmd, "rename", step_timeout(step, DEFAULT_TIMEOUT))]
+
+
+# Refused whatever the plan says: deleting these is never what a migration means.
+_NEVER_DELETE = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root", "/run",
+                 "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/opt"}
+
+
+def delete(ctx: CompileContext, step: A.Delete, loc: Location):
+    """`delete LOC`: rm -rf of exactly that quoted path; `/` and system top-level directories are refused."""
+    path = normalize(loc.path, step.span)
+    if path in _NEVER_DELETE:
+        raise CompileError(f"refusing to delete {path!r}", step.span, help="name the exact data path to delete")
+    p = Arg(path)
+    # The guard repeats the check on the host: the word handed to rm is exactly this path.
+    cmd = ctx.command(loc.host, sh("[ -n", p, "] && [", p, "!= / ] && rm -rf --", p), tools=("rm",))
+    return [Shell(cmd, f"delete {path}", step_timeout(step, DEFAULT_TIMEOUT))]

@@ -1,0 +1,189 @@
+"""PostgreSQL: pg_dump / pg_restore / psql / createdb / dropdb.
+
+Connection settings travel as one libpq connection string (`--dbname=...`,
+every value libpq-quoted, the whole word shell-quoted), so a database name
+like `x host=evil` stays a name. A password never reaches argv: it goes into
+a 0600 PGPASSFILE made for the command. With `run_as` (peer auth over the
+socket, as the seed's NixOS host) only the PostgreSQL tool runs as that user;
+the dump file is written by the connecting user, through a redirect.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from mdsl.check.resolve import Postgres
+from mdsl.compile.actions import Destination, Location, Shell
+from mdsl.compile.context import (
+    DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout,
+)
+from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
+from mdsl.syntax import ast as A
+
+
+_LIBPQ_PLAIN = re.compile(r"[A-Za-z0-9_./-]+")
+
+
+def libpq_quote(value: str) -> str:
+    """A value inside a libpq connection string: bare when plainly safe, else single-quoted and escaped."""
+    value = str(value)
+    if _LIBPQ_PLAIN.fullmatch(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conninfo(db: Postgres, database: Optional[str] = None) -> str:
+    """The libpq connection string for `db` (or another database on the same server)."""
+    kv = []
+    host = db.tcp_host or db.socket
+    if host:
+        kv.append(("host", host))
+    if db.tcp_port:
+        kv.append(("port", str(db.tcp_port)))
+    if db.user:
+        kv.append(("user", db.user))
+    kv.append(("dbname", database if database is not None else db.database))
+    return " ".join(f"{k}={libpq_quote(v)}" for k, v in kv)
+
+
+def _tool(db: Postgres, name: str) -> Lit:
+    # `bin` is a directory of PostgreSQL binaries (e.g. /usr/lib/postgresql/15/bin).
+    if db.bin:
+        return Lit(Arg(db.bin.rstrip("/") + "/" + name).render())
+    return Lit(name)
+
+
+def _conn_options(db: Postgres) -> List[Arg]:
+    """`--host/--port/--username` for createdb/dropdb, which take the database as a plain name."""
+    out = []
+    host = db.tcp_host or db.socket
+    if host:
+        out.append(Arg(host, "--host="))
+    if db.tcp_port:
+        out.append(Arg(str(db.tcp_port), "--port="))
+    if db.user:
+        out.append(Arg(db.user, "--username="))
+    return out
+
+
+def _password_files(db: Postgres) -> Tuple[Tuple[str, SecretText], ...]:
+    if db.password is None:
+        return ()
+    if not isinstance(db.password, A.Secret):
+        raise CompileError(f"the password of `{db.name}` is a literal; use env(\"NAME\") or file(\"PATH\")",
+                           db.password.span)
+    # host:port:database:user:password, the wildcard fields matching this connection only.
+    return (("PGPASSFILE", SecretText([Lit("*:*:*:*:"), SecretArg(db.password, escape="pgpass"), Lit("\n")])),)
+
+
+def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
+    """A PostgreSQL client command as the database's `run_as` user, with its PGPASSFILE."""
+    h = ctx.host(db.host)
+    return Command(db.host, parts, run_as=db.run_as, sudo=h.sudo, sudo_password=h.sudo_password, tools=tools,
+                   secret_files=_password_files(db), argv=True)
+
+
+def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
+    """`dump DB to LOC`: pg_dump to `PATH.part`, then rename (a crash never leaves a complete-looking dump)."""
+    fmt = option_value(step, "format", "custom")
+    jobs = option_value(step, "jobs")
+    compress = option_value(step, "compress")
+    part = path + ".part"
+    flags = {"custom": "-Fc", "directory": "-Fd", "plain": "-Fp"}[fmt]
+    args: list = [_tool(db, "pg_dump"), Lit("-w"), Lit(flags)]
+    if jobs and fmt == "directory":
+        args += [Lit("-j"), Arg(str(jobs))]
+    if fmt in ("custom", "directory"):
+        if compress == "none":
+            args.append(Lit("-Z0"))
+        elif compress == "zstd":
+            args.append(Lit("--compress=zstd"))  # PostgreSQL 16+
+    args.append(Arg(conninfo(db), "--dbname="))
+    tools = ["pg_dump"]
+    pre = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -rf --", Arg(part), "&&")
+    if fmt == "directory":
+        # pg_dump writes the directory itself, so it is written by the run_as user.
+        tool = tool_command(ctx, db, tuple(args) + (Arg(part, "--file="),), tools)
+        body = pre + (Sub(tool),)
+    else:
+        tool = tool_command(ctx, db, tuple(args), tools)
+        body = pre + (Sub(tool),)
+        if fmt == "plain" and compress in ("gzip", "zstd"):
+            body += sh("|", "gzip -c" if compress == "gzip" else "zstd -q -T0 -c")
+            tools.append("gzip" if compress == "gzip" else "zstd")
+        body += sh(">", Arg(part))
+    body += sh("&& mv -f -T --", Arg(part), Arg(path))
+    ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress or ("gzip" if fmt != "plain" else "none")))
+    cmd = ctx.command(host, body, tools=tuple(tools) + ("mkdir", "mv", "rm"))
+    return ([Shell(cmd, f"dump {db.name} ({fmt})", step_timeout(step, DEFAULT_TIMEOUT), watch=Location(host, part))],
+            [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
+
+
+def _exists_or_create(ctx: CompileContext, db: Postgres) -> Tuple:
+    """Create the database from template0 when it does not exist yet (psql cannot connect to it)."""
+    probe = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q"), Arg(conninfo(db), "--dbname="),
+                                   Lit("-c ''")), ("psql",))
+    create = tool_command(ctx, db, (_tool(db, "createdb"), Lit("-w -T template0"), *_conn_options(db),
+                                    Lit("--"), Arg(db.database)), ("createdb",))
+    return sh("{", Sub(probe), ">/dev/null 2>&1 ||", Sub(create), "; }")
+
+
+def _drop_create(ctx: CompileContext, db: Postgres) -> Tuple:
+    drop = tool_command(ctx, db, (_tool(db, "dropdb"), Lit("-w --if-exists"), *_conn_options(db),
+                                  Lit("--"), Arg(db.database)), ("dropdb",))
+    create = tool_command(ctx, db, (_tool(db, "createdb"), Lit("-w -T template0"), *_conn_options(db),
+                                    Lit("--"), Arg(db.database)), ("createdb",))
+    return (Sub(drop), Lit("&&"), Sub(create))
+
+
+def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path: str):
+    """`restore LOC into DB [replace]`: pg_restore (custom/directory) or psql (plain)."""
+    replace = bool(option_value(step, "replace", False))
+    jobs = option_value(step, "jobs")
+    known = ctx.format_of(host, path) or ArtifactFormat("postgres", "custom")
+    if known.engine != "postgres":
+        raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a PostgreSQL dump', step.span)
+    role = db.user or db.run_as
+    src = Arg(path)
+    if known.format == "plain":
+        setup = _drop_create(ctx, db) if replace else _exists_or_create(ctx, db)
+        psql = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -v ON_ERROR_STOP=1 --single-transaction"),
+                                      Arg(conninfo(db), "--dbname=")), ("psql",))
+        if known.compress in ("gzip", "zstd"):
+            unz = "gzip -dc" if known.compress == "gzip" else "zstd -dc -q"
+            body = setup + sh("&&", unz, "<", src, "|", Sub(psql))
+        else:
+            body = setup + sh("&&", Sub(psql), "<", src)
+        what = "psql (plain dump)"
+    else:
+        args = [_tool(db, "pg_restore"), Lit("-w --no-owner")]
+        if role:
+            args.append(Arg(role, "--role="))
+        if jobs:
+            args += [Lit("-j"), Arg(str(jobs))]
+        if replace:
+            args.append(Lit("--clean --if-exists"))
+        args.append(Arg(conninfo(db), "--dbname="))
+        setup = _exists_or_create(ctx, db)
+        if db.run_as and (jobs or known.format == "directory"):
+            # A parallel restore needs a seekable file the run_as user can read: hand the dump over.
+            tool = tool_command(ctx, db, tuple(args) + (src,), ("pg_restore",))
+            body = sh("chown -R --", Arg(db.run_as), src, "&&") + setup + sh("&&", Sub(tool))
+        elif db.run_as:
+            tool = tool_command(ctx, db, tuple(args), ("pg_restore",))
+            body = setup + sh("&&", Sub(tool), "<", src)  # read by the connecting user, fed on stdin
+        else:
+            tool = tool_command(ctx, db, tuple(args) + (src,), ("pg_restore",))
+            body = setup + sh("&&", Sub(tool))
+        what = f"pg_restore ({known.format})"
+    cmd = ctx.command(db.host, body)
+    return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))]
+
+
+def drop(ctx: CompileContext, step: A.Drop, db: Postgres):
+    """`drop DB`: dropdb --if-exists."""
+    tool = tool_command(ctx, db, (_tool(db, "dropdb"), Lit("-w --if-exists"), *_conn_options(db), Lit("--"),
+                                  Arg(db.database)), ("dropdb",))
+    return [Shell(ctx.command(db.host, (Sub(tool),)), f"drop database {db.database}",
+                  step_timeout(step, DEFAULT_TIMEOUT))]

@@ -1,0 +1,92 @@
+"""SQLite: a consistent online copy with the backup API, never a file copy.
+
+A plain `cp` of a live SQLite file can be torn (and misses what still sits in
+the `-wal` file). Python's `sqlite3.Connection.backup` copies a consistent
+snapshot even while a writer runs; python3 is on every host mdsl itself runs
+on, while the `sqlite3` shell often is not. Paths reach the script as argv
+(quoted words), never inside the script text.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from mdsl.check.resolve import Sqlite
+from mdsl.compile.actions import Destination, Location, Shell
+from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout
+from mdsl.compile.parts import Arg, CompileError, Lit, sh
+from mdsl.syntax import ast as A
+
+# Source opened read-only through a URI (so a missing file is an error, not a new empty database).
+BACKUP_SCRIPT = (
+    "import sqlite3, sys, urllib.parse\n"
+    "src = sqlite3.connect('file:' + urllib.parse.quote(sys.argv[1]) + '?mode=ro', uri=True)\n"
+    "dst = sqlite3.connect(sys.argv[2])\n"
+    "src.backup(dst)\n"
+    "dst.close()\n"
+    "src.close()\n"
+)
+
+CHECK_SCRIPT = (
+    "import sqlite3, sys, urllib.parse\n"
+    "db = sqlite3.connect('file:' + urllib.parse.quote(sys.argv[1]) + '?mode=ro', uri=True)\n"
+    "r = db.execute('PRAGMA quick_check').fetchone()[0]\n"
+    "sys.exit(0 if r == 'ok' else 'integrity check failed: ' + r)\n"
+)
+
+PYTHON = "python3"
+
+
+def _script(text: str) -> Lit:
+    # A constant of ours, quoted here once so it stays one word for `python3 -c`.
+    return Lit(shlex.quote(text))
+
+
+def dump(ctx: CompileContext, step: A.Dump, db: Sqlite, host: str, path: str):
+    """`dump DB to LOC`: backup API into `PATH.part`, then rename."""
+    if option_value(step, "format") or option_value(step, "jobs") or option_value(step, "compress"):
+        raise CompileError("a SQLite dump takes no `format`, `jobs` or `compress`", step.span)
+    if db.host != host:
+        raise CompileError(f"`dump` of {db.name} writes on its own host `{db.host}`, not `{host}`", step.span,
+                           help="dump where the database is, then `transfer`")
+    part = path + ".part"
+    cmd = ctx.command(host, sh(
+        "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
+        PYTHON, "-c", _script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
+        "&&", PYTHON, "-c", _script(CHECK_SCRIPT), Arg(part),
+        "&& mv -f -T --", Arg(part), Arg(path),
+    ), tools=(PYTHON, "mkdir", "mv", "rm"))
+    ctx.remember(host, path, ArtifactFormat("sqlite"))
+    return ([Shell(cmd, f"online backup of {db.name}", step_timeout(step, DEFAULT_TIMEOUT),
+                   watch=Location(host, part))],
+            [Destination(host, path, None, db.name)])
+
+
+def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: str):
+    """`restore LOC into DB [replace]`: check the copy, then swap it in with one rename.
+
+    The stale `-wal`/`-shm`/`-journal` files of the replaced database are
+    removed first: SQLite would otherwise replay an old WAL onto the new file.
+    Without `replace` an existing database is refused rather than overwritten.
+    """
+    known = ctx.format_of(host, path)
+    if known is not None and known.engine != "sqlite":
+        raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a SQLite database', step.span)
+    if host != db.host:
+        raise CompileError(f"restore into {db.name} reads on `{db.host}`, but the dump is on `{host}`", step.span,
+                           help="transfer the dump to the database's host first")
+    replace = bool(option_value(step, "replace", False))
+    target, new = Arg(db.path), Arg(db.path + ".mdsl-new")
+    guard = () if replace else sh(
+        "{ [ ! -s", target, "] || { echo", Arg(f"mdsl: {db.path} exists; add `replace` to overwrite it"),
+        ">&2; exit 1; }; } &&")
+    cmd = ctx.command(host, sh(
+        "umask 077 && mkdir -p --", Arg(parent(db.path)), "&&", *guard,
+        "cp -f --", Arg(path), new, "&&",
+        PYTHON, "-c", _script(CHECK_SCRIPT), new, "&&",
+        "{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
+        "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&",
+        "rm -f --", Arg(db.path + "-wal"), Arg(db.path + "-shm"), Arg(db.path + "-journal"), "&&",
+        "mv -f -T --", new, target,
+    ), tools=(PYTHON, "cp", "mv", "rm", "chown", "chmod"))
+    return [Shell(cmd, f"replace {db.name} with the checked copy", step_timeout(step, DEFAULT_TIMEOUT))]

@@ -1,0 +1,304 @@
+"""The apply journal and lock, beside the plan in `.mdsl/`.
+
+The journal is an append-only JSON Lines file (`.mdsl/<plan>.journal`): one
+record per event (run started, step started, step done with its artifacts'
+sha256 and size, step failed, reset), each written with a single `write` on
+an O_APPEND descriptor and `fsync`ed before the step goes on. A crash can
+only tear the last line, which the reader ignores. Why not SQLite: one writer
+at a time (the lock), records are never updated in place, and an operator can
+read it with `cat` when things went wrong; what SQLite would add (WAL,
+transactions) buys nothing for an append-only log of a few hundred lines.
+
+What the journal never holds: secret values, command output that may echo
+them (error text is redacted by the caller), or the hash of a `secret` file
+(a hash of a short secret can be brute-forced; its size is kept instead).
+
+The lock (`.mdsl/<plan>.lock`, created with O_EXCL) holds the pid, hostname
+and start time of the apply that owns it. A lock left by a process that no
+longer runs is reported with how to clear it, never taken over silently.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import threading
+import uuid
+from typing import Dict, Iterable, List, Optional
+
+from attrs import define, field, frozen
+
+JOURNAL_DIR = ".mdsl"
+
+
+def now() -> str:
+    """UTC time, ISO 8601, seconds."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def state_dir(plan_path: str) -> str:
+    """`.mdsl/` beside the plan."""
+    return os.path.join(os.path.dirname(os.path.abspath(plan_path)), JOURNAL_DIR)
+
+
+def plan_name(plan_path: str) -> str:
+    """The plan file's name without `.plan`."""
+    base = os.path.basename(plan_path)
+    return base[:-5] if base.endswith(".plan") else base
+
+
+def journal_path(plan_path: str) -> str:
+    """`.mdsl/<plan>.journal`."""
+    return os.path.join(state_dir(plan_path), plan_name(plan_path) + ".journal")
+
+
+def lock_path(plan_path: str) -> str:
+    """`.mdsl/<plan>.lock`."""
+    return os.path.join(state_dir(plan_path), plan_name(plan_path) + ".lock")
+
+
+def _ensure_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- records
+
+
+@frozen
+class ArtifactRecord:
+    """A file a step produced: where, its sha256 (None for secret files) and size."""
+
+    host: str
+    path: str
+    sha256: Optional[str]
+    size: int
+
+    def to_json(self) -> dict:
+        """Plain dict for the journal line."""
+        return {"host": self.host, "path": self.path, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ArtifactRecord":
+        """Back from a journal line."""
+        return cls(d["host"], d["path"], d.get("sha256"), int(d.get("size", 0)))
+
+
+@define
+class StepState:
+    """What the journal says about one step (its last record wins)."""
+
+    id: str
+    fingerprint: str
+    status: str  # "started" | "done" | "failed"
+    at: str = ""
+    seconds: Optional[float] = None
+    artifacts: List[ArtifactRecord] = field(factory=list)
+    error: Optional[str] = None
+    host: Optional[str] = None
+    command: Optional[str] = None
+    bytes: int = 0
+
+
+@define
+class JournalState:
+    """The journal read back: per step id, its latest state since the last reset."""
+
+    steps: Dict[str, StepState] = field(factory=dict)
+    runs: int = 0
+    last_run_at: Optional[str] = None
+    finished_ok: bool = False
+    torn_lines: int = 0
+
+
+def read_journal(path: str) -> JournalState:
+    """Replay the journal; a torn (partial) line is skipped and counted."""
+    st = JournalState()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return st
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            st.torn_lines += 1
+            continue
+        ev = rec.get("event")
+        if ev == "reset":
+            st = JournalState(torn_lines=st.torn_lines)
+        elif ev == "run":
+            st.runs += 1
+            st.last_run_at = rec.get("at")
+            st.finished_ok = False
+        elif ev == "finished":
+            st.finished_ok = bool(rec.get("ok"))
+        elif ev in ("start", "done", "failed"):
+            sid = rec["step"]
+            s = StepState(sid, rec.get("fp", ""), {"start": "started"}.get(ev, ev), rec.get("at", ""))
+            if ev == "done":
+                s.seconds = rec.get("seconds")
+                s.artifacts = [ArtifactRecord.from_json(a) for a in rec.get("artifacts", ())]
+                s.bytes = int(rec.get("bytes", 0))
+            elif ev == "failed":
+                s.seconds = rec.get("seconds")
+                s.error, s.host, s.command = rec.get("error"), rec.get("host"), rec.get("command")
+            st.steps[sid] = s
+    return st
+
+
+class Journal:
+    """Appends records durably; safe to use from the threads of a parallel block."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.run_id = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        _ensure_dir(os.path.dirname(path))
+        existed = os.path.exists(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(self._fd, 0o600)
+        if not existed:
+            _fsync_dir(os.path.dirname(path))
+
+    def append(self, event: str, **fields) -> None:
+        """Write one record and fsync it."""
+        rec = {"event": event, "at": now(), "run": self.run_id}
+        rec.update({k: v for k, v in fields.items() if v is not None})
+        line = (json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+
+    def reset(self) -> None:
+        """Forget every earlier record (`--restart`): later reads start after this line."""
+        self.append("reset")
+
+    def started_run(self, plan: str) -> None:
+        """A new apply began."""
+        self.append("run", plan=plan, pid=os.getpid(), hostname=socket.gethostname())
+
+    def step_started(self, sid: str, fp: str) -> None:
+        """A step begins."""
+        self.append("start", step=sid, fp=fp)
+
+    def step_done(self, sid: str, fp: str, seconds: float, artifacts: Iterable[ArtifactRecord],
+                  bytes_moved: int = 0) -> None:
+        """A step finished and its artifacts are hashed."""
+        self.append("done", step=sid, fp=fp, seconds=round(seconds, 3),
+                    artifacts=[a.to_json() for a in artifacts], bytes=bytes_moved)
+
+    def step_failed(self, sid: str, fp: str, seconds: float, error: str, host: Optional[str] = None,
+                    command: Optional[str] = None) -> None:
+        """A step failed (error text must already be redacted)."""
+        self.append("failed", step=sid, fp=fp, seconds=round(seconds, 3), error=error, host=host, command=command)
+
+    def finished(self, ok: bool) -> None:
+        """The apply ended."""
+        self.append("finished", ok=ok)
+
+    def close(self) -> None:
+        """Close the file."""
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- the lock
+
+
+class LockError(Exception):
+    """Another apply holds the lock, or a stale lock is in the way."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PlanLock:
+    """`.mdsl/<plan>.lock`, created with O_EXCL; removed on release only if still ours."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.held = False
+        self._token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def acquire(self) -> None:
+        """Take the lock or raise LockError saying who holds it."""
+        _ensure_dir(os.path.dirname(self.path))
+        info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": now(), "token": self._token}
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise self._held_by() from None
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.held = True
+
+    def _held_by(self) -> LockError:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                info = json.loads(f.read() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        pid, host, started = info.get("pid"), info.get("hostname"), info.get("started", "?")
+        clear = f"if no other `mdsl apply` of this plan is running, remove it: rm {self.path}"
+        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+            return LockError(f"a stale lock from apply pid {pid} (started {started}), which is no longer running",
+                             clear)
+        if host == socket.gethostname() and isinstance(pid, int):
+            return LockError(f"another apply of this plan is running (pid {pid}, started {started})",
+                             "wait for it to finish; `mdsl status PLAN` shows its progress")
+        if not info:
+            return LockError(f"an unreadable lock file is in the way: {self.path}", clear)
+        return LockError(f"the plan is locked by pid {pid} on {host} (started {started})",
+                         f"check that machine; {clear}")
+
+    def release(self) -> None:
+        """Remove the lock if this process still owns it."""
+        if not self.held:
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                info = json.loads(f.read() or "{}")
+            if info.get("token") == self._token:
+                os.unlink(self.path)
+        except (OSError, ValueError):
+            pass
+        self.held = False

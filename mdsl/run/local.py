@@ -1,0 +1,166 @@
+"""The local backend: a host with `local = true` is this machine, commands run with `bash -c`.
+
+Each command gets its own session (process group), so a timeout kills the
+command and everything it spawned, and a daemon a start command leaves behind
+is not tied to our terminal. Output goes to temp files rather than pipes for
+`run`: a daemon that keeps an inherited stdout open cannot make us wait.
+Commands run in `cwd` (the plan's directory), so a plan may call helper
+scripts beside it by a relative path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from typing import Callable, Iterator, Optional
+
+from mdsl.check.resolve import Host
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+
+CHUNK = 1 << 20
+_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(_GRACE)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _read_all(f) -> str:
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")
+
+
+class _Watchdog:
+    """Kills a process group when a timeout passes."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: Optional[float]):
+        self.fired = False
+        self._timer = None
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._fire, (proc,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self, proc):
+        self.fired = True
+        _kill_group(proc)
+
+    def cancel(self):
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class LocalBackend(Backend):
+    """This machine, for hosts declared `local = true`."""
+
+    def __init__(self, host: Host, *, cwd: Optional[str] = None, shell: str = "/bin/bash"):
+        self.host = host
+        self.name = host.name
+        self.cwd = cwd
+        self.shell = shell if os.path.exists(shell) else "/bin/sh"
+
+    def connect(self) -> None:
+        """Nothing to open; checks the working directory exists."""
+        if self.cwd is not None and not os.path.isdir(self.cwd):
+            raise BackendError(self.name, f"working directory {self.cwd} does not exist")
+
+    def _popen(self, command: str, stdin, stdout, stderr) -> subprocess.Popen:
+        try:
+            return subprocess.Popen([self.shell, "-c", command], stdin=stdin, stdout=stdout, stderr=stderr,
+                                    cwd=self.cwd, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise BackendError(self.name, f"cannot start {self.shell}: {exc.strerror}") from None
+
+    def _timeout(self, command: str, timeout: Optional[float]) -> CommandTimeout:
+        return CommandTimeout(self.name, f"command timed out after {timeout:g}s",
+                              hint="raise the step's `timeout = SECONDS` option")
+
+    def run(self, command: str, *, stdin: Optional[bytes] = None, timeout: Optional[float] = None) -> Result:
+        """Run with `bash -c` in a new session; output collected through temp files."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = self._popen(command, subprocess.PIPE if stdin is not None else subprocess.DEVNULL, out, err)
+            dog = _Watchdog(proc, timeout)
+            try:
+                if stdin is not None:
+                    try:
+                        proc.stdin.write(stdin)
+                    except BrokenPipeError:
+                        pass
+                    finally:
+                        try:
+                            proc.stdin.close()
+                        except BrokenPipeError:
+                            pass
+                code = proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
+            finally:
+                dog.cancel()
+            if dog.fired:
+                raise self._timeout(command, timeout)
+            return Result(code, _read_all(out), _read_all(err))
+
+    def read_stream(self, command: str, sink: Callable[[bytes], None], *,
+                    timeout: Optional[float] = None) -> Result:
+        """Feed the command's stdout to `sink` chunk by chunk; if `sink` raises, the command is killed."""
+        with tempfile.TemporaryFile() as err:
+            proc = self._popen(command, subprocess.DEVNULL, subprocess.PIPE, err)
+            dog = _Watchdog(proc, timeout)
+            try:
+                while True:
+                    chunk = proc.stdout.read1(CHUNK) if hasattr(proc.stdout, "read1") else proc.stdout.read(CHUNK)
+                    if not chunk:
+                        break
+                    sink(chunk)
+                code = proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
+            finally:
+                dog.cancel()
+                proc.stdout.close()
+            if dog.fired:
+                raise self._timeout(command, timeout)
+            return Result(code, "", _read_all(err))
+
+    def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
+        """Write `chunks` to the command's stdin; stops early if the command exits."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = self._popen(command, subprocess.PIPE, out, err)
+            dog = _Watchdog(proc, timeout)
+            try:
+                try:
+                    for chunk in chunks:
+                        proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                code = proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
+            finally:
+                dog.cancel()
+            if dog.fired:
+                raise self._timeout(command, timeout)
+            return Result(code, _read_all(out), _read_all(err))
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,581 @@
+"""The SSH backend: one Fabric connection per host, one paramiko exec channel per command.
+
+Fabric resolves the connection (ssh_config, user, port, auth keys); commands
+then run on raw exec channels of its paramiko transport rather than through
+Invoke's runner. Measured against a local sshd: Invoke's runner costs ~45 ms a
+command (Nagle + its IO threads' 10 ms sleeps), ~4 ms tuned; a bare channel
+with TCP_NODELAY ~3 ms, streams 350-450 MB/s with AES-GCM, takes binary stdin
+and lets us wait for sudo's prompt before sending the password. Channels are
+independent, so several threads may run commands on one host at once.
+
+Every command is started as
+
+    exec sh -c 'printf "mdsl:pid=%s\\n" $$ >&2; CMD'            (plain)
+    printf 'mdsl:pid=%s\\n' $$ >&2; exec sudo -S -p PROMPT -- sh -c 'printf "mdsl:ready=%s\\n" $$ >&2; CMD'
+
+sshd makes the session its own process group (setsid), so the pid it reports
+is also a group id: a timed-out command's whole tree is signalled with
+`kill -TERM -PID` (dash's kill takes no `--`), then KILL. With sudo, the password is written to the
+channel only after sudo's own prompt appears on stderr, so a cached or
+NOPASSWD sudo never receives it as the command's input, and it is never in
+an argv, an environment variable or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+
+import paramiko
+from fabric import Config, Connection
+
+from mdsl.check.resolve import Host
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+from mdsl.syntax import ast as A
+
+# Paramiko logs transport errors itself; without this, Python's last-resort
+# handler would print them on stderr next to our own message.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+CHUNK = 256 * 1024  # read and write granularity of streams
+MAX_CHANNELS = 8  # OpenSSH's MaxSessions defaults to 10; leave room for kill channels
+STDERR_KEEP = 256 * 1024  # stderr kept per command (the tail)
+KILL_GRACE = 3  # seconds between TERM and KILL for a timed-out command
+
+_PID_RE = re.compile(rb"mdsl:pid=(\d+)\n")
+_READY_RE = re.compile(rb"mdsl:ready=(\d+)\n")
+_PROMPT = b"mdsl:sudo-password:"
+
+_known_hosts_lock = threading.Lock()
+
+
+class _FastTransport(paramiko.Transport):
+    """A transport preferring AES-GCM (no separate MAC pass): ~30% more throughput than AES-CTR."""
+
+    _preferred_ciphers = tuple(c for c in paramiko.Transport._preferred_ciphers if "gcm" in c) + tuple(
+        c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:...` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def read_secret(secret: A.Secret) -> str:
+    """The value of `env("NAME")` / `file("PATH")`, read now; trailing newlines dropped."""
+    if secret.source == "env":
+        if secret.arg not in os.environ:
+            raise KeyError(f"environment variable {secret.arg} is not set")
+        return os.environ[secret.arg]
+    with open(os.path.expanduser(secret.arg), encoding="utf-8") as f:
+        return f.read().rstrip("\r\n")
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname: str, key: paramiko.PKey):
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown host keys, or (accept-new) record them in the known_hosts file."""
+
+    def __init__(self, accept_new: bool, known_hosts: str):
+        self.accept_new, self.known_hosts = accept_new, known_hosts
+        self.added: Optional[Tuple[str, paramiko.PKey]] = None
+
+    def missing_host_key(self, client, hostname, key):
+        if not self.accept_new:
+            raise _UnknownHostKey(hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _known_hosts_lock:
+            parent = os.path.dirname(self.known_hosts)
+            if parent and not os.path.isdir(parent):
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            # Append one line rather than paramiko's save_host_keys(), which
+            # rewrites the file and drops lines it cannot parse (@cert-authority, ...).
+            with open(self.known_hosts, "a", encoding="utf-8") as f:
+                f.write(line)
+        self.added = (hostname, key)
+
+
+def _short(command: str, limit: int = 120) -> str:
+    one = " ".join(command.split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+class SshBackend(Backend):
+    """A host reached over SSH (Fabric connection, paramiko exec channels)."""
+
+    def __init__(self, host: Host, *, accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
+                 command_timeout: Optional[float] = None,
+                 secret_reader: Callable[[A.Secret], str] = read_secret):
+        if host.local:
+            raise ValueError(f"host {host.name} is local; use the local backend")
+        self.host = host
+        self.name = host.name
+        self.accept_new_host_keys = accept_new_host_keys
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._secret_reader = secret_reader
+        self._sudo_password: Optional[bytes] = None
+        self._conn: Optional[Connection] = None
+        self._lock = threading.Lock()  # guards (re)connecting
+        self._slots = threading.BoundedSemaphore(MAX_CHANNELS)
+        self.host_key_added: Optional[str] = None  # fingerprint, when accept-new recorded a key
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def known_hosts_file(self) -> str:
+        """The file host keys are checked against (and accept-new appends to)."""
+        return os.path.expanduser(self.host.known_hosts or "~/.ssh/known_hosts")
+
+    @property
+    def target(self) -> str:
+        """`user@address:port` for messages."""
+        who = f"{self.host.user}@" if self.host.user else ""
+        return f"{who}{self.host.address}:{self.host.port}"
+
+    def connect(self) -> None:
+        """Open the connection (idempotent); raises BackendError saying what failed and how to fix it."""
+        with self._lock:
+            if self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active():
+                return
+            self._close_locked()
+            if self.host.sudo and self.host.sudo_password is not None and self._sudo_password is None:
+                try:
+                    pw = self._secret_reader(self.host.sudo_password)
+                except (OSError, KeyError, UnicodeDecodeError) as e:
+                    raise BackendError(self.name, f"cannot read sudo_password {self.host.sudo_password.masked()}: {e}",
+                                       "set the variable or create the file before running apply") from None
+                if "\n" in pw or "\r" in pw:
+                    raise BackendError(self.name, "sudo_password contains a newline; sudo reads one line")
+                self._sudo_password = pw.encode() + b"\n"
+            self._conn = self._open()
+
+    def _open(self) -> Connection:
+        h = self.host
+        kwargs = {"timeout": self.connect_timeout, "banner_timeout": self.connect_timeout,
+                  "auth_timeout": self.connect_timeout, "transport_factory": _FastTransport}
+        identity = os.path.expanduser(h.identity) if h.identity else None
+        if identity:
+            if not os.path.isfile(identity):
+                raise BackendError(self.name, f"identity file {identity} does not exist",
+                                   "fix `identity` in the host's declaration")
+            # An explicit identity is the only key offered, so an auth failure names it.
+            kwargs.update(key_filename=identity, look_for_keys=False, allow_agent=False)
+        conn = Connection(h.address, user=h.user, port=h.port, config=Config(), connect_kwargs=kwargs)
+        conn.connect_timeout = None  # Fabric would truncate it to an int; connect_kwargs carry the float
+        client = conn.client
+        policy = _HostKeyPolicy(self.accept_new_host_keys, self.known_hosts_file)
+        client.set_missing_host_key_policy(policy)
+        try:
+            if os.path.exists(self.known_hosts_file):
+                client.load_host_keys(self.known_hosts_file)
+            if not h.known_hosts and os.path.exists("/etc/ssh/ssh_known_hosts"):
+                client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+        except (OSError, paramiko.SSHException) as e:
+            raise BackendError(self.name, f"cannot read known_hosts {self.known_hosts_file}: {e}") from None
+
+        addr, port = conn.host, conn.port
+        sock = None
+        if conn.gateway is None:  # a ProxyJump/ProxyCommand from ssh_config brings its own socket
+            sock = self._tcp_connect(addr, port)
+            conn.connect_kwargs["sock"] = sock
+        try:
+            conn.open()
+        except _UnknownHostKey as e:
+            conn.close()
+            fp = fingerprint(e.key)
+            kh = self.known_hosts_file
+            scan = f"ssh-keyscan -p {port} {shlex.quote(addr)}" if port != 22 else f"ssh-keyscan {shlex.quote(addr)}"
+            raise BackendError(
+                self.name,
+                f"host key of {e.hostname} is unknown: {e.key.get_name()} {fp} (not in {kh})",
+                f"verify {fp} on the host itself (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then add it: "
+                f"`{scan} >> {kh}`; or run apply with --accept-new-host-keys") from None
+        except paramiko.BadHostKeyException as e:
+            conn.close()
+            raise BackendError(
+                self.name,
+                f"HOST KEY CHANGED for {e.hostname}: it presented {e.key.get_name()} {fingerprint(e.key)}, "
+                f"but {self.known_hosts_file} has {e.expected_key.get_name()} {fingerprint(e.expected_key)}. "
+                "Someone may be intercepting the connection; refusing to connect",
+                f"if the host was really reinstalled, verify the new fingerprint on it, then "
+                f"`ssh-keygen -R '{e.hostname}' -f {self.known_hosts_file}` and add the new key") from None
+        except paramiko.BadAuthenticationType as e:
+            conn.close()
+            raise BackendError(self.name, f"{self.target} does not accept public keys (allows: "
+                               f"{', '.join(e.allowed_types)})", "enable PubkeyAuthentication on the host") from None
+        except paramiko.PasswordRequiredException:
+            conn.close()
+            raise BackendError(self.name, f"identity {identity} is encrypted with a passphrase",
+                               "load it into ssh-agent (`ssh-add`) and leave `identity` out") from None
+        except paramiko.AuthenticationException:
+            conn.close()
+            raise BackendError(self.name, f"authentication failed for {self.target}; tried: {self._keys_tried()}",
+                               f"add the public key to ~{h.user or ''}/.ssh/authorized_keys on the host, "
+                               "or set `identity` to the right key") from None
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            raise BackendError(self.name, f"{self.target} accepted TCP but did not complete the SSH handshake "
+                               f"within {self.connect_timeout:g}s", "is it an SSH server? is it overloaded?") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            conn.close()
+            raise BackendError(self.name, f"SSH handshake with {self.target} failed: {e or type(e).__name__}",
+                               "check that the port is an SSH server") from None
+        t = conn.transport
+        t.set_keepalive(15)
+        if sock is None and isinstance(t.sock, socket.socket):
+            t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if policy.added:
+            self.host_key_added = fingerprint(policy.added[1])
+        return conn
+
+    def _tcp_connect(self, addr: str, port: int) -> socket.socket:
+        try:
+            infos = socket.getaddrinfo(addr, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise BackendError(self.name, f"cannot resolve {addr!r}: {e.strerror}",
+                               "check the address in `ssh = \"user@address\"` (DNS, /etc/hosts)") from None
+        last: Optional[BaseException] = None
+        for family, kind, proto, _, sa in infos:
+            s = socket.socket(family, kind, proto)
+            s.settimeout(self.connect_timeout)
+            try:
+                s.connect(sa)
+            except (socket.timeout, TimeoutError) as e:
+                s.close()
+                last = e
+                continue
+            except OSError as e:
+                s.close()
+                last = e
+                continue
+            # Nagle delays each small SSH packet by up to 40 ms; commands are small packets.
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Notice a dead peer in about a minute instead of TCP's ~15.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for opt, val in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, opt):
+                    s.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+            s.settimeout(None)
+            return s
+        if isinstance(last, (socket.timeout, TimeoutError)):
+            raise BackendError(self.name, f"no answer from {addr}:{port} within {self.connect_timeout:g}s",
+                               "check the address, the port, and any firewall in between")
+        if isinstance(last, ConnectionRefusedError):
+            raise BackendError(self.name, f"connection refused by {addr}:{port}",
+                               "is sshd running there, and on this port (`port = N` in the host)?")
+        raise BackendError(self.name, f"cannot connect to {addr}:{port}: {getattr(last, 'strerror', None) or last}",
+                           "check the address and the network route")
+
+    def _keys_tried(self) -> str:
+        def describe(path: str) -> str:
+            fp = None
+            try:
+                with open(path + ".pub", encoding="utf-8") as f:
+                    parts = f.read().split()
+                fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(parts[1])).digest()).decode().rstrip("=")
+            except (OSError, IndexError, ValueError):
+                pass
+            return f"{path} ({fp})" if fp else path
+
+        if self.host.identity:
+            return "identity " + describe(os.path.expanduser(self.host.identity))
+        tried = []
+        if os.environ.get("SSH_AUTH_SOCK"):
+            tried.append("keys of ssh-agent")
+        for n in ("id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"):
+            p = os.path.expanduser(f"~/.ssh/{n}")
+            if os.path.exists(p):
+                tried.append(describe(p))
+        return ", ".join(tried) if tried else "no key at all (no `identity`, no ssh-agent, no ~/.ssh/id_*)"
+
+    def _transport(self) -> paramiko.Transport:
+        conn = self._conn
+        if conn is None or conn.transport is None or not conn.transport.is_active():
+            self.connect()  # first use, or the connection dropped since the last command
+            conn = self._conn
+        return conn.transport
+
+    def close(self) -> None:
+        """Close the connection; a later command reconnects."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a dead connection may raise; nothing to save
+                pass
+            self._conn = None
+
+    # ------------------------------------------------------------------ commands
+
+    def wrap(self, command: str) -> str:
+        """The command line sent to sshd (public for tests; holds no secret)."""
+        if not self.host.sudo:
+            return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2\n" + command)
+        inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2\n" + command)
+        if self.host.sudo_password is not None:
+            sudo = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- "
+        else:
+            sudo = "sudo -n -- "  # NOPASSWD expected: fail at once instead of waiting for a password
+        return "printf 'mdsl:pid=%s\\n' $$ >&2; exec " + sudo + inner
+
+    def run(self, command: str, *, stdin: Optional[bytes] = None, timeout: Optional[float] = None) -> Result:
+        """Run `command`; collect stdout and stderr; never raises on a non-zero exit."""
+        out: List[bytes] = []
+        chunks = None if stdin is None else _chunks_of(stdin)
+        code, err = self._execute(command, out.append, chunks, timeout)
+        return Result(code, b"".join(out).decode("utf-8", "replace"), err)
+
+    def read_stream(self, command: str, sink: Callable[[bytes], None], *, timeout: Optional[float] = None) -> Result:
+        """Run `command`, feeding its stdout to `sink` in chunks of up to 256 KiB (bounded memory)."""
+        code, err = self._execute(command, sink, None, timeout)
+        return Result(code, "", err)
+
+    def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
+        """Run `command` with `chunks` as its stdin, then EOF; memory bounded by the channel window."""
+        out: List[bytes] = []
+        code, err = self._execute(command, _capped(out, STDERR_KEEP), iter(chunks), timeout)
+        return Result(code, b"".join(out).decode("utf-8", "replace"), err)
+
+    def _execute(self, command: str, on_stdout: Callable[[bytes], None], stdin: Optional[Iterator[bytes]],
+                 timeout: Optional[float], *, killer: bool = False) -> Tuple[int, str]:
+        timeout = self.command_timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # A kill must not wait for a slot: the commands it stops may hold them all.
+        with (_NO_SLOT if killer else self._slots):
+            transport = self._transport()
+            try:
+                ch = transport.open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as e:
+                raise BackendError(self.name, f"cannot open a channel to run `{_short(command)}`: {e}") from None
+            ex = _Exec(self, ch, command, on_stdout, stdin, deadline, timeout, killer=killer)
+            try:
+                return ex.run()
+            finally:
+                ch.close()
+
+    def _kill(self, pids: Iterable[int]) -> None:
+        """TERM the process groups `pids` now, KILL them a few seconds later (detached: returns at once).
+
+        With sudo the command runs as root and sudo itself drops the user's
+        uid, so the signal has to be sent through sudo too.
+        """
+        groups = " ".join(f"-{p}" for p in pids)
+        cmd = (f"kill -TERM {groups} 2>/dev/null; "
+               f"(sleep {KILL_GRACE}; kill -KILL {groups} 2>/dev/null) </dev/null >/dev/null 2>&1 &")
+        try:
+            self._execute(cmd, lambda _: None, None, 10.0, killer=True)
+        except BackendError:  # best effort: the connection may be what failed
+            pass
+
+
+class _NoSlot:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_SLOT = _NoSlot()
+
+
+def _chunks_of(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), CHUNK):
+        yield bytes(view[i:i + CHUNK])
+
+
+def _capped(buf: List[bytes], limit: int) -> Callable[[bytes], None]:
+    size = [0]
+
+    def add(b: bytes) -> None:
+        if size[0] < limit:
+            buf.append(b[: limit - size[0]])
+            size[0] += len(buf[-1])
+
+    return add
+
+
+class _Exec:
+    """One command on its own channel: start, sudo handshake, stdin, output pump, timeout."""
+
+    def __init__(self, backend: SshBackend, ch: paramiko.Channel, command: str,
+                 on_stdout: Callable[[bytes], None], stdin: Optional[Iterator[bytes]],
+                 deadline: Optional[float], timeout: Optional[float], killer: bool = False):
+        self.b, self.ch, self.command = backend, ch, command
+        self.on_stdout, self.stdin, self.deadline, self.timeout = on_stdout, stdin, deadline, timeout
+        self.sudo = backend.host.sudo
+        self.killer = killer
+        self.pid: Optional[int] = None  # the login shell's, a process group (sshd setsid()s sessions)
+        self.inner_pid: Optional[int] = None  # sudo's command's shell (its own group if sudo uses a pty)
+        self.ready = False
+        self.pre = b""  # stderr before the command proper started (markers, sudo's messages)
+        self.err = bytearray()
+        self.err_dropped = 0
+        self.prompts = 0
+        self.writer: Optional[threading.Thread] = None
+        self.writer_error: Optional[BaseException] = None
+        self.aborted = False
+
+    def run(self) -> Tuple[int, str]:
+        ch = self.ch
+        try:
+            ch.exec_command(self.b.wrap(self.command))
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise BackendError(self.b.name, f"cannot start `{_short(self.command)}`: {e}") from None
+        fd = ch.fileno()
+        try:
+            while True:
+                busy = False
+                if ch.recv_ready():
+                    data = ch.recv(CHUNK)
+                    if data:
+                        self.on_stdout(data)
+                    busy = True
+                if ch.recv_stderr_ready():
+                    self._stderr(ch.recv_stderr(CHUNK))
+                    busy = True
+                if self.writer_error is not None:
+                    raise self.writer_error
+                if busy:
+                    continue
+                if ch.eof_received and ch.exit_status_ready():
+                    break
+                if ch.closed or not self.b._conn.transport.is_active():
+                    if ch.exit_status_ready():
+                        break
+                    raise BackendError(self.b.name, f"connection lost while running `{_short(self.command)}`")
+                wait = 1.0
+                if self.deadline is not None:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        self._timed_out()
+                    wait = min(wait, left)
+                if ch.eof_received:
+                    ch.status_event.wait(wait)  # stdout/stderr ended; the exit status is on its way
+                else:
+                    select.select([fd], [], [], wait)
+            while ch.recv_ready() or ch.recv_stderr_ready():  # what arrived with the EOF
+                if ch.recv_ready():
+                    self.on_stdout(ch.recv(CHUNK))
+                if ch.recv_stderr_ready():
+                    self._stderr(ch.recv_stderr(CHUNK))
+        except BaseException:
+            self._abort()
+            raise
+        if self.writer is not None:
+            self.writer.join()
+            if self.writer_error is not None:
+                raise self.writer_error
+        code = ch.recv_exit_status()
+        if self.sudo and not self.ready:
+            msg = _PID_RE.sub(b"", self.pre.replace(_PROMPT, b"")).decode("utf-8", "replace")
+            msg = msg.strip() or f"sudo exited with {code}"
+            raise BackendError(self.b.name, f"sudo refused to run `{_short(self.command)}`: {msg}",
+                               "check the user's sudo rights (`sudo -l` on the host)")
+        err = self.err.decode("utf-8", "replace")
+        if self.err_dropped:
+            err = f"[{self.err_dropped} bytes of stderr dropped]\n" + err
+        return code, err
+
+    # -- stderr: markers first, then the command's own
+
+    def _stderr(self, data: bytes) -> None:
+        if self.ready:
+            self._keep_err(data)
+            return
+        self.pre += data
+        if self.pid is None:
+            m = _PID_RE.search(self.pre)
+            if m is None:
+                return
+            self.pid = int(m.group(1))
+            before, self.pre = self.pre[: m.start()], self.pre[m.end():]
+            if not self.sudo:
+                self._keep_err(before)  # e.g. a login script's noise: the command's stderr as ssh shows it
+                self._become_ready()
+                return
+        # sudo: a prompt asks for the password; the ready marker means the command started
+        m = _READY_RE.search(self.pre)
+        if m is not None:
+            self.inner_pid = int(m.group(1))
+            rest = self.pre[m.end():]
+            self.pre = self.pre[:m.start()]
+            self._become_ready()
+            self._keep_err(rest)
+            return
+        n = self.pre.count(_PROMPT)
+        if n > self.prompts:
+            self.prompts = n
+            if n > 1 or self.b._sudo_password is None:
+                msg = self.pre.replace(_PROMPT, b"").decode("utf-8", "replace").strip()
+                raise BackendError(self.b.name, f"sudo rejected the password from "
+                                   f"{self.b.host.sudo_password.masked() if self.b.host.sudo_password else 'nowhere'}"
+                                   + (f" ({msg})" if msg else ""),
+                                   "check `sudo_password` in the host's declaration")
+            self.ch.sendall(self.b._sudo_password)
+
+    def _keep_err(self, data: bytes) -> None:
+        if not data:
+            return
+        self.err += data
+        if len(self.err) > STDERR_KEEP:
+            cut = len(self.err) - STDERR_KEEP
+            self.err_dropped += cut
+            del self.err[:cut]
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        if self.stdin is None:
+            self.ch.shutdown_write()
+            return
+        self.writer = threading.Thread(target=self._write, name=f"mdsl-stdin-{self.b.name}", daemon=True)
+        self.writer.start()
+
+    def _write(self) -> None:
+        try:
+            for chunk in self.stdin:
+                if chunk:
+                    self.ch.sendall(chunk)
+            self.ch.shutdown_write()
+        except OSError:
+            # The command exited without reading all its input (or the channel was
+            # closed by a timeout): its exit status tells the story.
+            pass
+        except BaseException as e:  # the producer failed: the command must not see a clean EOF
+            self.writer_error = e
+            self._abort()
+
+    # -- ending early
+
+    def _timed_out(self) -> None:
+        raise CommandTimeout(self.b.name, f"`{_short(self.command)}` ran longer than {self.timeout:g}s and was stopped",
+                             "raise the step's `timeout = N` (seconds) if it needs longer")
+
+    def _abort(self) -> None:
+        """Stop the remote command (its whole process group) and close the channel."""
+        if self.aborted:
+            return
+        self.aborted = True
+        if self.pid is not None and not self.killer and not self.ch.exit_status_ready():
+            self.b._kill(p for p in (self.pid, self.inner_pid) if p is not None)
+        self.ch.close()

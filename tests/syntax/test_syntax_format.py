@@ -1,0 +1,151 @@
+"""`mdsl fmt`: idempotent, meaning-preserving (equal AST), and no comment is lost or moved away."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from mdsl.findings import PlanError
+from mdsl.syntax.format import format_text
+from mdsl.syntax.parser import parse_text
+from mutations import mutated
+from syntax_helpers import ROOT, language_example
+
+PLANS = sorted(str(p) for p in (ROOT / "plans").rglob("*.plan"))
+
+
+def comments(text):
+    return [c.text.rstrip() for c in parse_text(text, "c.plan").comments]
+
+
+def assert_good_format(text):
+    out = format_text(text, "f.plan")
+    assert parse_text(out, "f.plan") == parse_text(text, "f.plan")
+    assert format_text(out, "f.plan") == out
+    assert sorted(comments(out)) == sorted(comments(text))
+    assert out.endswith("\n") or out == ""
+    assert all(line == line.rstrip() for line in out.split("\n"))
+    return out
+
+
+def test_language_example(example_text):
+    assert_good_format(example_text)
+
+
+@pytest.mark.parametrize("path", PLANS, ids=[os.path.relpath(p, ROOT) for p in PLANS])
+def test_real_plans(path):
+    assert_good_format(Path(path).read_text(encoding="utf-8"))
+
+
+def test_canonical_layout():
+    messy = (
+        'plan   "t"\n'
+        'host a{ssh="r@x" port=22}\n'
+        'host b { local = true }\n'
+        'dir d on a { path = "/d"\n owner = "m:m" derived "cache" rebuild "x \\"y\\"" }\n'
+        'steps{stop   s,t  lbl :dump db to a : "/x"  format=custom\n'
+        'parallel{ archive d to a:"/y" exclude "c","e\\\\f" }}\n'
+    )
+    assert format_text(messy) == (
+        'plan "t"\n'
+        "\n"
+        'host a { ssh = "r@x"  port = 22 }\n'
+        "host b { local = true }\n"
+        "\n"
+        "dir d on a {\n"
+        '  path  = "/d"\n'
+        '  owner = "m:m"\n'
+        '  derived "cache" rebuild "x \\"y\\""\n'
+        "}\n"
+        "\n"
+        "steps {\n"
+        "  stop s, t\n"
+        '  lbl: dump db to a:"/x" format = custom\n'
+        "  parallel {\n"
+        '    archive d to a:"/y" exclude "c", "e\\\\f"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def test_comments_stay_with_their_items():
+    text = (
+        "# header\n"
+        "host a { local = true }   # trailing on a one-line decl\n"
+        "\n"
+        "dir d on a {  # after the brace\n"
+        "  # above path\n"
+        '  path = "/d"     # after path\n'
+        "  # before the closing brace\n"
+        "}\n"
+        "steps {\n"
+        '  # mdsl: allow H102 "rebuilt after start"\n'
+        '  archive d to a:"/x" exclude "cache"\n'
+        "  stop s  # mdsl: allow H301 \"retired\"\n"
+        "  # end of steps\n"
+        "}\n"
+        "# the end\n"
+    )
+    out = assert_good_format(text)
+    assert out == (
+        "# header\n"
+        "host a { local = true }  # trailing on a one-line decl\n"
+        "\n"
+        "dir d on a {  # after the brace\n"
+        "  # above path\n"
+        '  path = "/d"  # after path\n'
+        "  # before the closing brace\n"
+        "}\n"
+        "\n"
+        "steps {\n"
+        '  # mdsl: allow H102 "rebuilt after start"\n'
+        '  archive d to a:"/x" exclude "cache"\n'
+        '  stop s  # mdsl: allow H301 "retired"\n'
+        "  # end of steps\n"
+        "}\n"
+        "# the end\n"
+    )
+    # A suppression stays on the line above its step (or on the step's line).
+    lines = out.split("\n")
+    i = lines.index('  # mdsl: allow H102 "rebuilt after start"')
+    assert lines[i + 1].lstrip().startswith("archive")
+
+
+def test_a_body_with_comments_inside_is_never_folded_onto_one_line():
+    out = assert_good_format("host a {\n  # why local\n  local = true\n}\n")
+    assert out == "host a {\n  # why local\n  local = true\n}\n"
+
+
+def test_two_comments_on_one_multi_line_step_are_both_kept():
+    out = assert_good_format('steps {\n  dump db to a:"/x"  # one\n    format = custom  # two\n}\n')
+    assert out == 'steps {\n  # one\n  dump db to a:"/x" format = custom  # two\n}\n'
+
+
+def test_blank_lines_are_kept_but_collapsed():
+    out = assert_good_format("steps {\n\n  stop a\n\n\n\n  stop b\n  stop c\n\n}\n")
+    assert out == "steps {\n  stop a\n\n  stop b\n  stop c\n}\n"
+
+
+def test_empty_and_comment_only_files():
+    assert format_text("") == ""
+    assert format_text("\n\n") == ""
+    assert format_text("# just this\n") == "# just this\n"
+
+
+def test_format_raises_plan_error_on_bad_syntax():
+    with pytest.raises(PlanError):
+        format_text("host {")
+
+
+@settings(max_examples=200, deadline=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mutated(language_example()))
+def test_format_of_any_parsable_mutation(text):
+    try:
+        parse_text(text, "f.plan")
+    except PlanError:
+        return
+    assert_good_format(text)
