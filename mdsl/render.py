@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -185,8 +186,25 @@ def _snippet(line: str, col: int, end: Optional[int]) -> Tuple[str, int, int]:
     return shown.rstrip(), off, max(width, 1)
 
 
+_WRAP = 128  # notes and help wider than this wrap, continuation lines aligned
+
+
 def _indent_lines(text: str, indent: str) -> str:
-    return ("\n" + indent).join(safe(part) for part in text.split("\n"))
+    lines = []
+    for part in safe_lines(text):
+        if len(indent) + len(part) <= _WRAP:
+            lines.append(part)
+        else:
+            import textwrap
+
+            lines.extend(textwrap.wrap(part, _WRAP - len(indent), break_long_words=False,
+                                       break_on_hyphens=False) or [""])
+    return ("\n" + indent).join(lines)
+
+
+def safe_lines(text: str) -> List[str]:
+    """`text` split at its newlines, each line made safe to show."""
+    return [safe(part) for part in text.split("\n")]
 
 
 def render_finding(f: Finding, sources: Sources, color: bool = False) -> str:
@@ -294,19 +312,22 @@ def _catalogue_rules():
 
 
 def _first_paragraph(page: str) -> str:
-    paras = [p.strip() for p in page.strip().split("\n\n")]
-    for p in paras:
-        if p and not p.startswith("#") and not p.startswith("```"):
+    """The first paragraph of prose in a page (not a heading, not the `CODE: title` line, not code)."""
+    for p in (p.strip() for p in page.strip().split("\n\n")):
+        if p and not p.startswith(("#", "```", "    ")) and not re.match(r"^[A-Z][0-9]{3}: ", p):
             return " ".join(p.split())
     return ""
 
 
-def _sarif_rule(code: str, title: str, severity: Optional[Severity], page: Optional[str], uri: Optional[str]):
+def _sarif_rule(code: str, title: str, severity: Optional[Severity], page: Optional[str], uri: Optional[str],
+                summary: Optional[str] = None):
     rule = {"id": code, "name": code, "shortDescription": {"text": title or code}}
-    if page:
-        full = _first_paragraph(page)
+    full = " ".join(summary.split()) if isinstance(summary, str) and summary.strip() else None
+    if page or full:
+        full = full or _first_paragraph(page)
         if full:
             rule["fullDescription"] = {"text": full}
+    if page:
         rule["help"] = {"text": page, "markdown": page}
     if uri:
         rule["helpUri"] = uri
@@ -344,7 +365,7 @@ def sarif_document(findings: Sequence[Finding], version: str = "0") -> dict:
         index[code] = len(driver_rules)
         sev = getattr(r, "severity", None)
         driver_rules.append(_sarif_rule(code, getattr(r, "title", code), sev if isinstance(sev, Severity) else None,
-                                        page_of(code), getattr(r, "help_uri", None)))
+                                        page_of(code), getattr(r, "help_uri", None), getattr(r, "summary", None)))
     results = []
     for f in findings:
         if f.code not in index:

@@ -136,6 +136,8 @@ class BoundPlan:
     findings: Tuple[Finding, ...] = ()
     # host -> resources with a path there, longest path first (the most specific wins)
     by_host_path: Dict[str, List[Resource]] = field(factory=dict, eq=False, repr=False)
+    # (host, path) -> resources with exactly that path, in declaration order
+    by_path: Dict[Tuple[str, str], List[Resource]] = field(factory=dict, eq=False, repr=False)
 
     @property
     def steps(self) -> Tuple[A.Step, ...]:
@@ -158,12 +160,15 @@ class BoundPlan:
             r = self.resources[target.name]
             return Place(r.host, getattr(r, "path", None) or "", r.name, None)
         host, path = target.host.name, normpath(target.path.value)
-        for r in self.by_host_path.get(host, ()):
-            rp = r.path
-            if path == rp:
-                return Place(host, path, r.name, None)
-            if r.kind == "dir" and path.startswith(rp.rstrip("/") + "/"):
-                return Place(host, path, r.name, path[len(rp.rstrip("/")) + 1:])
+        for r in self.by_path.get((host, path), ()):
+            return Place(host, path, r.name, None)
+        # The nearest enclosing dir wins; walking up the path costs its depth, not the plan's size.
+        up = path
+        while up.startswith("/") and up != "/":
+            up = up.rpartition("/")[0] or "/"
+            for r in self.by_path.get((host, up), ()):
+                if r.kind == "dir":
+                    return Place(host, path, r.name, path[len(up.rstrip("/")) + 1:])
         return Place(host, path, None, None)
 
 
@@ -611,7 +616,10 @@ def resolve(plan: A.Plan) -> BoundPlan:
     for res in r.resources.values():
         if getattr(res, "path", None):
             by_host_path.setdefault(res.host, []).append(res)
+    by_path: Dict[Tuple[str, str], List[Resource]] = {}
     for rs in by_host_path.values():
+        for res in rs:
+            by_path.setdefault((res.host, res.path), []).append(res)
         rs.sort(key=lambda x: -len(x.path))
     return BoundPlan(plan=plan, hosts=r.hosts, resources=r.resources, findings=tuple(r.findings),
-                     by_host_path=by_host_path)
+                     by_host_path=by_host_path, by_path=by_path)

@@ -133,10 +133,8 @@ class State:
             place = self.places[key] = Place(key, host, path)
         return place
 
-    def content(self, place: Place, sub: Optional[str] = None) -> Set[Piece]:
-        """The pieces a place holds, or those under `sub` when the location is inside a dir."""
-        if sub is None:
-            return place.holds
+    def content(self, place: Place, sub: str) -> Set[Piece]:
+        """The pieces a dir holds under its subpath `sub`."""
         return {p for p in place.holds if covers(p.subpath, sub)}
 
     def checked(self, place: Place) -> bool:

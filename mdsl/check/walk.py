@@ -13,6 +13,7 @@ the walk costs a small constant per step.
 from __future__ import annotations
 
 import bisect
+import gc
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.check.resolve import BoundPlan, Resource, normpath
@@ -217,21 +218,21 @@ class Walk:
     # ---------------------------------------------------------------- resolving places
 
     def source(self, step: A.Step, ref: Ref) -> Tuple[Place, Set[Piece]]:
-        """The place a step reads and the pieces it finds there; reports H203 for a missing artifact."""
+        """The place a step reads and (a copy of) the pieces it finds there; H203 for a missing artifact."""
         st = self.state
         if ref.resource is not None:
             if ref.sub is None:
                 place = st.places[ref.resource.name]
-                return place, place.holds
+                return place, set(place.holds)
             art = st.places.get((ref.host, ref.path))
             if art is not None and art.exists:
-                return art, art.holds
+                return art, set(art.holds)
             place = st.places[ref.resource.name]
             return place, st.content(place, ref.sub)
         place = st.artifact(ref.host, ref.path)
         if not place.exists:
             h2_order.missing_artifact(self, step, ref, place)
-        return place, place.holds
+        return place, set(place.holds)
 
     def dest(self, ref: Ref, kind: Optional[str]) -> Place:
         """The place a step writes: a resource, or an artifact (also when the path lies inside a
@@ -300,7 +301,7 @@ class Walk:
         dst = self.dest(self.ref(s.to), None)
         h1_loss.overwrite(self, s, dst)
         kind = PG_DUMP if db.kind == "postgres" else SQLITE_DUMP
-        self.effect(self._apply_copy, s, None, self.place_of(db.name).holds, dst, kind, fmt, True)
+        self.effect(self._apply_copy, s, None, set(self.place_of(db.name).holds), dst, kind, fmt, True)
 
     def _restore(self, s: A.Restore):
         db = self.bound.resources[s.db.name]
@@ -363,14 +364,13 @@ class Walk:
             pieces = place.holds
         else:
             pieces = {p for p in place.holds if not any(covers(p.subpath, x) for x in excludes)}
-        if len(pieces) != len(self.pieces[d.name]) or excludes:
-            opt = s.option("exclude")
+        if not d.fresh:  # a fresh dir holds no data of its own to leave behind
             for p in self.pieces[d.name]:
                 if p in pieces:
                     self.left_out.pop(p, None)
                 elif any(covers(p.subpath, x) for x in excludes):
-                    self.left_out[p] = (s, "excluded", opt.span)
-                elif not d.fresh:
+                    self.left_out[p] = (s, "excluded", s.option("exclude").span)
+                else:
                     self.left_out[p] = (s, "absent", s.span)
         return set(pieces)
 
@@ -388,13 +388,13 @@ class Walk:
         else:
             h1_loss.overwrite(self, s, dst)
         if isinstance(s, A.Move):
-            self.effect(self._apply_move, s, src, set(pieces), dst, kind)
+            self.effect(self._apply_move, s, src, pieces, dst, kind)
             return
         opt = s.option("verify")
         checksum = not (opt is not None and isinstance(opt.value, A.Bool) and not opt.value.value)
         if not checksum:
             h3_operations.unverified_transfer(self, s, opt)
-        self.effect(self._apply_copy, s, src, set(pieces), dst, kind, src.fmt, checksum and src.verified)
+        self.effect(self._apply_copy, s, src, pieces, dst, kind, src.fmt, checksum and src.verified)
 
     def _delete(self, s: A.Delete):
         ref = self.ref(s.target)
@@ -617,4 +617,12 @@ def _rebuild_of(sub: str, derived) -> Optional[str]:
 
 def walk(bound: BoundPlan) -> List[Finding]:
     """The H1xx-H3xx findings of a bound plan without E1xx errors."""
-    return Walk(bound).run()
+    # The walk makes no reference cycles; with the collector on, its generation-2 passes rescan
+    # the growing state and make big plans superlinear (the parser pauses it for the same reason).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return Walk(bound).run()
+    finally:
+        if enabled:
+            gc.enable()

@@ -57,6 +57,7 @@ class Shell:
     what: str
     timeout: Optional[float] = None
     watch: Optional[Location] = None  # a file whose growth shows progress (dump, archive)
+    show_output: bool = False  # print its stdout in the narrative (`verify run`)
 
     def commands(self) -> Tuple[Command, ...]:
         """The commands, for display and fingerprints."""

@@ -1,4 +1,9 @@
-"""Files and directories: tar archives, extraction, rsync, transfers, move, delete."""
+"""Files and directories: tar archives, extraction, rsync, transfers, move, delete.
+
+GNU tar unquotes backslash escapes in names given on its command line, even
+`-C DIR` (`a\\b` would become `a<backspace>`): every tar here runs with
+`--no-unquote`, so a quoted path reaches the file system as written.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ def archive(ctx: CompileContext, step: A.Archive, d: Dir, host: str, path: str):
     tools = ["tar", "mkdir", "mv", "rm"] + (["gzip"] if comp == "gzip" else ["zstd"] if comp == "zstd" else [])
     cmd = ctx.command(host, sh(
         "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
-        "tar -C", Arg(d.path), *_excludes_for_tar(option_value(step, "exclude", ())),
+        "tar --no-unquote -C", Arg(d.path), *_excludes_for_tar(option_value(step, "exclude", ())),
         *_tar_compress_flags(comp, False), "-cf", Arg(part), ". &&",
         "mv -f -T --", Arg(part), Arg(path),
     ), tools=tools)
@@ -93,7 +98,7 @@ def extract(ctx: CompileContext, step: A.Extract, d: Dir, host: str, path: str):
         ["zstd"] if comp == "zstd" else ["gzip"] if comp == "gzip" else [])
     cmd = ctx.command(host, sh(
         "mkdir -p --", Arg(d.path), "&&", *(_empty(d) if replace else ()),
-        "tar -C", Arg(d.path), *_tar_compress_flags(comp, True), "-xpf", Arg(path), *_own(d),
+        "tar --no-unquote -C", Arg(d.path), *_tar_compress_flags(comp, True), "-xpf", Arg(path), *_own(d),
     ), tools=tools)
     return [Shell(cmd, f"extract into {d.name}" + (" (emptied first)" if replace else ""),
                   step_timeout(step, DEFAULT_TIMEOUT))]

@@ -248,7 +248,7 @@ def _compile_leaf(ctx: CompileContext, step: A.Step):
         run_as = option_value(step, "run_as") if isinstance(step, A.Run) else None
         what = "run" if isinstance(step, A.Run) else "verify"
         actions = [Shell(ctx.command(step.host.name, (Lit(step.command.value),), run_as=run_as), what,
-                         step_timeout(step, RUN_TIMEOUT))]
+                         step_timeout(step, RUN_TIMEOUT), show_output=isinstance(step, A.VerifyRun))]
         destructive = bool(isinstance(step, A.Run) and option_value(step, "deletes"))
     elif isinstance(step, A.VerifyHttp):
         via = option_value(step, "via")

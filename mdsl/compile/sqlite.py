@@ -19,19 +19,16 @@ from mdsl.syntax import ast as A
 
 # Source opened read-only through a URI (so a missing file is an error, not a new empty database).
 BACKUP_SCRIPT = (
-    "import sqlite3, sys, urllib.parse\n"
-    "src = sqlite3.connect('file:' + urllib.parse.quote(sys.argv[1]) + '?mode=ro', uri=True)\n"
-    "dst = sqlite3.connect(sys.argv[2])\n"
-    "src.backup(dst)\n"
-    "dst.close()\n"
-    "src.close()\n"
+    "import sqlite3, sys, urllib.parse; "
+    "src = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "dst = sqlite3.connect(sys.argv[2]); src.backup(dst); dst.close(); src.close()"
 )
 
 CHECK_SCRIPT = (
-    "import sqlite3, sys, urllib.parse\n"
-    "db = sqlite3.connect('file:' + urllib.parse.quote(sys.argv[1]) + '?mode=ro', uri=True)\n"
-    "r = db.execute('PRAGMA quick_check').fetchone()[0]\n"
-    "sys.exit(0 if r == 'ok' else 'integrity check failed: ' + r)\n"
+    "import sqlite3, sys, urllib.parse; "
+    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "r = db.execute(\"PRAGMA quick_check\").fetchone()[0]; "
+    "sys.exit(0 if r == \"ok\" else \"integrity check failed: \" + r)"
 )
 
 PYTHON = "python3"

@@ -53,7 +53,7 @@ class ApplyOptions:
     dry_run: bool = False
     yes: bool = False
     from_label: Optional[str] = None
-    log_format: str = "console"
+    log_format: Optional[str] = None  # console on a TTY, json otherwise
     accept_new_host_keys: bool = False
     restart: bool = False
 
@@ -362,13 +362,12 @@ def format_finding(f: Finding) -> str:
 
 
 def render_findings(findings: List[Finding]) -> str:
-    """Findings as text: the CLI's renderer when there is one, else one line each."""
+    """Findings as rustc-style text (mdsl.render), the source lines read from the plan files."""
     try:
-        from mdsl.render import render_text  # the CLI's rustc-style renderer, when present
-
-        return render_text(findings)
-    except Exception:  # noqa: BLE001 - absent or different renderer: fall back to plain lines
+        from mdsl import render
+    except ImportError:  # pragma: no cover - render ships with mdsl
         return "\n".join(format_finding(f) for f in findings)
+    return render.render_text(findings, render.Sources(), color=render.use_color(sys.stderr)).rstrip("\n")
 
 
 def human_bytes(n: int) -> str:
@@ -617,7 +616,9 @@ class Apply:
             self.journal.finished(ok)
         elapsed = time.monotonic() - t0
         self.say("")
-        self.say(f"done: {self.stats.ran} step(s) run"
+        tops = sum(1 for top in compiled.steps if any(m in pending for m in top.leaves()))
+        self.say(f"done: {tops} step(s) run"
+                 + (f" ({self.stats.ran} counting each parallel member)" if self.stats.ran != tops else "")
                  + (f", {self.stats.skipped} already done" if self.stats.skipped else "")
                  + f"; {human_bytes(self.stats.bytes_moved)} moved between hosts; {elapsed:.1f}s wall time")
         self.say(f"journal: {jpath} (`mdsl status {name}`)")
@@ -760,6 +761,7 @@ class Apply:
             raise failures[0]
 
     def _run_leaf(self, leaf: CompiledStep, executor: Executor, prefix: str, asked: bool = False) -> None:
+        log.unbind("host")
         log.bind(step=leaf.id, label=leaf.label)
         if leaf.destructive and not asked:
             self.ask(f"step {leaf.id} `{leaf.summary}` destroys data. Run it?", f"step {leaf.id}")
@@ -768,9 +770,10 @@ class Apply:
         t = time.monotonic()
         moved = 0
         produced: Dict[Tuple[str, str], Tuple[str, int]] = {}
+        notes: List[str] = []
         try:
             for action in leaf.actions:
-                moved += self._perform(leaf, action, executor, produced)
+                moved += self._perform(leaf, action, executor, produced, notes)
             records = self._hash_artifacts(leaf, executor, produced)
         except StepFailed as exc:
             exc.step = leaf
@@ -792,13 +795,14 @@ class Apply:
             self.stats.ran += 1
         self.log.info("step.done", seconds=round(secs, 3), bytes=moved)
         extra = f", {human_bytes(moved)} copied" if moved else ""
-        self.say(f"{prefix} {leaf.title} ... ok ({secs:.1f}s{extra})")
+        self.say(f"{prefix} {leaf.title} ... ok ({secs:.1f}s{extra})"
+                 + "".join(f"\n{' ' * len(prefix)}   | {line}" for line in notes))
 
     def _fail(self, cmd: Command, res: Result, what: str) -> StepFailed:
         return StepFailed(f"{what}: exit status {res.exit}", host=cmd.host, command=cmd.render(masked=True),
                           exit=res.exit, stderr=res.stderr)
 
-    def _perform(self, leaf: CompiledStep, action, executor: Executor, produced) -> int:
+    def _perform(self, leaf: CompiledStep, action, executor: Executor, produced, notes: List[str]) -> int:
         """Run one action; returns bytes copied between hosts."""
         if isinstance(action, Shell):
             log.bind(host=action.command.host)
@@ -814,6 +818,8 @@ class Apply:
                     watcher()
             if not res.ok:
                 raise self._fail(action.command, res, action.what)
+            if action.show_output:
+                notes.extend(log.redact_text(res.stdout).splitlines()[-STDERR_TAIL:])
             return 0
         if isinstance(action, Poll):
             log.bind(host=action.command.host)

@@ -27,7 +27,8 @@ def add_apply_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="check, connect and preflight, print the commands, run nothing")
     p.add_argument("--yes", "-y", action="store_true", help="answer yes to warnings, destructive steps and confirm gates")
     p.add_argument("--from", dest="from_label", metavar="LABEL", help="start at the step with this label")
-    p.add_argument("--log-format", choices=("console", "json"), default="console", help="log format on stderr")
+    p.add_argument("--log-format", choices=("console", "json"), default=None,
+                   help="log format on stderr (default: console on a terminal, json otherwise)")
     p.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust SSH host keys not yet in known_hosts (changed keys are still refused)")
     p.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
@@ -50,8 +51,9 @@ def _internal_error(exc: BaseException, what: str) -> int:
     return 1
 
 
-def _load(plan_path: str, out_err=sys.stderr):
+def _load(plan_path: str, out_err=None):
     """Parse, check, compile; prints findings; returns (compiled, findings) or an exit status."""
+    out_err = out_err or sys.stderr
     from mdsl.compile import CompileError, compile_plan
     from mdsl.run.apply import check_findings, format_finding, render_findings
     from mdsl.syntax.parser import parse_file
@@ -126,7 +128,7 @@ def apply_command(args) -> int:
             dry_run=bool(getattr(args, "dry_run", False)),
             yes=bool(getattr(args, "yes", False)),
             from_label=getattr(args, "from_label", None),
-            log_format=getattr(args, "log_format", None) or "console",
+            log_format=getattr(args, "log_format", None),
             accept_new_host_keys=bool(getattr(args, "accept_new_host_keys", False)),
             restart=bool(getattr(args, "restart", False)),
         )

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterable, Set
+from typing import Iterable, Optional, Set
 
 MASK = "***"
 
@@ -67,12 +67,16 @@ def redact(logger, method_name, event_dict):
 _configured = False
 
 
-def configure(log_format: str = "console", level: str = None) -> None:
-    """Set structlog up (idempotent). Console: warnings and errors; JSON: info and up (MDSL_LOG_LEVEL overrides)."""
+def configure(log_format: Optional[str] = None, level: Optional[str] = None) -> None:
+    """Set structlog up (idempotent): console on a TTY, else JSON (`log_format` decides when given).
+
+    Console shows warnings and errors (the narrative on stdout says the rest);
+    JSON carries info and up, for machines. MDSL_LOG_LEVEL overrides both.
+    """
     global _configured
     import structlog
 
-    fmt = log_format or "console"
+    fmt = log_format or ("console" if sys.stderr.isatty() else "json")
     lvl_name = (level or os.environ.get("MDSL_LOG_LEVEL") or ("info" if fmt == "json" else "warning")).upper()
     lvl = getattr(logging, lvl_name, logging.INFO)
     processors = [

@@ -55,6 +55,7 @@ _PID_RE = re.compile(rb"mdsl:pid=(\d+)\n")
 _READY_RE = re.compile(rb"mdsl:ready=(\d+)\n")
 _PROMPT = b"mdsl:sudo-password:"
 
+
 _known_hosts_lock = threading.Lock()
 
 
@@ -119,7 +120,7 @@ class SshBackend(Backend):
     """A host reached over SSH (Fabric connection, paramiko exec channels)."""
 
     def __init__(self, host: Host, *, accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
-                 command_timeout: Optional[float] = None,
+                 command_timeout: Optional[float] = None, wrap_sudo: bool = False,
                  secret_reader: Callable[[A.Secret], str] = read_secret):
         if host.local:
             raise ValueError(f"host {host.name} is local; use the local backend")
@@ -128,6 +129,9 @@ class SshBackend(Backend):
         self.accept_new_host_keys = accept_new_host_keys
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        # Compiled Commands carry their own `sudo` (mdsl.compile.parts.Command); the backend adds one
+        # only when asked, for callers that send plain commands to a `sudo = true` host.
+        self.wrap_sudo = wrap_sudo and host.sudo
         self._secret_reader = secret_reader
         self._sudo_password: Optional[bytes] = None
         self._conn: Optional[Connection] = None
@@ -154,7 +158,7 @@ class SshBackend(Backend):
             if self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active():
                 return
             self._close_locked()
-            if self.host.sudo and self.host.sudo_password is not None and self._sudo_password is None:
+            if self.wrap_sudo and self.host.sudo_password is not None and self._sudo_password is None:
                 try:
                     pw = self._secret_reader(self.host.sudo_password)
                 except (OSError, KeyError, UnicodeDecodeError) as e:
@@ -328,7 +332,7 @@ class SshBackend(Backend):
 
     def wrap(self, command: str) -> str:
         """The command line sent to sshd (public for tests; holds no secret)."""
-        if not self.host.sudo:
+        if not self.wrap_sudo:
             return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2\n" + command)
         inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2\n" + command)
         if self.host.sudo_password is not None:
@@ -357,6 +361,11 @@ class SshBackend(Backend):
 
     def _execute(self, command: str, on_stdout: Callable[[bytes], None], stdin: Optional[Iterator[bytes]],
                  timeout: Optional[float], *, killer: bool = False) -> Tuple[int, str]:
+        if self.wrap_sudo and _reads_sudo_password(command):
+            # Our sudo would run it as root, and root's sudo reads no password: the password line meant
+            # for the inner sudo would become the command's input (a file's first line, say).
+            raise BackendError(self.name, "refusing a command that runs `sudo -S` itself on a backend that "
+                               "already wraps every command in sudo", "construct the backend with wrap_sudo=False")
         timeout = self.command_timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         # A kill must not wait for a slot: the commands it stops may hold them all.
@@ -366,7 +375,7 @@ class SshBackend(Backend):
                 ch = transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as e:
                 raise BackendError(self.name, f"cannot open a channel to run `{_short(command)}`: {e}") from None
-            ex = _Exec(self, ch, command, on_stdout, stdin, deadline, timeout, killer=killer)
+            ex = _Exec(self, transport, ch, command, on_stdout, stdin, deadline, timeout, killer=killer)
             try:
                 return ex.run()
             finally:
@@ -385,6 +394,26 @@ class SshBackend(Backend):
             self._execute(cmd, lambda _: None, None, 10.0, killer=True)
         except BackendError:  # best effort: the connection may be what failed
             pass
+
+
+def _reads_sudo_password(command: str) -> bool:
+    """True when `command` starts with `sudo ... -S ...` (sudo reading a password from stdin)."""
+    try:
+        words = shlex.split(command[:400])
+    except ValueError:
+        return False
+    if not words or words[0] != "sudo":
+        return False
+    takes_arg = set("CDghpRrtTUu")
+    i = 1
+    while i < len(words) and words[i].startswith("-") and words[i] != "--":
+        flags = words[i][1:]
+        if not flags.startswith("-") and "S" in flags:
+            return True
+        if flags and flags[-1] in takes_arg and len(flags) == 1:
+            i += 1
+        i += 1
+    return False
 
 
 class _NoSlot:
@@ -418,12 +447,12 @@ def _capped(buf: List[bytes], limit: int) -> Callable[[bytes], None]:
 class _Exec:
     """One command on its own channel: start, sudo handshake, stdin, output pump, timeout."""
 
-    def __init__(self, backend: SshBackend, ch: paramiko.Channel, command: str,
+    def __init__(self, backend: SshBackend, transport: paramiko.Transport, ch: paramiko.Channel, command: str,
                  on_stdout: Callable[[bytes], None], stdin: Optional[Iterator[bytes]],
                  deadline: Optional[float], timeout: Optional[float], killer: bool = False):
-        self.b, self.ch, self.command = backend, ch, command
+        self.b, self.transport, self.ch, self.command = backend, transport, ch, command
         self.on_stdout, self.stdin, self.deadline, self.timeout = on_stdout, stdin, deadline, timeout
-        self.sudo = backend.host.sudo
+        self.sudo = backend.wrap_sudo
         self.killer = killer
         self.pid: Optional[int] = None  # the login shell's, a process group (sshd setsid()s sessions)
         self.inner_pid: Optional[int] = None  # sudo's command's shell (its own group if sudo uses a pty)
@@ -460,10 +489,10 @@ class _Exec:
                     continue
                 if ch.eof_received and ch.exit_status_ready():
                     break
-                if ch.closed or not self.b._conn.transport.is_active():
-                    if ch.exit_status_ready():
+                if ch.closed or not self.transport.is_active():
+                    if self.transport.is_active() and ch.exit_status_ready():
                         break
-                    raise BackendError(self.b.name, f"connection lost while running `{_short(self.command)}`")
+                    raise self._lost()
                 wait = 1.0
                 if self.deadline is not None:
                     left = self.deadline - time.monotonic()
@@ -487,6 +516,8 @@ class _Exec:
             if self.writer_error is not None:
                 raise self.writer_error
         code = ch.recv_exit_status()
+        if code == -1 and not self.transport.is_active():  # paramiko's default: no exit status came
+            raise self._lost()
         if self.sudo and not self.ready:
             msg = _PID_RE.sub(b"", self.pre.replace(_PROMPT, b"")).decode("utf-8", "replace")
             msg = msg.strip() or f"sudo exited with {code}"
@@ -566,6 +597,10 @@ class _Exec:
             self._abort()
 
     # -- ending early
+
+    def _lost(self) -> BackendError:
+        return BackendError(self.b.name, f"connection lost while running `{_short(self.command)}`",
+                            "the command may still be running on the host; re-running apply resumes")
 
     def _timed_out(self) -> None:
         raise CommandTimeout(self.b.name, f"`{_short(self.command)}` ran longer than {self.timeout:g}s and was stopped",

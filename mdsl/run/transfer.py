@@ -203,9 +203,9 @@ class Copier:
         return Copied(got, got_size, size - (have if resumed else 0), resumed)
 
     def _stream_dir(self, a: CopyArtifact, hs: Host, hd: Host, part: str) -> Copied:
-        src = _cmd(hs, "tar -C", Arg(a.source.path), "-cf - .")
-        dst = _cmd(hd, "umask 077 && rm -rf --", Arg(part), "&& mkdir -p --", Arg(part), "&& tar -C", Arg(part),
-                   "-xf -")
+        src = _cmd(hs, "tar --no-unquote -C", Arg(a.source.path), "-cf - .")
+        dst = _cmd(hd, "umask 077 && rm -rf --", Arg(part), "&& mkdir -p --", Arg(part),
+                   "&& tar --no-unquote -C", Arg(part), "-xf -")
         self._pipe(src, dst, a.timeout)
         want, size = self._hash(hs, a.source.path)
         got, _ = self._hash(hd, part)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from lark import Lark, Token, Transformer
+from lark.lexer import Lexer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
 from mdsl.findings import Finding, PlanError, Severity
@@ -314,19 +315,147 @@ def _on_comment(tok: Token) -> None:
     _ctx.comments.append(tok)
 
 
-@functools.lru_cache(maxsize=1)
-def _parser() -> Lark:
+# One regex finds the next token's shape after any blanks; which terminal a word
+# becomes depends on the parser state, decided in _PlanLexer.lex.
+_NEXT_RE = re.compile(
+    r'[ \t\r\n\f]*(?:(?P<c>#[^\n]*)|(?P<s>"(?:[^"\\\n]|\\.)*")|(?P<w>[a-z_][a-z0-9_]*)|(?P<i>[0-9]+)'
+    r'|(?P<p>[{}\[\](),:=]))'
+)
+_BLANKS_RE = re.compile(r"[ \t\r\n\f]*")
+_KEY_AFTER_RE = re.compile(r"[ \t]*=")
+_LABEL_AFTER_RE = re.compile(r'[ \t]*:(?![ \t]*")')
+
+
+class _PlanLexer(Lexer):
+    """The contextual lexer of the grammar, written out for speed (Lark's is most of a parse).
+
+    It makes exactly the tokens Lark's `lexer="contextual"` makes (tests/syntax compares the
+    two on fuzzed input): in each parser state only the terminals that state accepts are
+    tried, KEY (priority 3) before LABEL (2) before the rest; a word becomes a keyword where
+    the state accepts that keyword, else a NAME; where no accepted terminal matches, the
+    token the whole grammar would see is passed on, and the parser reports it as unexpected.
+    """
+
+    __future_interface__ = 2
+
+    def __init__(self, conf):
+        self.terminals_by_name = conf.terminals_by_name
+        word = re.compile(r"[a-z_][a-z0-9_]*")
+        self.keywords = {}  # "stop" -> "STOP"
+        self.punct = {}  # "{" -> "LBRACE"
+        for t in conf.terminals:
+            if t.pattern.type == "str":
+                if word.fullmatch(t.pattern.value):
+                    self.keywords[t.pattern.value] = t.name
+                else:
+                    self.punct[t.pattern.value] = t.name
+        # Where NAME is not accepted, Lark tries keywords as plain strings, longest first.
+        self.by_length = sorted(self.keywords.items(), key=lambda kv: (-len(kv[0]), kv[1]))
+        self.terminal_names = frozenset(self.terminals_by_name)
+        self.ignore = frozenset(conf.ignore)
+        self.accepts = {}
+
+    def _accepts(self, parser_state):
+        pos = parser_state.position
+        acc = self.accepts.get(pos)
+        if acc is None:
+            acc = frozenset(parser_state.parse_conf.parse_table.states[pos]) & self.terminal_names
+            self.accepts[pos] = acc
+        return acc
+
+    def _word_type(self, text, start, end, acc, anywhere):
+        """(type, end) of the word at text[start:end] where the state accepts `acc`; None if nothing fits."""
+        if (anywhere or "KEY" in acc) and _KEY_AFTER_RE.match(text, end):
+            return "KEY", end
+        if anywhere or "LABEL" in acc:
+            m = _LABEL_AFTER_RE.match(text, end)
+            if m:
+                return "LABEL", m.end()
+        value = text[start:end]
+        kw = self.keywords.get(value)
+        if anywhere:
+            return kw or "NAME", end
+        if "NAME" in acc:
+            return (kw if kw in acc else "NAME"), end
+        for s, name in self.by_length:
+            if name in acc and text.startswith(s, start):
+                return name, start + len(s)
+        return None
+
+    def lex(self, lexer_state, parser_state):
+        text = lexer_state.text.text
+        n = len(text)
+        pos, line, line_start = 0, 1, 0
+        accepts = self._accepts
+        match = _NEXT_RE.match
+        comments = _ctx.comments
+        while True:
+            m = match(text, pos)
+            if m is None:
+                blank_end = _BLANKS_RE.match(text, pos).end()
+                newlines = text.count("\n", pos, blank_end)
+                if newlines:
+                    line += newlines
+                    line_start = text.rindex("\n", pos, blank_end) + 1
+                if blank_end >= n:
+                    return
+                acc = accepts(parser_state)
+                raise UnexpectedCharacters(text, blank_end, line, blank_end - line_start + 1,
+                                           allowed=set(acc - self.ignore), state=parser_state,
+                                           token_history=lexer_state.last_token and [lexer_state.last_token],
+                                           terminals_by_name=self.terminals_by_name)
+            kind = m.lastgroup
+            start = m.start(kind)
+            end = m.end()
+            if start != pos:
+                newlines = text.count("\n", pos, start)
+                if newlines:
+                    line += newlines
+                    line_start = text.rindex("\n", pos, start) + 1
+            col = start - line_start + 1
+            if kind == "c":
+                comments.append(Token("COMMENT", m.group(kind), start, line, col, line, end - line_start + 1, end))
+                pos = end
+                continue
+            if kind == "w":
+                acc = accepts(parser_state)
+                typed = self._word_type(text, start, end, acc, False) or self._word_type(text, start, end, acc, True)
+                type_, end = typed
+            elif kind == "p":
+                type_ = self.punct[m.group(kind)]
+            elif kind == "s":
+                type_ = "STRING"
+            else:
+                type_ = "INT"
+            tok = Token(type_, text[start:end], start, line, col, line, end - line_start + 1, end)
+            lexer_state.last_token = tok
+            pos = end
+            yield tok
+
+
+def _build(lexer) -> Lark:
     text = grammar_text()
     return Lark(
         text,
         parser="lalr",
-        lexer="contextual",
+        lexer=lexer,
         keep_all_tokens=True,
         maybe_placeholders=False,
         transformer=_ToAst(),
-        lexer_callbacks={"COMMENT": _on_comment},
-        cache=_cache_file(text) or False,
+        lexer_callbacks={"COMMENT": _on_comment} if lexer == "contextual" else {},
+        cache=_cache_file(text + repr(lexer)) or False,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return _build(_PlanLexer)
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_parser() -> Lark:
+    """The same grammar with Lark's own contextual lexer: the yardstick _PlanLexer is tested against."""
+    return _build("contextual")
 
 
 # ---------------------------------------------------------------- errors
@@ -500,7 +629,10 @@ def _suppressions(comments) -> List[A.Suppression]:
 
 def parse_text(text: str, file: str = "<plan>") -> A.Plan:
     """Parse plan text; raises PlanError carrying an E101 finding on bad syntax."""
-    parser = _parser()
+    return _parse_with(_parser(), text, file)
+
+
+def _parse_with(parser: Lark, text: str, file: str) -> A.Plan:
     _ctx.file = file
     _ctx.comments = []
     _ctx.depth = {}

@@ -27,6 +27,9 @@ def stand_in_catalogue(monkeypatch):
     cat.page = lambda code: f"# {code}: {cat.get(code).title}\n\nWhat goes wrong.\n"
     cat.get = lambda code: {r.code: r for r in cat.RULES}[code]
     monkeypatch.setitem(sys.modules, "mdsl.check.catalog", cat)
+    import mdsl.check
+
+    monkeypatch.setattr(mdsl.check, "catalog", cat, raising=False)
     return cat
 
 
@@ -60,7 +63,10 @@ def test_explain_without_a_code_lists_the_catalogue(stand_in_catalogue):
 
 
 def test_explain_without_a_catalogue(monkeypatch):
+    import mdsl.check
+
     monkeypatch.setitem(sys.modules, "mdsl.check.catalog", None)
+    monkeypatch.delattr(mdsl.check, "catalog", raising=False)
     r = run(["explain", "H101"])
     assert r.code == 2 and "catalogue is not available" in r.err
 

@@ -343,6 +343,9 @@ def test_sarif_rules_with_a_stand_in_catalogue(monkeypatch):
     cat.page = lambda code: f"# {code}\n\nWhat goes wrong with {code}.\n\n```\nbad\n```\n"
     cat.get = lambda code: {r.code: r for r in cat.RULES}[code]
     monkeypatch.setitem(__import__("sys").modules, "mdsl.check.catalog", cat)
+    import mdsl.check
+
+    monkeypatch.setattr(mdsl.check, "catalog", cat, raising=False)
     doc = json.loads(render.render_sarif([h101()]))
     validate_sarif(doc)
     rules = doc["runs"][0]["tool"]["driver"]["rules"]

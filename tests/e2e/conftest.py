@@ -51,7 +51,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
+    # trylast: after the runner's own sessionfinish has torn down session fixtures (-x, Ctrl-C)
     leaked = REGISTRY.kill_all()
     if leaked:
         tr = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -507,11 +507,12 @@ class SshCluster:
         )
         return client
 
-    def plan_host_decl(self, host: str | SshHost, name: str | None = None) -> str:
-        """The `host` declaration a .plan needs to reach this host."""
+    def plan_host_decl(self, host: str | SshHost, name: str | None = None, known_hosts: bool = True) -> str:
+        """The `host` declaration a .plan needs to reach this host (with our known_hosts, not ~/.ssh's)."""
         h = host if isinstance(host, SshHost) else self[host]
+        kh = f"  known_hosts = {plan_str(str(self.known_hosts))}" if known_hosts else ""
         return (f"host {name or h.name} {{ ssh = {plan_str(h.ssh_target)}  port = {h.port}  "
-                f"identity = {plan_str(str(self.client_key))} }}")
+                f"identity = {plan_str(str(self.client_key))}{kh} }}")
 
 
 # ---------------------------------------------------------------- postgres
@@ -523,6 +524,16 @@ class TableSum:
 
     rows: int
     md5: str
+
+
+def _require_traversable(path: Path) -> None:
+    """The postgres user must be able to reach its data dir: every ancestor needs o+x."""
+    for d in [path, *path.parents]:
+        if not d.stat().st_mode & stat.S_IXOTH:
+            raise RuntimeError(
+                f"{d} is not traversable by the postgres user (mode {oct(stat.S_IMODE(d.stat().st_mode))}); "
+                "put clusters under make_base_dir(), not pytest's 0700 tmp_path"
+            )
 
 
 def _chown_postgres(path: Path) -> None:
@@ -633,9 +644,9 @@ class PgCluster:
 
     # -- creation
     def _make_dirs(self) -> None:
-        for d in (self.dir.parent.parent, self.dir.parent):
-            d.mkdir(parents=True, exist_ok=True)
-            d.chmod(d.stat().st_mode | 0o755)
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.parent.chmod(0o755)
+        _require_traversable(self.dir.parent)
         self.dir.mkdir()
         self.dir.chmod(0o755)
         _chown_postgres(self.dir)
@@ -851,7 +862,8 @@ log_line_prefix = '%m [%p] %q%u@%d '
         out = self.psql("select sequencename, last_value from pg_sequences where schemaname = 'public' order by 1", db=db)
         return {n: (int(v) if v else None) for n, v in (line.split("|") for line in out.splitlines())}
 
-    def plan_decl(self, name: str, on: str, *, password_env: str | None = None, socket: bool = False) -> str:
+    def plan_decl(self, name: str, on: str, *, password_env: str | None = None, socket: bool = False,
+                  fresh: bool = False) -> str:
         """A `postgres NAME on HOST { }` declaration for the app database (TCP + password, or the socket)."""
         lines = [f"postgres {name} on {on} {{", f"  database = {plan_str(self.db)}",
                  f"  user     = {plan_str(self.app_user or 'postgres')}"]
@@ -861,6 +873,8 @@ log_line_prefix = '%m [%p] %q%u@%d '
             lines.append(f"  tcp      = {plan_str(self.tcp)}")
             if password_env:
                 lines.append(f'  password = env({plan_str(password_env)})')
+        if fresh:
+            lines.append("  fresh    = true")
         return "\n".join(lines + ["}"])
 
     def __repr__(self) -> str:
@@ -1007,12 +1021,14 @@ class Writer:
             return []
         return sorted(p.name for p in self.files_dir.iterdir() if p.name.startswith("f-"))
 
-    def plan_decl(self, name: str, on: str, writes: list[str] = ()) -> str:
+    def plan_decl(self, name: str, on: str, writes: list[str] = (), initially: str | None = None) -> str:
         """A `service NAME on HOST { start stop status writes }` declaration driving this writer."""
         lines = [f"service {name} on {on} {{", f"  start  = {plan_str(self.start_cmd)}",
                  f"  stop   = {plan_str(self.stop_cmd)}", f"  status = {plan_str(self.status_cmd)}"]
         if writes:
             lines.append(f"  writes = [{', '.join(writes)}]")
+        if initially:
+            lines.append(f"  initially = {initially}")
         return "\n".join(lines + ["}"])
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from hosts import PG_BIN, REGISTRY, FileTree, PgCluster, SshCluster, Writer, make_base_dir
+from hosts import PG_BIN, REGISTRY, FileTree, PgCluster, SshCluster, Writer, _comm, descendants, make_base_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -139,8 +138,7 @@ def test_kill_connections_cuts_only_that_host(ssh_hosts):
 
 
 def _tree_comms(host) -> str:
-    from hosts import _comm, descendants
-
+    """Command names of everything running under a host's sshd."""
     return " ".join(_comm(p) for p in descendants(host.pid)) if host.pid else ""
 
 

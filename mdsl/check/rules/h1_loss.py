@@ -3,6 +3,7 @@ and at the end of the walk (what never reached its target)."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Dict, List, Set, Tuple
 
 from mdsl.check.rules.base import E, I, W, Rule
@@ -206,6 +207,37 @@ def at_end(w) -> None:
                 _left_behind(w, p, place, origin)
 
 
+def _rebuilt_after(w, rebuild: str, pos: int):
+    """The first `run` after position `pos` whose command contains `rebuild` (word-aligned)."""
+    index = w.memo.get("h102")
+    if index is None:
+        # Every rebuild command, found in every run command in one pass over the runs' words:
+        # candidates are looked up by their first word, so the cost is the runs' length.
+        by_first: Dict[str, List[Tuple[str, ...]]] = {}
+        for r in w.bound.resources.values():
+            for d in getattr(r, "derived", ()):
+                words = tuple(d.rebuild.split())
+                if words and words not in by_first.get(words[0], ()):
+                    by_first.setdefault(words[0], []).append(words)
+        index = {}
+        for rp, cmd, run in w.runs:
+            words = cmd.split()
+            for i, word in enumerate(words):
+                for cand in by_first.get(word, ()):
+                    if tuple(words[i:i + len(cand)]) == cand:
+                        ps, rs = index.setdefault(cand, ([], []))
+                        if not rs or rs[-1] is not run:
+                            ps.append(rp)
+                            rs.append(run)
+        w.memo["h102"] = index
+    got = index.get(tuple(rebuild.split()))
+    if not got:
+        return None
+    ps, rs = got
+    i = bisect.bisect_right(ps, pos)
+    return rs[i] if i < len(rs) else None
+
+
 def _left_behind(w, p: Piece, target: Place, origin: str) -> None:
     rec = w.left_out.get(p)
     if rec is None:
@@ -214,13 +246,11 @@ def _left_behind(w, p: Piece, target: Place, origin: str) -> None:
     step, why, span = rec
     tname = target.resource.name
     if p.rebuild is not None:
-        pos = w.positions[id(step)]
-        want = " ".join(p.rebuild.split())
-        runs = [run for rp, cmd, run in w.runs if rp > pos and want in cmd]
+        run = _rebuilt_after(w, p.rebuild, w.positions[id(step)])
         svc = (w.writers.get(tname) or ["the service"])[0]
         msg = f"{p.name} is left behind: `{p.rebuild}` must rebuild it on {target.host} after {svc} starts"
-        if runs:
-            line = runs[0].span.line
+        if run is not None:
+            line = run.span.line
             w.report(H102.finding(span, msg, label=f"leaves {p.name} behind", severity=I,
                                   notes=(f"the `run` at line {line} rebuilds it",)))
         else:
