@@ -157,7 +157,9 @@ class State:
     def put(self, place: Place, pieces: Iterable[Piece], at: int, replace: bool = False) -> None:
         """Copy pieces into a place (replacing what it held when `replace`)."""
         if replace and place.holds:
-            self.remove(place, place.holds)
+            pieces = set(pieces)
+            # what comes back into its own place (an extract of the dir's own archive) stays the original
+            self.remove(place, place.holds - pieces)
         key = place.key
         for p in pieces:
             place.holds.add(p)

@@ -1,7 +1,7 @@
 """`# mdsl: allow CODE "reason"`: silence one code on one step, with a reason.
 
-The comment stands on the step's (or declaration's) first line or on the line
-above. It silences the findings of that code whose span starts inside that
+The comment stands on the step's (or declaration's, or attribute's) first line
+or on the line above. It silences the findings of that code whose span starts inside that
 step. E107 reports an allow without a reason, a malformed `# mdsl:` comment, an
 E-code (a plan that cannot be understood cannot be excused), an unknown code,
 and a code that does not fire there (a stale allow would hide the next real
@@ -19,10 +19,13 @@ from mdsl.syntax import ast as A
 
 
 def _starts(plan: A.Plan) -> Dict[int, A.Span]:
-    """First line of every step and declaration -> its span (the outermost when several start there)."""
+    """First line of every step, declaration and attribute -> its span (the outermost when several
+    start there): an H304 points at an attribute, so its allow may stand beside that attribute."""
     starts: Dict[int, A.Span] = {}
     for d in plan.decls:
         starts.setdefault(d.span.line, d.span)
+        for a in d.attrs:
+            starts.setdefault(a.span.line, a.span)
     for s in A.walk_steps(plan.steps):
         starts.setdefault(s.span.line, s.span)
     return starts

@@ -56,7 +56,7 @@ class _Subpaths:
         root = x
         while parent.get(root, root) != root:
             root = parent[root]
-        while x != root:  # path halving keeps later finds O(1)
+        while x != root:  # path compression keeps later finds O(1)
             nxt = parent.get(x, x)
             parent[x] = root
             x = nxt

@@ -31,7 +31,7 @@ from attrs import define, field, frozen
 
 from mdsl.check.resolve import BoundPlan, Host
 from mdsl.compile.actions import (
-    Artifact, CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command,
+    CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command,
 )
 from mdsl.compile.parts import Command, CompileError
 from mdsl.compile.plan import CompiledPlan, CompiledStep, compile_plan

@@ -24,8 +24,10 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 def add_apply_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `mdsl apply`."""
     p.add_argument("plan", help="the .plan file")
-    p.add_argument("--dry-run", action="store_true", help="check, connect and preflight, print the commands, run nothing")
-    p.add_argument("--yes", "-y", action="store_true", help="answer yes to warnings, destructive steps and confirm gates")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check, connect and preflight, print the commands, run nothing")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="answer yes to warnings, destructive steps and confirm gates")
     p.add_argument("--from", dest="from_label", metavar="LABEL", help="start at the step with this label")
     p.add_argument("--log-format", choices=("console", "json"), default=None,
                    help="log format on stderr (default: console on a terminal, json otherwise)")

@@ -353,53 +353,66 @@ class _PlanLexer(Lexer):
         self.by_length = sorted(self.keywords.items(), key=lambda kv: (-len(kv[0]), kv[1]))
         self.terminal_names = frozenset(self.terminals_by_name)
         self.ignore = frozenset(conf.ignore)
-        self.accepts = {}
+        self.states = {}
+        self.parse_table = None
 
-    def _accepts(self, parser_state):
-        pos = parser_state.position
-        acc = self.accepts.get(pos)
-        if acc is None:
-            acc = frozenset(parser_state.parse_conf.parse_table.states[pos]) & self.terminal_names
-            self.accepts[pos] = acc
-        return acc
+    def _state(self, pos):
+        """(accepted terminals, KEY accepted, LABEL accepted, NAME accepted) of parser state `pos`."""
+        info = self.states.get(pos)
+        if info is None:
+            acc = frozenset(self.parse_table.states[pos]) & self.terminal_names
+            info = (acc, "KEY" in acc, "LABEL" in acc, "NAME" in acc)
+            self.states[pos] = info
+        return info
 
-    def _word_type(self, text, start, end, acc, anywhere):
-        """(type, end) of the word at text[start:end] where the state accepts `acc`; None if nothing fits."""
-        if (anywhere or "KEY" in acc) and _KEY_AFTER_RE.match(text, end):
+    def _word_type(self, text, start, end, info):
+        """(type, end) of the word text[start:end] in a parser state; the whole grammar's view if none fits."""
+        acc, key_ok, label_ok, name_ok = info
+        if key_ok and _KEY_AFTER_RE.match(text, end):
             return "KEY", end
-        if anywhere or "LABEL" in acc:
+        if label_ok:
             m = _LABEL_AFTER_RE.match(text, end)
             if m:
                 return "LABEL", m.end()
-        value = text[start:end]
-        kw = self.keywords.get(value)
-        if anywhere:
-            return kw or "NAME", end
-        if "NAME" in acc:
+        kw = self.keywords.get(text[start:end])
+        if name_ok:
             return (kw if kw in acc else "NAME"), end
         for s, name in self.by_length:
             if name in acc and text.startswith(s, start):
                 return name, start + len(s)
-        return None
+        # Nothing this state accepts fits: pass on what the whole grammar sees; the parser rejects it.
+        if _KEY_AFTER_RE.match(text, end):
+            return "KEY", end
+        m = _LABEL_AFTER_RE.match(text, end)
+        if m:
+            return "LABEL", m.end()
+        return kw or "NAME", end
 
     def lex(self, lexer_state, parser_state):
         text = lexer_state.text.text
         n = len(text)
         pos, line, line_start = 0, 1, 0
-        accepts = self._accepts
+        self.parse_table = parser_state.parse_conf.parse_table
+        stack = parser_state.state_stack  # changed in place by the parser
+        states = self.states
+        state_info = self._state
+        word_type = self._word_type
+        punct = self.punct
         match = _NEXT_RE.match
+        count = text.count
+        new_token = Token._future_new
         comments = _ctx.comments
         while True:
             m = match(text, pos)
             if m is None:
                 blank_end = _BLANKS_RE.match(text, pos).end()
-                newlines = text.count("\n", pos, blank_end)
+                newlines = count("\n", pos, blank_end)
                 if newlines:
                     line += newlines
                     line_start = text.rindex("\n", pos, blank_end) + 1
                 if blank_end >= n:
                     return
-                acc = accepts(parser_state)
+                acc = state_info(stack[-1])[0]
                 raise UnexpectedCharacters(text, blank_end, line, blank_end - line_start + 1,
                                            allowed=set(acc - self.ignore), state=parser_state,
                                            token_history=lexer_state.last_token and [lexer_state.last_token],
@@ -408,27 +421,26 @@ class _PlanLexer(Lexer):
             start = m.start(kind)
             end = m.end()
             if start != pos:
-                newlines = text.count("\n", pos, start)
+                newlines = count("\n", pos, start)
                 if newlines:
                     line += newlines
                     line_start = text.rindex("\n", pos, start) + 1
-            col = start - line_start + 1
-            if kind == "c":
-                comments.append(Token("COMMENT", m.group(kind), start, line, col, line, end - line_start + 1, end))
-                pos = end
-                continue
             if kind == "w":
-                acc = accepts(parser_state)
-                typed = self._word_type(text, start, end, acc, False) or self._word_type(text, start, end, acc, True)
-                type_, end = typed
-            elif kind == "p":
-                type_ = self.punct[m.group(kind)]
+                info = states.get(stack[-1]) or state_info(stack[-1])
+                type_, end = word_type(text, start, end, info)
             elif kind == "s":
                 type_ = "STRING"
-            else:
+            elif kind == "p":
+                type_ = punct[text[start]]
+            elif kind == "i":
                 type_ = "INT"
-            tok = Token(type_, text[start:end], start, line, col, line, end - line_start + 1, end)
-            lexer_state.last_token = tok
+            else:
+                comments.append(new_token("COMMENT", text[start:end], start, line, start - line_start + 1, line,
+                                          end - line_start + 1, end))
+                pos = end
+                continue
+            tok = new_token(type_, text[start:end], start, line, start - line_start + 1, line,
+                            end - line_start + 1, end)
             pos = end
             yield tok
 

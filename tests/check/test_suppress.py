@@ -100,3 +100,11 @@ def test_one_allow_silences_every_finding_of_its_code_on_the_step():
         "  dump old_db", '  # mdsl: allow H201 "read-only maintenance mode is on"\n  dump old_db')
     codes = _codes(plan(steps))
     assert [c for c, _ in codes] == ["H201"]  # the archive's H201 stays: the allow is on the dump
+
+
+def test_allow_beside_an_attribute_silences_its_finding():
+    decls = (HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES).replace(
+        'postgres old_db on old { database = "app"  password = env("APP_DB_PASSWORD") }',
+        'postgres old_db on old {\n  database = "app"\n'
+        '  password = "test"  # mdsl: allow H304 "a throwaway test database"\n}')
+    assert _codes(plan(MOVE, decls)) == []

@@ -3,7 +3,6 @@ reference's example, real plans, parallel blocks, and the finer points of each r
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

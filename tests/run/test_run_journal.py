@@ -92,3 +92,17 @@ def test_plan_command_refuses_a_plan_with_errors(tmp_path, capsys):
     p.write_text('host h { local = true }\nsteps { stop nothing }\n')
     assert plan_command(types.SimpleNamespace(plan=str(p))) == 2
     assert "E102" in capsys.readouterr().err
+
+
+def test_plan_command_imports_no_ssh_logging_or_progress_library(tmp_path):
+    import subprocess
+    import sys
+
+    from run_helpers import REPO
+
+    code = ("import sys, types; from mdsl.run.commands import plan_command; "
+            f"plan_command(types.SimpleNamespace(plan={str(REPO / 'plans' / 'demo.plan')!r})); "
+            "print(sorted(m for m in ('fabric', 'paramiko', 'invoke', 'rich', 'structlog') if m in sys.modules), "
+            "file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path))
+    assert res.returncode == 0 and res.stderr.strip().splitlines()[-1] == "[]", res.stderr

@@ -7,7 +7,7 @@ import bisect
 from typing import Dict, List, Set, Tuple
 
 from mdsl.check.rules.base import E, I, W, Rule
-from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
+from mdsl.check.rules.examples import MOVE, plan
 from mdsl.check.state import Piece, Place, show_pieces
 from mdsl.syntax import ast as A
 

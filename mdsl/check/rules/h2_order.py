@@ -134,6 +134,8 @@ def missing_artifact(w, step: A.Step, ref, place: Place) -> None:
     if place.gone is not None:
         by, how = place.gone
         notes.append(f"it was {how} by the `{by.keyword}` at line {by.span.line}")
+    elif w.deferred and any(place in args for _, args in w.deferred):
+        notes.append("another step of the same `parallel` block writes it, and may not have finished")
     else:
         elsewhere = sorted(k[0] for k, p in w.state.places.items()
                            if isinstance(k, tuple) and k[1] == ref.path and k[0] != ref.host and p.exists)
@@ -211,7 +213,7 @@ def started_early(w, step: A.Step, svc) -> None:
     names = " and ".join(d for d, _ in late)
     last = max(s.span.line for _, s in late)
     w.report(H205.finding(
-        step.span, f"`{step.keyword} {svc.name}` comes before {names} has arrived",
+        step.span, f"`{step.keyword} {svc.name}` comes before {names} {'has' if len(late) == 1 else 'have'} arrived",
         label=f"{svc.name} starts on data that is not there yet",
         notes=tuple(f"{d} is written later by the `{s.keyword}` at line {s.span.line}" for d, s in late)
         + ("a service started on empty data may initialise it (the NixOS Mastodon module generates "

@@ -125,12 +125,18 @@ def at_end(w) -> None:
         if not missing:
             continue
         stop = w.last_stop.get(svc.name)
+        span = stop.span if stop is not None else svc.span
+        if not svc.systemd:
+            w.report(H301.finding(
+                span, f"{svc.name} ran at the start and runs nowhere at the end", label=f"{svc.name} stops here",
+                notes=("no later step starts it, here or on another host",),
+                help=f"start {svc.name} again, or a service with the same job where the data went"))
+            continue
         what = ", ".join(missing)
         w.report(H301.finding(
-            stop.span if stop is not None else svc.span,
-            f"{svc.name} ran at the start, but {what} {'runs' if len(missing) == 1 else 'run'} nowhere at the end",
+            span, f"{svc.name} ran at the start, but {what} {'runs' if len(missing) == 1 else 'run'} nowhere at the end",
             label=f"{svc.name} stops here",
-            notes=(f"no service running at the end of the plan has {'this unit' if svc.systemd else 'been started'}",),
+            notes=(f"no service running at the end of the plan has {'this unit' if len(missing) == 1 else 'these units'}",),
             help=("declare the missing units in a service on the new host and `start` it, "
                   f"or start {svc.name} again")))
 
