@@ -88,6 +88,7 @@ class Walk:
             if r.kind == "service":
                 for d in r.writes:
                     self.writers.setdefault(d, []).append(r.name)
+        self._handlers = {kind: getattr(self, name) for kind, name in _HANDLERS.items()}
         self._precompute()
         self.state = State(bound.resources.values(), self.pieces)
         for r in bound.resources.values():
@@ -117,11 +118,16 @@ class Walk:
         self.runs: List[Tuple[int, str, A.Run]] = []  # (position, command, step) for H102's rebuild lookahead
         self.positions: Dict[int, int] = {}  # id(step) -> position
 
-        def name_sub(ref: Ref):
+        def loc(t: A.Target) -> object:
+            """Resolve a target; note the subpath it names and the artifact path it may be."""
+            ref = self.ref(t)
             if ref.sub is not None:
                 named.setdefault(ref.resource.name, set()).add(ref.sub)
+            if ref.resource is None or ref.sub is not None:
+                locations.add((ref.host, ref.path))
+            return ref
 
-        def node(ref: Ref):
+        def node(ref: Ref) -> object:
             return ref.resource.name if ref.resource is not None else (ref.host, ref.path)
 
         def arrive(name: str, pos: int, step):
@@ -134,33 +140,40 @@ class Walk:
                 for d in r.derived:
                     named.setdefault(r.name, set()).add(d.subpath)
 
+        positions = self.positions
         for pos, top in enumerate(bound.steps):
-            for s in A.walk_steps((top,)):
-                self.positions[id(s)] = pos
-                refs = [self.ref(t) for t in _targets(s)]
-                for ref in refs:
-                    name_sub(ref)
-                    if ref.resource is None or ref.sub is not None:
-                        locations.add((ref.host, ref.path))
-                if isinstance(s, (A.Archive, A.Sync)):
-                    src = s.dir.name if isinstance(s, A.Archive) else s.source.name
+            todo = [top]
+            while todo:
+                s = todo.pop()
+                positions[id(s)] = pos
+                kind = type(s)
+                if kind is A.Parallel:
+                    todo.extend(reversed(s.steps))  # members in source order
+                elif kind is A.Dump:
+                    loc(s.to)
+                elif kind is A.Archive:
+                    uf.union(s.dir.name, node(loc(s.to)))
                     for sub in _excludes(s):
-                        named.setdefault(src, set()).add(sub)
-                if isinstance(s, A.Archive):
-                    uf.union(s.dir.name, node(refs[0]))
-                elif isinstance(s, A.Extract):
-                    uf.union(node(refs[0]), s.dir.name)
+                        named.setdefault(s.dir.name, set()).add(sub)
+                elif kind is A.Restore:
+                    loc(s.source)
+                    arrive(s.db.name, pos, s)
+                elif kind is A.Extract:
+                    uf.union(node(loc(s.source)), s.dir.name)
                     arrive(s.dir.name, pos, s)
-                elif isinstance(s, A.Sync):
+                elif kind is A.Sync:
                     uf.union(s.source.name, s.dest.name)
                     arrive(s.dest.name, pos, s)
-                elif isinstance(s, (A.Transfer, A.Move)):
-                    uf.union(node(refs[0]), node(refs[1]))
-                    if refs[1].resource is not None:
-                        arrive(refs[1].resource.name, pos, s)
-                elif isinstance(s, A.Restore):
-                    arrive(s.db.name, pos, s)
-                elif isinstance(s, A.Run):
+                    for sub in _excludes(s):
+                        named.setdefault(s.source.name, set()).add(sub)
+                elif kind is A.Transfer or kind is A.Move:
+                    dst = loc(s.dest)
+                    uf.union(node(loc(s.source)), node(dst))
+                    if dst.resource is not None:
+                        arrive(dst.resource.name, pos, s)
+                elif kind is A.Delete:
+                    loc(s.target)
+                elif kind is A.Run:
                     self.runs.append((pos, " ".join(s.command.value.split()), s))
 
         # Every dir is split at the union of the subpaths named anywhere in its component.
@@ -263,7 +276,7 @@ class Walk:
 
     def dispatch(self, step: A.Step) -> None:
         """Check and apply one step."""
-        getattr(self, _HANDLERS[type(step)])(step)
+        self._handlers[type(step)](step)
 
     # -- services
 
@@ -579,18 +592,6 @@ _HANDLERS = {
     A.VerifyHttp: "_verify_http", A.VerifyDns: "_verify_dns", A.VerifyRun: "_verify_run",
     A.Confirm: "_confirm", A.Parallel: "_parallel",
 }
-
-
-def _targets(s: A.Step) -> Tuple[A.Target, ...]:
-    if isinstance(s, A.Dump) or isinstance(s, A.Archive):
-        return (s.to,)
-    if isinstance(s, (A.Restore, A.Extract)):
-        return (s.source,)
-    if isinstance(s, (A.Transfer, A.Move)):
-        return (s.source, s.dest)
-    if isinstance(s, A.Delete):
-        return (s.target,)
-    return ()
 
 
 def _excludes(s: A.Step) -> Tuple[str, ...]:

@@ -584,14 +584,19 @@ class _Exec:
 
     def _write(self) -> None:
         try:
-            for chunk in self.stdin:
-                if chunk:
+            for chunk in self.stdin:  # an exception of the producer lands in the outer except
+                if not chunk:
+                    continue
+                try:
                     self.ch.sendall(chunk)
-            self.ch.shutdown_write()
-        except OSError:
-            # The command exited without reading all its input (or the channel was
-            # closed by a timeout): its exit status tells the story.
-            pass
+                except OSError:
+                    # The command exited without reading all its input (or a timeout closed the
+                    # channel): its exit status tells the story.
+                    return
+            try:
+                self.ch.shutdown_write()
+            except OSError:
+                pass
         except BaseException as e:  # the producer failed: the command must not see a clean EOF
             self.writer_error = e
             self._abort()

@@ -13,9 +13,20 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from lark import Lark, Token, Transformer
-from lark.lexer import Lexer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+import sys
+
+# Lark imports the third-party `regex` module whenever it is installed, though it only
+# uses it when asked (Lark(regex=True)); we never ask, and `mdsl check` must start fast.
+_NO_REGEX = "regex" not in sys.modules
+if _NO_REGEX:
+    sys.modules["regex"] = None  # makes `import regex` fail inside lark.utils
+try:
+    from lark import Lark, Token, Transformer
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+    from lark.lexer import Lexer
+finally:
+    if _NO_REGEX:
+        del sys.modules["regex"]
 
 from mdsl.findings import Finding, PlanError, Severity
 from mdsl.syntax import ast as A
@@ -25,6 +36,13 @@ _GRAMMAR_NAME = "mdsl.lark"
 
 def grammar_text() -> str:
     """The grammar shipped in the package (mdsl.grammar), or the repo's copy."""
+    try:  # a plain file beside the package: the common case, and no importlib.resources to import
+        import mdsl.grammar
+
+        with open(os.path.join(os.path.dirname(mdsl.grammar.__file__), _GRAMMAR_NAME), encoding="utf-8") as fh:
+            return fh.read()
+    except (ImportError, OSError, TypeError):
+        pass
     try:
         from importlib.resources import files
 
@@ -65,7 +83,15 @@ def _span_of(x) -> A.Span:
 
 
 def _sp(children) -> A.Span:
-    return _span_of(children[0]).to(_span_of(children[-1]))
+    # The hottest helper of a parse: no intermediate Span objects.
+    first, last = children[0], children[-1]
+    if isinstance(first, Token):
+        line, col = first.line, first.column
+    else:
+        line, col = first.span.line, first.span.col
+    if isinstance(last, Token):
+        return A.Span(_ctx.file, line, col, last.end_line, last.end_column)
+    return A.Span(_ctx.file, line, col, last.span.end_line, last.span.end_col)
 
 
 class _SyntaxProblem(Exception):

@@ -3,6 +3,7 @@ unverified copies, secrets in the plan, opaque commands, dump formats, DNS."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Dict, List, Optional, Tuple
 
@@ -185,7 +186,14 @@ _URL_USERINFO = re.compile(r"://[^/\s:@]+:(?!\$)[^@\s/]+@")
 _BEARER = re.compile(r"\bbearer\s+(?!\$)[A-Za-z0-9._~+/-]{8,}", re.I)
 
 
+# Every pattern above needs one of these words (or the `@` of a URL's userinfo): one cheap
+# search rules out almost every string of a plan.
+_SECRET_HINT = re.compile(r"pass|token|secret|api.?key|bearer|@", re.I)
+
+
 def _secret_in(s: A.Str) -> Optional[A.Span]:
+    if not _SECRET_HINT.search(s.value):
+        return None
     for rx in (_SECRET_ASSIGN, _URL_USERINFO, _BEARER):
         m = rx.search(s.value)
         if m:
@@ -197,8 +205,13 @@ def _secret_in(s: A.Str) -> Optional[A.Span]:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _secret_name(name: str) -> bool:
+    return _SECRET_NAME.search(name) is not None
+
+
 def _literal_attr(w, key: A.Ident, value, where: str) -> None:
-    if isinstance(value, A.Str) and _SECRET_NAME.search(key.name):
+    if isinstance(value, A.Str) and _secret_name(key.name):
         w.report(H304.finding(
             value.span, f"a literal secret in the plan: `{key.name}` of {where}",
             label="written into the plan",
@@ -219,6 +232,9 @@ def _literal_text(w, s: A.Str, where: str) -> None:
                  'attribute takes one; in a command, read it from a file or a variable)'))
 
 
+_STEP_TEXT = {A.Run: "command", A.VerifyRun: "command", A.VerifyHttp: "url", A.Confirm: "message"}
+
+
 def literal_secrets(w) -> None:
     """H304: literal passwords, tokens and keys in attributes, options and command text."""
     plan = w.bound.plan
@@ -228,14 +244,14 @@ def literal_secrets(w) -> None:
             _literal_attr(w, a.key, a.value, where)
         for dv in getattr(d, "derived", ()):
             _literal_text(w, dv.rebuild, f"the rebuild command of {where}")
+    str_types = (A.Str, A.ListValue)
     for s in A.walk_steps(plan.steps):
         for opt in s.options:
-            if opt.value is not None:
+            if type(opt.value) in str_types:  # names, numbers and flags hold no secret
                 _literal_attr(w, opt.key, opt.value, f"a `{s.keyword}` step")
-        for field in ("command", "url", "message"):
-            v = getattr(s, field, None)
-            if isinstance(v, A.Str):
-                _literal_text(w, v, f"a `{s.keyword}` step")
+        field = _STEP_TEXT.get(type(s))
+        if field is not None:
+            _literal_text(w, getattr(s, field), f"a `{s.keyword}` step")
 
 
 # ---------------------------------------------------------------- H305
@@ -249,20 +265,24 @@ _FIND_DELETE = re.compile(r"\s(-delete)\b")
 
 
 def _paths_on(w, host: str) -> Tuple[Optional[re.Pattern], Dict[str, List[str]]]:
-    memo = w.memo.setdefault("h305", {})
-    got = memo.get(host)
-    if got is None:
-        by_path: Dict[str, List[str]] = {}
+    """A regex matching the data paths declared on `host`, and path -> resource names."""
+    memo = w.memo.get("h305")
+    if memo is None:  # one pass over the declarations for every host
+        by_host: Dict[str, Dict[str, List[str]]] = {}
         for r in w.bound.resources.values():
             p = getattr(r, "path", "")
-            if r.is_data and p and r.host == host:
-                by_path.setdefault(p, []).append(r.name)
+            if r.is_data and p:
+                by_host.setdefault(r.host, {}).setdefault(p, []).append(r.name)
+        memo = w.memo["h305"] = ({}, by_host)
+    compiled, by_host = memo
+    got = compiled.get(host)
+    if got is None:
+        by_path = by_host.get(host, {})
+        rx = None
         if by_path:
             alts = "|".join(re.escape(p) for p in sorted(by_path, key=len, reverse=True))
             rx = re.compile(r"(?<![\w./-])(" + alts + r")(?![\w.-])")
-        else:
-            rx = None
-        got = memo[host] = (rx, by_path)
+        got = compiled[host] = (rx, by_path)
     return got
 
 
