@@ -423,9 +423,11 @@ class Walk:
             elif ref.sub is not None:
                 place = st.places[ref.resource.name]
                 targets.append((place, st.content(place, ref.sub)))
+        seen = {t.key for t, _ in targets}
         for key in self.nested.get((ref.host, ref.path), ()):
             place = st.places.get(key)
-            if place is not None and place.exists and all(place is not t for t, _ in targets):
+            if place is not None and place.exists and key not in seen:
+                seen.add(key)
                 targets.append((place, set(place.holds)))
         if any(pieces for _, pieces in targets):
             h1_loss.destroyed(self, s, targets)
@@ -441,9 +443,9 @@ class Walk:
             if any(pieces for _, pieces in targets):
                 h1_loss.destroyed(self, s, targets)
             self.effect(self._apply_destroy, s, targets)
-        touched = _names(s, "writes") + _names(s, "reads")
-        if touched:
-            self.effect(self._apply_run, _names(s, "writes"), _names(s, "reads"))
+        writes, reads = _names(s, "writes"), _names(s, "reads")
+        if writes or reads:
+            self.effect(self._apply_run, writes, reads)
 
     def _apply_run(self, writes, reads):
         for n in writes:

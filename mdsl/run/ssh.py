@@ -542,7 +542,9 @@ class _Exec:
             self.pid = int(m.group(1))
             before, self.pre = self.pre[: m.start()], self.pre[m.end():]
             if not self.sudo:
-                self._keep_err(before)  # e.g. a login script's noise: the command's stderr as ssh shows it
+                # before: a login script's noise (ssh shows it too); after: the command's own stderr
+                self._keep_err(before + self.pre)
+                self.pre = b""
                 self._become_ready()
                 return
         # sudo: a prompt asks for the password; the ready marker means the command started

@@ -384,3 +384,23 @@ def test_github_levels():
 def test_unknown_format():
     with pytest.raises(ValueError):
         render.render([], "xml")
+
+
+def test_long_notes_and_help_wrap_with_aligned_continuation_lines():
+    s = sources_with("p.plan", {1: "x"})
+    words = " ".join(f"word{i}" for i in range(60))
+    out = render.render_finding(f_at(1, 1, help=words), s).splitlines()
+    help_lines = out[out.index(next(line for line in out if line.startswith("  = help: "))):]
+    assert len(help_lines) > 1
+    assert all(len(line) <= 128 for line in help_lines)
+    assert all(line.startswith(" " * len("  = help: ")) for line in help_lines[1:])
+    assert " ".join(line.strip() for line in help_lines).replace("= help: ", "") == words
+
+
+def test_long_line_of_tabs_keeps_the_caret_under_the_span():
+    line = "\t" * 100 + "target"
+    s = sources_with("p.plan", {1: line})
+    out = render.render_finding(f_at(1, 101, end_col=107), s).splitlines()
+    code, carets = out[3], out[4]
+    assert code[carets.index("^"):carets.index("^") + 6] == "target"
+    assert len(code) <= 4 + 3 + 160 + 3

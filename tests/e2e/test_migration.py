@@ -286,7 +286,6 @@ def test_torn_dump_is_refused_and_really_torn_when_allowed(ssh_hosts, pg_source,
     assert r.returncode != 0, output(r)
     no_traceback(output(r))
     assert "H201" in output(r)
-    print("TORN", human(output(r)))
     # nothing changed: the writer still runs (the same process), no dump, no journal
     assert writer.status() == 0 and writer.pid == pid
     assert not dump.exists() and not list(a.root.rglob("*.part"))
@@ -341,6 +340,37 @@ def _write_random(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
+def _apply_and_cut(ssh_hosts, plan: Path, part: Path, host: str, at_least: int) -> tuple[int, subprocess.CompletedProcess]:
+    """Start `mdsl apply`, cut host's SSH connections once PATH.part holds at_least bytes; returns (cut at, result)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mdsl", "apply", "--yes", str(plan)], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ref = REGISTRY.record(proc.pid, "mdsl apply (cut test)")
+    try:
+        def partway():
+            try:
+                return part.stat().st_size >= at_least
+            except FileNotFoundError:
+                return proc.poll() is not None
+        try:
+            wait_until(partway, 60, 0.002, "the transfer to get under way")
+        except AssertionError:
+            size = part.stat().st_size if part.exists() else None
+            ref.stop()
+            out, err = proc.communicate()
+            raise AssertionError(f"apply neither got {at_least} bytes across nor ended within 60s "
+                                 f"(.part: {size} bytes); it was stopped. Its output:\n{human(out + err)}") from None
+        assert proc.poll() is None, "the transfer finished before the connection could be cut:\n" + \
+            "".join(proc.communicate())
+        cut_at = part.stat().st_size
+        assert ssh_hosts[host].kill_connections() >= 1
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            ref.stop()
+    ssh_hosts[host].reap_orphans()  # what the cut connection was running (the cut `cat`)
+    return cut_at, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 @pytest.mark.parametrize("cut", ["b", "a"], ids=["cut-target", "cut-source"])
 def test_cut_connection_mid_transfer_resumes(ssh_hosts, tmp_path, cut):
     a, b = ssh_hosts.a, ssh_hosts.b
@@ -353,42 +383,27 @@ def test_cut_connection_mid_transfer_resumes(ssh_hosts, tmp_path, cut):
     chk = mdsl("check", str(plan))
     assert chk.returncode == 0, output(chk)
 
-    env = {**os.environ}
-    proc = subprocess.Popen([sys.executable, "-m", "mdsl", "apply", "--yes", str(plan)], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ref = REGISTRY.record(proc.pid, "mdsl apply (cut test)")
-    try:
-        def partway():
-            try:
-                return part.stat().st_size >= BIG // 5
-            except FileNotFoundError:
-                return proc.poll() is not None
-        wait_until(partway, 60, 0.005, "the transfer to get under way")
-        assert proc.poll() is None, "the transfer finished before the connection could be cut:\n" + \
-            "".join(proc.communicate())
-        cut_at = part.stat().st_size
-        killed = ssh_hosts[cut].kill_connections()
-        assert killed >= 1
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            ref.stop()
-    text = out + err
-    assert proc.returncode not in (0, None), text
-    no_traceback(text)
-    said = human(err)
-    assert re.search(r"step 2\b.*transfer big_src to big_dst", said), said
-    assert f"host {cut}" in said or f"`{cut}`" in said, said
-    assert sha256_file(src) == want  # the source is intact
-    assert not dst.exists()  # nothing half-copied in place
-    assert cut_at < BIG
+    # cut the connection three times, each run getting further: every failure must be clean
+    cuts = []
+    for n, fraction in enumerate((0.2, 0.45, 0.7)):
+        cut_at, r = _apply_and_cut(ssh_hosts, plan, part, cut, int(BIG * fraction))
+        cuts.append(cut_at)
+        text = output(r)
+        assert r.returncode not in (0, None), text
+        no_traceback(text)
+        said = human(r.stderr)
+        assert re.search(r"step 2\b.*transfer big_src to big_dst", said), said
+        assert f"host {cut}" in said or f"`{cut}`" in said, said
+        if n:
+            assert "resuming" in r.stdout, r.stdout
+        assert sha256_file(src) == want  # the source is intact
+        assert not dst.exists()  # nothing half-copied in place
+        assert cut_at < BIG
+        st = mdsl("status", str(plan))
+        assert st.returncode == 0, output(st)
+        assert re.search(r"\[1\] done .*prepare", st.stdout), st.stdout
+        assert re.search(r"\[2\] (failed|pending)", st.stdout), st.stdout
 
-    st = mdsl("status", str(plan))
-    assert st.returncode == 0, output(st)
-    assert re.search(r"\[1\] done .*prepare", st.stdout), st.stdout
-    assert re.search(r"\[2\] (failed|pending)", st.stdout), st.stdout
-
-    ssh_hosts[cut].reap_orphans()
     r = mdsl("apply", "--yes", str(plan), timeout=180)
     assert r.returncode == 0, output(r)
     no_traceback(output(r))
@@ -399,12 +414,12 @@ def test_cut_connection_mid_transfer_resumes(ssh_hosts, tmp_path, cut):
     assert not part.exists()
     assert not list(b.root.rglob("*.part"))
     starts = [e["step"] for e in journal_events(plan) if e.get("event") == "start"]
-    assert starts.count("1") == 1 and starts.count("2") == 2, starts
+    assert starts.count("1") == 1 and starts.count("2") == 4 and starts.count("3") == 1, starts
     st = mdsl("status", str(plan))
     assert "3 done, 0 failed, 0 pending" in st.stdout, st.stdout
-    # a broken stream resumes: the second run sends the rest, not the whole file again
+    # a broken stream resumes: the last run sends the rest, not the whole file again
     moved = [e.get("bytes") for e in journal_events(plan) if e.get("event") == "done" and e.get("step") == "2"]
-    assert moved and moved[-1] < BIG, f"the second run sent {moved[-1]} of {BIG} bytes (cut at {cut_at})"
+    assert moved and moved[-1] < BIG, f"the last run sent {moved[-1]} of {BIG} bytes (cut at {cuts})"
 
 
 # ---------------------------------------------------------------- 4. preflight catches, before anything is stopped
@@ -514,7 +529,6 @@ def test_second_apply_is_refused_while_the_first_runs(ssh_hosts, tmp_path):
         text = output(second)
         assert second.returncode != 0, text
         no_traceback(text)
-        print("LOCK", human(text))
         assert re.search(rf"\bpid {first.pid}\b", text), text
         assert "another apply" in text or "locked" in text, text
         out, err = first.communicate(timeout=60)
@@ -544,7 +558,6 @@ def test_stale_lock_is_reported_with_how_to_clear_it(ssh_hosts, tmp_path):
     text = output(r)
     assert r.returncode != 0, text
     no_traceback(text)
-    print("STALE", human(text))
     assert re.search(rf"\bstale\b.*\bpid {dead.pid}\b", text), text
     assert str(lock) in text and "rm" in text, text  # how to clear it
     assert lock.exists()  # not taken over silently

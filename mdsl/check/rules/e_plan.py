@@ -17,7 +17,8 @@ E101 = Rule(
         "offending text and what was expected there. Nothing else is checked until it parses."),
     bad=plan(MOVE.replace('transfer old:"/root/app.dump" to new:', 'transfer old:"/root/app.dump" new:', 1)),
     fixed=plan(MOVE),
-    source="",
+    source="rustc- and sqlglot-style diagnostics (STYLE.md): the file, line and column, the offending "
+           "text and what was expected, so a typo costs seconds, not a failed migration.",
 )
 
 E102 = Rule(
@@ -27,7 +28,7 @@ E102 = Rule(
         "The finding suggests the closest declared name."),
     bad=plan(MOVE.replace("  stop old_app\n", "  stop old_ap\n", 1)),
     fixed=plan(MOVE),
-    source="",
+    source="rustc's and ruff's 'did you mean': most unknown names are typos of declared ones.",
 )
 
 E103 = Rule(
@@ -38,7 +39,8 @@ E103 = Rule(
         "a host."),
     bad=plan(MOVE.replace("  stop old_app\n", "  stop old_db\n", 1)),
     fixed=plan(MOVE),
-    source="",
+    source="without it, `stop old_db` would fail at apply time, in the middle of the downtime, with "
+           "systemd's 'Unit old_db.service not found'.",
 )
 
 E104 = Rule(
@@ -49,7 +51,8 @@ E104 = Rule(
         "with the place of the first."),
     bad=plan(MOVE, _DECLS + 'host new { ssh = "root@203.0.113.9" }\n'),
     fixed=plan(MOVE),
-    source="",
+    source="two declarations of one name make every reference to it ambiguous; a label must name one "
+           "step for `apply --from LABEL`.",
 )
 
 E105 = Rule(
@@ -60,7 +63,8 @@ E105 = Rule(
         "hosts, which is a `transfer`)."),
     bad=plan(MOVE.replace('to new:"/root/app.dump"', 'to neww:"/root/app.dump"', 1)),
     fixed=plan(MOVE),
-    source="",
+    source="the seed moved its files between machines by hand (`tailscale file cp` on one, `tailscale "
+           "file get` on the other): which host holds which file is easy to get wrong.",
 )
 
 E106 = Rule(
@@ -71,7 +75,8 @@ E106 = Rule(
         "relative path, or a step option the step does not take (`format = tar` on a dump)."),
     bad=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = tar')),
     fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = custom')),
-    source="",
+    source="the seed's PostgreSQL authentication took a day to get right; an attribute silently "
+           "ignored because of a typo would cost the same day.",
 )
 
 _UNOWNED = _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
@@ -86,7 +91,8 @@ E107 = Rule(
     bad=plan(MOVE.replace("  extract", "  # mdsl: allow H302\n  extract"), _UNOWNED),
     fixed=plan(MOVE.replace("  extract", '  # mdsl: allow H302 "the image build chowns /srv/app/files on boot"\n'
                                          "  extract"), _UNOWNED),
-    source="",
+    source="ruff's `# noqa` and clippy's `#[allow]` make the reason optional and let stale allows pile"
+           " up; mdsl requires the reason and reports the stale ones.",
 )
 
 RULES = (E101, E102, E103, E104, E105, E106, E107)

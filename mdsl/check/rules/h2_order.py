@@ -72,7 +72,8 @@ H204 = Rule(
         '  dump old_db to old:"/root/app.dump"\n  archive old_files to old:"/root/files.tar.gz"\n',
         '  parallel {\n    dump old_db to old:"/root/app.dump"\n'
         '    archive old_files to old:"/root/files.tar.gz"\n  }\n', 1)),
-    source="",
+    source="the language reference's own example dumps the database and archives the files in parallel: "
+           "independent copies may overlap, a copy and its consumer may not.",
 )
 
 H205 = Rule(

@@ -75,7 +75,8 @@ H305 = Rule(
         "`deletes = [...]`."),
     bad=plan(MOVE + '  run new "chown -R app:app /srv/app/files"\n'),
     fixed=plan(MOVE + '  run new "chown -R app:app /srv/app/files" writes = [new_files]\n'),
-    source="",
+    source="the seed lost its avatars to an opaque `rm` of the cache: a checker that cannot see inside a "
+           "command has to be told what the command touches.",
 )
 
 H306 = Rule(

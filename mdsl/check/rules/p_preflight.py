@@ -25,7 +25,7 @@ P402 = Rule(
         "its host, and a missing one found halfway through leaves the service down."),
     bad="`archive ... compress = zstd` on a host without zstd installed.",
     fixed="Install zstd on that host, or use `compress = gzip`.",
-    source="",
+    source="the seed installed what it needed as it went; a tool found missing after `stop` lengthens the downtime.",
 )
 
 P403 = Rule(
@@ -56,7 +56,7 @@ P405 = Rule(
         "stop/status command must be runnable), or stopping and starting services fails midway."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
     fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
-    source="",
+    source="unit names differ between a hand-built install and a distribution's module, and the seed moved from one to the other.",
 )
 
 P406 = Rule(
@@ -78,7 +78,7 @@ P407 = Rule(
         "user, or the user sudo switches to)."),
     bad="Transferring into /var/lib/mastodon as a non-root SSH user without `sudo = true`.",
     fixed="Declare `sudo = true` on the host, or transfer into a directory that user owns.",
-    source="",
+    source="the seed: 'remember to check file permissions when you do this'.",
 )
 
 RULES = (P401, P402, P403, P404, P405, P406, P407)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mdsl.check import catalog
-from tests.check.conftest import findings_of
+from check_helpers import findings_of
 
 DECLS = '''plan "random"
 host a { ssh = "root@a.example" }

@@ -9,7 +9,7 @@ import pytest
 
 from mdsl.check import catalog
 from mdsl.findings import Severity
-from tests.check.conftest import FIXTURES, expectations, findings_of, observed
+from check_helpers import FIXTURES, expectations, findings_of, observed
 
 FILES = sorted(FIXTURES.glob("[EH][0-9][0-9][0-9]/*.plan"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
-from tests.check.conftest import findings_of
+from check_helpers import findings_of
 
 UNOWNED = (HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES).replace(
     'dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',

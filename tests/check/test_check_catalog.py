@@ -7,7 +7,7 @@ import pytest
 
 from mdsl.check import catalog
 from mdsl.findings import Severity
-from tests.check.conftest import findings_of
+from check_helpers import findings_of
 
 EXPECTED = (
     [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 6)]

@@ -7,8 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import List
 
-import pytest
-
 from mdsl.check import check_plan
 from mdsl.findings import Finding, PlanError, Severity
 from mdsl.syntax.parser import parse_text
@@ -48,9 +46,3 @@ def observed(findings: List[Finding], expected: Counter) -> Counter:
     codes = {c for c, _ in expected}
     return Counter((f.code, f.span.line) for f in findings
                    if f.severity >= Severity.WARNING or f.code in codes)
-
-
-@pytest.fixture
-def check():
-    """Check a plan text: `check(text)` -> findings."""
-    return findings_of
