@@ -354,7 +354,7 @@ class Walk:
             h2_order.wrong_kind(self, s, src, d)
             h3_operations.cross_host_read(self, s, src, d)
         h2_order.write_while_running(self, s, d)
-        h3_operations.unowned(self, s, d)
+        h3_operations.unowned(self, s, d, pieces)
         dp = self.place_of(d.name)
         replace = s.option("replace") is not None
         if replace and dp.holds:
@@ -365,7 +365,7 @@ class Walk:
         src, dst = self.bound.resources[s.source.name], self.bound.resources[s.dest.name]
         h2_order.torn_copy(self, s, src)
         h2_order.write_while_running(self, s, dst)
-        h3_operations.unowned(self, s, dst)
+        h3_operations.unowned(self, s, dst, self.pieces[src.name])
         pieces = self._left_out(s, src)
         self.effect(self._apply_fill, s, None, pieces, self.place_of(dst.name), False)
 

@@ -19,10 +19,11 @@ H301 = Rule(
     "H301", "a service that ran at the start runs nowhere at the end", W,
     summary=(
         "Every service running when the plan starts should run somewhere when it ends: its systemd "
-        "units (for a service with start/stop commands, the service itself) are stopped on the old "
-        "host, so some service on the new host must run the same units. The usual miss is a timer "
-        "or worker unit (a cron timer, a queue worker) that the old box ran and the new service "
-        "declaration forgot."),
+        "units are stopped on the old host, so some service on the new host must run the same units. "
+        "A service with start/stop commands has no unit names to compare: it counts as moved when a "
+        "service running at the end writes the data its own writes were copied into. The usual miss "
+        "is a timer or worker unit (a cron timer, a queue worker) that the old box ran and the new "
+        "service declaration forgot."),
     bad=plan(MOVE, _DECLS.replace('systemd = ["app"]  writes = [old_db',
                                   'systemd = ["app", "app-cleanup.timer"]  writes = [old_db')),
     fixed=plan(MOVE, _DECLS.replace('systemd = ["app"]', 'systemd = ["app", "app-cleanup.timer"]')),
@@ -35,7 +36,8 @@ H302 = Rule(
     summary=(
         "`extract` and `sync` chown what they write to the target dir's `owner`. Without one, files "
         "keep the numeric uids and gids of the source machine, which name other users (or nobody) on "
-        "the target: the app cannot read its own uploads, or another account can."),
+        "the target: the app cannot read its own uploads, or another account can. Where every end is "
+        "this machine (`local = true` hosts) the uids name the same users, and nothing is reported."),
     bad=plan(MOVE, _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
                                   'dir new_files on new { path = "/srv/app/files" }')),
     fixed=plan(MOVE),
@@ -123,7 +125,9 @@ def at_end(w) -> None:
         if svc.systemd:
             missing = [u for u in svc.systemd if u not in units]
         else:
-            missing = [] if svc.name in running else [svc.name]
+            # A command service has no unit names to compare: it lives on where its
+            # data went, if a service running at the end writes a copy of that data.
+            missing = [] if svc.name in running or _job_moved(w, svc, running) else [svc.name]
         if not missing:
             continue
         stop = w.last_stop.get(svc.name)
@@ -132,7 +136,7 @@ def at_end(w) -> None:
             w.report(H301.finding(
                 span, f"{svc.name} ran at the start and runs nowhere at the end", label=f"{svc.name} stops here",
                 notes=("no later step starts it, here or on another host",),
-                help=f"start {svc.name} again, or a service with the same job where the data went"))
+                help=f"start {svc.name} again, or a service that writes the data where it went"))
             continue
         what = ", ".join(missing)
         w.report(H301.finding(
@@ -143,13 +147,27 @@ def at_end(w) -> None:
                   f"or start {svc.name} again")))
 
 
+def _job_moved(w, svc, running) -> bool:
+    """True when a running service writes a resource holding a copy of data `svc` wrote."""
+    res = w.bound.resources
+    successors = set()
+    for data in svc.writes:
+        for piece in w.state.pieces.get(data, ()):
+            successors.update(k for k in piece.holders if isinstance(k, str) and k != data)
+    return any(successors.intersection(res[name].writes) for name in running)
+
+
 # ---------------------------------------------------------------- H302, H303
 
 
-def unowned(w, step: A.Step, d) -> None:
+def unowned(w, step: A.Step, d, pieces) -> None:
     """H302: extract or sync into a dir that declares no owner."""
     if d.owner is not None:
         return
+    hosts = w.bound.hosts
+    origins = {p.resource.host for p in pieces} | {d.host}
+    if all(hosts[h].local for h in origins):
+        return  # every end is this machine: the numeric uids are the same users
     w.report(H302.finding(
         step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's numeric uids",
         label=f"{d.name} declares no owner to chown to",
