@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",
                        description="Rewrite plans in the canonical layout, keeping comments.")
-    f.add_argument("plans", nargs="+", metavar="PLAN")
+    f.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` formats standard input to standard output)")
     f.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 if a plan is not formatted, listing it")
     f.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
@@ -230,41 +230,46 @@ def _fmt(args) -> int:
     sources = render.Sources()
     problems = []
     for path in args.plans:
+        from_stdin = path == "-"
+        name = "<stdin>" if from_stdin else path
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            original = data.decode("utf-8")
+            if from_stdin:
+                data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+            else:
+                with open(path, "rb") as fh:
+                    data = fh.read()
         except OSError as exc:
             _err(f"cannot read {render.safe(path)}: {exc.strerror}")
             status = EXIT_UNUSABLE
             continue
-        except UnicodeDecodeError:
-            original = None
         try:
-            plan = parse_bytes(data, path)
+            plan = parse_bytes(data, name)
         except PlanError as exc:
             problems.extend(exc.findings)
-            sources.add(path, data)
+            sources.add(name, data)
             status = EXIT_UNUSABLE
             continue
-        formatted = format_plan(plan, original)
+        original = data.decode("utf-8")  # it parsed, so it decodes
+        formatted = format_plan(plan, original[1:] if original.startswith("\ufeff") else original)
+        if from_stdin and not (args.check or args.diff):
+            _out(formatted)  # a filter, for editors: plan in, formatted plan out
+            continue
         if formatted == original:
             continue
-        if args.check or args.diff:
-            if args.diff:
-                import difflib
+        if args.diff:
+            import difflib
 
-                _out("".join(difflib.unified_diff(original.splitlines(True), formatted.splitlines(True),
-                                                  fromfile=path, tofile=path)))
-            else:
-                _out(f"would reformat {render.safe(path)}\n")
+            _out("".join(difflib.unified_diff(original.splitlines(True), formatted.splitlines(True),
+                                              fromfile=name, tofile=name)))
+            status = max(status, EXIT_FINDINGS)
+        elif args.check:
+            _out(f"would reformat {render.safe(name)}\n")
             status = max(status, EXIT_FINDINGS)
         else:
             _write_atomically(path, formatted)
             _out(f"reformatted {render.safe(path)}\n")
     if problems:
-        color = render.use_color(sys.stderr)
-        sys.stderr.write(render.render_text(problems, sources, color=color))
+        sys.stderr.write(render.render_text(problems, sources, color=render.use_color(sys.stderr)))
     return status
 
 

@@ -17,12 +17,12 @@ import re
 import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from attrs import define, field, frozen
 
-from mdsl.check.resolve import BoundPlan, Host, Postgres, Resource, Service
-from mdsl.compile.actions import Destination, Location
+from mdsl.check.resolve import BoundPlan, Host, Postgres, Service
+from mdsl.compile.actions import Location
 from mdsl.compile.context import CompileContext, option_value
 from mdsl.compile.parts import Arg, Command, Lit, sh
 from mdsl.compile.postgres import conninfo, libpq_quote, tool_command
@@ -337,7 +337,9 @@ class _HostChecks:
             m = re.search(r"^(\d+)\|(\d+)$", r.stdout.strip(), re.M)
             if m:
                 return _DbProbe(True, int(m.group(1)), int(m.group(2)))
-        err = " ".join(r.stderr.split()) or r.stdout.strip() or f"psql exited with {r.exit}"
+        # psql run as another user warns about the login user's cwd: noise, not the answer
+        lines = [x for x in r.stderr.splitlines() if "could not change directory to" not in x]
+        err = " ".join(" ".join(lines).split()) or r.stdout.strip() or f"psql exited with {r.exit}"
         return _DbProbe(False, error=_redact(err), help=_auth_help(err, db))
 
     def b_alive(self) -> bool:

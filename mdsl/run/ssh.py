@@ -1,29 +1,34 @@
 """The SSH backend: one Fabric connection per host, one paramiko exec channel per command.
 
-Fabric resolves the connection (ssh_config, user, port, auth keys); commands
-then run on raw exec channels of its paramiko transport rather than through
-Invoke's runner. Measured against a local sshd: Invoke's runner costs ~45 ms a
-command (Nagle + its IO threads' 10 ms sleeps), ~4 ms tuned; a bare channel
-with TCP_NODELAY ~3 ms, streams 350-450 MB/s with AES-GCM, takes binary stdin
-and lets us wait for sudo's prompt before sending the password. Channels are
-independent, so several threads may run commands on one host at once.
+Fabric resolves the connection (ssh_config, user, port, keys); commands then
+run on bare exec channels of its paramiko transport, not through Invoke's
+runner. Measured against the e2e sshd on loopback: Invoke's runner costs ~45 ms
+a command (Nagle + its IO threads' 10 ms sleeps), ~4 ms with TCP_NODELAY and a
+1 ms input_sleep; a bare channel with TCP_NODELAY 3-5 ms including our wrapper,
+and it streams 200-400 MB/s (AES-GCM preferred), takes binary stdin, and lets
+us answer sudo's prompt instead of sending a password blindly. Channels are
+independent, so threads may run commands on one host at once (up to
+MAX_CHANNELS; sshd's MaxSessions is 10 by default).
 
 Every command is started as
 
-    exec sh -c 'printf "mdsl:pid=%s\\n" $$ >&2; CMD'            (plain)
+    exec sh -c 'printf "mdsl:pid=%s\\n" $$ >&2; CMD'
     printf 'mdsl:pid=%s\\n' $$ >&2; exec sudo -S -p PROMPT -- sh -c 'printf "mdsl:ready=%s\\n" $$ >&2; CMD'
 
-sshd makes the session its own process group (setsid), so the pid it reports
-is also a group id: a timed-out command's whole tree is signalled with
-`kill -TERM -PID` (dash's kill takes no `--`), then KILL. With sudo, the password is written to the
-channel only after sudo's own prompt appears on stderr, so a cached or
-NOPASSWD sudo never receives it as the command's input, and it is never in
-an argv, an environment variable or a log line.
+the second only with `wrap_sudo` on a `sudo = true` host (compiled Commands
+carry their own sudo, so it is off by default). sshd makes each session its
+own process group (setsid), so the reported pid is a group id: a timed-out
+command's whole tree gets `kill -TERM -PID`, then KILL (dash's kill takes no
+`--`); under sudo the kill goes through sudo too, as sudo drops the user's
+uid. The sudo password is written only after sudo's prompt shows on stderr,
+so a cached or NOPASSWD sudo never passes it on as the command's input; it is
+never in an argv, an environment variable or a log line.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -66,22 +71,6 @@ class _FastTransport(paramiko.Transport):
         c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c)
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's `SHA256:...` fingerprint of a public key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def read_secret(secret: A.Secret) -> str:
-    """The value of `env("NAME")` / `file("PATH")`, read now; trailing newlines dropped."""
-    if secret.source == "env":
-        if secret.arg not in os.environ:
-            raise KeyError(f"environment variable {secret.arg} is not set")
-        return os.environ[secret.arg]
-    with open(os.path.expanduser(secret.arg), encoding="utf-8") as f:
-        return f.read().rstrip("\r\n")
-
-
 class _UnknownHostKey(Exception):
     def __init__(self, hostname: str, key: paramiko.PKey):
         super().__init__(hostname)
@@ -121,7 +110,7 @@ class SshBackend(Backend):
 
     def __init__(self, host: Host, *, accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
                  command_timeout: Optional[float] = None, wrap_sudo: bool = False,
-                 secret_reader: Callable[[A.Secret], str] = read_secret):
+                 secret_reader: Optional[Callable[[A.Secret], str]] = None):
         if host.local:
             raise ValueError(f"host {host.name} is local; use the local backend")
         self.host = host
@@ -132,7 +121,7 @@ class SshBackend(Backend):
         # Compiled Commands carry their own `sudo` (mdsl.compile.parts.Command); the backend adds one
         # only when asked, for callers that send plain commands to a `sudo = true` host.
         self.wrap_sudo = wrap_sudo and host.sudo
-        self._secret_reader = secret_reader
+        self._secret_reader = secret_reader  # default: apply's SecretStore
         self._sudo_password: Optional[bytes] = None
         self._conn: Optional[Connection] = None
         self._lock = threading.Lock()  # guards (re)connecting
@@ -159,8 +148,13 @@ class SshBackend(Backend):
                 return
             self._close_locked()
             if self.wrap_sudo and self.host.sudo_password is not None and self._sudo_password is None:
+                reader = self._secret_reader
+                if reader is None:
+                    from mdsl.run.apply import SecretStore  # env vars, files; values redacted from logs
+
+                    reader = SecretStore().lookup
                 try:
-                    pw = self._secret_reader(self.host.sudo_password)
+                    pw = reader(self.host.sudo_password)
                 except (OSError, KeyError, UnicodeDecodeError) as e:
                     raise BackendError(self.name, f"cannot read sudo_password {self.host.sudo_password.masked()}: {e}",
                                        "set the variable or create the file before running apply") from None
@@ -202,7 +196,7 @@ class SshBackend(Backend):
             conn.open()
         except _UnknownHostKey as e:
             conn.close()
-            fp = fingerprint(e.key)
+            fp = e.key.fingerprint
             kh = self.known_hosts_file
             scan = f"ssh-keyscan -p {port} {shlex.quote(addr)}" if port != 22 else f"ssh-keyscan {shlex.quote(addr)}"
             raise BackendError(
@@ -214,8 +208,8 @@ class SshBackend(Backend):
             conn.close()
             raise BackendError(
                 self.name,
-                f"HOST KEY CHANGED for {e.hostname}: it presented {e.key.get_name()} {fingerprint(e.key)}, "
-                f"but {self.known_hosts_file} has {e.expected_key.get_name()} {fingerprint(e.expected_key)}. "
+                f"HOST KEY CHANGED for {e.hostname}: it presented {e.key.get_name()} {e.key.fingerprint}, "
+                f"but {self.known_hosts_file} has {e.expected_key.get_name()} {e.expected_key.fingerprint}. "
                 "Someone may be intercepting the connection; refusing to connect",
                 f"if the host was really reinstalled, verify the new fingerprint on it, then "
                 f"`ssh-keygen -R '{e.hostname}' -f {self.known_hosts_file}` and add the new key") from None
@@ -245,7 +239,7 @@ class SshBackend(Backend):
         if sock is None and isinstance(t.sock, socket.socket):
             t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if policy.added:
-            self.host_key_added = fingerprint(policy.added[1])
+            self.host_key_added = policy.added[1].fingerprint
         return conn
 
     def _tcp_connect(self, addr: str, port: int) -> socket.socket:
@@ -260,11 +254,7 @@ class SshBackend(Backend):
             s.settimeout(self.connect_timeout)
             try:
                 s.connect(sa)
-            except (socket.timeout, TimeoutError) as e:
-                s.close()
-                last = e
-                continue
-            except OSError as e:
+            except OSError as e:  # refused, unreachable, timed out: try the next address
                 s.close()
                 last = e
                 continue
@@ -288,14 +278,12 @@ class SshBackend(Backend):
 
     def _keys_tried(self) -> str:
         def describe(path: str) -> str:
-            fp = None
             try:
-                with open(path + ".pub", encoding="utf-8") as f:
-                    parts = f.read().split()
-                fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(parts[1])).digest()).decode().rstrip("=")
-            except (OSError, IndexError, ValueError):
-                pass
-            return f"{path} ({fp})" if fp else path
+                blob = paramiko.PublicBlob.from_file(path + ".pub")
+            except (OSError, ValueError):
+                return path
+            digest = base64.b64encode(hashlib.sha256(blob.key_blob).digest()).decode().rstrip("=")
+            return f"{path} (SHA256:{digest})"
 
         if self.host.identity:
             return "identity " + describe(os.path.expanduser(self.host.identity))
@@ -369,7 +357,7 @@ class SshBackend(Backend):
         timeout = self.command_timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         # A kill must not wait for a slot: the commands it stops may hold them all.
-        with (_NO_SLOT if killer else self._slots):
+        with (contextlib.nullcontext() if killer else self._slots):
             transport = self._transport()
             try:
                 ch = transport.open_session(timeout=self.connect_timeout)
@@ -416,17 +404,6 @@ def _reads_sudo_password(command: str) -> bool:
     return False
 
 
-class _NoSlot:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_SLOT = _NoSlot()
-
-
 def _chunks_of(data: bytes) -> Iterator[bytes]:
     view = memoryview(data)
     for i in range(0, len(data), CHUNK):
@@ -464,6 +441,7 @@ class _Exec:
         self.writer: Optional[threading.Thread] = None
         self.writer_error: Optional[BaseException] = None
         self.aborted = False
+        self.abort_lock = threading.Lock()
 
     def run(self) -> Tuple[int, str]:
         ch = self.ch
@@ -614,10 +592,16 @@ class _Exec:
                              "raise the step's `timeout = N` (seconds) if it needs longer")
 
     def _abort(self) -> None:
-        """Stop the remote command (its whole process group) and close the channel."""
-        if self.aborted:
-            return
-        self.aborted = True
-        if self.pid is not None and not self.killer and not self.ch.exit_status_ready():
-            self.b._kill(p for p in (self.pid, self.inner_pid) if p is not None)
-        self.ch.close()
+        """Stop the remote command (its whole process group), then close the channel.
+
+        Called from the reading thread and the stdin writer alike; the second caller waits for the
+        first, so the channel never closes before the kill landed (closing gives the command EOF, and
+        a `cat > FILE.part` would then finish as if the stream were complete).
+        """
+        with self.abort_lock:
+            if self.aborted:
+                return
+            self.aborted = True
+            if self.pid is not None and not self.killer and not self.ch.exit_status_ready():
+                self.b._kill(p for p in (self.pid, self.inner_pid) if p is not None)
+            self.ch.close()

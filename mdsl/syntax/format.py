@@ -260,7 +260,7 @@ def format_plan(plan: A.Plan, source: str) -> str:
             emit(_INDENT * u.inner + extra, u.pos[0], force=u.force_blank and first)
             first = False
         emit(_INDENT * u.indent + u.text, u.pos[0], trail[-1] if trail else None,
-             force=u.force_blank and first, closing=closing and not u.lead and len(trail) <= 1)
+             force=u.force_blank and first, closing=closing)
         if u.end_line > (prev_line or 0) and u.end_line < (1 << 29):
             prev_line = u.end_line
     for c in tail:

@@ -76,12 +76,6 @@ def _tspan(tok: Token) -> A.Span:
     return A.Span(_ctx.file, tok.line, tok.column, tok.end_line, tok.end_column)
 
 
-def _span_of(x) -> A.Span:
-    if isinstance(x, Token):
-        return _tspan(x)
-    return x.span
-
-
 def _sp(children) -> A.Span:
     # The hottest helper of a parse: no intermediate Span objects.
     first, last = children[0], children[-1]

@@ -197,3 +197,20 @@ def test_runner_missing_a_dependency(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     r = run(["apply", "x.plan"])
     assert r.code == 2 and "needs the Python package `fabric`" in r.err
+
+
+def test_fmt_as_a_filter_on_standard_input():
+    r = run(["fmt", "-"], stdin=MESSY.encode())
+    assert (r.code, r.out) == (0, TIDY)
+    r = run(["fmt", "--check", "-"], stdin=MESSY.encode())
+    assert r.code == 1 and r.out == "would reformat <stdin>\n"
+    assert run(["fmt", "--check", "-"], stdin=TIDY.encode()).code == 0
+    r = run(["fmt", "-"], stdin=b"host {")
+    assert r.code == 2 and " --> <stdin>:1:6" in r.err and "1 | host {" in r.err
+
+
+def test_fmt_drops_a_byte_order_mark(write_plan):
+    path = write_plan(b"\xef\xbb\xbf" + TIDY.encode())
+    assert run(["fmt", "--check", path]).code == 1
+    assert run(["fmt", path]).code == 0
+    assert open(path, "rb").read() == TIDY.encode()

@@ -20,10 +20,9 @@ helpers = load_test_module("tests/syntax/syntax_helpers.py", "mdsl_test_syntax_h
 FUZZ = settings(max_examples=200, deadline=None, derandomize=bool(os.environ.get("CI")),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
-SEEDS = [helpers.language_example()]
-for name in ("mastodon-ubuntu-to-nixos.plan", "examples/seed-as-it-went.plan"):
-    if (ROOT / "plans" / name).exists():
-        SEEDS.append((ROOT / "plans" / name).read_text(encoding="utf-8"))
+# The language example, the real plans and every checker fixture (good and bad twins).
+SEEDS = [helpers.language_example()] + [p.read_bytes().decode("utf-8", "replace")
+                                        for d in ("plans", "tests/fixtures") for p in sorted((ROOT / d).rglob("*.plan"))]
 
 
 def pipeline(data: bytes):

@@ -52,10 +52,10 @@ def backends(ssh_hosts):
 
 
 def _fingerprint(public_key_line: str) -> str:
-    import base64
-
-    blob = base64.b64decode(public_key_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    """OpenSSH's own SHA256 fingerprint of a public key line."""
+    r = subprocess.run(["ssh-keygen", "-lf", "/dev/stdin"], input=public_key_line + "\n", capture_output=True,
+                       text=True, check=True)
+    return r.stdout.split()[1]
 
 
 def _cmdlines_containing(needle: bytes):
@@ -411,8 +411,28 @@ def sudo_user(e2e_base, monkeypatch):
         yield password
     finally:
         sudoers.unlink(missing_ok=True)
-        subprocess.run(["pkill", "-KILL", "-u", SUDO_USER], capture_output=True)
+        try:
+            _kill_processes_of(pwd.getpwnam(SUDO_USER).pw_uid)
+        except KeyError:
+            pass
         subprocess.run(["userdel", "-r", SUDO_USER], capture_output=True)
+
+
+def _kill_processes_of(uid: int) -> None:
+    """SIGKILL what the test user still runs (its ssh sessions), so userdel can remove it."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        except (OSError, StopIteration):
+            continue
+        if str(uid) in uids[:1]:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
 
 
 def _sudo_backend(backends, **kw):

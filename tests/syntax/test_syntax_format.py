@@ -14,7 +14,7 @@ from mdsl.syntax.parser import parse_text
 from mutations import mutated
 from syntax_helpers import ROOT, language_example
 
-PLANS = sorted(str(p) for p in (ROOT / "plans").rglob("*.plan"))
+PLANS = sorted(str(p) for d in ("plans", "tests/fixtures") for p in (ROOT / d).rglob("*.plan"))
 
 
 def comments(text):
@@ -36,8 +36,13 @@ def test_language_example(example_text):
 
 
 @pytest.mark.parametrize("path", PLANS, ids=[os.path.relpath(p, ROOT) for p in PLANS])
-def test_real_plans(path):
-    assert_good_format(Path(path).read_text(encoding="utf-8"))
+def test_real_plans_and_fixtures(path):
+    text = Path(path).read_bytes().decode("utf-8", "replace")
+    try:
+        parse_text(text, path)
+    except PlanError:
+        pytest.skip("a fixture that does not parse, on purpose")
+    assert_good_format(text)
 
 
 def test_canonical_layout():
@@ -127,6 +132,11 @@ def test_two_comments_on_one_multi_line_step_are_both_kept():
 def test_blank_lines_are_kept_but_collapsed():
     out = assert_good_format("steps {\n\n  stop a\n\n\n\n  stop b\n  stop c\n\n}\n")
     assert out == "steps {\n  stop a\n\n  stop b\n  stop c\n}\n"
+
+
+def test_no_blank_line_before_a_closing_brace():
+    out = assert_good_format("steps {\n  stop a\n\n  # the end\n\n}\n")
+    assert out == "steps {\n  stop a\n\n  # the end\n}\n"
 
 
 def test_empty_and_comment_only_files():

@@ -15,7 +15,8 @@ from mdsl.syntax import parser as P
 from mutations import EXTRA_TOKENS, mutated
 from syntax_helpers import ROOT, language_example
 
-SEEDS = [language_example()] + [p.read_text(encoding="utf-8") for p in sorted((ROOT / "plans").rglob("*.plan"))]
+SEEDS = [language_example()] + [p.read_bytes().decode("utf-8", "replace")
+                                 for d in ("plans", "tests/fixtures") for p in sorted((ROOT / d).rglob("*.plan"))]
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=bool(os.environ.get("CI")),
                     suppress_health_check=[HealthCheck.too_slow])
 
