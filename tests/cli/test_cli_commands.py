@@ -179,7 +179,10 @@ def test_runner_exit_status_is_passed_through(monkeypatch, stand_in_runner):
 
 @pytest.mark.parametrize("command", ["plan", "apply", "status"])
 def test_runner_not_available(monkeypatch, command):
+    import mdsl.run
+
     monkeypatch.setitem(sys.modules, "mdsl.run.commands", None)
+    monkeypatch.delattr(mdsl.run, "commands", raising=False)
     r = run([command, "x.plan"])
     assert r.code == 2 and f"`mdsl {command}` is not available" in r.err
 

@@ -19,13 +19,6 @@ from mdsl.run.ssh import SshBackend
 from mdsl.syntax.parser import parse_text
 
 
-def host_decl(cluster, h, name=None, **over) -> str:
-    attrs = {"ssh": plan_str(h.ssh_target), "port": str(h.port), "identity": plan_str(str(cluster.identity)),
-             "known_hosts": plan_str(str(cluster.known_hosts))}
-    attrs.update(over)
-    return f"host {name or h.name} {{ " + "  ".join(f"{k} = {v}" for k, v in attrs.items()) + " }"
-
-
 class Plan:
     """A plan written for the test hosts, with helpers to find a line and to run preflight on it."""
 
@@ -92,8 +85,8 @@ def migration(ssh_hosts, pg_source, pg_target, writer):
              "db_in": f"{b.root}/in/db.dump", "files_in": f"{b.root}/in/files.tar.gz"}
         d.update(dests or {})
         text = f"""plan "preflight e2e"
-{host_decl(ssh_hosts, a)}
-{host_b or host_decl(ssh_hosts, b)}
+{ssh_hosts.plan_host_decl(a)}
+{host_b or ssh_hosts.plan_host_decl(b)}
 postgres old_db on a {{
   database = {plan_str(pg_source.db)}
   user     = "mastodon"
@@ -187,7 +180,7 @@ def test_a_sound_plan_passes_and_nothing_changes(migration, unchanged):
 
 def test_unreachable_host_is_p401_and_the_other_host_is_still_checked(ssh_hosts, migration, unchanged):
     b = ssh_hosts.b
-    plan = migration(host_b=host_decl(ssh_hosts, b, port=str(free_port(b.address))),
+    plan = migration(host_b=ssh_hosts.plan_host_decl(b).replace(f"port = {b.port}", f"port = {free_port(b.address)}"),
                      old_db_extra='bin = "/nonexistent/pgbin"')
     findings = plan.preflight()
     f = the(findings, "P401")
@@ -200,7 +193,7 @@ def test_unreachable_host_is_p401_and_the_other_host_is_still_checked(ssh_hosts,
 def test_unknown_host_key_is_p401_with_fingerprint(ssh_hosts, migration, unchanged, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    plan = migration(host_b=host_decl(ssh_hosts, ssh_hosts.b, known_hosts=plan_str(str(empty))))
+    plan = migration(host_b=ssh_hosts.plan_host_decl("b").replace(str(ssh_hosts.known_hosts), str(empty)))
     f = the(plan.preflight(), "P401")
     assert "unknown" in f.message and "SHA256:" in f.message
     assert "ssh-keyscan" in f.help and "--accept-new-host-keys" in f.help
@@ -334,7 +327,7 @@ def test_unset_password_variable_is_p406(migration, unchanged, monkeypatch):
 def test_password_file_for_a_run_as_user_passes(ssh_hosts, pg_target, unchanged):
     # psql runs as another OS user: the 0600 PGPASSFILE must be made by (and readable for) that user
     text = f"""plan "run_as"
-{host_decl(ssh_hosts, ssh_hosts.b)}
+{ssh_hosts.plan_host_decl("b")}
 postgres new_db on b {{
   database = {plan_str(pg_target.db)}
   user     = "mastodon"
@@ -369,7 +362,7 @@ def test_destination_not_writable_by_the_run_as_user_is_p407(ssh_hosts, pg_sourc
     out.mkdir(mode=0o755)
     unchanged.arm()
     text = f"""plan "run_as"
-{host_decl(ssh_hosts, ssh_hosts.a)}
+{ssh_hosts.plan_host_decl("a")}
 postgres old_db on a {{
   database = {plan_str(pg_source.db)}
   user = "mastodon"
