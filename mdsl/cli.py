@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--log-format", choices=("console", "json"), default=None,
                    help="log format (default: console on a terminal, json otherwise)")
     a.add_argument("--accept-new-host-keys", action="store_true",
-                   help="trust and record SSH host keys not yet in known_hosts")
+                   help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
+    a.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
     a.set_defaults(handler=_runner("apply"))
 
     s = sub.add_parser("status", help="what the journal says: done, failed, pending",

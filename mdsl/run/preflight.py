@@ -210,9 +210,16 @@ class _HostChecks:
                 e.hint or "check the host's `ssh`, `port`, `identity` and `known_hosts`", label="unreachable"))
             return self.facts
         self.facts.reachable = True
+        checks = (("P402", self.tools), ("P403", self.versions), ("P406", self.databases), ("P404", self.sizes),
+                  ("P407", self.destinations), ("P405", self.services))
         try:
-            for step in (self.tools, self.versions, self.databases, self.sizes, self.destinations, self.services):
-                step()
+            for code, check in checks:
+                try:
+                    check()
+                except _Unavailable as e:
+                    self.facts.findings.append(_finding(
+                        code, f"a check on `{self.name}` did not finish: {e}", self.host.span,
+                        "the host answers too slowly; retry, or look at what hangs there"))
         except BackendError as e:
             self.facts.findings.append(_finding(
                 "P401", f"lost host `{self.name}` during preflight: {e.message}", self.host.span, e.hint,
@@ -368,7 +375,8 @@ class _HostChecks:
                 self.facts.sizes[key] = None
                 continue
             out = r.stdout.strip().splitlines()
-            self.facts.sizes[key] = int(out[-1]) if r.ok and out and out[-1].isdigit() else None
+            # du prints its total even when it could not read some subdirectory (and exits 1)
+            self.facts.sizes[key] = int(out[-1]) if out and out[-1].isdigit() else None
 
     def destinations(self) -> None:
         mine = [(i, d) for i, d in enumerate(self.pf.needs.dests) if d.host == self.name]

@@ -150,18 +150,38 @@ def stand_in_runner(monkeypatch):
 
 def test_apply_arguments_reach_the_runner(stand_in_runner):
     assert run(["apply", "x.plan", "--dry-run", "--yes", "--from", "cutover", "--log-format", "json",
-                "--accept-new-host-keys"]).code == 0
+                "--accept-new-host-keys", "--restart"]).code == 0
     (name, args), = stand_in_runner
     assert name == "apply"
-    assert (args.plan, args.dry_run, args.yes, args.from_label, args.log_format, args.accept_new_host_keys) == (
-        "x.plan", True, True, "cutover", "json", True)
+    assert (args.plan, args.dry_run, args.yes, args.from_label, args.log_format, args.accept_new_host_keys,
+            args.restart) == ("x.plan", True, True, "cutover", "json", True, True)
+
+
+def test_cli_and_runner_agree_on_the_options():
+    """mdsl.run.commands documents the options it reads; the CLI defines the same ones."""
+    import argparse
+
+    from cli_helpers import importable
+
+    if not importable("mdsl.run.commands"):
+        pytest.skip("mdsl.run.commands is not written yet")
+    from mdsl.cli import build_parser
+    from mdsl.run import commands
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("plan", "apply", "status"):
+        theirs = argparse.ArgumentParser()
+        getattr(commands, f"add_{name}_arguments")(theirs)
+        want = {a.dest for a in theirs._actions} - {"help"}
+        got = {a.dest for a in sub.choices[name]._actions} - {"help"}
+        assert want <= got, (name, want - got)
 
 
 def test_apply_defaults(stand_in_runner):
     run(["apply", "x.plan"])
     args = stand_in_runner[0][1]
-    assert (args.dry_run, args.yes, args.from_label, args.log_format, args.accept_new_host_keys) == (
-        False, False, None, None, False)
+    assert (args.dry_run, args.yes, args.from_label, args.log_format, args.accept_new_host_keys, args.restart) == (
+        False, False, None, None, False, False)
     run(["apply", "x.plan", "-y"])
     assert stand_in_runner[1][1].yes is True
 
