@@ -204,7 +204,7 @@ _SCHEMAS = {
     },
     "postgres": {
         "database": ("str", True), "user": ("str", False), "tcp": ("str", False),
-        "socket": ("str", False), "password": ("secret", False), "run_as": ("str", False),
+        "socket": ("str", False), "port": ("int", False), "password": ("secret", False), "run_as": ("str", False),
         "fresh": ("bool", False), "bin": ("str", False),
     },
     "sqlite": {"path": ("str", True), "fresh": ("bool", False)},
@@ -401,6 +401,14 @@ class _Resolver:
                              self._attr_span(d, "tcp"))
                 else:
                     tcp_host, tcp_port = h, int(p)
+            if "port" in at:
+                if "tcp" in at:
+                    self.err("E106", f"`{d.name.name}` gives the port twice: in `tcp` and in `port`",
+                             self._attr_span(d, "port"), help='keep the port in `tcp = "address:port"`')
+                elif not 0 < at["port"] < 65536:
+                    self.err("E106", f"`port` of `{d.name.name}` must be 1-65535", self._attr_span(d, "port"))
+                else:
+                    tcp_port = at["port"]  # the socket file is .s.PGSQL.<port>
             if "tcp" in at and "socket" in at:
                 self.err("E106", f"`{d.name.name}` has both `tcp` and `socket`", self._attr_span(d, "socket"),
                          help="a database is reached one way: keep one")

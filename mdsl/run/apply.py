@@ -650,7 +650,8 @@ class Apply:
 
         def one(name):
             b = self.backend_factory(bound.hosts[name], self.plan_dir, self.opts.accept_new_host_keys)
-            b.connect()
+            if not self._preflight_available():
+                b.connect()  # else preflight connects, and reports an unreachable host as P401 at its span
             return name, b
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
@@ -664,14 +665,22 @@ class Apply:
         if failures:
             raise Refused("cannot reach every host (nothing was changed):\n  " + "\n  ".join(failures))
 
-    def _preflight(self, compiled: CompiledPlan) -> bool:
+    @staticmethod
+    def _preflight_available() -> bool:
         try:
-            from mdsl.run.preflight import run_preflight
+            import mdsl.run.preflight  # noqa: F401
         except ModuleNotFoundError as exc:
             if exc.name != "mdsl.run.preflight":
                 raise
+            return False
+        return True
+
+    def _preflight(self, compiled: CompiledPlan) -> bool:
+        if not self._preflight_available():
             self.log.info("preflight.unavailable")
             return True
+        from mdsl.run.preflight import run_preflight
+
         findings = run_preflight(compiled.bound, compiled, self.backends)
         errors = [f for f in findings if f.severity == Severity.ERROR]
         others = [f for f in findings if f.severity != Severity.ERROR]

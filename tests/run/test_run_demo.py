@@ -73,7 +73,7 @@ def test_demo_moves_everything_and_a_rerun_is_a_no_op(demo):
 def test_a_failure_resumes_at_the_failed_step_and_an_edit_invalidates_from_there(demo, capsys):
     plan, root = demo
     gate = root / "go"
-    edit(plan, "  # mdsl: allow H302", f'  gate: verify run new "test -e {gate}"\n  # mdsl: allow H302')
+    edit(plan, "  extract new:", f'  gate: verify run new "test -e {gate}"\n  extract new:')
     code, out, err = apply(plan)
     assert code == 1
     assert "error: step 6 `gate: verify run new" in err and "on host new" in err
@@ -190,8 +190,7 @@ def test_restart_runs_everything_again(demo, restart):
 
 def test_check_warnings_ask_and_a_no_refuses(demo):
     plan, root = demo
-    edit(plan, '  # mdsl: allow H302 "both hosts are this machine, so the files keep the uid of the user running '
-               'the demo"\n', "")
+    edit(plan, "    transfer old_env to new_env\n", "    transfer old_env to new_env verify = false\n")
     asked = []
     code, out, err = apply(plan, yes=False, ask=lambda prompt: asked.append(prompt) or False)
-    assert code == 1 and "H302" in err and "warning" in asked[0] and not root.exists()
+    assert code == 1 and "H303" in err and "warning" in asked[0] and not root.exists()
