@@ -486,6 +486,10 @@ class _Exec:
                     self.on_stdout(ch.recv(CHUNK))
                 if ch.recv_stderr_ready():
                     self._stderr(ch.recv_stderr(CHUNK))
+        except (EOFError, paramiko.SSHException, OSError):
+            # paramiko reports a dead transport from recv/send as any of these
+            self._abort()
+            raise self._lost() from None
         except BaseException:
             self._abort()
             raise
@@ -569,13 +573,13 @@ class _Exec:
                     continue
                 try:
                     self.ch.sendall(chunk)
-                except OSError:
+                except (OSError, EOFError, paramiko.SSHException):
                     # The command exited without reading all its input (or a timeout closed the
                     # channel): its exit status tells the story.
                     return
             try:
                 self.ch.shutdown_write()
-            except OSError:
+            except (OSError, EOFError, paramiko.SSHException):
                 pass
         except BaseException as e:  # the producer failed: the command must not see a clean EOF
             self.writer_error = e
@@ -602,6 +606,12 @@ class _Exec:
             if self.aborted:
                 return
             self.aborted = True
-            if self.pid is not None and not self.killer and not self.ch.exit_status_ready():
-                self.b._kill(p for p in (self.pid, self.inner_pid) if p is not None)
-            self.ch.close()
+            try:
+                if self.pid is not None and not self.killer and not self.ch.exit_status_ready():
+                    self.b._kill(p for p in (self.pid, self.inner_pid) if p is not None)
+            except (BackendError, EOFError, paramiko.SSHException, OSError):
+                pass  # the connection is gone: the command lost its stdin and ends without a clean EOF
+            try:
+                self.ch.close()
+            except (EOFError, paramiko.SSHException, OSError):
+                pass
