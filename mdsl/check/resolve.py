@@ -276,9 +276,8 @@ class _Resolver:
     def lookup(self, ident: A.Ident, kinds: Tuple[str, ...], what: str) -> Optional[A.Decl]:
         d = self.decls.get(ident.name)
         if d is None:
-            sugg = _suggest(ident.name, [n for n, x in self.decls.items() if x.kind in kinds]) or _suggest(
-                ident.name, self.decls)
-            self.err("E102", f"unknown name `{ident.name}`", ident.span, label=f"no {what} is called this",
+            sugg = _suggest(ident.name, [n for n, x in self.decls.items() if x.kind in kinds])
+            self.err("E102", f"unknown name `{ident.name}`", ident.span, label="nothing is declared with this name",
                      help=f"did you mean `{sugg}`?" if sugg else f"declare it, e.g. `{kinds[0]} {ident.name} ...`")
             return None
         if d.kind not in kinds:
