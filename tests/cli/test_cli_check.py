@@ -92,11 +92,8 @@ def test_an_e1xx_error_means_2_even_with_fail_on_error(monkeypatch, clean_plan):
     assert run(["check", clean_plan, "--fail-on", "error"]).code == 2
 
 
-@pytest.mark.skipif(not real_checker(), reason="the symbolic walk is not written yet")
 def test_seed_as_it_went_fires_h101():
     path = ROOT / "plans" / "examples" / "seed-as-it-went.plan"
-    if not path.exists():
-        pytest.skip("plans/examples/seed-as-it-went.plan is missing")
     r = run(["check", str(path)])
     assert r.code == 1, r
     assert "error[H101]" in r.out
