@@ -155,6 +155,15 @@ class Executor:
                                hint="use `via = rsync` or passwordless sudo on that host")
         return self._backend(cmd).read_stream(cmd.render(masked=False), sink, timeout=timeout)
 
+    def openssh(self, cmd: Command) -> Optional[Tuple[List[str], Optional[bytes], Backend]]:
+        """(OpenSSH client argv, first stdin bytes, backend) to run `cmd` for bulk bytes; None when not possible."""
+        if list(cmd.all_secret_files()):
+            return None
+        backend = self._backend(cmd)
+        make = getattr(backend, "openssh_argv", None)
+        argv = make(cmd.render(masked=False)) if make is not None else None
+        return (argv, self._stdin(cmd), backend) if argv else None
+
     def write_stream(self, cmd: Command, chunks: Iterator[bytes], timeout: Optional[float] = None) -> Result:
         """Stream into a command's stdin (after the sudo password line, when there is one)."""
         first = self._stdin(cmd)

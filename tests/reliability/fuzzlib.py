@@ -207,9 +207,9 @@ def huge(kind: str, n: int, seeds: Optional[List[str]] = None) -> bytes:
 HUGE_KINDS = ("string", "escapes", "unterminated", "comment", "steps", "hosts", "name", "blank", "list")
 
 
-def gen_huge(r: random.Random) -> bytes:
-    """One large file (up to 1 MB) of a simple shape."""
-    return huge(r.choice(HUGE_KINDS), r.choice((10_000, 100_000, 1_000_000)))
+def gen_huge(r: random.Random, sizes=(10_000, 100_000, 1_000_000)) -> bytes:
+    """One large file (up to 1 MB by default) of a simple shape."""
+    return huge(r.choice(HUGE_KINDS), r.choice(sizes))
 
 
 def gen_invalid_utf8(r: random.Random, seeds: List[str]) -> bytes:
@@ -230,7 +230,7 @@ def gen_nul(r: random.Random, seeds: List[str]) -> bytes:
     return bytes(data)
 
 
-def generators(seeds: List[str]) -> Dict[str, Callable[[random.Random], bytes]]:
+def generators(seeds: List[str], huge_sizes=(10_000, 100_000, 1_000_000)) -> Dict[str, Callable[[random.Random], bytes]]:
     """Every family of hostile input, by name."""
     return {
         "random-bytes": gen_random_bytes,
@@ -238,7 +238,7 @@ def generators(seeds: List[str]) -> Dict[str, Callable[[random.Random], bytes]]:
         "mutated-plan": lambda r: gen_mutated(r, seeds),
         "hostile-values": lambda r: gen_hostile_values(r, seeds),
         "deep-nesting": gen_nested,
-        "huge-file": gen_huge,
+        "huge-file": lambda r: gen_huge(r, huge_sizes),
         "invalid-utf8": lambda r: gen_invalid_utf8(r, seeds),
         "nul-bytes": lambda r: gen_nul(r, seeds),
     }

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import fuzzlib as F
 
 SEEDS = F.seed_plans()
-GENS = F.generators(SEEDS)
-EXAMPLES = {"huge-file": 12, "deep-nesting": 150}
+GENS = F.generators(SEEDS, huge_sizes=(10_000, 100_000))  # 1 MB files: bench/fuzz_nightly.py
+EXAMPLES = {"huge-file": 20, "deep-nesting": 150}
 
 FUZZ = dict(deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -85,9 +85,9 @@ def test_garbage_is_only_e1xx_and_exit_2():
 @pytest.mark.parametrize("family,kind", F.SCALING_SHAPES, ids=[f"{a}-{b}" for a, b in F.SCALING_SHAPES])
 def test_time_grows_linearly(family, kind):
     """Per byte, a 16x larger input may cost at most ~3x more (noise on a shared machine; quadratic would be 16x)."""
-    points = F.scaling(family, kind, [50_000, 800_000], repeat=2)
+    points = F.scaling(family, kind, [20_000, 320_000], repeat=2)
     g = F.growth(points, floor=0.005)
     if g > 3.0:  # one retry: a busy machine can stall one measurement
-        points = F.scaling(family, kind, [50_000, 800_000], repeat=3)
+        points = F.scaling(family, kind, [20_000, 320_000], repeat=3)
         g = F.growth(points, floor=0.005)
     assert g <= 3.0, f"{family}/{kind}: {points} (per-byte growth {g:.1f}x)"
