@@ -74,9 +74,12 @@ def main() -> int:
             sa = " ".join(map(shlex.quote, H.ssh_base("a", *opts)))
             sb = " ".join(map(shlex.quote, H.ssh_base("b", *opts)))
             q = shlex.quote
+            fifo, sent = q(str(H.base / "fifo")), q(str(H.base / "sent"))
             script = f"""set -euo pipefail
-sent=$({sa} {q('cat < ' + q(str(src)))} | tee >(sha256sum | cut -c1-64 > {q(str(H.base / 'sent'))}) \\
-      | {sb} {q('cat > ' + q(str(dst) + '.part'))}; wait $!; cat {q(str(H.base / 'sent'))})
+rm -f {fifo} && mkfifo {fifo}
+sha256sum < {fifo} | cut -c1-64 > {sent} & hasher=$!
+{sa} {q('cat < ' + q(str(src)))} | tee {fifo} | {sb} {q('cat > ' + q(str(dst) + '.part'))}
+wait $hasher; sent=$(cat {sent})
 landed=$({sb} {q('sha256sum < ' + q(str(dst) + '.part') + ' | cut -c1-64')})
 [ "$sent" = "$landed" ] || {{ echo "checksum mismatch" >&2; exit 1; }}
 {sb} {q('mv -f -T -- ' + q(str(dst) + '.part') + ' ' + q(str(dst)))}
