@@ -113,11 +113,45 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
             body += sh("|", "gzip -c" if compress == "gzip" else "zstd -q -T0 -c")
             tools.append("gzip" if compress == "gzip" else "zstd")
         body += sh(">", Arg(part))
+    # pg_dump's exit status alone is not trusted (a pipe into gzip hides it; sh has no pipefail;
+    # a full disk or a killed dump can leave a short file): the part is read back before the rename.
+    body += _verify_dump(ctx, db, fmt, compress, part, path)
+    tools.append("pg_restore" if fmt != "plain" else "tail")
     body += sh("&& mv -f -T --", Arg(part), Arg(path))
     ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress or ("gzip" if fmt != "plain" else "none")))
     cmd = ctx.command(host, body, tools=tuple(tools) + ("mkdir", "mv", "rm"))
     return ([Shell(cmd, f"dump {db.name} ({fmt})", step_timeout(step, DEFAULT_TIMEOUT), watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
+
+
+# The last lines pg_dump writes in plain format (PostgreSQL 9.x to 17); a plain dump without them
+# is cut short, and psql would restore the part before the cut (a COPY ends at EOF) and exit 0.
+PLAIN_TRAILER = "-- PostgreSQL database dump complete"
+
+
+def _plain_complete(path: str, compress: Optional[str], what: str) -> Tuple:
+    """`{ ... }` failing unless the plain dump at `path` ends with pg_dump's trailer."""
+    if compress in ("gzip", "zstd"):
+        reader = sh("gzip -dc <" if compress == "gzip" else "zstd -dc -q <", Arg(path), "| tail -c 4096")
+    else:
+        reader = sh("tail -c 4096 <", Arg(path))
+    return sh("{", *reader, "| grep -q -F --", Arg(PLAIN_TRAILER), "|| { echo",
+              Arg(f"mdsl: {what} {path} is incomplete: it lacks pg_dump's closing line"), ">&2; exit 1; }; }")
+
+
+def _verify_dump(ctx: CompileContext, db: Postgres, fmt: str, compress: Optional[str], part: str,
+                 path: str) -> Tuple:
+    """`&& CHECK` reading the whole dump back: the plain trailer, or pg_restore's full read of the archive."""
+    if fmt == "plain":
+        return sh("&&") + _plain_complete(part, compress, "pg_dump exited 0 but")
+    h = ctx.host(db.host)
+    # A custom archive's table of contents comes first, so `pg_restore -l` passes a cut file;
+    # reading every data block into /dev/null does not. A directory dump is read by its writer.
+    read = Command(db.host, (_tool(db, "pg_restore"), Lit("-f /dev/null --"), Arg(part)),
+                   run_as=db.run_as if fmt == "directory" else None, sudo=h.sudo, sudo_password=h.sudo_password,
+                   tools=("pg_restore",), argv=True)
+    return sh("&& {", Sub(read), "|| { echo", Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"),
+              ">&2; exit 1; }; }")
 
 
 def _exists_or_create(ctx: CompileContext, db: Postgres) -> Tuple:
@@ -150,6 +184,8 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         setup = _drop_create(ctx, db) if replace else _exists_or_create(ctx, db)
         psql = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -v ON_ERROR_STOP=1 --single-transaction"),
                                       Arg(conninfo(db), "--dbname=")), ("psql",))
+        # Checked before anything is dropped: psql would restore a cut file's first part and exit 0.
+        setup = _plain_complete(path, known.compress, "the dump") + sh("&&") + setup
         if known.compress in ("gzip", "zstd"):
             unz = "gzip -dc" if known.compress == "gzip" else "zstd -dc -q"
             body = setup + sh("&&", unz, "<", src, "|", Sub(psql))

@@ -212,7 +212,10 @@ steps {{
     assert dump["pgpass"] == f"*:*:*:*:{esc}\n"
     assert by_tool["createdb"][0]["argv"][-1] == value + "2"
     assert by_tool["createdb"][0]["argv"][-2] == "--"
-    restore = by_tool["pg_restore"][0]
+    # the dump is read back whole before its rename (pg_restore -f /dev/null), the path one argument
+    verify = by_tool["pg_restore"][0]
+    assert verify["argv"] == ["-f", "/dev/null", "--", R + "/dump " + value.replace(chr(10), " ") + ".part"]
+    restore = by_tool["pg_restore"][1]
     assert "--role=" + value in restore["argv"] and "--clean" in restore["argv"]
     assert by_tool["dropdb"][0]["argv"][-2:] == ["--", value]
     assert {"--host=/run/pg " + value, "--username=" + value} <= set(by_tool["dropdb"][0]["argv"])
