@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import attrs
+
 import hashlib
 import json
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -32,6 +34,10 @@ class CompiledStep:
     fingerprint: str = ""
     actions: Tuple[Action, ...] = ()
     destructive: bool = False
+    # The point of no return: the first step that starts a service writing data that arrived
+    # from elsewhere. From here on the new copy takes writes the old source never sees, so going
+    # back to the source loses them: apply asks first.
+    cutover: bool = False
     artifacts: Tuple[Artifact, ...] = ()  # files/dirs it produces (hashed into the journal)
     consumes: Tuple[Location, ...] = ()  # artifacts it moves away or deletes
     destinations: Tuple[Destination, ...] = ()  # places that receive data (preflight P404/P407)
@@ -322,7 +328,37 @@ def _compile_step(ctx: CompileContext, step: A.Step, path: Tuple[int, ...]) -> C
         hosts=_hosts(step, actions))
 
 
+def _arrivals(step: A.Step) -> Tuple[str, ...]:
+    """Names of the declared data a step copies data into (restore, extract, sync, transfer to a file)."""
+    if isinstance(step, (A.Restore, A.Extract)):
+        return (step.db.name if isinstance(step, A.Restore) else step.dir.name,)
+    if isinstance(step, A.Sync):
+        return (step.dest.name,)
+    if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
+        return (step.dest.name,)
+    return ()
+
+
+def _mark_cutover(bound: BoundPlan, steps: Tuple[CompiledStep, ...]) -> Tuple[CompiledStep, ...]:
+    arrived = set()
+    out = list(steps)
+    for i, top in enumerate(out):
+        starts = [m for m in top.leaves() if isinstance(m.step, (A.Start, A.Restart))
+                  and any(arrived.intersection(bound.resources[s.name].writes) for s in m.step.services)]
+        if starts:
+            if top.is_parallel:
+                members = tuple(attrs.evolve(m, cutover=m in starts) for m in top.members)
+                out[i] = attrs.evolve(top, members=members, cutover=True)
+            else:
+                out[i] = attrs.evolve(top, cutover=True)
+            break
+        for m in top.leaves():
+            arrived.update(_arrivals(m.step))
+    return tuple(out)
+
+
 def compile_plan(bound: BoundPlan) -> CompiledPlan:
     """Compile every step of a bound plan (one without errors); raises CompileError for an unsafe step."""
     ctx = CompileContext(bound)
-    return CompiledPlan(bound, tuple(_compile_step(ctx, s, (i,)) for i, s in enumerate(bound.steps)))
+    steps = tuple(_compile_step(ctx, s, (i,)) for i, s in enumerate(bound.steps))
+    return CompiledPlan(bound, _mark_cutover(bound, steps))

@@ -31,7 +31,7 @@ from attrs import define, field, frozen
 
 from mdsl.check.resolve import BoundPlan, Host
 from mdsl.compile.actions import (
-    CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command,
+    CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command, parse_hash_answer, untrusted_answer,
 )
 from mdsl.compile.parts import Command, CompileError
 from mdsl.compile.plan import CompiledPlan, CompiledStep, compile_plan
@@ -67,6 +67,10 @@ class StepFailed(Exception):
         self.message, self.host, self.command, self.exit = message, host, command, exit
         self.stderr, self.hint = stderr, hint
         self.step: Optional[CompiledStep] = None
+
+
+_CUTOVER = ("{what} starts the app on the data that was copied: from here on it takes writes that the old "
+            "source never sees, so going back to the source would lose them. Run it?")
 
 
 class Refused(Exception):
@@ -726,7 +730,10 @@ class Apply:
         res = executor.run(hash_command(a.host, a.path, sudo=h.sudo, sudo_password=h.sudo_password))
         if not res.ok:
             return f'{a.host}:"{a.path}" is gone'
-        sha, size = res.stdout.split()[:2]
+        got = parse_hash_answer(res.stdout)
+        if got is None:
+            raise Refused(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout))
+        sha, size = got
         if a.sha256 is not None and sha != a.sha256:
             return f'{a.host}:"{a.path}" changed (sha256 {sha[:12]}..., journal {a.sha256[:12]}...)'
         if int(size) != a.size:
@@ -737,7 +744,7 @@ class Apply:
         """Without --yes and without a terminal, refuse before anything runs rather than halfway."""
         if self.opts.yes:
             return
-        asking = [s for s in pending if s.destructive or any(isinstance(a, Gate) for a in s.actions)]
+        asking = [s for s in pending if s.destructive or s.cutover or any(isinstance(a, Gate) for a in s.actions)]
         if not asking:
             return
         if self.ask_fn is tty_ask and not _have_tty():
@@ -752,7 +759,8 @@ class Apply:
                 st = sched.status.get(leaf.id, "pending")
                 mark = {"done": "done, skipped", "before-from": "before --from, skipped"}.get(st, "would run")
                 self.say(f"[{leaf.id}] {leaf.title}    (line {leaf.line}; {mark})"
-                         + ("    DESTRUCTIVE" if leaf.destructive else ""))
+                         + ("    DESTRUCTIVE" if leaf.destructive else "")
+                         + ("    POINT OF NO RETURN" if leaf.cutover else ""))
                 if st not in ("done", "before-from"):
                     for line in leaf.describe():
                         self.say("    " + line)
@@ -765,6 +773,9 @@ class Apply:
         if destructive:
             self.ask(f"parallel block {top.id} has destructive steps: "
                      + "; ".join(m.summary for m in destructive) + ". Run it?", f"step {top.id}")
+        cutover = [m for m in todo if m.cutover]
+        if cutover and not destructive:
+            self.ask(_CUTOVER.format(what="; ".join(m.summary for m in cutover)), f"step {top.id}")
         self.say(f"[{i + 1}/{total}] {top.title}")
         with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="mdsl-step") as pool:
             futs = [pool.submit(contextvars.copy_context().run, self._run_leaf, m, executor, f"  [{m.id}]", True)
@@ -783,6 +794,8 @@ class Apply:
         log.bind(step=leaf.id, label=leaf.label)
         if leaf.destructive and not asked:
             self.ask(f"step {leaf.id} `{leaf.summary}` destroys data. Run it?", f"step {leaf.id}")
+        elif leaf.cutover and not asked:
+            self.ask(_CUTOVER.format(what=f"step {leaf.id} `{leaf.summary}`"), f"step {leaf.id}")
         self.journal.step_started(leaf.id, leaf.fingerprint)
         self.log.info("step.start", kind=leaf.kind, line=leaf.line)
         t = time.monotonic()
@@ -928,7 +941,11 @@ class Apply:
                 res = executor.run(cmd)
                 if not res.ok:
                     raise self._fail(cmd, res, f'hashing the artifact {a.host}:"{a.path}"')
-                sha, size = res.stdout.split()[0], int(res.stdout.split()[1])
+                got = parse_hash_answer(res.stdout)
+                if got is None:
+                    raise StepFailed(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout),
+                                     host=a.host, command=cmd.render(masked=True), stderr=res.stderr)
+                sha, size = got
             self.known_sha[key] = sha
             out.append(J.ArtifactRecord(a.host, a.path, None if a.secret else sha, size))
         return out

@@ -163,7 +163,47 @@ class SshBackend(Backend):
                 if "\n" in pw or "\r" in pw:
                     raise BackendError(self.name, "sudo_password contains a newline; sudo reads one line")
                 self._sudo_password = pw.encode() + b"\n"
-            self._conn = self._open()
+            conn = self._open()
+            try:
+                self._check_quiet_login(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    def _check_quiet_login(self, conn: Connection) -> None:
+        """A command's stdout must be only its own: refuse a host whose login shell prints on it.
+
+        A banner echoed from ~/.bashrc or /etc/bash.bashrc lands on stdout before
+        every command: in front of a streamed file (and inside its hash, so the
+        copy would verify) and in front of every `sha256sum` answer. One empty
+        command per connection finds it.
+        """
+        out = b""
+        try:
+            ch = conn.transport.open_session(timeout=self.connect_timeout)
+            try:
+                ch.settimeout(self.connect_timeout)
+                ch.exec_command("exit 0")
+                while len(out) < 4096:
+                    data = ch.recv(4096)
+                    if not data:
+                        break
+                    out += data
+            finally:
+                ch.close()
+        except (socket.timeout, TimeoutError):
+            raise BackendError(self.name, f"{self.target} did not run an empty command within "
+                               f"{self.connect_timeout:g}s", "is the host overloaded?") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise BackendError(self.name, f"{self.target} cannot run commands: {e or type(e).__name__}") from None
+        if out:
+            text = out[:200].decode("utf-8", "replace")
+            raise BackendError(
+                self.name, f"the login shell of {self.target} writes to stdout before every command ({text!r}); "
+                "that text would end up inside copied files and checksums, so mdsl does not use this host",
+                "make the shell's startup files (~/.bashrc, ~/.profile, /etc/bash.bashrc) print nothing when not "
+                "interactive, e.g. guard the output with `[ -t 1 ] &&` or `case $- in *i*)`")
 
     def _open(self) -> Connection:
         h = self.host

@@ -23,7 +23,9 @@ from typing import Callable, List, Optional
 from attrs import frozen
 
 from mdsl.check.resolve import Host
-from mdsl.compile.actions import CopyArtifact, hash_command, size_command
+from mdsl.compile.actions import (
+    CopyArtifact, hash_command, parse_hash_answer, parse_size_answer, size_command, untrusted_answer,
+)
 from mdsl.compile.parts import Arg, Command, sh
 from mdsl.run.backend import Result
 
@@ -84,14 +86,21 @@ class Copier:
         return res
 
     def _stat(self, host: Host, path: str):
-        out = self._ok(size_command(host.name, path, sudo=host.sudo, sudo_password=host.sudo_password),
-                       f"looking at {path}").stdout.split()
-        return out[0], int(out[1])
+        cmd = size_command(host.name, path, sudo=host.sudo, sudo_password=host.sudo_password)
+        return self._answer(cmd, self._ok(cmd, f"looking at {path}"), parse_size_answer, f"`stat` of {path}")
+
+    @staticmethod
+    def _answer(cmd: Command, res: Result, parse, what: str):
+        # A hash or size is only taken from an answer of exactly the expected shape.
+        got = parse(res.stdout)
+        if got is None:
+            raise TransferError(untrusted_answer(cmd.host, what, res.stdout), cmd.host, cmd.render(masked=True),
+                                res.stderr)
+        return got
 
     def _hash(self, host: Host, path: str):
         cmd = hash_command(host.name, path, sudo=host.sudo, sudo_password=host.sudo_password)
-        lines = self._ok(cmd, f"hashing {path}").stdout.split()
-        return lines[0], int(lines[1])
+        return self._answer(cmd, self._ok(cmd, f"hashing {path}"), parse_hash_answer, f"`sha256sum` of {path}")
 
     def _file_hash(self, host: Host, path: str):
         """sha256 and size of a file, with `openssl dgst` where the host has it (SHA-NI: ~4x sha256sum)."""
@@ -101,14 +110,13 @@ class Copier:
             "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; } <", p,
             "| cut -c1-64 && stat -c %s", p,
         ), sudo=host.sudo, sudo_password=host.sudo_password, tools=("sha256sum", "stat", "cut"))
-        lines = self._ok(cmd, f"hashing {path}").stdout.split()
-        return lines[0], int(lines[1])
+        return self._answer(cmd, self._ok(cmd, f"hashing {path}"), parse_hash_answer, f"`sha256sum` of {path}")
 
     def _part_size(self, host: Host, part: str) -> int:
-        res = self._ok(_cmd(host, "umask 077 && mkdir -p -- \"$(dirname --", Arg(part), ")\" &&",
-                            "if [ -f", Arg(part), "]; then stat -c %s", Arg(part), "; else echo 0; fi"),
-                       "preparing the target")
-        return int(res.stdout.strip() or 0)
+        cmd = _cmd(host, "umask 077 && mkdir -p -- \"$(dirname --", Arg(part), ")\" &&",
+                   "if [ -f", Arg(part), "]; then stat -c %s", Arg(part), "; else echo 0; fi")
+        return self._answer(cmd, self._ok(cmd, "preparing the target"),
+                            lambda out: int(out) if re.fullmatch(r"[0-9]+\n?", out) else None, f"`stat` of {part}")
 
     # -- the stream pipe
 

@@ -194,3 +194,29 @@ def test_check_warnings_ask_and_a_no_refuses(demo):
     asked = []
     code, out, err = apply(plan, yes=False, ask=lambda prompt: asked.append(prompt) or False)
     assert code == 1 and "H303" in err and "warning" in asked[0] and not root.exists()
+
+
+def test_the_cutover_is_marked_once_at_the_first_start_on_copied_data(demo):
+    from mdsl.check.resolve import resolve
+    from mdsl.compile import compile_plan
+    from mdsl.syntax.parser import parse_file
+
+    plan, _ = demo
+    compiled = compile_plan(resolve(parse_file(str(plan))))
+    marked = [leaf.summary for top in compiled.steps for leaf in top.leaves() if leaf.cutover]
+    assert marked == ["start new_app"]  # not `stop old_app`, not the setup's writes
+
+
+def test_declining_the_point_of_no_return_stops_before_the_new_app_starts(demo):
+    plan, root = demo
+    asked = []
+
+    def answer(prompt):
+        asked.append(prompt)
+        return "takes writes that the old source never sees" not in prompt
+
+    code, out, err = apply(plan, yes=False, ask=answer)
+    assert code == 1
+    assert any("start new_app" in p and "going back to the source would lose them" in p for p in asked)
+    assert not app_running(root / "new") and not app_running(root / "old")
+    assert (root / "new" / "notes.db").exists()  # everything before the cutover ran
