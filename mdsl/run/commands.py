@@ -116,7 +116,8 @@ def format_plan(compiled) -> str:
 
 
 def _step_header(s) -> str:
-    flags = "    DESTRUCTIVE: asks for confirmation" if s.destructive else ""
+    flags = "    DESTRUCTIVE: asks for confirmation" if s.destructive else (
+        "    POINT OF NO RETURN: asks for confirmation" if s.cutover else "")
     return f"[{s.id}] {s.title}    ({s.kind}, line {s.line}){flags}"
 
 
