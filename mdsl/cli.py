@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
     a.set_defaults(handler=_runner("apply"))
 
+    g = sub.add_parser("graph", help="the plan's data lineage as DOT or Mermaid",
+                       description="Print which step copies which data where, as Graphviz DOT or a Mermaid flowchart.")
+    g.add_argument("plan", metavar="PLAN")
+    g.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="output format (default: dot)")
+    g.set_defaults(handler=_graph)
+
     s = sub.add_parser("status", help="what the journal says: done, failed, pending",
                        description="Show the state of the plan's journal: which steps are done, failed or pending.")
     s.add_argument("plan", metavar="PLAN")
@@ -292,6 +298,30 @@ def _write_atomically(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+# ---------------------------------------------------------------- graph
+
+
+def _graph(args) -> int:
+    from mdsl import render
+    from mdsl.check.graph import render_graph
+    from mdsl.check.resolve import resolve
+    from mdsl.findings import PlanError, Severity
+    from mdsl.syntax.parser import parse_file
+
+    try:
+        plan = parse_file(args.plan)
+    except PlanError as exc:
+        _out(render.render_text(exc.findings, render.Sources(), color=False))
+        return EXIT_UNUSABLE
+    bound = resolve(plan)
+    errors = [f for f in bound.findings if f.severity == Severity.ERROR]
+    if errors:
+        _out(render.render_text(errors, render.Sources(), color=False))
+        return EXIT_UNUSABLE
+    _out(render_graph(bound, args.format))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- plan / apply / status
