@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from mdsl.check.resolve import Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
@@ -89,29 +89,7 @@ class LocalBackend(Backend):
 
     def run(self, command: str, *, stdin: Optional[bytes] = None, timeout: Optional[float] = None) -> Result:
         """Run with `bash -c` in a new session; output collected through temp files."""
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = self._popen(command, subprocess.PIPE if stdin is not None else subprocess.DEVNULL, out, err)
-            dog = _Watchdog(proc, timeout)
-            try:
-                if stdin is not None:
-                    try:
-                        proc.stdin.write(stdin)
-                    except BrokenPipeError:
-                        pass
-                    finally:
-                        try:
-                            proc.stdin.close()
-                        except BrokenPipeError:
-                            pass
-                code = proc.wait()
-            except BaseException:
-                _kill_group(proc)
-                raise
-            finally:
-                dog.cancel()
-            if dog.fired:
-                raise self._timeout(command, timeout)
-            return Result(code, _read_all(out), _read_all(err))
+        return self._feed(command, None if stdin is None else (stdin,), timeout)
 
     def read_stream(self, command: str, sink: Callable[[bytes], None], *,
                     timeout: Optional[float] = None) -> Result:
@@ -138,20 +116,24 @@ class LocalBackend(Backend):
 
     def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
         """Write `chunks` to the command's stdin; stops early if the command exits."""
+        return self._feed(command, chunks, timeout)
+
+    def _feed(self, command: str, chunks: Optional[Iterable[bytes]], timeout: Optional[float]) -> Result:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = self._popen(command, subprocess.PIPE, out, err)
+            proc = self._popen(command, subprocess.DEVNULL if chunks is None else subprocess.PIPE, out, err)
             dog = _Watchdog(proc, timeout)
             try:
-                try:
-                    for chunk in chunks:
-                        proc.stdin.write(chunk)
-                except BrokenPipeError:
-                    pass
-                finally:
+                if chunks is not None:
                     try:
-                        proc.stdin.close()
+                        for chunk in chunks:
+                            proc.stdin.write(chunk)
                     except BrokenPipeError:
-                        pass
+                        pass  # the command exited without reading everything: its status tells
+                    finally:
+                        try:
+                            proc.stdin.close()
+                        except BrokenPipeError:
+                            pass
                 code = proc.wait()
             except BaseException:
                 _kill_group(proc)
