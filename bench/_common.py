@@ -78,14 +78,23 @@ class Side:
     extra: Dict[str, List[float]] = field(default_factory=dict)
 
     @property
+    def ok(self) -> List[float]:
+        """The runs that finished (a failed run is recorded as NaN)."""
+        return [x for x in self.seconds if x == x]
+
+    @property
+    def failures(self) -> int:
+        return len(self.seconds) - len(self.ok)
+
+    @property
     def med(self) -> float:
-        return median(self.seconds)
+        return median(self.ok) if self.ok else float("nan")
 
     def add(self, key: str, value: float) -> None:
         self.extra.setdefault(key, []).append(value)
 
     def med_of(self, key: str) -> float:
-        return median(self.extra[key])
+        return median(self.extra[key]) if self.extra.get(key) else float("nan")
 
 
 def alternate(runs: int, sides: Dict[str, Callable[[Side], float]], *, before: Optional[Callable[[], None]] = None,
@@ -118,13 +127,15 @@ def timed(argv, **kw) -> float:
 
 @dataclass
 class Measured:
-    """A child process's wall time, exit status, output and peak RSS (its own, not its children's)."""
+    """A child process's wall time, exit status, output, peak RSS (its own, not its children's) and CPU time
+    (its own plus that of the children it waited for: ssh clients, tee, sha256sum...)."""
 
     seconds: float
     returncode: int
     stdout: str
     stderr: str
     max_rss_kib: int
+    cpu: float = 0.0
 
 
 def run_measured(argv: Sequence[str], *, env=None, cwd=None, timeout: float = 1800) -> Measured:
@@ -149,7 +160,7 @@ def run_measured(argv: Sequence[str], *, env=None, cwd=None, timeout: float = 18
         out.seek(0)
         err.seek(0)
         return Measured(secs, p.returncode, out.read().decode("utf-8", "replace"),
-                        err.read().decode("utf-8", "replace"), ru.ru_maxrss)
+                        err.read().decode("utf-8", "replace"), ru.ru_maxrss, ru.ru_utime + ru.ru_stime)
 
 
 def mdsl_apply(plan: Path, *extra: str, env=None) -> Measured:

@@ -18,7 +18,11 @@ random bytes (incompressible) in host a's root. Each round runs, in turn:
                on b, the rename, the journal
 
 and the figures are medians. Throughput is the file size over the wall time
-of the whole thing. mdsl's peak memory is the resident set of the `mdsl`
+of the whole thing. "control CPU" is the CPU time spent on the control
+machine's side (the `bash` pipeline or the `mdsl` process, each with the
+processes it started: ssh clients, tee, sha256sum), the sshd side being the
+same for all; on a real control machine, whose hosts are elsewhere, it is
+what bounds the throughput. mdsl's peak memory is the resident set of the `mdsl`
 process (wait4's ru_maxrss), measured here for this size and for a file 16
 times smaller: it does not grow with the file.
 """
@@ -32,8 +36,8 @@ import subprocess
 import sys
 
 from _common import (
-    GiB, MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, median,
-    table, timed, write_doc_block,
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, median,
+    run_measured, table, write_doc_block,
 )
 
 
@@ -84,18 +88,32 @@ landed=$({sb} {q('sha256sum < ' + q(str(dst) + '.part') + ' | cut -c1-64')})
 [ "$sent" = "$landed" ] || {{ echo "checksum mismatch" >&2; exit 1; }}
 {sb} {q('mv -f -T -- ' + q(str(dst) + '.part') + ' ' + q(str(dst)))}
 """
-            return timed(["bash", "-c", script])
+            m = run_measured(["bash", "-c", script])
+            if m.returncode != 0:
+                raise RuntimeError(f"the OpenSSH pipeline failed: {m.stderr[-2000:]}")
+            return m
 
         def openssh(side: Side) -> float:
-            return anchor()
+            m = anchor()
+            side.add("cpu", m.cpu)
+            return m.seconds
 
         def openssh_gcm(side: Side) -> float:
-            return anchor("aes128-gcm@openssh.com")
+            m = anchor("aes128-gcm@openssh.com")
+            side.add("cpu", m.cpu)
+            return m.seconds
 
         def mdsl_side(env=None):
             def run(side: Side) -> float:
-                m = mdsl_apply(plan, env=env)
+                try:
+                    m = mdsl_apply(plan, env=env)
+                except RuntimeError as exc:
+                    if env is None:
+                        raise
+                    print(f"  {side.name} FAILED: {str(exc).strip().splitlines()[-3:]}")
+                    return float("nan")
                 side.add("rss_mib", m.max_rss_kib / 1024)
+                side.add("cpu", m.cpu)
                 return m.seconds
             return run
 
@@ -119,7 +137,8 @@ landed=$({sb} {q('sha256sum < ' + q(str(dst) + '.part') + ' | cut -c1-64')})
     rows = []
     for name, side in res.items():
         rows.append([f"`{name}`", f"{side.med:.2f}", f"{mbps(side):.0f}",
-                     ", ".join(f"{s:.2f}" for s in side.seconds),
+                     ", ".join(f"{s:.2f}" if s == s else "failed" for s in side.seconds),
+                     f"{side.med_of('cpu'):.2f}",
                      f"{side.med_of('rss_mib'):.0f} MiB" if "rss_mib" in side.extra else ""])
     best_anchor = min((res["openssh"], res["openssh-gcm"]), key=lambda s: s.med)
     ratio_default = res["openssh"].med / res["mdsl"].med
@@ -127,7 +146,7 @@ landed=$({sb} {q('sha256sum < ' + q(str(dst) + '.part') + ' | cut -c1-64')})
     rss_big = max(res["mdsl"].extra["rss_mib"])
     out = [f"{size // MiB} MiB of random bytes, host a -> host b through the control machine, "
            f"median of {runs} alternating rounds. {machine()}; {end_load} at the end.", "",
-           table(["way", "median s", "MB/s", "runs (s)", "mdsl peak RSS"], rows), "",
+           table(["way", "median s", "MB/s", "runs (s)", "control CPU s", "mdsl peak RSS"], rows), "",
            f"- throughput ratio mdsl / OpenSSH pipeline (default cipher): **{ratio_default:.2f}** (target >= 0.9)",
            f"- throughput ratio mdsl / OpenSSH pipeline (aes128-gcm, `{best_anchor.name}` the faster anchor): "
            f"**{ratio_best:.2f}**",

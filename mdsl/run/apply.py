@@ -240,7 +240,7 @@ def http_check(a: HttpCheck, sleep=time.sleep) -> str:
             if resp.status == a.status and (a.contains is None or a.contains in body):
                 return f"status {resp.status}"
             last = f"status {resp.status}" + (f", body without {a.contains!r}" if resp.status == a.status else "")
-        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        except (OSError, http.client.HTTPException, ssl.SSLError, UnicodeError) as exc:
             last = str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
             where = f" via {a.via} ({a.address})" if a.via else ""
@@ -263,7 +263,7 @@ def dns_check(a: DnsCheck) -> str:
     """Resolve the name; it must point at the host's address (or this machine for a local host)."""
     try:
         got = {i[4][0] for i in socket.getaddrinfo(a.name, None)}
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA cannot encode (too long, empty)
         raise StepFailed(f"cannot resolve {a.name!r}: {exc}") from None
     if a.local:
         ok = any(ipaddress.ip_address(x.split("%")[0]).is_loopback for x in got) or bool(got & _own_addresses())
@@ -273,7 +273,7 @@ def dns_check(a: DnsCheck) -> str:
         for e in a.expected:
             try:
                 want_set |= {i[4][0] for i in socket.getaddrinfo(e, None)}
-            except OSError:
+            except (OSError, UnicodeError):
                 want_set.add(e)
         ok = bool(got & want_set)
         want = ", ".join(sorted(want_set))

@@ -287,8 +287,8 @@ class SshBackend(Backend):
     def _tcp_connect(self, addr: str, port: int) -> socket.socket:
         try:
             infos = socket.getaddrinfo(addr, port, 0, socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            raise BackendError(self.name, f"cannot resolve {addr!r}: {e.strerror}",
+        except (socket.gaierror, UnicodeError) as e:  # UnicodeError: not a host name at all (IDNA)
+            raise BackendError(self.name, f"cannot resolve {addr!r}: {getattr(e, 'strerror', None) or e}",
                                "check the address in `ssh = \"user@address\"` (DNS, /etc/hosts)") from None
         last: Optional[BaseException] = None
         for family, kind, proto, _, sa in infos:
@@ -419,11 +419,19 @@ class SshBackend(Backend):
 
     # ------------------------------------------------------------------ commands
 
-    def wrap(self, command: str) -> str:
-        """The command line sent to sshd (public for tests; holds no secret)."""
+    def wrap(self, command: str, stdin: bool = True) -> str:
+        """The command line sent to sshd (public for tests; holds no secret).
+
+        Without input (`stdin=False`) the command reads /dev/null, so no EOF is ever sent for
+        it: paramiko builds an EOF under the channel's lock but sends it after releasing it, so
+        one sent as a quick command ends can reach sshd after the channel was freed, and sshd
+        then drops the whole connection ("ieof packet referred to nonexistent channel"),
+        losing every command in flight on that host.
+        """
+        null = "" if stdin else "exec </dev/null\n"
         if not self.wrap_sudo:
-            return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2\n" + command)
-        inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2\n" + command)
+            return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2\n" + null + command)
+        inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2\n" + null + command)
         if self.host.sudo_password is not None:
             sudo = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- "
         else:
@@ -572,7 +580,7 @@ class _Exec:
     def run(self) -> Tuple[int, str]:
         ch = self.ch
         try:
-            ch.exec_command(self.b.wrap(self.command))
+            ch.exec_command(self.b.wrap(self.command, stdin=self.stdin is not None))
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise BackendError(self.b.name, f"cannot start `{_short(self.command)}`: {e}") from None
         fd = ch.fileno()
@@ -689,8 +697,7 @@ class _Exec:
     def _become_ready(self) -> None:
         self.ready = True
         if self.stdin is None:
-            self.ch.shutdown_write()
-            return
+            return  # the command reads /dev/null (wrap): no EOF to send
         self.writer = threading.Thread(target=self._write, name=f"mdsl-stdin-{self.b.name}", daemon=True)
         self.writer.start()
 
@@ -705,10 +712,12 @@ class _Exec:
                     # The command exited without reading all its input (or a timeout closed the
                     # channel): its exit status tells the story.
                     return
-            try:
-                self.ch.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
+            ch = self.ch
+            if not (ch.closed or ch.exit_status_ready()):  # it ended: no EOF after the end (see wrap())
+                try:
+                    ch.shutdown_write()
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass
         except BaseException as e:  # the producer failed: the command must not see a clean EOF
             self.writer_error = e
             self._abort()

@@ -12,6 +12,7 @@ tree hash on both ends. Both ends may be the same machine.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import queue
@@ -314,11 +315,28 @@ class Copier:
         return Copied(got, size, size)
 
     def _external(self, a: CopyArtifact, hs: Host, hd: Host, kind: str, part: str) -> Copied:
-        for c in (a.push, a.pull):
-            if c is not None:
-                self._ok(c, f"{a.via} copy", a.timeout)
         hash_of = self._file_hash if kind == "file" else self._hash
-        want, size = hash_of(hs, a.source.path)
+        # The source is an artifact nothing writes to now: hash it while the copy runs, not after.
+        source = {}
+
+        def hash_source():
+            try:
+                source["v"] = hash_of(hs, a.source.path)
+            except BaseException as exc:  # handed to this thread below
+                source["error"] = exc
+
+        t = threading.Thread(target=contextvars.copy_context().run, args=(hash_source,), name="mdsl-hash-source",
+                             daemon=True)
+        t.start()
+        try:
+            for c in (a.push, a.pull):
+                if c is not None:
+                    self._ok(c, f"{a.via} copy", a.timeout)
+        finally:
+            t.join()
+        if "error" in source:
+            raise source["error"]
+        want, size = source["v"]
         got, _ = hash_of(hd, part)
         self.on_bytes(size)
         if a.verify and got != want:
