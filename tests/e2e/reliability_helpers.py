@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 from hosts import REGISTRY, SshCluster, SshHost, plan_str
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,3 +141,28 @@ def host_decl(cluster: SshCluster, h: SshHost, known_hosts: Path, name: Optional
 def write_known_hosts(path: Path, *hosts: SshHost) -> Path:
     path.write_text("".join(h.known_hosts_line + "\n" for h in hosts))
     return path
+
+
+@pytest.fixture(scope="module")
+def hooked(_ssh_daemons, e2e_base):
+    """Host `c` (127.0.0.4): its login shell sources a hook before every command (import this fixture)."""
+    h = start_hooked_host(_ssh_daemons, e2e_base)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture
+def three(ssh_hosts, hooked, tmp_path):
+    """(a, b, c, their host declarations): c's hook and bin dir are empty before and after each test."""
+    hooked.set_hook("")
+    hooked.reset_root()
+    for p in hooked.bindir.iterdir():
+        p.unlink()
+    kh = write_known_hosts(tmp_path / "known_hosts", ssh_hosts.a, ssh_hosts.b, hooked)
+    decls = "\n".join(host_decl(ssh_hosts, h, kh) for h in (ssh_hosts.a, ssh_hosts.b, hooked))
+    yield ssh_hosts.a, ssh_hosts.b, hooked, decls
+    hooked.set_hook("")
+    hooked.kill_connections()
+    hooked.reap_orphans()

@@ -24,7 +24,7 @@ import fuzzlib as F
 
 SEEDS = F.seed_plans()
 GENS = F.generators(SEEDS, huge_sizes=(10_000, 100_000))  # 1 MB files: bench/fuzz_nightly.py
-EXAMPLES = {"huge-file": 20, "deep-nesting": 150}
+EXAMPLES = {"huge-file": 15, "deep-nesting": 100, "hostile-values": 300, "mutated-plan": 300}
 
 FUZZ = dict(deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -34,7 +34,7 @@ FUZZ = dict(deadline=None, derandomize=bool(os.environ.get("CI")), database=None
 def test_family_gives_findings_never_a_crash(family):
     gen = GENS[family]
 
-    @settings(max_examples=EXAMPLES.get(family, 300), **FUZZ)
+    @settings(max_examples=EXAMPLES.get(family, 250), **FUZZ)
     @given(st.randoms(use_true_random=False))
     def one(r):
         data = gen(r)
