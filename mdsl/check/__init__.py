@@ -4,6 +4,7 @@ never imports fabric or paramiko."""
 
 from __future__ import annotations
 
+import gc
 from typing import List
 
 from attrs import frozen
@@ -23,6 +24,18 @@ class CheckResult:
 
 def check_plan(plan: A.Plan) -> CheckResult:
     """All findings for one parsed plan."""
+    # Resolve and the walk make no reference cycles; with the collector on, its generation-2
+    # passes rescan the growing state and make big plans superlinear (the parser pauses it too).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _check(plan)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check(plan: A.Plan) -> CheckResult:
     bound = resolve(plan)
     findings = list(bound.findings)
     if bound.ok:

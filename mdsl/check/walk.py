@@ -13,7 +13,6 @@ the walk costs a small constant per step.
 from __future__ import annotations
 
 import bisect
-import gc
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.check.resolve import BoundPlan, Resource, normpath
@@ -620,12 +619,4 @@ def _rebuild_of(sub: str, derived) -> Optional[str]:
 
 def walk(bound: BoundPlan) -> List[Finding]:
     """The H1xx-H3xx findings of a bound plan without E1xx errors."""
-    # The walk makes no reference cycles; with the collector on, its generation-2 passes rescan
-    # the growing state and make big plans superlinear (the parser pauses it for the same reason).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return Walk(bound).run()
-    finally:
-        if enabled:
-            gc.enable()
+    return Walk(bound).run()

@@ -9,7 +9,7 @@ Secrets never appear in a command line: they reach a host as stdin or as a
 from __future__ import annotations
 
 import abc
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from attrs import frozen
 
