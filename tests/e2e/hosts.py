@@ -223,6 +223,9 @@ class SshHost:
         self.host_key_path = confdir / "ssh_host_ed25519_key"
         self.pid_file = confdir / "sshd.pid"
         self.log_path = confdir / "sshd.log"
+        # The host's TMPDIR (mdsl's 0600 secret files go there): inside the e2e base dir, so what
+        # a killed apply could not remove is removed with the base dir, never left in /tmp.
+        self.tmpdir = confdir / "tmp"
         self.authorized_keys = authorized_keys
         self.port: int = 0
         self._proc: subprocess.Popen | None = None
@@ -260,6 +263,8 @@ class SshHost:
 
     # -- daemon
     def _write_config(self) -> None:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.chmod(0o1777)  # like /tmp: the sudo test user writes its secret files here too
         self.config_path.write_text(
             "\n".join(
                 [
@@ -275,7 +280,7 @@ class SshHost:
                     "PubkeyAuthentication yes",
                     "PermitRootLogin prohibit-password",
                     # bash skips ~/.bashrc (pyenv init, ~85 ms) for ssh commands when SHLVL>=2
-                    "SetEnv SHLVL=1",
+                    f"SetEnv SHLVL=1 TMPDIR={self.tmpdir}",
                     "PrintMotd no",
                     "PrintLastLog no",
                     "X11Forwarding no",

@@ -127,7 +127,12 @@ class HookedHost(SshHost):
 
 def start_hooked_host(cluster: SshCluster, base: Path, address: str = "127.0.0.4", name: str = "c") -> HookedHost:
     """A third host sharing the cluster's client key; its known_hosts line goes into `base/known_hosts`."""
-    h = HookedHost(name, address, base / "ssh" / address, base / "hosts" / address, cluster.authorized_keys)
+    import tempfile
+
+    # a fresh config dir each time (ssh-keygen will not overwrite the host key of an earlier module's host)
+    confdir = Path(tempfile.mkdtemp(prefix=address + "-", dir=base / "ssh"))
+    confdir.chmod(0o755)
+    h = HookedHost(name, address, confdir, base / "hosts" / address, cluster.authorized_keys)
     h.start()
     return h
 
