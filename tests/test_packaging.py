@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -27,9 +28,14 @@ def test_the_built_wheel_carries_the_grammar_and_checks_a_plan(tmp_path):
     assert not [n for n in names if n.startswith(("tests/", "plans/", "bench/"))]
 
     venv = tmp_path / "venv"
-    # the dependencies come from this environment; mdsl itself only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # The dependencies (lark, attrs, ...) come from this environment's site-packages, appended
+    # after the new venv's own: mdsl itself is only the wheel's. (--system-site-packages would
+    # expose the base interpreter's packages, not this environment's when it is a venv too.)
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "_mdsl_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -7,22 +7,16 @@ import grp
 import hashlib
 import os
 import pwd
-import subprocess
-import sys
 from pathlib import Path
 
 from hosts import FileTree
+from reliability_helpers import mdsl
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def mdsl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdsl", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
 
 
 def test_sync_and_rsync_scp_transfers_between_two_ssh_hosts(ssh_hosts, tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from hosts import REGISTRY, FileTree, Writer, free_port, plan_str
+from reliability_helpers import human, mdsl, output
 
 pytestmark = pytest.mark.e2e
 
@@ -42,21 +43,6 @@ def render_plan(template: str, dest: Path, **values) -> Path:
     text = string.Template((PLANS / template).read_text()).substitute(values)
     dest.write_text(text)
     return dest
-
-
-def mdsl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python3 -m mdsl ARGS` (no terminal: logs are JSON lines on stderr) and return what it did."""
-    return subprocess.run([sys.executable, "-m", "mdsl", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def output(r: subprocess.CompletedProcess) -> str:
-    return r.stdout + r.stderr
-
-
-def human(text: str) -> str:
-    """What the operator reads: the output without the JSON log lines (the log format off a TTY)."""
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{"))
 
 
 def no_traceback(text: str) -> None:
