@@ -15,33 +15,30 @@ def _units(s: Service):
     return [Arg(u) for u in s.systemd]
 
 
-def stop(ctx: CompileContext, step: A.Step, s: Service) -> List:
-    """Stop, then (for a command service with `status`) wait until the status command fails."""
+def _control(ctx: CompileContext, step: A.Step, s: Service, verb: str, running: bool) -> List:
+    """`verb` the service, then wait until systemctl is-active (or its status command) says `running`."""
     t = step_timeout(step, SERVICE_TIMEOUT)
+    state = f"{s.name} {'running' if running else 'stopped'}"
     if s.systemd:
-        # systemctl stop waits for the units to stop; is-active afterwards must say so.
-        return [Shell(ctx.command(s.host, sh("systemctl stop --", *_units(s)), tools=("systemctl",)),
-                      f"stop {s.name}", t),
+        # systemctl start/stop waits for the units; is-active afterwards must agree.
+        return [Shell(ctx.command(s.host, sh(f"systemctl {verb} --", *_units(s)), tools=("systemctl",)),
+                      f"{verb} {s.name}", t),
                 Poll(ctx.command(s.host, sh("systemctl is-active --quiet --", *_units(s)), tools=("systemctl",)),
-                     f"{s.name} stopped", want_ok=False, timeout=t)]
-    out = [Shell(ctx.command(s.host, (Lit(s.stop),)), f"stop {s.name}", t)]
+                     state, want_ok=running, timeout=t)]
+    out = [Shell(ctx.command(s.host, (Lit(getattr(s, verb)),)), f"{verb} {s.name}", t)]
     if s.status:
-        out.append(Poll(ctx.command(s.host, (Lit(s.status),)), f"{s.name} stopped", want_ok=False, timeout=t))
+        out.append(Poll(ctx.command(s.host, (Lit(s.status),)), state, want_ok=running, timeout=t))
     return out
+
+
+def stop(ctx: CompileContext, step: A.Step, s: Service) -> List:
+    """Stop, then wait until it reports stopped (systemctl is-active, or the status command, fails)."""
+    return _control(ctx, step, s, "stop", running=False)
 
 
 def start(ctx: CompileContext, step: A.Step, s: Service) -> List:
     """Start, then wait until it reports running (systemctl is-active, or the status command)."""
-    t = step_timeout(step, SERVICE_TIMEOUT)
-    if s.systemd:
-        return [Shell(ctx.command(s.host, sh("systemctl start --", *_units(s)), tools=("systemctl",)),
-                      f"start {s.name}", t),
-                Poll(ctx.command(s.host, sh("systemctl is-active --quiet --", *_units(s)), tools=("systemctl",)),
-                     f"{s.name} running", want_ok=True, timeout=t)]
-    out = [Shell(ctx.command(s.host, (Lit(s.start),)), f"start {s.name}", t)]
-    if s.status:
-        out.append(Poll(ctx.command(s.host, (Lit(s.status),)), f"{s.name} running", want_ok=True, timeout=t))
-    return out
+    return _control(ctx, step, s, "start", running=True)
 
 
 def restart(ctx: CompileContext, step: A.Step, s: Service) -> List:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from hosts import REGISTRY, FileTree, Writer, free_port, plan_str
-from reliability_helpers import human, mdsl, output
+from reliability_helpers import human, journal_events, mdsl, output
 
 pytestmark = pytest.mark.e2e
 
@@ -67,21 +67,6 @@ def wait_until(predicate, timeout: float = 30.0, step: float = 0.05, what: str =
             return v
         time.sleep(step)
     raise AssertionError(f"{what} not met within {timeout}s")
-
-
-def journal_events(plan: Path) -> list[dict]:
-    """The records of the plan's journal (`.mdsl/NAME.journal`, JSON lines), torn lines skipped."""
-    name = plan.name[:-5] if plan.name.endswith(".plan") else plan.name
-    p = plan.parent / ".mdsl" / f"{name}.journal"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
 
 
 def populate_public_system(root: Path, seed: int = 1) -> None:
