@@ -359,12 +359,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def _internal_error(exc: BaseException) -> int:
-    _err(f"internal error: {type(exc).__name__}: {exc}")
+    # Once apply has read secrets (mdsl.run.log knows them), neither the message nor the traceback shows one.
+    log = sys.modules.get("mdsl.run.log")
+    redact = log.redact_text if log is not None else (lambda text: text)
+    _err(redact(f"internal error: {type(exc).__name__}: {exc}"))
     sys.stderr.write("This is a bug in mdsl, not in your plan. Please report it with the plan that caused it.\n")
     if os.environ.get("MDSL_DEBUG"):
         import traceback
 
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.write(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
     else:
         sys.stderr.write("Set MDSL_DEBUG=1 to see where it happened.\n")
     return EXIT_UNUSABLE

@@ -36,6 +36,11 @@ TOOL_URI = "https://github.com/mdsl/mdsl"
 # A source line wider than this is shown as a window around the span.
 _MAX_LINE_WIDTH = 160
 _WINDOW_BEFORE = 50
+# ...cut out of a slice of the line this many characters either side of the span's start.
+_SLICE_BEFORE = 4 * _WINDOW_BEFORE
+_SLICE_AFTER = 4 * _MAX_LINE_WIDTH
+# Messages, labels, notes and help longer than this are cut in the text format.
+_MAX_TEXT = 1000
 
 
 # ---------------------------------------------------------------- sources
@@ -162,30 +167,52 @@ class _Paint:
 
 
 def _snippet(line: str, col: int, end: Optional[int]) -> Tuple[str, int, int]:
-    """(shown line, caret offset, caret count) for a span from `col` to `end` (exclusive; None: end of line)."""
+    """(shown line, caret offset, caret count) for a span from `col` to `end` (exclusive; None: end of line).
+
+    Only a slice of a long line around the span is ever looked at (a few hundred
+    characters), so a finding on a multi-megabyte line costs what one on a short line does.
+    """
     n = len(line)
     a = min(max(col - 1, 0), n)
-    b = max(len(line.rstrip()), a) if end is None else min(max(end - 1, a), n)
     if n <= _MAX_LINE_WIDTH and _is_plain(line):
+        b = max(len(line.rstrip()), a) if end is None else min(max(end - 1, a), n)
         return line.rstrip(), a, max(b - a, 1)
-    pieces = _pieces(line)
-    lo, hi, prefix, suffix = 0, n, "", ""
-    if sum(w for _, w in pieces) > _MAX_LINE_WIDTH:
+    # The slice holds every character the window below can show: a character is at most
+    # 4 columns wide (a tab) and at least 1, except combining marks (0), which may shorten it.
+    lo0 = max(0, a - _SLICE_BEFORE)
+    hi0 = min(n, a + _SLICE_AFTER)
+    seg = line[lo0:hi0]
+    a -= lo0
+    m = len(seg)
+    if end is None:
+        b = max(len(seg.rstrip()), a) if hi0 == n else m
+    else:
+        b = min(max(end - 1 - lo0, a), m)
+    pieces = _pieces(seg)
+    lo, hi = 0, m
+    if lo0 > 0 or hi0 < n or sum(w for _, w in pieces) > _MAX_LINE_WIDTH:
         lo, before = a, 0  # show up to _WINDOW_BEFORE columns before the span
         while lo > 0 and before + pieces[lo - 1][1] <= _WINDOW_BEFORE:
             lo -= 1
             before += pieces[lo][1]
         budget, hi = _MAX_LINE_WIDTH, lo
-        while hi < n and budget >= pieces[hi][1]:
+        while hi < m and budget >= pieces[hi][1]:
             budget -= pieces[hi][1]
             hi += 1
-        prefix = "..." if lo > 0 else ""
-        suffix = "..." if hi < n else ""
         b = min(b, hi)
+    prefix = "..." if lo0 + lo > 0 else ""
+    suffix = "..." if lo0 + hi < n else ""
     shown = prefix + "".join(p for p, _ in pieces[lo:hi]) + suffix
     off = len(prefix) + sum(w for _, w in pieces[lo:a])
     width = sum(w for _, w in pieces[a:b])
     return shown.rstrip(), off, max(width, 1)
+
+
+def _clip(text: str, limit: int = _MAX_TEXT) -> str:
+    """`text` cut to `limit` characters (a message quoting a megabyte-long token stays readable)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 _WRAP = 128  # notes and help wider than this wrap, continuation lines aligned
@@ -218,7 +245,7 @@ def render_finding(f: Finding, sources: Sources, color: bool = False) -> str:
     num = str(sp.line)
     pad = " " * (len(num) if src is not None else 1)
     out = [
-        paint(sev, f"{sev}[{f.code}]") + paint("bold", f": {safe(f.message)}"),
+        paint(sev, f"{sev}[{f.code}]") + paint("bold", f": {safe(_clip(f.message))}"),
         f"{pad}{paint('gutter', '-->')} {safe(sp.file)}:{sp.line}:{sp.col}",
     ]
     bar = paint("gutter", "|")
@@ -226,7 +253,7 @@ def render_finding(f: Finding, sources: Sources, color: bool = False) -> str:
         end = sp.end_col if sp.end_line == sp.line else None
         shown, off, width = _snippet(src, sp.col, end)
         carets = paint(sev, "^" * width)
-        label = paint(sev, " " + safe(f.label)) if f.label else ""
+        label = paint(sev, " " + safe(_clip(f.label))) if f.label else ""
         out.append(f"{pad} {bar}")
         out.append(f"{paint('gutter', num + ' |')} {shown}".rstrip())
         out.append(f"{pad} {bar} {' ' * off}{carets}{label}")
@@ -234,13 +261,13 @@ def render_finding(f: Finding, sources: Sources, color: bool = False) -> str:
             out.append(f"{pad} {bar}")
     elif f.label:
         out.append(f"{pad} {bar}")
-        out.append(f"{pad} {bar} {safe(f.label)}")
+        out.append(f"{pad} {bar} {safe(_clip(f.label))}")
     for note in f.notes:
         head = f"{pad} = note: "
-        out.append(f"{pad} {paint('gutter', '=')} {paint('note', 'note')}: " + _indent_lines(note, " " * len(head)))
+        out.append(f"{pad} {paint('gutter', '=')} {paint('note', 'note')}: " + _indent_lines(_clip(note), " " * len(head)))
     if f.help:
         head = f"{pad} = help: "
-        out.append(f"{pad} {paint('gutter', '=')} {paint('help', 'help')}: " + _indent_lines(f.help, " " * len(head)))
+        out.append(f"{pad} {paint('gutter', '=')} {paint('help', 'help')}: " + _indent_lines(_clip(f.help), " " * len(head)))
     return "\n".join(out)
 
 

@@ -19,7 +19,7 @@ Edge = Tuple[str, str, str]  # (from node, to node, label)
 def _steps(steps, prefix=""):
     for i, step in enumerate(steps, 1):
         sid = f"{prefix}{i}"
-        if isinstance(step, A.Parallel):
+        if isinstance(step, (A.Parallel, A.Sequence)):
             yield from _steps(step.steps, sid + ".")
         else:
             yield sid, step
@@ -63,7 +63,7 @@ def lineage(bound: BoundPlan) -> Tuple[Dict[str, Tuple[str, str]], List[Edge]]:
         elif isinstance(s, A.Extract):
             edges.append((loc(s.source), res(s.dir.name), what))
         elif isinstance(s, A.Sync):
-            edges.append((res(s.source.name), res(s.dest.name), what))
+            edges.append((res(s.source.name), res(s.dest.name), what + (" live" if s.live else "")))
         elif isinstance(s, (A.Transfer, A.Move)):
             edges.append((loc(s.source), loc(s.dest), what))
         elif isinstance(s, A.Delete):

@@ -228,13 +228,13 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "restore": {"replace": "flag", "jobs": "int"},
     "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
     "extract": {"replace": "flag"},
-    "sync": {"exclude": "excludes"},
+    "sync": {"exclude": "excludes", "live": "flag"},
     "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool"},
     "move": {}, "delete": {}, "drop": {},
     "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str"},
     "verify http": {"via": "host", "status": "int", "contains": "str"},
     "verify dns": {}, "verify run": {},
-    "confirm": {}, "parallel": {},
+    "confirm": {}, "parallel": {}, "sequence": {},
 }
 
 _TYPE_WORDS = {
@@ -505,9 +505,12 @@ class _Resolver:
             typ = allowed.get(key)
             if typ is None:
                 sugg = _suggest(key, allowed)
+                if key == "live":
+                    help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
+                else:
+                    help = (f"did you mean `{sugg}`?" if sugg else ("options here: " + ", ".join(sorted(allowed))))
                 self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option",
-                         help=(f"did you mean `{sugg}`?" if sugg else
-                               ("options here: " + ", ".join(sorted(allowed)))))
+                         help=help)
                 continue
             v = opt.value
             if typ == "flag":
@@ -596,7 +599,7 @@ class _Resolver:
             self.need(step.host, ("host",), "a host")
         elif isinstance(step, A.VerifyDns):
             self.need(step.host, ("host",), "a host")
-        elif isinstance(step, A.Parallel):
+        elif isinstance(step, (A.Parallel, A.Sequence)):
             self.bind_steps(step.steps)
 
     def bind_labels(self):

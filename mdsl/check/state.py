@@ -102,6 +102,22 @@ class Place:
         return f"{r.name} (on {self.host})"
 
 
+class Provisional:
+    """A dir's copy made by a `sync ... live` while writers of its source ran: torn until a
+    final (not live) sync of the same source, taken while none of them runs, completes it."""
+
+    __slots__ = ("step", "source", "dest", "writers", "why", "excludes")
+
+    def __init__(self, step, source: str, dest: str, writers: Tuple[str, ...], why: Tuple[str, ...],
+                 excludes: Tuple[str, ...]):
+        self.step = step  # the live sync, where a missing final sync is reported
+        self.source = source  # the dir copied
+        self.dest = dest  # the dir holding the provisional copy
+        self.writers = writers  # the services that may have written the source during the pass
+        self.why = why  # why each of them may have run (notes, as of the live pass)
+        self.excludes = excludes  # subpaths the live pass left out
+
+
 class State:
     """Services that may run, every place's content, and when each host was last verified."""
 
@@ -122,6 +138,8 @@ class State:
         self.started_by: Dict[str, object] = {}  # service -> the step that started it (None: initially)
         self.checked_at: Dict[str, int] = {}  # host -> position of the last verify that checked it
         self.http_via: Set[str] = set()  # hosts a `verify http ... via = HOST` passed for
+        # dir -> its provisional copy (a `sync ... live` not yet completed by a final sync)
+        self.provisional: Dict[str, Provisional] = {}
 
     # ---------------------------------------------------------------- places
 

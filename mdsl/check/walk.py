@@ -17,8 +17,8 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.check.resolve import BoundPlan, Resource, normpath
 from mdsl.check.rules import h1_loss, h2_order, h3_operations
-from mdsl.check.state import (ARCHIVE, DIR_COPY, PG_DUMP, SQLITE_DUMP, Piece, Place, PlaceKey, State,
-                              covers)
+from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, PG_DUMP, SQLITE_DUMP, Piece, Place, PlaceKey,
+                              Provisional, State, covers)
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
@@ -77,10 +77,13 @@ class Walk:
         self._refs: Dict[object, Ref] = {}
         self.deferred: Optional[list] = None  # effects of a parallel block, applied after its members
         self.block_started: Dict[str, A.Step] = {}  # services started inside the current parallel block
+        self.lane_checks: list = []  # (first, last position, {host: position}) of the current block's verifying lanes
         self.left_out: Dict[Piece, Tuple[A.Step, str, A.Span]] = {}  # piece -> copy step that lacked it
         self.first_arrival: Dict[Tuple[str, str], A.Step] = {}  # (target, origin resource) -> step
         self.early_start: Dict[str, Set[str]] = {}  # service -> data it was started before (H205)
         self.last_stop: Dict[str, A.Step] = {}
+        # (source, dest) of every `sync ... live` so far: later syncs of that pair mirror (rsync --delete)
+        self.live_pairs: Set[Tuple[str, str]] = set()
         self.memo: Dict[str, object] = {}  # what rules precompute once per walk
         self.writers: Dict[str, List[str]] = {}
         for r in bound.resources.values():
@@ -139,15 +142,26 @@ class Walk:
                 for d in r.derived:
                     named.setdefault(r.name, set()).add(d.subpath)
 
+        # A step's position orders it: a top-level step and the members of a parallel block share
+        # one; each step of a lane (`sequence`) gets its own, after the block's and before the next.
         positions = self.positions
-        for pos, top in enumerate(bound.steps):
+        tick, lanes = 0, False
+        for top in bound.steps:
+            base = tick
+            tick += 1
             todo = [top]
             while todo:
                 s = todo.pop()
-                positions[id(s)] = pos
+                pos = positions.setdefault(id(s), base)
                 kind = type(s)
                 if kind is A.Parallel:
                     todo.extend(reversed(s.steps))  # members in source order
+                elif kind is A.Sequence:
+                    lanes = True
+                    for m in s.steps:
+                        positions[id(m)] = tick
+                        tick += 1
+                    todo.extend(reversed(s.steps))
                 elif kind is A.Dump:
                     loc(s.to)
                 elif kind is A.Archive:
@@ -174,6 +188,11 @@ class Walk:
                     loc(s.target)
                 elif kind is A.Run:
                     self.runs.append((pos, " ".join(s.command.value.split()), s))
+        if lanes:  # a member after a lane in its block comes earlier: keep the lists sorted for bisect
+            for name, (ps, ss) in self.arrivals.items():
+                order = sorted(range(len(ps)), key=ps.__getitem__)
+                self.arrivals[name] = ([ps[i] for i in order], [ss[i] for i in order])
+            self.runs.sort(key=lambda r: r[0])
 
         # Every dir is split at the union of the subpaths named anywhere in its component.
         by_root: Dict[object, Set[str]] = {}
@@ -266,9 +285,10 @@ class Walk:
     def run(self) -> List[Finding]:
         """Walk every step, then the end-of-plan checks."""
         h3_operations.literal_secrets(self)
-        for pos, step in enumerate(self.bound.steps):
-            self.pos = pos
+        for step in self.bound.steps:
+            self.pos = self.positions[id(step)]
             self.dispatch(step)
+        h2_order.provisional_at_end(self)
         h1_loss.at_end(self)
         h3_operations.at_end(self)
         return self.findings
@@ -292,6 +312,11 @@ class Walk:
     def _start(self, s: A.Step):
         for ident in s.services:
             name = ident.name
+            if self.state.provisional:
+                svc = self.bound.resources[name]
+                for d in dict.fromkeys(svc.writes + svc.reads):
+                    how = "writes" if d in svc.writes else "reads"
+                    h2_order.provisional_used(self, d, s, f"starts {name}, which {how} {d}")
             if not (isinstance(s, A.Restart) and name in self.state.running and name not in self.block_started):
                 h2_order.started_early(self, s, self.bound.resources[name])
             self.effect(self._apply_start, name, s)
@@ -341,6 +366,7 @@ class Walk:
     def _archive(self, s: A.Archive):
         d = self.bound.resources[s.dir.name]
         h2_order.torn_copy(self, s, d)
+        h2_order.provisional_used(self, d.name, s, f"copies {d.name}")
         dst = self.dest(self.ref(s.to), None)
         h1_loss.overwrite(self, s, dst)
         pieces = self._left_out(s, d)
@@ -353,6 +379,7 @@ class Walk:
             h2_order.wrong_kind(self, s, src, d)
             h3_operations.cross_host_read(self, s, src, d)
         h2_order.write_while_running(self, s, d)
+        h2_order.provisional_used(self, d.name, s, f"writes into {d.name}")
         h3_operations.unowned(self, s, d, pieces)
         dp = self.place_of(d.name)
         replace = s.option("replace") is not None
@@ -362,11 +389,60 @@ class Walk:
 
     def _sync(self, s: A.Sync):
         src, dst = self.bound.resources[s.source.name], self.bound.resources[s.dest.name]
-        h2_order.torn_copy(self, s, src)
+        st = self.state
+        live = s.live
+        pair = (src.name, dst.name)
+        # A live pass and every later sync of the same pair mirror the source (rsync --delete).
+        mirror = live or pair in self.live_pairs
+        writers = tuple(self.running_writers(src.name))
+        excludes = _excludes(s)
+        h2_order.provisional_used(self, src.name, s, f"copies {src.name}")
+        prov = st.provisional.get(dst.name)
+        if prov is not None and prov.source != src.name:
+            h2_order.provisional_used(self, dst.name, s, f"writes {src.name} into {dst.name}")
+            prov = None
+        new_prov = None
+        if live:
+            self.live_pairs.add(pair)
+            if writers:  # torn, as H201 knows it, but provisional: a final sync must follow
+                new_prov = Provisional(s, src.name, dst.name, writers, h2_order.why_running(self, writers), excludes)
+            else:
+                h2_order.live_idle(self, s, src)
+        else:
+            h2_order.torn_copy(self, s, src)
+            if prov is not None:
+                if writers:  # this pass is torn too, and H201 says so here
+                    st.provisional.pop(dst.name, None)
+                else:
+                    h2_order.final_excludes(self, s, prov, excludes)
         h2_order.write_while_running(self, s, dst)
         h3_operations.unowned(self, s, dst, self.pieces[src.name])
         pieces = self._left_out(s, src)
-        self.effect(self._apply_fill, s, None, pieces, self.place_of(dst.name), False)
+        dp = self.place_of(dst.name)
+        gone: Set[Piece] = set()
+        if mirror:  # what the destination holds that the source lacks is deleted (excluded subpaths stay)
+            gone = {p for p in dp.holds if p not in pieces and not any(covers(p.subpath, x) for x in excludes)}
+            if gone:
+                h1_loss.destroyed(self, s, [(dp, gone)])
+        self.effect(self._apply_sync, s, pieces, dp, gone, new_prov)
+
+    def _apply_sync(self, s, pieces, dst: Place, gone, prov: Optional[Provisional]):
+        st = self.state
+        if gone:
+            st.remove(dst, gone)
+        self._apply_fill(s, None, pieces, dst, False)
+        if prov is not None:
+            st.provisional[dst.key] = prov
+        else:  # a consistent pass (or a torn one, reported as H201 where it runs)
+            st.provisional.pop(dst.key, None)
+
+    def _lose_sources(self, s: A.Step, targets) -> None:
+        """A step that destroys a whole dir whose provisional copy still waits for its final sync."""
+        if not self.state.provisional:
+            return
+        for place, pieces in targets:
+            if place.resource is not None and place.holds and pieces >= place.holds:
+                h2_order.source_lost(self, place.key, s, f"deletes {place.key}")
 
     def _left_out(self, s: A.Step, d: Resource) -> Set[Piece]:
         """What an archive or sync of `d` copies; remembers the pieces of `d` it leaves behind (H102)."""
@@ -393,10 +469,15 @@ class Walk:
         src, pieces = self.source(s, src_ref)
         if src.resource is not None:
             h2_order.torn_copy(self, s, src.resource)
+            name = src.resource.name
+            h2_order.provisional_used(self, name, s, f"{'moves' if isinstance(s, A.Move) else 'copies'} {name}")
+            if isinstance(s, A.Move) and src_ref.sub is None:
+                h2_order.source_lost(self, name, s, f"moves {name} away")
         kind = src.kind if src.resource is None else (DIR_COPY if src.resource.kind == "dir" else None)
         dst = self.dest(dst_ref, kind)
         if dst.resource is not None:
             h2_order.write_while_running(self, s, dst.resource)
+            h2_order.provisional_used(self, dst.resource.name, s, f"writes into {dst.resource.name}")
         else:
             h1_loss.overwrite(self, s, dst)
         if isinstance(s, A.Move):
@@ -430,6 +511,7 @@ class Walk:
                 targets.append((place, set(place.holds)))
         if any(pieces for _, pieces in targets):
             h1_loss.destroyed(self, s, targets)
+        self._lose_sources(s, targets)
         self.effect(self._apply_destroy, s, targets)
 
     # -- opaque commands, checks, gates
@@ -441,8 +523,12 @@ class Walk:
             targets = [(self.place_of(n), set(self.place_of(n).holds)) for n in deletes]
             if any(pieces for _, pieces in targets):
                 h1_loss.destroyed(self, s, targets)
+            self._lose_sources(s, targets)
             self.effect(self._apply_destroy, s, targets)
         writes, reads = _names(s, "writes"), _names(s, "reads")
+        if self.state.provisional:
+            for n in dict.fromkeys(reads + writes):
+                h2_order.provisional_used(self, n, s, f"{'writes' if n in writes else 'reads'} {n}")
         if writes or reads:
             self.effect(self._apply_run, writes, reads)
 
@@ -460,10 +546,18 @@ class Walk:
         else:
             res = self.bound.resources
             hosts = tuple({res[n].host for n in self.state.running})
+        self._verify_provisional(s, hosts)
         self.effect(self._apply_checked, hosts)
 
     def _verify_run(self, s: A.VerifyRun):
+        self._verify_provisional(s, (s.host.name,))
         self.effect(self._apply_checked, (s.host.name,))
+
+    def _verify_provisional(self, s: A.Step, hosts) -> None:
+        """A verify of a host holding a provisional copy would vouch for a torn copy (H103 trusts it)."""
+        st = self.state
+        for name in [n for n in st.provisional if st.places[n].host in hosts]:
+            h2_order.provisional_used(self, name, s, f"checks {st.places[name].host}, where {name} is still torn")
 
     def _apply_checked(self, hosts):
         for h in hosts:
@@ -490,20 +584,100 @@ class Walk:
                 for ident in m.services:
                     if ident.name not in running:
                         started.setdefault(ident.name, m)
-        self.deferred, self.block_started = [], started
+        self.deferred, self.block_started, self.lane_checks = [], started, []
         running.update(started)
+        base = self.pos
         try:
             for m in block.steps:
                 self.dispatch(m)
         finally:
+            self.pos = base
             running.difference_update(started)
             effects, self.deferred, self.block_started = self.deferred, None, {}
         for fn, args in effects:
             fn(*args)
+        if self.lane_checks:
+            self._lanes_checked(base)
+
+    def _sequence(self, lane: A.Sequence):
+        """A lane of a parallel block: its steps in order, each seeing the effects of those before it.
+
+        The block's other members and lanes see none of them until the block is over, as for a
+        member: the lane is walked on the shared state (lanes touch disjoint data, H204), then
+        what it changed beyond its own data (which services run, which hosts were verified) is
+        put back and applied after the block. A service the lane starts is not running before
+        that start, for the lane; for everything else in the block it may be running throughout.
+        """
+        if self.deferred is None:  # not in a parallel block (the grammar allows none): plain steps
+            for s in lane.steps:
+                self.pos = self.positions[id(s)]
+                self.dispatch(s)
+            return
+        st = self.state
+        outer_started, outer_deferred, outer_pos = self.block_started, self.deferred, self.pos
+        mine = {i.name for s in lane.steps if isinstance(s, (A.Start, A.Restart)) for i in s.services}
+        mine &= set(outer_started)
+        running0, started_by0 = set(st.running), dict(st.started_by)
+        checked0, via0 = dict(st.checked_at), set(st.http_via)
+        st.running.difference_update(mine)
+        at_start = set(st.running)
+        self.block_started = {k: v for k, v in outer_started.items() if k not in mine}
+        self.deferred = None
+        try:
+            for s in lane.steps:
+                self.pos = self.positions[id(s)]
+                self.dispatch(s)
+        finally:
+            running1, started_by1 = set(st.running), dict(st.started_by)
+            checked1, via1 = dict(st.checked_at), set(st.http_via)
+            st.running.clear()
+            st.running.update(running0)
+            st.started_by.clear()
+            st.started_by.update(started_by0)
+            st.checked_at.clear()
+            st.checked_at.update(checked0)
+            st.http_via.clear()
+            st.http_via.update(via0)
+            self.block_started, self.deferred, self.pos = outer_started, outer_deferred, outer_pos
+        began = {n: started_by1.get(n) for n in running1 - at_start}
+        self.deferred.append((self._lane_done, (at_start - running1, began, via1 - via0)))
+        checks = {h: t for h, t in checked1.items() if checked0.get(h) != t}
+        if checks and lane.steps:
+            ticks = [self.positions[id(s)] for s in lane.steps]
+            self.lane_checks.append((ticks[0], ticks[-1], checks))
+
+    def _lane_done(self, stopped, began, via):
+        st = self.state
+        for n in stopped:
+            st.running.discard(n)
+            st.started_by.pop(n, None)
+        for n, s in began.items():
+            st.running.add(n)
+            st.started_by.setdefault(n, s)
+        st.http_via.update(via)
+
+    def _lanes_checked(self, base: int) -> None:
+        """After a block with lanes: a verify in a lane vouches for what was there before the block
+        and for what its own lane wrote before it, never for what the rest of the block wrote."""
+        st = self.state
+        for place in st.places.values():
+            w = place.written_at
+            if w <= base:  # before the block, or by a plain member (they share the block's position)
+                continue
+            for first, last, checks in self.lane_checks:
+                if first <= w <= last:
+                    t = checks.get(place.host)
+                    if t is not None and w < t:
+                        place.written_at = base - 0.5  # checked by the block's verify, below
+                    break
+        for _, _, checks in self.lane_checks:
+            for h in checks:
+                if st.checked_at.get(h, NEVER) < base:
+                    st.checked_at[h] = base
 
     def touches(self, s: A.Step) -> Tuple[Set[object], Set[object]]:
         """What a step reads and writes, coarsely (resources, artifact paths, services), for H204."""
-        if isinstance(s, A.Parallel):
+        if isinstance(s, (A.Parallel, A.Sequence)):  # a nested block or a lane: all its steps together
             reads, writes = set(), set()
             for m in s.steps:
                 r, w = self.touches(m)
@@ -576,6 +750,8 @@ class Walk:
             st.remove(place, pieces)
             if place.resource is None:
                 place.exists, place.gone = False, (s, "deleted")
+            elif not place.holds:  # an emptied provisional copy is no longer torn
+                st.provisional.pop(place.key, None)
             place.written_at = self.pos
 
     def _arrive(self, s, dst: Place, pieces):
@@ -591,7 +767,7 @@ _HANDLERS = {
     A.Archive: "_archive", A.Extract: "_extract", A.Sync: "_sync", A.Transfer: "_transfer",
     A.Move: "_transfer", A.Delete: "_delete", A.Drop: "_drop", A.Run: "_run",
     A.VerifyHttp: "_verify_http", A.VerifyDns: "_verify_dns", A.VerifyRun: "_verify_run",
-    A.Confirm: "_confirm", A.Parallel: "_parallel",
+    A.Confirm: "_confirm", A.Parallel: "_parallel", A.Sequence: "_sequence",
 }
 
 

@@ -4,7 +4,7 @@ what is known about each artifact (which engine and format produced it)."""
 from __future__ import annotations
 
 import posixpath
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import attrs
 from attrs import define, frozen
@@ -35,6 +35,7 @@ class CompileContext:
 
     bound: BoundPlan
     formats: Dict[Tuple[str, str], ArtifactFormat] = attrs.Factory(dict)
+    live_pairs: Set[Tuple[str, str]] = attrs.Factory(set)  # (source, dest) dirs of the `sync ... live` seen so far
 
     def host(self, name: str) -> Host:
         """The bound host called `name`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mdsl.check.resolve import Dir, File, Host
 from mdsl.compile.actions import CopyArtifact, Destination, Location, Shell
@@ -157,12 +157,65 @@ def _where_to_run(ctx: CompileContext, src: str, dst: str):
     return src, None, hd  # two SSH hosts: the source pushes (it needs SSH access to the target)
 
 
+# rsync's exit 24: "some files vanished before they could be transferred". A live pass copies a
+# dir its writers still change, so a file deleted between rsync's listing and its reading is
+# expected there (and only there): the final pass, with the writers stopped, copies the end state.
+_LIVE_24 = ("rc=$?; if [ \"$rc\" -eq 24 ]; then echo 'mdsl: some source files vanished during this live "
+            "pass (rsync exit 24); the final sync copies what is left'; rc=0; fi;")
+
+# The final pass finds what changed since the live pass by size and mtime, as rsync does. A file
+# rewritten in place while the live pass read it, keeping its size, within one tick of the
+# kernel's coarse file clock (a few ms) of the mtime rsync saw, would look unchanged: a torn copy
+# the final pass skips. So, after the live pass, every target file whose (copied) mtime is at or
+# after the pass's start on the source's clock, less 2 s of slack, gets mtime 0: the final pass
+# then re-copies exactly the files that changed near or during the live pass. Comparing against
+# the source host's own clock keeps clock skew between the hosts out of it.
+_SLACK = 2
+
+
+def _login(h: Host) -> str:
+    return (f"{h.user}@" if h.user else "") + h.address
+
+
+def _live_marks(ctx: CompileContext, runner: str, remote_src: Optional[Host], remote_dst: Optional[Host],
+                b: Dir) -> Tuple[Tuple, Tuple]:
+    """(what starts the live pass: `t` = the source's clock, what ends it: stale target files to mtime 0)."""
+    if remote_src is not None:  # the target pulls: ask the source for its clock
+        clock = (Lit("t=$("), Lit(ssh_command(remote_src)), Arg(_login(remote_src)), Lit("date +%s) &&"))
+    else:
+        clock = (Lit("t=$(date +%s) &&"),)
+    start = (Lit("("), *clock, Lit(f"t=$((t - {_SLACK})) || exit 1;"))
+    find = ("! -type d -newermt \"@$t\" -exec touch -h -d @0 -- {} +",)
+    if remote_dst is not None:  # the source pushes: mark on the target through ssh (one remote shell line)
+        sudo = (Lit("sudo -n"),) if remote_dst.sudo and remote_dst.sudo_password is None else ()
+        mark = (Lit(ssh_command(remote_dst)), Arg(_login(remote_dst)), *sudo, Lit("find -P"),
+                Arg(shlex.quote(b.path)), Lit(find[0]))
+    else:
+        mark = (Lit("find -P"), Arg(b.path), Lit(find[0]))
+    end = (Lit(_LIVE_24 + ' if [ "$rc" -eq 0 ]; then'), *mark,
+           Lit('|| { echo "mdsl: cannot mark the files the live pass may have torn" >&2; rc=1; }; fi; exit "$rc")'))
+    return start, end
+
+
 def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
-    """`sync DIR to DIR`: rsync -a of the content, excluded subpaths left out, chowned to the target owner."""
+    """`sync DIR to DIR [live]`: rsync -a of the content, excluded subpaths left out, chowned to the target owner.
+
+    A `live` pass, and every later sync of the same two dirs (its final pass), mirror the source
+    (`--delete`): the final pass removes what the writers deleted between the passes. Excluded
+    subpaths are neither copied nor deleted (rsync protects excluded names from `--delete`).
+    A live pass also takes rsync's exit 24 (source files vanished) as success.
+    """
+    live = bool(option_value(step, "live", False))
+    pair = (a.name, b.name)
+    mirror = live or pair in ctx.live_pairs
+    if live:
+        ctx.live_pairs.add(pair)
     runner, remote_src, remote_dst = _where_to_run(ctx, a.host, b.host)
     src = remote(remote_src, a.path.rstrip("/") + "/") if remote_src else a.path.rstrip("/") + "/"
     dst = remote(remote_dst, b.path.rstrip("/") + "/") if remote_dst else b.path.rstrip("/") + "/"
     args = [Lit("rsync -a --protect-args")]
+    if mirror:
+        args.append(Lit("--delete"))
     for s in option_value(step, "exclude", ()):
         args.append(Arg(_rsync_pattern(s), "--exclude="))
     if b.owner:
@@ -172,11 +225,16 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
         args.append(Arg(ssh_command(other), "--rsh="))
         if other.sudo and other.sudo_password is None:
             args.append(Lit("--rsync-path='sudo -n rsync'"))
+    rsync = (*args, Lit("--"), Arg(src), Arg(dst))
+    if live:
+        start, end = _live_marks(ctx, runner, remote_src, remote_dst, b)
+        rsync = (*start, *rsync, Lit(";"), *end)
     mk = () if remote_dst else sh("mkdir -p --", Arg(b.path), "&&")
-    cmd = ctx.command(runner, (*mk, *args, Lit("--"), Arg(src), Arg(dst)) + tuple(
+    cmd = ctx.command(runner, (*mk, *rsync) + tuple(
         sh("&& chmod --", Arg(b.mode), Arg(b.path)) if (b.mode and not remote_dst) else ()),
         tools=("rsync",) + (("ssh",) if other else ()))
-    return ([Shell(cmd, f"rsync {a.name} -> {b.name}", step_timeout(step, DEFAULT_TIMEOUT))],
+    what = f"rsync {a.name} -> {b.name}" + (" (live pass)" if live else " (final pass)" if mirror else "")
+    return ([Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)],
             [Destination(b.host, b.path, None, a.name)])
 
 

@@ -24,7 +24,7 @@ from mdsl.syntax import ast as A
 class CompiledStep:
     """One step, ready to run: what it does, what it makes, what it needs."""
 
-    id: str  # "3", or "4.2" for the second member of parallel block 4 (1-based)
+    id: str  # "3", "4.2" for the second member of parallel block 4, "4.2.3" for the third step of its lane 4.2
     path: Tuple[int, ...]  # 0-based position in the step tree
     label: Optional[str]
     kind: str  # the step keyword: "dump", "verify http", "parallel", ...
@@ -43,19 +43,33 @@ class CompiledStep:
     destinations: Tuple[Destination, ...] = ()  # places that receive data (preflight P404/P407)
     tools: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # (host, programs) for preflight P402
     hosts: Tuple[str, ...] = ()
-    members: Tuple["CompiledStep", ...] = ()  # a parallel block's steps
+    members: Tuple["CompiledStep", ...] = ()  # a parallel block's members, a lane's steps
 
     @property
     def is_parallel(self) -> bool:
         """True for a `parallel { }` block."""
         return self.kind == "parallel"
 
+    @property
+    def is_sequence(self) -> bool:
+        """True for a lane, `sequence { }` inside a parallel block: its steps run in order."""
+        return self.kind == "sequence"
+
     def leaves(self) -> Iterator["CompiledStep"]:
-        """This step, or a parallel block's members."""
-        if self.is_parallel:
-            yield from self.members
+        """This step, or the steps of a parallel block (its lanes' steps in order)."""
+        if self.is_parallel or self.is_sequence:
+            for m in self.members:
+                yield from m.leaves()
         else:
             yield self
+
+    def lanes(self) -> List[List["CompiledStep"]]:
+        """How a parallel block runs: one list per thread, a member alone or a lane's steps in order."""
+        if self.is_sequence:
+            return [list(self.leaves())]
+        if self.is_parallel:
+            return [lane for m in self.members for lane in m.lanes()]
+        return [[self]]
 
     def tools_on(self, host: str) -> Tuple[str, ...]:
         """Programs this step needs on `host`."""
@@ -87,13 +101,13 @@ class CompiledPlan:
             yield from s.leaves()
 
     def by_label(self, label: str) -> Optional[CompiledStep]:
-        """The step (or member) with that label."""
-        for s in self.steps:
+        """The step (or member, or step of a lane) with that label."""
+        todo = list(self.steps)
+        while todo:
+            s = todo.pop(0)
             if s.label == label:
                 return s
-            for m in s.members:
-                if m.label == label:
-                    return m
+            todo[:0] = s.members
         return None
 
     def tools_by_host(self) -> Dict[str, Tuple[str, ...]]:
@@ -175,8 +189,8 @@ def step_text(step: A.Step) -> str:
         body = f"{json.dumps(step.name.value)} is {step.host.name}"
     elif isinstance(step, A.Confirm):
         body = json.dumps(step.message.value)
-    elif isinstance(step, A.Parallel):
-        return "parallel { " + "; ".join(step_text(s) for s in step.steps) + " }"
+    elif isinstance(step, (A.Parallel, A.Sequence)):
+        return f"{k} {{ " + "; ".join(step_text(s) for s in step.steps) + " }"
     else:  # pragma: no cover - every kind is listed above
         body = "?"
     return f"{k} {body}{_options_text(step)}"
@@ -313,11 +327,11 @@ def _hosts(step: A.Step, actions) -> Tuple[str, ...]:
 def _compile_step(ctx: CompileContext, step: A.Step, path: Tuple[int, ...]) -> CompiledStep:
     sid = ".".join(str(i + 1) for i in path)
     label = step.label.name if step.label else None
-    if isinstance(step, A.Parallel):
+    if isinstance(step, (A.Parallel, A.Sequence)):
         members = tuple(_compile_step(ctx, s, path + (i,)) for i, s in enumerate(step.steps))
         h = hashlib.sha256("".join(m.fingerprint for m in members).encode()).hexdigest()[:16]
         return CompiledStep(
-            id=sid, path=path, label=label, kind="parallel", summary=f"parallel ({len(members)} steps)",
+            id=sid, path=path, label=label, kind=step.keyword, summary=f"{step.keyword} ({len(members)} steps)",
             step=step, line=step.span.line, fingerprint=h, destructive=any(m.destructive for m in members),
             hosts=tuple(dict.fromkeys(x for m in members for x in m.hosts)), members=members)
     actions, arts, consumes, dests, destructive = _compile_leaf(ctx, step)
@@ -342,15 +356,27 @@ def _arrivals(step: A.Step) -> Tuple[str, ...]:
 def _mark_cutover(bound: BoundPlan, steps: Tuple[CompiledStep, ...]) -> Tuple[CompiledStep, ...]:
     arrived = set()
     out = list(steps)
+
+    def cuts(leaf: CompiledStep, seen) -> bool:
+        return isinstance(leaf.step, (A.Start, A.Restart)) and any(
+            seen.intersection(bound.resources[s.name].writes) for s in leaf.step.services)
+
+    def mark(s: CompiledStep, starts) -> CompiledStep:
+        if not s.members:
+            return attrs.evolve(s, cutover=s in starts)
+        members = tuple(mark(m, starts) for m in s.members)
+        return attrs.evolve(s, members=members, cutover=any(m.cutover for m in members))
+
     for i, top in enumerate(out):
-        starts = [m for m in top.leaves() if isinstance(m.step, (A.Start, A.Restart))
-                  and any(arrived.intersection(bound.resources[s.name].writes) for s in m.step.services)]
+        starts = []
+        for lane in top.lanes():  # in a lane, what its earlier steps brought in has arrived too
+            seen = set(arrived)
+            for m in lane:
+                if cuts(m, seen):
+                    starts.append(m)
+                seen.update(_arrivals(m.step))
         if starts:
-            if top.is_parallel:
-                members = tuple(attrs.evolve(m, cutover=m in starts) for m in top.members)
-                out[i] = attrs.evolve(top, members=members, cutover=True)
-            else:
-                out[i] = attrs.evolve(top, cutover=True)
+            out[i] = mark(top, starts)
             break
         for m in top.leaves():
             arrived.update(_arrivals(m.step))

@@ -84,21 +84,41 @@ def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
                    secret_files=_password_files(db), argv=True)
 
 
+# Measured in bench/database.py (docs/performance.md, target 4): on 1.4 GB of Mastodon-like rows,
+# `pg_dump -Fc` spends most of its time in its own gzip (level 6, one core); `-Z0` piped into
+# `zstd -T0` (level 3) makes as small a file in well under half the time, and pg_restore with two
+# jobs builds the indexes of two tables at once. PostgreSQL 15 has no zstd of its own.
+ZSTD = "zstd -q -T0 -3 -c"
+UNZSTD = "zstd -q -dc"
+DEFAULT_RESTORE_JOBS = 2
+
+
+def dump_compression(fmt: str, compress: Optional[str]) -> str:
+    """`compress =`, else zstd for a custom dump (the whole archive through the zstd CLI), pg_dump's own
+    gzip for a directory and none for plain SQL."""
+    return compress or {"custom": "zstd", "directory": "gzip", "plain": "none"}[fmt]
+
+
 def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
-    """`dump DB to LOC`: pg_dump to `PATH.part`, then rename (a crash never leaves a complete-looking dump)."""
+    """`dump DB to LOC`: pg_dump to `PATH.part`, then rename (a crash never leaves a complete-looking dump).
+
+    A custom dump is compressed by zstd by default: `pg_dump -Fc -Z0 | zstd`, which any pg_dump
+    version can do (`compress = gzip` keeps pg_dump's own compression, a file pg_restore reads as is).
+    """
     fmt = option_value(step, "format", "custom")
     jobs = option_value(step, "jobs")
-    compress = option_value(step, "compress")
+    compress = dump_compression(fmt, option_value(step, "compress"))
+    piped = (fmt == "plain" and compress in ("gzip", "zstd")) or (fmt == "custom" and compress == "zstd")
     part = path + ".part"
     flags = {"custom": "-Fc", "directory": "-Fd", "plain": "-Fp"}[fmt]
     args: list = [_tool(db, "pg_dump"), Lit("-w"), Lit(flags)]
     if jobs and fmt == "directory":
         args += [Lit("-j"), Arg(str(jobs))]
     if fmt in ("custom", "directory"):
-        if compress == "none":
+        if compress == "none" or piped:
             args.append(Lit("-Z0"))
         elif compress == "zstd":
-            args.append(Lit("--compress=zstd"))  # PostgreSQL 16+
+            args.append(Lit("--compress=zstd"))  # a directory dump compressed by pg_dump itself: PostgreSQL 16+
     args.append(Arg(conninfo(db), "--dbname="))
     tools = ["pg_dump"]
     pre = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -rf --", Arg(part), "&&")
@@ -109,18 +129,19 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     else:
         tool = tool_command(ctx, db, tuple(args), tools)
         body = pre + (Sub(tool),)
-        if fmt == "plain" and compress in ("gzip", "zstd"):
-            body += sh("|", "gzip -c" if compress == "gzip" else "zstd -q -T0 -c")
+        if piped:
+            body += sh("|", "gzip -c" if compress == "gzip" else ZSTD)
             tools.append("gzip" if compress == "gzip" else "zstd")
         body += sh(">", Arg(part))
-    # pg_dump's exit status alone is not trusted (a pipe into gzip hides it; sh has no pipefail;
+    # pg_dump's exit status alone is not trusted (a pipe into gzip or zstd hides it; sh has no pipefail;
     # a full disk or a killed dump can leave a short file): the part is read back before the rename.
     body += _verify_dump(ctx, db, fmt, compress, part, path)
     tools.append("pg_restore" if fmt != "plain" else "tail")
     body += sh("&& mv -f -T --", Arg(part), Arg(path))
-    ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress or ("gzip" if fmt != "plain" else "none")))
+    ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress))
     cmd = ctx.command(host, body, tools=tuple(tools) + ("mkdir", "mv", "rm"))
-    return ([Shell(cmd, f"dump {db.name} ({fmt})", step_timeout(step, DEFAULT_TIMEOUT), watch=Location(host, part))],
+    return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
+                   watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
 
 
@@ -147,10 +168,13 @@ def _verify_dump(ctx: CompileContext, db: Postgres, fmt: str, compress: Optional
     h = ctx.host(db.host)
     # A custom archive's table of contents comes first, so `pg_restore -l` passes a cut file;
     # reading every data block into /dev/null does not. A directory dump is read by its writer.
-    read = Command(db.host, (_tool(db, "pg_restore"), Lit("-f /dev/null --"), Arg(part)),
+    # A zstd-compressed archive is read through zstd (its own checksum checked on the way).
+    zstd = fmt == "custom" and compress == "zstd"
+    read = Command(db.host, (_tool(db, "pg_restore"), Lit("-f /dev/null")) + (() if zstd else (Lit("--"), Arg(part))),
                    run_as=db.run_as if fmt == "directory" else None, sudo=h.sudo, sudo_password=h.sudo_password,
                    tools=("pg_restore",), argv=True)
-    return sh("&& {", Sub(read), "|| { echo", Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"),
+    reader = sh(UNZSTD, "<", Arg(part), "|", Sub(read)) if zstd else (Sub(read),)
+    return sh("&& {", *reader, "|| { echo", Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"),
               ">&2; exit 1; }; }")
 
 
@@ -172,49 +196,85 @@ def _drop_create(ctx: CompileContext, db: Postgres) -> Tuple:
 
 
 def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path: str):
-    """`restore LOC into DB [replace]`: pg_restore (custom/directory) or psql (plain)."""
+    """`restore LOC into DB [replace]`: pg_restore (custom/directory) or psql (plain).
+
+    pg_restore runs with `DEFAULT_RESTORE_JOBS` jobs unless `jobs =` says otherwise, except for a
+    custom file with `run_as`: that user may not be able to open the connecting user's file, so it
+    reads it on stdin, serially (the seed's peer-auth setup). A zstd-compressed dump is decompressed
+    next to itself (`PATH.restore.part`, removed afterwards) for a parallel restore, or piped into a
+    serial one. A dump made outside the plan is looked at when the step runs: a directory, a
+    custom archive (`PGDMP`), else zstd.
+    """
     replace = bool(option_value(step, "replace", False))
     jobs = option_value(step, "jobs")
-    known = ctx.format_of(host, path) or ArtifactFormat("postgres", "custom")
-    if known.engine != "postgres":
+    known = ctx.format_of(host, path)
+    if known is not None and known.engine != "postgres":
         raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a PostgreSQL dump', step.span)
-    role = db.user or db.run_as
     src = Arg(path)
-    if known.format == "plain":
+    if known is not None and known.format == "plain":
         setup = _drop_create(ctx, db) if replace else _exists_or_create(ctx, db)
         psql = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -v ON_ERROR_STOP=1 --single-transaction"),
                                       Arg(conninfo(db), "--dbname=")), ("psql",))
         # Checked before anything is dropped: psql would restore a cut file's first part and exit 0.
         setup = _plain_complete(path, known.compress, "the dump") + sh("&&") + setup
         if known.compress in ("gzip", "zstd"):
-            unz = "gzip -dc" if known.compress == "gzip" else "zstd -dc -q"
+            unz = "gzip -dc" if known.compress == "gzip" else UNZSTD
             body = setup + sh("&&", unz, "<", src, "|", Sub(psql))
         else:
             body = setup + sh("&&", Sub(psql), "<", src)
-        what = "psql (plain dump)"
-    else:
-        args = [_tool(db, "pg_restore"), Lit("-w --no-owner")]
-        if role:
-            args.append(Arg(role, "--role="))
-        if jobs:
-            args += [Lit("-j"), Arg(str(jobs))]
-        if replace:
-            args.append(Lit("--clean --if-exists"))
+        unzip = {"gzip": ("gzip",), "zstd": ("zstd",)}.get(known.compress, ())
+        cmd = ctx.command(db.host, body, tools=("tail", "grep") + unzip)
+        return [Shell(cmd, f"restore {db.name}: psql (plain dump)", step_timeout(step, DEFAULT_TIMEOUT))]
+
+    def body_for(kind: str) -> Tuple:
+        """pg_restore of a `directory`, a `custom` file or a `zstd`-compressed custom file."""
+        file_as_user = db.run_as and kind != "directory"
+        n = int(jobs) if jobs is not None else (None if file_as_user else DEFAULT_RESTORE_JOBS)
+        parallel = n is not None and n > 1
+        args = _restore_args(db, replace) + ([Lit("-j"), Arg(str(n))] if parallel else [])
         args.append(Arg(conninfo(db), "--dbname="))
         setup = _exists_or_create(ctx, db)
-        if db.run_as and (jobs or known.format == "directory"):
-            # A parallel restore needs a seekable file the run_as user can read: hand the dump over.
-            tool = tool_command(ctx, db, tuple(args) + (src,), ("pg_restore",))
-            body = sh("chown -R --", Arg(db.run_as), src, "&&") + setup + sh("&&", Sub(tool))
-        elif db.run_as:
+        if kind == "zstd" and parallel:
+            # pg_restore -j needs a seekable file: decompressed first, before anything in the database changes.
+            tmp = path + ".restore.part"
+            give = sh("&& chown --", Arg(db.run_as), Arg(tmp)) if db.run_as else ()
+            tool = tool_command(ctx, db, tuple(args) + (Lit("--"), Arg(tmp)), ("pg_restore",))
+            return sh("{ umask 077 &&", UNZSTD, "<", src, ">", Arg(tmp), *give, "&&", *setup, "&&", Sub(tool),
+                      "; }; rc=$?; rm -f --", Arg(tmp), '; [ "$rc" -eq 0 ]')
+        if kind == "zstd":
             tool = tool_command(ctx, db, tuple(args), ("pg_restore",))
-            body = setup + sh("&&", Sub(tool), "<", src)  # read by the connecting user, fed on stdin
-        else:
-            tool = tool_command(ctx, db, tuple(args) + (src,), ("pg_restore",))
-            body = setup + sh("&&", Sub(tool))
-        what = f"pg_restore ({known.format})"
-    cmd = ctx.command(db.host, body)
+            return setup + sh("&&", UNZSTD, "<", src, "|", Sub(tool))
+        if db.run_as and (parallel or kind == "directory"):
+            # A parallel restore needs a seekable file the run_as user can read: hand the dump over.
+            tool = tool_command(ctx, db, tuple(args) + (Lit("--"), src), ("pg_restore",))
+            return sh("chown -R --", Arg(db.run_as), src, "&&") + setup + sh("&&", Sub(tool))
+        if db.run_as:
+            tool = tool_command(ctx, db, tuple(args), ("pg_restore",))
+            return setup + sh("&&", Sub(tool), "<", src)  # read by the connecting user, fed on stdin
+        tool = tool_command(ctx, db, tuple(args) + (Lit("--"), src), ("pg_restore",))
+        return setup + sh("&&", Sub(tool))
+
+    if known is not None:
+        kind = "zstd" if known.format == "custom" and known.compress == "zstd" else known.format
+        cmd = ctx.command(db.host, body_for(kind), tools=("zstd",) if kind == "zstd" else ())
+        what = f"pg_restore ({known.format}, {known.compress})"
+    else:
+        # Made outside this plan: a directory, pg_dump's custom archive, or mdsl's zstd-compressed one.
+        body = sh("if [ -d", src, "]; then", *body_for("directory"), "; elif [ \"$(head -c 5 <", src,
+                  "| tr -cd A-Z)\" = PGDMP ]; then", *body_for("custom"), "; else", *body_for("zstd"), "; fi")
+        cmd = ctx.command(db.host, body, tools=("head", "tr"))
+        what = "pg_restore (format read from the file)"
     return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))]
+
+
+def _restore_args(db: Postgres, replace: bool) -> list:
+    args = [_tool(db, "pg_restore"), Lit("-w --no-owner")]
+    role = db.user or db.run_as
+    if role:
+        args.append(Arg(role, "--role="))
+    if replace:
+        args.append(Lit("--clean --if-exists"))
+    return args
 
 
 def drop(ctx: CompileContext, step: A.Drop, db: Postgres):

@@ -14,6 +14,7 @@ Fabric, paramiko, rich and structlog are imported lazily (here, not in
 from __future__ import annotations
 
 import contextvars
+import functools
 import http.client
 import ipaddress
 import os
@@ -39,10 +40,15 @@ from mdsl.findings import Finding, PlanError, Severity
 from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import Backend, BackendError, Result
+from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.progress import Progress
 from mdsl.syntax import ast as A
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
+
+# The step whose commands this thread runs (a parallel block's members run in copied contexts):
+# the command pids and temp files journaled for it (mdsl.run.leftovers).
+_STEP: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("mdsl_step", default=None)
 
 
 @frozen
@@ -118,6 +124,7 @@ class Executor:
     def __init__(self, backends: Dict[str, Backend], secrets: SecretStore):
         self.backends = backends
         self.secrets = secrets
+        self.journal: Optional[J.Journal] = None  # set once steps run: secret files are journaled
 
     def _stdin(self, cmd: Command) -> Optional[bytes]:
         st = cmd.stdin_text()
@@ -142,15 +149,20 @@ class Executor:
                                        + log.redact_text(res.stderr.strip()))
                 paths[sf.var] = res.stdout.strip()
                 made.append((sf.owner, paths[sf.var]))
+                if self.journal is not None:  # the path only: a killed run's file is removed by the next
+                    self.journal.secret_file_created(_STEP.get(), cmd.host, paths[sf.var], sf.owner.run_as,
+                                                     sf.owner.sudo)
             return backend.run(cmd.render(masked=False, secret_paths=paths), stdin=self._stdin(cmd),
                                timeout=timeout)
         finally:
             for owner, p in made:
                 rm = owner.remover(p)
                 try:
-                    backend.run(rm.render(masked=False), stdin=self._stdin(rm), timeout=60)
+                    gone = backend.run(rm.render(masked=False), stdin=self._stdin(rm), timeout=60).ok
                 except BackendError:
-                    pass
+                    gone = False
+                if gone and self.journal is not None:
+                    self.journal.secret_file_removed(cmd.host, p)
 
     def read_stream(self, cmd: Command, sink, timeout: Optional[float] = None) -> Result:
         """Stream a command's stdout (no stdin: a host needing a sudo password cannot be streamed from)."""
@@ -336,14 +348,20 @@ def make_schedule(compiled: CompiledPlan, state: J.JournalState, from_label: Opt
             if i == start_at:
                 sched.start = i
             continue
+        lane_cut = set()  # a lane's steps run in order: after one still to run, the rest run again too
+        lane_of = {m.id: k for k, lane in enumerate(top.lanes()) for m in lane}
         for leaf in top.leaves():
             rec = state.steps.get(leaf.id)
-            if not cut and rec is not None and rec.status == "done" and rec.fingerprint == leaf.fingerprint:
+            lane = lane_of[leaf.id]
+            if (not cut and lane not in lane_cut and rec is not None and rec.status == "done"
+                    and rec.fingerprint == leaf.fingerprint):
                 sched.status[leaf.id] = "done"
             elif rec is not None and rec.status == "done":
                 sched.status[leaf.id] = "changed" if rec.fingerprint != leaf.fingerprint else "pending"
             else:
                 sched.status[leaf.id] = "pending"
+            if sched.status[leaf.id] != "done":
+                lane_cut.add(lane)
         if not cut and any(sched.status[x.id] != "done" for x in top.leaves()):
             cut = True
             sched.start = i
@@ -352,9 +370,12 @@ def make_schedule(compiled: CompiledPlan, state: J.JournalState, from_label: Opt
 
 def invalidate_from(compiled: CompiledPlan, sched: Schedule, top_index: int, leaf_id: str) -> None:
     """A done step's artifact no longer matches: that step and every later one run again."""
+    # in a lane, the steps after it (which used what it made) too
+    later = {m.id for lane in compiled.steps[top_index].lanes() for k, x in enumerate(lane) if x.id == leaf_id
+             for m in lane[k:]}
     for i, top in enumerate(compiled.steps):
         for leaf in top.leaves():
-            if i > top_index or leaf.id == leaf_id:
+            if i > top_index or leaf.id == leaf_id or leaf.id in later:
                 if sched.status.get(leaf.id) == "done":
                     sched.status[leaf.id] = "pending"
     sched.start = min(sched.start, top_index)
@@ -522,6 +543,7 @@ class Apply:
                 self.journal.close()
             lock.release()
             log.clear()
+            _STEP.set(None)
 
     def _load(self) -> CompiledPlan:
         from mdsl.syntax.parser import parse_file
@@ -554,10 +576,11 @@ class Apply:
             raise _Exit(2) from None
 
     def _run_locked(self, compiled: CompiledPlan, t0: float) -> int:
+        _STEP.set(None)  # no step yet (an earlier apply in this thread may have left its last one)
         jpath = J.journal_path(self.opts.plan)
         state = J.read_journal(jpath)
         if self.opts.restart:
-            state = J.JournalState()
+            state = state.leftovers()  # forget the steps, not what a killed run left on the hosts
         try:
             sched = make_schedule(compiled, state, self.opts.from_label)
         except KeyError:
@@ -582,6 +605,7 @@ class Apply:
         hosts = {h for s in sched.pending(compiled) for h in s.hosts}
         hosts |= {a.host for s in leaves if sched.status.get(s.id) == "done"
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
+        hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
         self._read_secrets(compiled, sched)
         self._connect(compiled.bound, sorted(hosts))
@@ -594,6 +618,7 @@ class Apply:
         done_before = len(leaves) - len(pending)
         if self.opts.dry_run:
             self._print_dry_run(compiled, sched)
+            stop_leftovers(self, state, executor, dry_run=True)
             return 0
         self._refuse_unattended(pending)
 
@@ -607,6 +632,10 @@ class Apply:
         if done_before:
             self.say(f"resuming: {done_before} of {len(leaves)} steps are done in the journal; "
                      f"starting at step {compiled.steps[sched.start].id}")
+        executor.journal = self.journal
+        for b in self.backends.values():
+            b.on_started = functools.partial(self._command_started, b)
+        stop_leftovers(self, state, executor)
         self.stats.skipped = done_before
         total = len(compiled.steps)
         ok = False
@@ -639,6 +668,15 @@ class Apply:
         return 0
 
     # -- before the first step
+
+    def _command_started(self, backend: Backend, command: str, pid: int, inner: Optional[int]) -> None:
+        """A backend learnt a step command's process group: journal it (no fsync; nothing secret)."""
+        sid = _STEP.get()
+        if sid is None or self.journal is None or not getattr(backend, "token", ""):
+            return
+        text = " ".join(log.redact_text(command).split())
+        self.journal.command_started(sid, backend.name, pid, inner, backend.token,
+                                     text if len(text) <= 120 else text[:117] + "...")
 
     def _read_secrets(self, compiled: CompiledPlan, sched: Schedule) -> None:
         needed = []
@@ -777,9 +815,12 @@ class Apply:
         if cutover and not destructive:
             self.ask(_CUTOVER.format(what="; ".join(m.summary for m in cutover)), f"step {top.id}")
         self.say(f"[{i + 1}/{total}] {top.title}")
-        with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="mdsl-step") as pool:
-            futs = [pool.submit(contextvars.copy_context().run, self._run_leaf, m, executor, f"  [{m.id}]", True)
-                    for m in todo]
+        # One thread per member, and per lane (`sequence`): a lane runs its steps in order and stops
+        # at its first failure; the other members and lanes run on to their end.
+        lanes = [[m for m in lane if m in todo] for lane in top.lanes()]
+        lanes = [lane for lane in lanes if lane]
+        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="mdsl-step") as pool:
+            futs = [pool.submit(contextvars.copy_context().run, self._run_lane, lane, executor) for lane in lanes]
             failures = []
             for f in futs:
                 try:
@@ -789,9 +830,14 @@ class Apply:
         if failures:
             raise failures[0]
 
+    def _run_lane(self, lane: List[CompiledStep], executor: Executor) -> None:
+        for m in lane:
+            self._run_leaf(m, executor, f"  [{m.id}]", True)
+
     def _run_leaf(self, leaf: CompiledStep, executor: Executor, prefix: str, asked: bool = False) -> None:
         log.unbind("host")
         log.bind(step=leaf.id, label=leaf.label)
+        _STEP.set(leaf.id)
         if leaf.destructive and not asked:
             self.ask(f"step {leaf.id} `{leaf.summary}` destroys data. Run it?", f"step {leaf.id}")
         elif leaf.cutover and not asked:
@@ -830,7 +876,8 @@ class Apply:
                  + "".join(f"\n{' ' * len(prefix)}   | {line}" for line in notes))
 
     def _fail(self, cmd: Command, res: Result, what: str) -> StepFailed:
-        return StepFailed(f"{what}: exit status {res.exit}", host=cmd.host, command=cmd.render(masked=True),
+        status = f"killed by {res.signal} (exit status {res.exit})" if res.signal else f"exit status {res.exit}"
+        return StepFailed(f"{what}: {status}", host=cmd.host, command=cmd.render(masked=True),
                           exit=res.exit, stderr=res.stderr)
 
     def _perform(self, leaf: CompiledStep, action, executor: Executor, produced, notes: List[str]) -> int:
@@ -890,6 +937,7 @@ class Apply:
         def poll():
             from mdsl.compile.actions import size_command
 
+            _STEP.set(None)  # a size probe: nothing to stop after a crash, nothing to journal
             while not stop.wait(1.0):
                 try:
                     res = executor.run(size_command(h.host, action.watch.path, sudo=h.sudo,

@@ -9,6 +9,7 @@ Secrets never appear in a command line: they reach a host as stdin or as a
 from __future__ import annotations
 
 import abc
+import os
 from typing import Callable, Iterator, Optional
 
 from attrs import frozen
@@ -16,11 +17,16 @@ from attrs import frozen
 
 @frozen
 class Result:
-    """What a command did: exit status and its (decoded) output."""
+    """What a command did: exit status and its (decoded) output.
+
+    A command killed by a signal has exit 128 + the signal's number, as a shell reports it,
+    and `signal` names it ("SIGKILL").
+    """
 
     exit: int
     stdout: str
     stderr: str
+    signal: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -40,10 +46,40 @@ class CommandTimeout(BackendError):
     """A command ran longer than its timeout and was stopped."""
 
 
+def new_run_token() -> str:
+    """A random token for one backend in one run, written into every command it starts."""
+    return os.urandom(8).hex()
+
+
+def run_marker(token: str) -> str:
+    """The text every wrapped command carries in its command line (`/proc/PID/cmdline`).
+
+    A re-run checks a recorded pid still shows the marker of the run that started it
+    before stopping it: a pid the host has since given to another process is never hit.
+    """
+    return "mdsl-run=" + token
+
+
 class Backend(abc.ABC):
-    """One host. Commands are complete shell strings whose user values are already quoted."""
+    """One host. Commands are complete shell strings whose user values are already quoted.
+
+    `token` is written into every command's text (a comment: see `run_marker`), and
+    `on_started(command, pid, inner_pid)`, when set, is called as soon as a command's
+    process group is known, so apply can journal it and a later run can stop what an
+    interrupted run left running.
+    """
 
     name: str
+    token: str = ""
+    on_started: Optional[Callable[[str, int, Optional[int]], None]] = None
+
+    def _started(self, command: str, pid: int, inner_pid: Optional[int] = None) -> None:
+        hook = self.on_started
+        if hook is not None:
+            try:
+                hook(command, pid, inner_pid)
+            except Exception:  # noqa: BLE001 - bookkeeping must never stop the command
+                pass
 
     @abc.abstractmethod
     def connect(self) -> None:

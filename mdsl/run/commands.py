@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from typing import List, Optional
 
 from mdsl.findings import Finding, PlanError, Severity
@@ -42,11 +41,22 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _internal_error(exc: BaseException, what: str) -> int:
-    from mdsl.run.log import redact_text
+    """One redacted line on stderr (the redacted traceback with MDSL_DEBUG=1); for apply, also a log event.
 
-    print(f"internal error during `mdsl {what}`: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
+    Every secret apply read is redacted from the message and the traceback (chained
+    exceptions included). With `--log-format json` the event carries the traceback as
+    data (no locals), redacted by the log's processors, so a log collector keeps it.
+    """
+    from mdsl.run import log
+
+    print(f"internal error during `mdsl {what}`: {log.format_exception(exc, False)}", file=sys.stderr)
+    if what == "apply" and log.log_format() == "json":
+        try:
+            log.get_logger().error("apply.internal_error", exc_info=exc)
+        except Exception:  # noqa: BLE001 - the report must not fail in turn
+            pass
     if os.environ.get("MDSL_DEBUG"):
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        print(log.format_exception(exc, True), file=sys.stderr, end="")
     else:
         print("  set MDSL_DEBUG=1 for the traceback; the journal keeps what is done, `mdsl apply` resumes",
               file=sys.stderr)
@@ -104,14 +114,16 @@ def format_plan(compiled) -> str:
     lines.append(f"plan: {title}")
     lines.append("hosts: " + ", ".join(h.display for h in b.hosts.values()))
     lines.append("")
-    for top in compiled.steps:
-        lines.append(_step_header(top))
-        if top.is_parallel:
-            for m in top.members:
-                lines.append("  " + _step_header(m))
-                lines += ["      " + x for x in m.describe()]
+    def add(step, depth: int) -> None:
+        lines.append("  " * depth + _step_header(step))
+        if step.is_parallel or step.is_sequence:
+            for m in step.members:
+                add(m, depth + 1)
         else:
-            lines += ["    " + x for x in top.describe()]
+            lines.extend("  " * depth + "    " + x for x in step.describe())
+
+    for top in compiled.steps:
+        add(top, 0)
     return "\n".join(lines)
 
 
@@ -137,6 +149,9 @@ def apply_command(args) -> int:
         )
         # mdsl's own files (journal, lock) are opened 0600 in a 0700 `.mdsl/`; commands that make
         # artifacts set `umask 077` themselves, so the operator's services keep their own umask.
+        from mdsl.run.log import install_thread_hook
+
+        install_thread_hook()  # an exception escaping a worker thread is reported redacted, too
         return apply_plan(opts)
     except Exception as exc:  # noqa: BLE001 - the operator sees a message, never a traceback
         return _internal_error(exc, "apply")
@@ -174,10 +189,21 @@ def format_status(compiled, state, jpath: str, sched) -> str:
     for top in compiled.steps:
         if top.is_parallel:
             lines.append(f"[{top.id}] {top.title}")
+        groups, todo, shown = {}, list(top.members), set()  # a block's lanes, headed like the block
+        while todo:
+            m = todo.pop()
+            if m.members:
+                groups[m.path] = m
+                todo.extend(m.members)
         for leaf in top.leaves():
+            for k in range(2, len(leaf.path)):
+                g = groups.get(leaf.path[:k])
+                if g is not None and g.path not in shown:
+                    shown.add(g.path)
+                    lines.append("  " * (k - 1) + f"[{g.id}] {g.title}")
             rec = state.steps.get(leaf.id)
             st = sched.status.get(leaf.id, "pending")
-            indent = "  " if top.is_parallel else ""
+            indent = "  " * (len(leaf.path) - 1)
             if st == "done":
                 word = "done"
                 detail = f"{rec.at}, {rec.seconds or 0:.1f}s"

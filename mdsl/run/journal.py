@@ -13,6 +13,14 @@ What the journal never holds: secret values, command output that may echo
 them (error text is redacted by the caller), or the hash of a `secret` file
 (a hash of a short secret can be brute-forced; its size is kept instead).
 
+Two kinds of record are about what a killed run may have left on the hosts,
+and outlive a `reset`: `pid` (a step's command started: host, process group,
+the backend's run token, the command shortened and redacted; appended without
+fsync, there is one per command) and `secret-file` / `secret-file-removed` (the
+path of a 0600 temp file holding a password, never its content). A command
+still counts as possibly running until its step is done in the same run or a
+later run checked it (`reaped`); a secret file until its removal is recorded.
+
 The lock (`.mdsl/<plan>.lock`, created with O_EXCL) holds the pid, hostname
 and start time of the apply that owns it. A lock left by a process that no
 longer runs is reported with how to clear it, never taken over silently.
@@ -26,7 +34,7 @@ import os
 import socket
 import threading
 import uuid
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from attrs import define, field, frozen
 
@@ -121,15 +129,70 @@ class StepState:
     bytes: int = 0
 
 
+@frozen
+class RunningCommand:
+    """A command a step started (its process group on `host`), which may outlive an interrupted run."""
+
+    step: str
+    host: str
+    pid: int
+    inner: Optional[int]  # a second group (sudo's command), when there is one
+    token: str  # the run marker its command line carries (mdsl.run.backend.run_marker)
+    command: str  # shortened and redacted, for messages
+    run: str
+
+    @property
+    def pids(self) -> List[int]:
+        """The recorded process group ids."""
+        return [self.pid] + ([self.inner] if self.inner and self.inner != self.pid else [])
+
+
+@frozen
+class SecretFileRecord:
+    """A 0600 temp file (a PGPASSFILE) created on `host`, and as whom (to remove it as that user)."""
+
+    host: str
+    path: str
+    user: Optional[str] = None  # run_as of the command that owned it
+    sudo: bool = False
+
+
+_TOKEN_CHARS = frozenset("0123456789abcdef")
+
+
+def _running_from(rec: dict) -> Optional[RunningCommand]:
+    """A `pid` record, or None when a field is not what mdsl writes (a hand-edited journal)."""
+    pid, inner, token, host, step = rec.get("pid"), rec.get("inner"), rec.get("token"), rec.get("host"), rec.get("step")
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and isinstance(token, str)
+            and 8 <= len(token) <= 64 and set(token) <= _TOKEN_CHARS and isinstance(host, str)
+            and isinstance(step, str)):
+        return None
+    if not (isinstance(inner, int) and not isinstance(inner, bool) and inner > 1):
+        inner = None
+    command = rec.get("command") if isinstance(rec.get("command"), str) else "?"
+    return RunningCommand(step, host, pid, inner, token, command, str(rec.get("run", "")))
+
+
 @define
 class JournalState:
-    """The journal read back: per step id, its latest state since the last reset."""
+    """The journal read back: per step id, its latest state since the last reset.
+
+    `running` and `secret_files` are what earlier runs may have left on the hosts
+    (a reset does not forget them: the processes and files are still there).
+    """
 
     steps: Dict[str, StepState] = field(factory=dict)
     runs: int = 0
     last_run_at: Optional[str] = None
     finished_ok: bool = False
     torn_lines: int = 0
+    running: List[RunningCommand] = field(factory=list)
+    secret_files: Dict[Tuple[str, str], SecretFileRecord] = field(factory=dict)
+
+    def leftovers(self) -> "JournalState":
+        """A fresh state that keeps only what may be left on the hosts (`--restart`)."""
+        return JournalState(torn_lines=self.torn_lines, running=list(self.running),
+                            secret_files=dict(self.secret_files))
 
 
 def read_journal(path: str) -> JournalState:
@@ -148,9 +211,26 @@ def read_journal(path: str) -> JournalState:
         except ValueError:
             st.torn_lines += 1
             continue
+        if not isinstance(rec, dict):
+            st.torn_lines += 1
+            continue
         ev = rec.get("event")
         if ev == "reset":
-            st = JournalState(torn_lines=st.torn_lines)
+            st = st.leftovers()
+        elif ev == "pid":
+            r = _running_from(rec)
+            if r is not None:
+                st.running.append(r)
+        elif ev == "reaped":
+            checked = {(p, t) for p, t in _pairs(rec.get("checked"))}
+            st.running = [r for r in st.running if not (r.host == rec.get("host") and (r.pid, r.token) in checked)]
+        elif ev == "secret-file":
+            host, path = rec.get("host"), rec.get("path")
+            if isinstance(host, str) and isinstance(path, str):
+                user = rec.get("user") if isinstance(rec.get("user"), str) else None
+                st.secret_files[(host, path)] = SecretFileRecord(host, path, user, rec.get("sudo") is True)
+        elif ev == "secret-file-removed":
+            st.secret_files.pop((rec.get("host"), rec.get("path")), None)
         elif ev == "run":
             st.runs += 1
             st.last_run_at = rec.get("at")
@@ -161,6 +241,8 @@ def read_journal(path: str) -> JournalState:
             sid = rec["step"]
             s = StepState(sid, rec.get("fp", ""), {"start": "started"}.get(ev, ev), rec.get("at", ""))
             if ev == "done":
+                # every command of the step ended in that run
+                st.running = [r for r in st.running if not (r.step == sid and r.run == rec.get("run"))]
                 s.seconds = rec.get("seconds")
                 s.artifacts = [ArtifactRecord.from_json(a) for a in rec.get("artifacts", ())]
                 s.bytes = int(rec.get("bytes", 0))
@@ -169,6 +251,14 @@ def read_journal(path: str) -> JournalState:
                 s.error, s.host, s.command = rec.get("error"), rec.get("host"), rec.get("command")
             st.steps[sid] = s
     return st
+
+
+def _pairs(value) -> List[Tuple[int, str]]:
+    out = []
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], str):
+            out.append((item[0], item[1]))
+    return out
 
 
 class Journal:
@@ -185,16 +275,18 @@ class Journal:
         if not existed:
             _fsync_dir(os.path.dirname(path))
 
-    def append(self, event: str, **fields) -> None:
-        """Write one record and make it durable (fdatasync)."""
+    def append(self, event: str, *, sync: bool = True, **fields) -> None:
+        """Write one record and make it durable (fdatasync; `sync=False`: a plain append, which
+        survives a killed mdsl but not a crash of the machine)."""
         rec = {"event": event, "at": now(), "run": self.run_id}
         rec.update({k: v for k, v in fields.items() if v is not None})
         line = (json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n").encode()
         with self._lock:
             os.write(self._fd, line)
-            # fdatasync: the data and the file's new size, without the mtime/atime inode update fsync
-            # also forces: half the cost per record (0.13 vs 0.27 ms median here, 0.3 vs 4 ms p90).
-            _datasync(self._fd)
+            if sync:
+                # fdatasync: the data and the file's new size, without the mtime/atime inode update fsync
+                # also forces: half the cost per record (0.13 vs 0.27 ms median here, 0.3 vs 4 ms p90).
+                _datasync(self._fd)
 
     def reset(self) -> None:
         """Forget every earlier record (`--restart`): later reads start after this line."""
@@ -218,6 +310,24 @@ class Journal:
                     command: Optional[str] = None) -> None:
         """A step failed (error text must already be redacted)."""
         self.append("failed", step=sid, fp=fp, seconds=round(seconds, 3), error=error, host=host, command=command)
+
+    def command_started(self, sid: str, host: str, pid: int, inner: Optional[int], token: str,
+                        command: str) -> None:
+        """A step's command runs as process group `pid` on `host` (`command` shortened and redacted)."""
+        self.append("pid", sync=False, step=sid, host=host, pid=pid, inner=inner, token=token, command=command)
+
+    def commands_checked(self, host: str, checked: Iterable[RunningCommand], stopped: Iterable[int]) -> None:
+        """A run checked these recorded commands on `host` (stopping those in `stopped`): forget them."""
+        self.append("reaped", host=host, checked=[[r.pid, r.token] for r in checked], stopped=sorted(stopped))
+
+    def secret_file_created(self, sid: Optional[str], host: str, path: str, user: Optional[str],
+                            sudo: bool) -> None:
+        """A 0600 temp file holding a secret now exists on `host` (its path only)."""
+        self.append("secret-file", step=sid, host=host, path=path, user=user, sudo=sudo or None)
+
+    def secret_file_removed(self, host: str, path: str) -> None:
+        """That temp file is gone."""
+        self.append("secret-file-removed", host=host, path=path)
 
     def finished(self, ok: bool) -> None:
         """The apply ended."""

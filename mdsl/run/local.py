@@ -6,6 +6,13 @@ is not tied to our terminal. Output goes to temp files rather than pipes for
 `run`: a daemon that keeps an inherited stdout open cannot make us wait.
 Commands run in `cwd` (the plan's directory), so a plan may call helper
 scripts beside it by a relative path.
+
+A session outlives a SIGKILL of mdsl, so each command's pid (its session and
+process group) goes to `on_started`, and its shell's command line carries this
+run's marker (`# mdsl-run=TOKEN`, kept in place by an EXIT trap that stops bash
+from exec()ing the last command): apply journals the pid, and the next run
+stops the group only while the marker is still there. A shell killed by a
+signal reports exit 128 + N and the signal's name, as the SSH backend does.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import threading
 from typing import Callable, Iterable, Iterator, Optional
 
 from mdsl.check.resolve import Host
-from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, new_run_token, run_marker
 
 CHUNK = 1 << 20
 _GRACE = 3.0  # seconds between SIGTERM and SIGKILL
@@ -35,6 +42,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _status(code: int) -> tuple:
+    """(exit status, signal name): a shell killed by signal N exits 128 + N, as shells report it."""
+    if code >= 0:
+        return code, None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return 128 - code, name
 
 
 def _read_all(f) -> str:
@@ -70,18 +88,25 @@ class LocalBackend(Backend):
         self.name = host.name
         self.cwd = cwd
         self.shell = shell if os.path.exists(shell) else "/bin/sh"
+        self.token = new_run_token()
 
     def connect(self) -> None:
         """Nothing to open; checks the working directory exists."""
         if self.cwd is not None and not os.path.isdir(self.cwd):
             raise BackendError(self.name, f"working directory {self.cwd} does not exist")
 
+    def wrap(self, command: str) -> str:
+        """The script given to `bash -c`: this run's marker, the EXIT trap, the command."""
+        return f"trap : EXIT # {run_marker(self.token)}\n{command}"
+
     def _popen(self, command: str, stdin, stdout, stderr) -> subprocess.Popen:
         try:
-            return subprocess.Popen([self.shell, "-c", command], stdin=stdin, stdout=stdout, stderr=stderr,
-                                    cwd=self.cwd, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen([self.shell, "-c", self.wrap(command)], stdin=stdin, stdout=stdout,
+                                    stderr=stderr, cwd=self.cwd, start_new_session=True, close_fds=True)
         except OSError as exc:
             raise BackendError(self.name, f"cannot start {self.shell}: {exc.strerror}") from None
+        self._started(command, proc.pid)
+        return proc
 
     def _timeout(self, command: str, timeout: Optional[float]) -> CommandTimeout:
         return CommandTimeout(self.name, f"command timed out after {timeout:g}s",
@@ -112,7 +137,8 @@ class LocalBackend(Backend):
                 proc.stdout.close()
             if dog.fired:
                 raise self._timeout(command, timeout)
-            return Result(code, "", _read_all(err))
+            code, sig = _status(code)
+            return Result(code, "", _read_all(err), sig)
 
     def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
         """Write `chunks` to the command's stdin; stops early if the command exits."""
@@ -142,7 +168,8 @@ class LocalBackend(Backend):
                 dog.cancel()
             if dog.fired:
                 raise self._timeout(command, timeout)
-            return Result(code, _read_all(out), _read_all(err))
+            code, sig = _status(code)
+            return Result(code, _read_all(out), _read_all(err), sig)
 
     def close(self) -> None:
         """Nothing to release."""

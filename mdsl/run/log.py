@@ -3,7 +3,11 @@
 Context (plan, step, host) is bound with contextvars; a parallel block's
 threads get a copy of it (`contextvars.copy_context().run`). Every event
 passes through `redact` before rendering, which replaces the value of every
-secret read so far with `***`. Tracebacks never show locals.
+secret read so far with `***`. An exception attached to an event is turned
+into text (console) or a dict (JSON) *before* `redact`, so its message and
+traceback are redacted too; tracebacks never show locals (a frame's locals
+could hold a secret before it was known as one). `format_exception` and
+`install_thread_hook` do the same for internal errors outside structlog.
 """
 
 from __future__ import annotations
@@ -60,8 +64,42 @@ def _redact_value(v):
 
 
 def redact(logger, method_name, event_dict):
-    """structlog processor: secret values out of every field."""
+    """structlog processor: secret values out of every field (nested lists and dicts too)."""
     return {k: _redact_value(v) for k, v in event_dict.items()}
+
+
+def format_exception(exc: BaseException, with_traceback: bool) -> str:
+    """`Type: message`, or the whole traceback (chained exceptions included), secrets redacted."""
+    import traceback
+
+    if with_traceback:
+        return redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return redact_text(f"{type(exc).__name__}: {exc}")
+
+
+def install_thread_hook() -> None:
+    """Report an exception escaping a thread as one redacted line (traceback with MDSL_DEBUG), not Python's dump."""
+    import threading as _threading
+
+    def hook(args) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        text = format_exception(args.exc_value, bool(os.environ.get("MDSL_DEBUG")))
+        try:
+            sys.stderr.write(f"internal error in thread {name}: {text.rstrip()}\n")
+        except (OSError, ValueError):
+            pass
+
+    _threading.excepthook = hook
+
+
+_format: Optional[str] = None
+
+
+def log_format() -> Optional[str]:
+    """`console` or `json` once configured."""
+    return _format
 
 
 _configured = False
@@ -73,8 +111,9 @@ def configure(log_format: Optional[str] = None, level: Optional[str] = None) -> 
     Console shows warnings and errors (the narrative on stdout says the rest);
     JSON carries info and up, for machines. MDSL_LOG_LEVEL overrides both.
     """
-    global _configured
+    global _configured, _format
     import structlog
+    from structlog.tracebacks import ExceptionDictTransformer
 
     fmt = log_format or ("console" if sys.stderr.isatty() else "json")
     lvl_name = (level or os.environ.get("MDSL_LOG_LEVEL") or ("info" if fmt == "json" else "warning")).upper()
@@ -83,14 +122,14 @@ def configure(log_format: Optional[str] = None, level: Optional[str] = None) -> 
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact,
     ]
+    # Exceptions become data before `redact` sees the event, so their text is redacted too.
     if fmt == "json":
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        processors += [structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+                       redact, structlog.processors.JSONRenderer()]
     else:
-        processors += [structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(),
-            exception_formatter=structlog.dev.plain_traceback)]
+        processors += [structlog.processors.format_exc_info, redact,
+                       structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
@@ -98,6 +137,7 @@ def configure(log_format: Optional[str] = None, level: Optional[str] = None) -> 
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _format = fmt
 
 
 def get_logger():

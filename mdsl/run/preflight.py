@@ -275,6 +275,9 @@ class _HostChecks:
                 help = f"install it (Debian/Ubuntu: `apt install {pkg}`)" if pkg else "install it"
                 if word in PG_TOOLS:
                     help += ", or set `bin` on the database to the directory holding it"
+                elif word == "zstd" and any(isinstance(t.step, (A.Dump, A.Restore)) for t in needs):
+                    # a custom dump is zstd-compressed by default; pg_dump's own gzip needs no zstd
+                    help += ", or write `compress = gzip` on the dump (pg_dump's own compression)"
             notes = [f"also needed by {others} later step(s)"] if others > 0 else []
             self.facts.findings.append(_finding("P402", msg, first.step.span, help, notes,
                                                 label=f"needs {first.name} on {self.name}"))

@@ -12,17 +12,25 @@ MAX_CHANNELS; sshd's MaxSessions is 10 by default).
 
 Every command is started as
 
-    exec sh -c 'printf "mdsl:pid=%s\\n" $$ >&2; CMD'
-    printf 'mdsl:pid=%s\\n' $$ >&2; exec sudo -S -p PROMPT -- sh -c 'printf "mdsl:ready=%s\\n" $$ >&2; CMD'
+    exec sh -c 'printf "mdsl:pid=%s\\n" $$ >&2; trap : EXIT # mdsl-run=TOKEN
+    CMD'
+    printf 'mdsl:pid=%s\\n' $$ >&2; exec sudo -S -p PROMPT -- sh -c 'printf "mdsl:ready=%s\\n" $$ >&2; trap ...
 
 the second only with `wrap_sudo` on a `sudo = true` host (compiled Commands
 carry their own sudo, so it is off by default). sshd makes each session its
 own process group (setsid), so the reported pid is a group id: a timed-out
 command's whole tree gets `kill -TERM -PID`, then KILL (dash's kill takes no
 `--`); under sudo the kill goes through sudo too, as sudo drops the user's
-uid. The sudo password is written only after sudo's prompt shows on stderr,
-so a cached or NOPASSWD sudo never passes it on as the command's input; it is
-never in an argv, an environment variable or a log line.
+uid. TOKEN is random per backend and run: the pid is handed to `on_started`
+(apply journals it), and a run after an interrupted one stops a recorded group
+only while its leader's /proc/PID/cmdline still shows that run's marker (the
+EXIT trap keeps the shell from exec()ing CMD over it). A command killed by a
+signal reports exit 128 + N and the signal's name (sshd's `exit-signal`,
+which paramiko alone ignores).
+
+The sudo password is written only after sudo's prompt shows on stderr, so a
+cached or NOPASSWD sudo never passes it on as the command's input; it is never
+in an argv, an environment variable or a log line.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import os
 import re
 import select
 import shlex
+import signal
 import socket
 import threading
 import time
@@ -42,9 +51,10 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import paramiko
 from fabric import Config, Connection
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 from mdsl.check.resolve import Host
-from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, new_run_token, run_marker
 from mdsl.syntax import ast as A
 
 # Paramiko logs transport errors itself; without this, Python's last-resort
@@ -64,11 +74,40 @@ _PROMPT = b"mdsl:sudo-password:"
 _known_hosts_lock = threading.Lock()
 
 
+def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko's channel request handler, plus `exit-signal` (RFC 4254 6.10), which paramiko ignores.
+
+    sshd sends exit-signal instead of exit-status when the command was killed by a signal;
+    paramiko would leave the exit status at -1 and the command would look like a lost
+    connection. Here it becomes 128 + the signal's number (as a shell reports it), and the
+    signal's name is kept on the channel (`mdsl_exit_signal`).
+    """
+    start = m.packet.tell()
+    try:
+        key = m.get_text()
+    except Exception:  # noqa: BLE001 - malformed: paramiko's own handler decides
+        key = None
+    if key != "exit-signal":
+        m.packet.seek(start)
+        paramiko.Channel._handle_request(chan, m)
+        return
+    m.get_boolean()  # want reply: always false for exit-signal
+    name = m.get_text()
+    sig = getattr(signal.Signals, "SIG" + name, None) if name.isalnum() else None
+    chan.mdsl_exit_signal = "SIG" + name if name.isalnum() else "an unknown signal"
+    chan.exit_status = 128 + int(sig) if sig is not None else 255
+    chan.status_event.set()
+
+
 class _FastTransport(paramiko.Transport):
-    """A transport preferring AES-GCM (no separate MAC pass): ~30% more throughput than AES-CTR."""
+    """A transport preferring AES-GCM (no separate MAC pass): ~30% more throughput than AES-CTR.
+
+    It also understands `exit-signal` (`_channel_request`).
+    """
 
     _preferred_ciphers = tuple(c for c in paramiko.Transport._preferred_ciphers if "gcm" in c) + tuple(
         c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c)
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}
 
 
 class _UnknownHostKey(Exception):
@@ -129,6 +168,7 @@ class SshBackend(Backend):
         self.host_key_added: Optional[str] = None  # fingerprint, when accept-new recorded a key
         self._openssh: Optional[List[str]] = None  # the OpenSSH client's words for bulk bytes; [] = unusable
         self.openssh_unusable: Optional[str] = None  # why, when it is
+        self.token = new_run_token()  # in every wrapped command's text: see wrap()
 
     # ------------------------------------------------------------------ connection
 
@@ -373,6 +413,9 @@ class SshBackend(Backend):
             words += ["-o", "GlobalKnownHostsFile=/dev/null"]
         if ciphers:
             words += ["-o", "Ciphers=" + ciphers]
+        kex = _openssh_kex(path)
+        if kex.startswith("curve25519"):
+            words += ["-o", "KexAlgorithms=" + kex]
         if h.user:
             words += ["-l", h.user]
         if h.identity:
@@ -429,9 +472,14 @@ class SshBackend(Backend):
         losing every command in flight on that host.
         """
         null = "" if stdin else "exec </dev/null\n"
+        # The run's marker, a comment, makes the command line of the process group's leader
+        # (and of sudo) recognisable, so a later run can stop exactly what this one left running;
+        # the EXIT trap keeps the shell from exec()ing the last command in its place (bash does),
+        # which would replace that command line.
+        mark = f"; trap : EXIT # {run_marker(self.token)}\n"
         if not self.wrap_sudo:
-            return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2\n" + null + command)
-        inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2\n" + null + command)
+            return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2" + mark + null + command)
+        inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2" + mark + null + command)
         if self.host.sudo_password is not None:
             sudo = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- "
         else:
@@ -442,22 +490,22 @@ class SshBackend(Backend):
         """Run `command`; collect stdout and stderr; never raises on a non-zero exit."""
         out: List[bytes] = []
         chunks = None if stdin is None else _chunks_of(stdin)
-        code, err = self._execute(command, out.append, chunks, timeout)
-        return Result(code, b"".join(out).decode("utf-8", "replace"), err)
+        code, err, sig = self._execute(command, out.append, chunks, timeout)
+        return Result(code, b"".join(out).decode("utf-8", "replace"), err, sig)
 
     def read_stream(self, command: str, sink: Callable[[bytes], None], *, timeout: Optional[float] = None) -> Result:
         """Run `command`, feeding its stdout to `sink` in chunks of up to 256 KiB (bounded memory)."""
-        code, err = self._execute(command, sink, None, timeout)
-        return Result(code, "", err)
+        code, err, sig = self._execute(command, sink, None, timeout)
+        return Result(code, "", err, sig)
 
     def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
         """Run `command` with `chunks` as its stdin, then EOF; memory bounded by the channel window."""
         out: List[bytes] = []
-        code, err = self._execute(command, _capped(out, STDERR_KEEP), iter(chunks), timeout)
-        return Result(code, b"".join(out).decode("utf-8", "replace"), err)
+        code, err, sig = self._execute(command, _capped(out, STDERR_KEEP), iter(chunks), timeout)
+        return Result(code, b"".join(out).decode("utf-8", "replace"), err, sig)
 
     def _execute(self, command: str, on_stdout: Callable[[bytes], None], stdin: Optional[Iterator[bytes]],
-                 timeout: Optional[float], *, killer: bool = False) -> Tuple[int, str]:
+                 timeout: Optional[float], *, killer: bool = False) -> Tuple[int, str, Optional[str]]:
         if self.wrap_sudo and _reads_sudo_password(command):
             # Our sudo would run it as root, and root's sudo reads no password: the password line meant
             # for the inner sudo would become the command's input (a file's first line, say).
@@ -496,7 +544,28 @@ class SshBackend(Backend):
 # Preferred first: AES-GCM runs on AES-NI with no separate MAC pass; the rest keeps OpenSSH's order.
 _OPENSSH_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
                     "aes128-ctr", "aes192-ctr", "aes256-ctr")
+# Key exchange of the bulk clients: OpenSSH 9's default set, curve25519 first, as mdsl's own (paramiko)
+# connection to the same host negotiates. The default first choice, sntrup761x25519, costs ~0.08 s of
+# client CPU per connection here and about as much in sshd, and a copy opens up to four connections
+# (a probe per host, a reader, a writer): ~1.5 s of a 20 MiB transfer (bench/scale.py, docs/performance.md).
+_OPENSSH_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "mlkem768x25519-sha256",
+                "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com", "ecdh-sha2-nistp256",
+                "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
+                "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha256")
 _openssh_cache: dict = {}
+
+
+def _openssh_kex(path: str) -> str:
+    """The `KexAlgorithms` list for the client at `path` (those of _OPENSSH_KEX it knows), or ""."""
+    if "kex" not in _openssh_cache:
+        import subprocess
+
+        try:
+            known = set(subprocess.run([path, "-Q", "kex"], capture_output=True, text=True, timeout=10).stdout.split())
+        except (OSError, subprocess.TimeoutExpired):
+            known = set()
+        _openssh_cache["kex"] = ",".join(k for k in _OPENSSH_KEX if k in known)
+    return _openssh_cache["kex"]
 
 
 def _openssh_client() -> Optional[Tuple[str, str]]:
@@ -577,7 +646,7 @@ class _Exec:
         self.aborted = False
         self.abort_lock = threading.Lock()
 
-    def run(self) -> Tuple[int, str]:
+    def run(self) -> Tuple[int, str, Optional[str]]:
         ch = self.ch
         try:
             ch.exec_command(self.b.wrap(self.command, stdin=self.stdin is not None))
@@ -636,6 +705,7 @@ class _Exec:
         code = ch.recv_exit_status()
         if code == -1 and not self.transport.is_active():  # paramiko's default: no exit status came
             raise self._lost()
+        sig = getattr(ch, "mdsl_exit_signal", None)  # killed by a signal (_channel_request)
         if self.sudo and not self.ready:
             msg = _PID_RE.sub(b"", self.pre.replace(_PROMPT, b"")).decode("utf-8", "replace")
             msg = msg.strip() or f"sudo exited with {code}"
@@ -644,7 +714,7 @@ class _Exec:
         err = self.err.decode("utf-8", "replace")
         if self.err_dropped:
             err = f"[{self.err_dropped} bytes of stderr dropped]\n" + err
-        return code, err
+        return code, err, sig
 
     # -- stderr: markers first, then the command's own
 
@@ -696,6 +766,8 @@ class _Exec:
 
     def _become_ready(self) -> None:
         self.ready = True
+        if not self.killer:
+            self.b._started(self.command, self.pid, self.inner_pid)
         if self.stdin is None:
             return  # the command reads /dev/null (wrap): no EOF to send
         self.writer = threading.Thread(target=self._write, name=f"mdsl-stdin-{self.b.name}", daemon=True)

@@ -261,11 +261,16 @@ class Extract(Step):
 
 @frozen
 class Sync(Step):
-    """`sync DIR to DIR [exclude ...]`."""
+    """`sync DIR to DIR [exclude ...] [live]`; `live`: a pre-sync pass while writers may run."""
 
     source: Ident = None
     dest: Ident = None
     keyword = "sync"
+
+    @property
+    def live(self) -> bool:
+        """True for `sync ... live`: its copy is provisional until a final sync of the same dirs."""
+        return self.option("live") is not None
 
 
 @frozen
@@ -353,9 +358,17 @@ class Parallel(Step):
     keyword = "parallel"
 
 
+@frozen
+class Sequence(Step):
+    """`sequence { ... }`, only inside `parallel { }`: a lane, whose steps run in order."""
+
+    steps: Tuple[Step, ...] = ()
+    keyword = "sequence"
+
+
 STEP_KINDS = (
     Stop, Start, Restart, Dump, Restore, Archive, Extract, Sync, Transfer, Move,
-    Delete, Drop, Run, VerifyHttp, VerifyDns, VerifyRun, Confirm, Parallel,
+    Delete, Drop, Run, VerifyHttp, VerifyDns, VerifyRun, Confirm, Parallel, Sequence,
 )
 
 
@@ -393,8 +406,8 @@ class Plan:
 
 
 def walk_steps(steps):
-    """Every step, depth first, parallel blocks included (the block before its members)."""
+    """Every step, depth first, parallel blocks and lanes included (the block before its members)."""
     for step in steps:
         yield step
-        if isinstance(step, Parallel):
+        if isinstance(step, (Parallel, Sequence)):
             yield from walk_steps(step.steps)

@@ -174,8 +174,8 @@ class _Layout:
 
     def steps(self, steps, indent: int) -> None:
         for s in steps:
-            if isinstance(s, A.Parallel):
-                head = f"{s.label.name}: parallel {{" if s.label is not None else "parallel {"
+            if isinstance(s, (A.Parallel, A.Sequence)):
+                head = f"{s.label.name}: {s.keyword} {{" if s.label is not None else f"{s.keyword} {{"
                 self.add(indent, head, _start(s.span), s.span.line)
                 self.steps(s.steps, indent + 1)
                 self.add(indent, "}", _close(s.span), s.span.end_line, inner=indent + 1)

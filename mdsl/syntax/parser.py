@@ -317,6 +317,17 @@ class _ToAst(Transformer):
         _check_depth(node, [x for x in steps if isinstance(x, A.Parallel)], "`parallel` blocks", c[0])
         return node
 
+    def sequence(self, c):
+        steps = tuple(x for x in c if isinstance(x, A.Step))
+        for x in steps:
+            if isinstance(x, A.Parallel):
+                sp = x.span
+                raise _SyntaxProblem("a `parallel` block cannot be nested in a `sequence`",
+                                     A.Span(sp.file, sp.line, sp.col, sp.line, sp.col + len("parallel")),
+                                     help="a `sequence` is one lane of the `parallel` block around it: "
+                                          "put the concurrent steps in lanes of their own")
+        return A.Sequence(steps=steps, span=_sp(c))
+
     def labeled(self, c):
         tok, step = c
         name = tok.value.split(":")[0].rstrip()
@@ -599,6 +610,8 @@ def _syntax_finding(file: str, text: str, exc) -> Finding:
         notes = ()
         if tok.type == "KEY":
             help = "`key = value` belongs inside a declaration's `{ }` or after a step"
+        elif tok.type == "SEQUENCE":
+            help = "a `sequence { }` is one lane of a `parallel` block: write it directly inside `parallel { }`"
         elif tok.type == "$END":
             notes, help = _unclosed(file, text)
         return Finding("E101", Severity.ERROR, msg, span, label=f"unexpected {_describe(tok)}", help=help,
@@ -673,7 +686,12 @@ def _parse_with(parser: Lark, text: str, file: str) -> A.Plan:
     _ctx.depth = {}
     _ctx.keep = []
     # The collector makes parse time grow superlinearly with the number of live
-    # nodes; nothing here makes cycles, so pause it and freeze what we built.
+    # nodes; nothing here makes cycles, so pause it. Then hand what we built to the
+    # oldest generation without a scan: freeze() moves every tracked object to the
+    # permanent generation and unfreeze() at once moves them all into generation 2,
+    # so the first young collection after the parse does not walk the whole tree,
+    # and nothing stays frozen (a long-lived process, an editor, frees it normally).
+    # A caller that froze objects itself (before a fork, say) keeps them frozen: skipped then.
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -681,9 +699,11 @@ def _parse_with(parser: Lark, text: str, file: str) -> A.Plan:
     except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF, _SyntaxProblem) as exc:
         raise PlanError([_syntax_finding(file, text, exc)]) from None
     finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
-    gc.freeze()
     title, decls, steps, steps_span = None, [], [], None
     for item in items:
         if isinstance(item, tuple) and item[0] == "title":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts import FileTree, plan_str
+from hosts import REGISTRY, FileTree, descendants, plan_str
 from reliability_helpers import (
     Apply, human, journal_events, lock_path, mdsl, no_traceback, output, wait_until,
 )
@@ -356,7 +357,8 @@ def test_target_disk_fills_up_mid_transfer(ssh_hosts, tmp_path, request):
 
 
 def test_connection_cut_mid_dump_leaves_no_dump_and_a_rerun_finishes(ssh_hosts, pg_source, tmp_path):
-    """The cut session's pg_dump goes on on the host (as it would); the re-run still ends with one whole dump."""
+    """The cut session's pg_dump goes on on the host (as it would); the re-run stops it, then ends with one
+    whole dump."""
     from hosts import PG_BIN
 
     a, b = ssh_hosts.a, ssh_hosts.b
@@ -387,13 +389,108 @@ steps {{
     said = human(text)
     assert "connection lost" in said and "host a" in said and "step 1" in said, said
     assert not dump_b.exists()
-    for _ in range(2):  # the orphaned dump may still rename its file as the re-run starts; a second run settles it
-        r = mdsl("apply", "--yes", str(plan))
-        no_traceback(output(r))
-        if r.returncode == 0:
-            break
+    # The orphaned dump is stopped before the step runs again (unless it ended first): one re-run settles it.
+    r = mdsl("apply", "--yes", str(plan))
+    no_traceback(output(r))
     assert r.returncode == 0, output(r)
+    stopped = re.findall(r"stopped `.*` \(pid ([0-9]+) on host a\), left running by the interrupted run", r.stdout)
+    print(f"the re-run stopped {len(stopped)} orphaned command(s)")
     assert dump_a.read_bytes() == dump_b.read_bytes()
     tail = dump_b.read_bytes()[-300:]
     assert b"PostgreSQL database dump complete" in tail
     assert not list(a.root.rglob("*.part")) and not list(b.root.rglob("*.part"))
+
+
+# ---------------------------------------------------------------- what a killed apply leaves running
+
+
+def _pids_with(marker: str) -> list:
+    """Pids whose command line contains `marker` (the wrapper shell of the command under test)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(d))
+            except OSError:
+                continue
+    return found
+
+
+def _tree_refs(pids) -> list:
+    """The processes and their descendants, recorded (pid + start time) so a reused pid is never confused."""
+    return [REGISTRY.record(p, f"orphan {p}") for pid in pids for p in [pid, *descendants(pid)]]
+
+
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_a_command_a_killed_apply_left_running_is_stopped_before_the_rerun(ssh_hosts, tmp_path, where):
+    """SIGKILL mdsl while a step's command runs: the command goes on; the re-run stops it, then finishes."""
+    marker = f"mdsl-orphan-{os.getpid()}-{where}"
+    host = ssh_hosts.plan_host_decl("a") if where == "ssh" else "host a { local = true }"
+    once, after = tmp_path / "once", tmp_path / "after"
+    slow = f": {marker}; test -e {once} || {{ touch {once}; sleep 300; }}"  # long only the first time
+    plan = tmp_path / "orphan.plan"
+    plan.write_text(f'{host}\nsteps {{\n  first: run a "true"\n  slow: run a {plan_str(slow)}\n'
+                    f'  after: run a {plan_str(f"touch {after}")}\n}}\n')
+    left: list = []
+    run = Apply(plan)
+    try:
+        wait_until(lambda: _pids_with(marker) or not run.running, 60, what="the slow command to start")
+        assert run.running, human(output(run.finish()))
+        recorded = wait_until(lambda: [e for e in journal_events(plan) if e.get("event") == "pid"
+                                       and e.get("step") == "2"], 10, what="the command's pid in the journal")
+        run.kill()
+        assert run.finish().returncode == -9
+        leader = recorded[0]["pid"]
+        assert re.fullmatch(r"[0-9a-f]{16}", recorded[0]["token"]) and marker in recorded[0]["command"]
+        assert _pids_with(marker) == [leader]  # the process group's leader, the wrapper shell
+        left = _tree_refs([leader])
+        assert len(left) >= 2  # the shell and its sleep
+        if where == "ssh":  # the session is gone on the host, and the command is not
+            wait_until(lambda: not ssh_hosts.a.connection_pids(), 10, what="sshd to notice the dead client")
+        assert all(ref.alive() for ref in left), "the command ended with mdsl: nothing to test"
+
+        r = mdsl("apply", "--yes", str(plan))
+        text = output(r)
+        assert r.returncode == 1 and "stale lock" in text, text
+        lock_path(plan).unlink()
+        r = mdsl("apply", "--yes", str(plan))
+        text = output(r)
+        assert r.returncode == 0, text
+        no_traceback(text)
+        said = human(text)
+        assert re.search(rf"stopped `: {marker}; test -e .*` \(pid {leader} on host a\), left running by the "
+                         r"interrupted run", said), said
+        assert said.index("stopped `") < said.index("slow: run")  # before the step ran again
+        for ref in left:
+            assert ref.wait_gone(10), f"{ref.label} still runs"
+        assert after.exists() and once.exists()
+        reaped = [e for e in journal_events(plan) if e.get("event") == "reaped"]
+        assert [e["stopped"] for e in reaped] == [[leader]]
+        again = mdsl("apply", "--yes", str(plan))
+        assert again.returncode == 0 and "stopped" not in again.stdout, output(again)  # checked once, forgotten
+    finally:
+        if run.running:
+            run.kill()
+        for ref in left + _tree_refs(_pids_with(marker)):
+            ref.stop(signal.SIGKILL, timeout=5)
+
+
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_a_command_killed_by_a_signal_is_reported_with_the_signal(ssh_hosts, tmp_path, where):
+    """sshd's exit-signal (which paramiko ignores) becomes exit 128+N and the signal's name, not "connection lost"."""
+    host = ssh_hosts.plan_host_decl("a") if where == "ssh" else "host a { local = true }"
+    plan = tmp_path / "signal.plan"
+    # $$ is the wrapper shell itself (the wrapper exec'd it): the command's whole session dies
+    plan.write_text(f'{host}\nsteps {{\n  run a "kill -KILL $$"\n  run a {plan_str(f"touch {tmp_path}/after")}\n}}\n')
+    r = mdsl("apply", "--yes", str(plan))
+    text = output(r)
+    assert r.returncode == 1, text
+    no_traceback(text)
+    said = human(text)
+    assert "killed by SIGKILL (exit status 137)" in said and re.search(r"step 1\b.*failed on host a", said), said
+    assert "connection lost" not in said
+    assert not (tmp_path / "after").exists()
+    failed = [e for e in journal_events(plan) if e.get("event") == "failed"]
+    assert len(failed) == 1 and "SIGKILL" in failed[0]["error"]

@@ -206,3 +206,70 @@ def test_apply_refuses_an_unknown_or_changed_host_key_showing_its_fingerprint(ss
     assert ("HOST KEY CHANGED" in text) == (case != "unknown"), text
     assert not marker.exists()
     assert kh.read_text() == before  # neither key is recorded: nothing trusted, nothing overwritten
+
+
+# ---------------------------------------------------------------- a killed apply's PGPASSFILE
+
+
+def test_the_pgpassfile_a_killed_apply_left_is_removed_by_the_rerun(ssh_hosts, pg_source, tmp_path):
+    """SIGKILL during a password-using dump leaves its 0600 file in the host's TMPDIR; the re-run removes it."""
+    import json
+    import signal
+
+    from hosts import REGISTRY
+    from reliability_helpers import journal_events, lock_path, wait_until
+
+    a = ssh_hosts.a
+    source_pw = os.environ["MDSL_E2E_SOURCE_PASSWORD"]
+    dump = a.root / "outbox" / "db.dump"
+    plan = tmp_path / "killed.plan"
+    plan.write_text(f"""
+{ssh_hosts.plan_host_decl("a")}
+{pg_source.plan_decl("old_db", "a", password_env="MDSL_E2E_SOURCE_PASSWORD")}
+steps {{
+  dump old_db to a:{plan_str(str(dump))} format = plain
+}}
+""")
+    before = _secret_files(ssh_hosts)
+
+    def dumping():
+        """The pid records of the dump command: after its PGPASSFILE was made, before it was removed."""
+        ev = journal_events(plan)
+        made = [k for k, e in enumerate(ev) if e.get("event") == "secret-file"]
+        return made and [e for e in ev[made[0] + 1:] if e.get("event") == "pid"]
+
+    run = Apply(plan)
+    orphans = []
+    try:
+        wait_until(lambda: dumping() or not run.running, 60, 0.002, "pg_dump to start")
+        assert run.running, human(output(run.finish()))
+        run.kill()
+        assert run.finish().returncode == -9
+        orphans = [REGISTRY.record(e["pid"], "orphaned pg_dump wrapper") for e in dumping()]
+        left = _secret_files(ssh_hosts) - before
+        assert len(left) == 1, "the kill missed the dump (it ended first): no file to clean up"
+        path = left.pop()
+        assert path.parent == a.tmpdir and oct(path.stat().st_mode & 0o777) == "0o600"
+        events = journal_events(plan)
+        made = [e for e in events if e.get("event") == "secret-file"]
+        assert [e["path"] for e in made] == [str(path)] and made[0]["host"] == "a"
+        assert not [e for e in events if e.get("event") == "secret-file-removed"]
+
+        lock_path(plan).unlink()  # the stale lock the kill left (its message says so)
+        r = mdsl("apply", "--yes", str(plan))
+        text = output(r)
+        assert r.returncode == 0, text
+        no_traceback(text)
+        assert "removed 1 private temp file(s) the interrupted run left on host a" in r.stdout, r.stdout
+        assert not path.exists()
+        assert _secret_files(ssh_hosts) <= before
+        assert b"PostgreSQL database dump complete" in dump.read_bytes()[-300:]
+        removed = [e for e in journal_events(plan) if e.get("event") == "secret-file-removed"]
+        assert str(path) in [e["path"] for e in removed]
+        assert source_pw not in journal_path(plan).read_text() and source_pw not in text
+        assert all(json.dumps(e).count(source_pw) == 0 for e in journal_events(plan))
+    finally:
+        if run.running:
+            run.kill()
+        for ref in orphans:
+            ref.stop(signal.SIGKILL, timeout=5)

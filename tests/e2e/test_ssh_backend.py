@@ -87,7 +87,10 @@ def test_run_exit_codes_stdout_stderr(ssh_hosts, backends):
         assert b.run("echo $0; printf '%s|' 'a b' \"c'd\"").stdout == "sh\na b|c'd|"
         assert b.run("printf 'caf\\303\\251 \\342\\230\\225'").stdout == "café ☕"
         assert b.run("exit 255").exit == 255
-        assert b.run("kill -9 $$").exit == -1  # killed by a signal: sshd sends no exit status
+        # killed by a signal: sshd sends exit-signal, not exit-status (the wrapper exec'd the shell: $$ is it)
+        killed = b.run("kill -9 $$"), b.run("kill -TERM $$")
+        assert [(r.exit, r.signal) for r in killed] == [(137, "SIGKILL"), (143, "SIGTERM")]
+        assert b.run("exit 137").signal is None
 
 
 def test_stdin_binary_and_eof(backends):

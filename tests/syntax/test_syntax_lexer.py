@@ -61,7 +61,7 @@ def test_mutated_plans(text):
 
 @SETTINGS
 @given(st.lists(st.sampled_from(EXTRA_TOKENS + ["stop", "a", "b", "1", "=", ":", "  ", "\n", "steps {", "}", "x:",
-                                                "replace", "jobs", "dumpx", "verify", "http", "transfer"]),
+                                                "replace", "jobs", "dumpx", "verify", "http", "transfer", "sync", "live"]),
                 max_size=30))
 def test_token_soup(pieces):
     assert_same("".join(pieces))

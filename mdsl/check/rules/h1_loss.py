@@ -77,7 +77,8 @@ H104 = Rule(
 RULES = (H101, H102, H103, H104)
 
 _VERBS = {A.Delete: "`delete`", A.Drop: "`drop`", A.Restore: "`restore ... replace`",
-          A.Extract: "`extract ... replace`", A.Run: "`run` with `deletes`"}
+          A.Extract: "`extract ... replace`", A.Run: "`run` with `deletes`",
+          A.Sync: "a mirroring `sync` (`live`, or after a `live` pass: rsync --delete)"}
 
 
 def _names(w, pieces) -> str:
@@ -140,7 +141,12 @@ def _report_lost(w, step, place: Place, lost: List[Piece]) -> None:
         else:
             notes.append(f"every other copy of {_names(w, ps)} was destroyed or overwritten before this step")
     res = lost[0].resource
-    if isinstance(step, (A.Restore, A.Extract)) or (place.resource is not None and place.resource is not res
+    if isinstance(step, A.Sync):
+        target = place.resource.name
+        help = (f"a `live` sync and the syncs after it make {target} a mirror of {step.source.name}, deleting "
+                f"what it holds that {step.source.name} lacks: if that is disposable, declare `fresh = true` "
+                f"on {target}; otherwise copy it elsewhere first")
+    elif isinstance(step, (A.Restore, A.Extract)) or (place.resource is not None and place.resource is not res
                                                      and isinstance(step, A.Run)):
         target = place.resource.name
         help = (f"if the current content of {target} is disposable, declare `fresh = true` on {target}; "

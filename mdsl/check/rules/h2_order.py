@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Set, Tuple
 
-from mdsl.check.rules.base import E, Rule
+from mdsl.check.rules.base import E, I, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
 from mdsl.check.state import ARCHIVE, PG_DUMP, SQLITE_DUMP, Place, show_pieces
 from mdsl.syntax import ast as A
@@ -18,10 +18,16 @@ H201 = Rule(
         "own, but the database and the files dir are then copied at different moments, so rows point "
         "at media that are not in the archive (or the other way round); a tar or rsync of a dir being "
         "written, or a copy of a live SQLite file, is torn. Stop every service that `writes` the data "
-        "first."),
+        "first. To shorten the downtime, `sync DIR to DIR live` may copy a dir while its writers run: "
+        "that copy is provisional, and a final `sync` of the same dirs after the writers stop (which "
+        "copies only what changed and deletes what was removed) makes it consistent. The live sync is "
+        "reported when its copy is used before that final sync (copied on, read or written by a "
+        "started service, verified, its source deleted) or when the plan ends without one; a live "
+        "sync while no writer runs gains nothing and is an info."),
     bad=plan(MOVE.replace("  stop old_app\n", "", 1).replace("  start new_app\n", "  stop old_app\n  start new_app\n")),
     fixed=plan(MOVE),
     source="Mastodon's migration guide: stop Mastodon before the dump; the seed's plan, step 2.",
+    also=(I,),
 )
 
 _RUNNING_NEW = SERVICES.replace("  initially = stopped", "")
@@ -91,6 +97,11 @@ H205 = Rule(
 )
 
 RULES = (H201, H202, H203, H204, H205)
+
+
+def why_running(w, writers) -> Tuple[str, ...]:
+    """Why each of `writers` may be running now, one note each."""
+    return tuple(_why_running(w, s) for s in writers)
 
 
 def _why_running(w, svc: str) -> str:
@@ -192,13 +203,27 @@ def parallel_conflicts(w, block: A.Parallel, touches: List[Tuple[Set[object], Se
                     pairs.setdefault((min(i, j), max(i, j)), (k, wi and wj))
     members = block.steps
     for (i, j), (k, both) in sorted(pairs.items()):
-        a, b = members[i], members[j]
+        a, b = _touching(w, members[i], k), _touching(w, members[j], k)
         how = "both write it" if both else "one writes what the other reads"
+        lanes = isinstance(members[i], A.Sequence) or isinstance(members[j], A.Sequence)
         w.report(H204.finding(
             b.span, f"`{a.keyword}` (line {a.span.line}) and `{b.keyword}` (line {b.span.line}) run in "
                     f"parallel and both touch {_show_key(w, k)}: {how}",
             label=f"races with line {a.span.line}",
-            help="take one of them out of the `parallel` block, in the order they must run"))
+            help=("put both in one `sequence`, in the order they must run, or take one of them out of the "
+                  "`parallel` block" if lanes else
+                  "take one of them out of the `parallel` block, in the order they must run")))
+
+
+def _touching(w, member: A.Step, key) -> A.Step:
+    """The step of a lane (or a nested block) that touches `key`, for the message; else the member."""
+    if isinstance(member, (A.Sequence, A.Parallel)):
+        for s in A.walk_steps(member.steps):
+            if not isinstance(s, (A.Sequence, A.Parallel)):
+                reads, writes = w.touches(s)
+                if key in reads or key in writes:
+                    return s
+    return member
 
 
 def started_early(w, step: A.Step, svc) -> None:
@@ -220,3 +245,76 @@ def started_early(w, step: A.Step, svc) -> None:
         + ("a service started on empty data may initialise it (the NixOS Mastodon module generates "
            "fresh secrets and loads an empty schema)",),
         help=f"start {svc.name} after line {last}"))
+
+
+# ---------------------------------------------------------------- live syncs (H201)
+
+
+def live_idle(w, step: A.Sync, res) -> None:
+    """H201 (info): a `sync ... live` while no writer of its source runs: an ordinary, final pass."""
+    writers = w.writers.get(res.name, ())
+    stopped = [w.last_stop[x] for x in writers if x in w.last_stop]
+    w.report(H201.finding(
+        step.span, f"`sync ... live` copies {res.name}, but no service writing it runs here: nothing to gain",
+        label="this pass is already consistent", severity=I,
+        notes=(f"{', '.join(writers)} stopped at line {max(x.span.line for x in stopped)}",) if stopped else (),
+        help=("a live pass belongs before the step that stops the writers; here, drop `live`" if writers
+              else f"no service declares `writes = [{res.name}]`: drop `live`")))
+
+
+def _report_live(w, prov, tail: str, notes=(), help: str = "") -> None:
+    step = prov.step
+    writers = ", ".join(prov.writers)
+    w.report(H201.finding(
+        step.span, f"`sync ... live` copies {prov.source} while {writers} may be writing it; {tail}",
+        label=f"{prov.dest} holds a torn copy until a final sync",
+        notes=tuple(prov.why) + tuple(notes),
+        help=help or (f"after `stop {writers}`, add `sync {prov.source} to {prov.dest}` (without `live`): it "
+                      f"copies what changed and deletes what was removed")))
+
+
+def provisional_used(w, name: str, step: A.Step, what: str) -> None:
+    """H201 at a live sync whose provisional copy (in `name`) is used before its final sync."""
+    prov = w.state.provisional.get(name)
+    if prov is None or step is prov.step:
+        return
+    del w.state.provisional[name]  # reported once
+    line = step.span.line
+    _report_live(
+        w, prov, f"the `{step.keyword}` at line {line} {what}, before any final sync made {prov.dest} consistent",
+        notes=(f"line {line} uses the provisional copy: it may miss writes or hold half-written files",),
+        help=(f"after `stop {', '.join(prov.writers)}`, add `sync {prov.source} to {prov.dest}` (without "
+              f"`live`) before line {line}"))
+
+
+def source_lost(w, source: str, step: A.Step, what: str) -> None:
+    """H201 at a live sync whose source goes away before the final sync could complete the copy."""
+    for dest in [d for d, p in w.state.provisional.items() if p.source == source]:
+        prov = w.state.provisional.pop(dest)
+        line = step.span.line
+        _report_live(
+            w, prov, f"the `{step.keyword}` at line {line} {what}, before any final sync made {dest} consistent",
+            notes=(f"the final sync must read {source} where it was: without it, {dest} keeps the torn copy",),
+            help=(f"after `stop {', '.join(prov.writers)}`, add `sync {source} to {dest}` (without `live`) "
+                  f"before line {line}"))
+
+
+def final_excludes(w, step: A.Sync, prov, excludes) -> None:
+    """H201 at a live sync when the final sync leaves out a subpath the live pass copied (it stays torn)."""
+    extra = [x for x in excludes if not any(x == y or x.startswith(y + "/") for y in prov.excludes)]
+    if not extra:
+        return
+    del w.state.provisional[prov.dest]
+    subs = ", ".join(f'"{x}"' for x in extra)
+    _report_live(
+        w, prov, f"the final `sync` at line {step.span.line} excludes {subs}, which this pass copied: "
+                 f"that part of {prov.dest} stays torn",
+        help=f"exclude {subs} from this live pass too, or do not exclude it from the final sync")
+
+
+def provisional_at_end(w) -> None:
+    """H201 at every live sync whose copy no final sync completed."""
+    for prov in sorted(w.state.provisional.values(), key=lambda p: (p.step.span.line, p.step.span.col)):
+        _report_live(w, prov, f"no final `sync {prov.source} to {prov.dest}` follows with "
+                              f"{', '.join(prov.writers)} stopped, so {prov.dest} stays torn")
+    w.state.provisional.clear()

@@ -1,0 +1,151 @@
+"""What an interrupted `mdsl apply` left on its hosts: commands still running, 0600 temp files.
+
+A SIGKILLed apply (or one whose connection dropped) leaves the command it was
+running alive on its host: sshd's session, or the local backend's own session,
+outlives mdsl. A re-run would start the same step again alongside it (two
+`pg_dump`s writing one `.part`, an orphaned dump renaming its file while the
+re-run writes it). It also leaves the 0600 PGPASSFILE of that command in the
+host's TMPDIR.
+
+Apply journals each step command's process group as soon as it is known, with
+the backend's per-run token (mdsl.run.backend.run_marker), and each temp file's
+path. Before the first step of the next run (after connect and preflight),
+`stop_leftovers` runs one script per host that:
+
+- for each recorded group, reads its leader's /proc/PID/cmdline and goes on
+  only if the recorded run's marker is in it (a pid the host reused for
+  another process never matches, nor a process of another run);
+- sends TERM to those process groups, waits up to 5 s for their leaders to
+  end, then sends KILL to the groups;
+- prints which pids it found, one line each.
+
+and removes the temp files with `rm -f` as the user that created them (only
+paths named like mktemp's `.../mdsl-secret.XXXXXXXX`, each one quoted word).
+`--dry-run` reports what would be stopped and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Set, Tuple
+
+from mdsl.compile.parts import Arg, Command, sh
+from mdsl.run import journal as J
+from mdsl.run.backend import run_marker
+from mdsl.run.log import redact_text
+
+SECRET_PATH_RE = re.compile(r"/(?:[^\n\0]*/)?mdsl-secret\.[A-Za-z0-9]{8}")
+GRACE_TICKS = 25  # times 0.2 s between TERM and KILL
+
+# $1...: "PID:TOKEN" words. Prints "found PID" for each leader that still shows its token.
+_STOP = r"""found=
+for e in "$@"; do
+  p=${e%%:*}; t=${e#*:}
+  case "$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null)" in
+    *"MARK$t"*) found="$found $p"; echo "found $p" ;;
+  esac
+done
+[ -n "$found" ] || exit 0
+STOP || exit 0
+for p in $found; do kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; done
+i=0
+while [ $i -lt TICKS ]; do
+  left=
+  for p in $found; do
+    s=$(cat /proc/$p/stat 2>/dev/null); s=${s##*") "}
+    case "$s" in ""|Z*|X*) ;; *) left="$left $p" ;; esac
+  done
+  [ -n "$left" ] || break
+  sleep 0.2 2>/dev/null || sleep 1
+  i=$((i + 1))
+done
+for p in $found; do kill -KILL -$p 2>/dev/null; done
+exit 0"""
+
+
+def stop_command(host: str, records: Iterable[J.RunningCommand], *, dry_run: bool,
+                 sudo: bool = False, sudo_password=None) -> Command:
+    """The script that finds (and unless `dry_run` stops) the recorded process groups on one host."""
+    words = []
+    for r in records:
+        for pid in r.pids:
+            words.append(Arg(f"{int(pid)}:{r.token}"))
+    script = (_STOP.replace("MARK", run_marker(""))
+              .replace("STOP", "false" if dry_run else "true")
+              .replace("TICKS", str(GRACE_TICKS)))
+    return Command(host, sh("sh -c", Arg(script), "mdsl-stop", *words), sudo=sudo,
+                   sudo_password=sudo_password if sudo else None, tools=("tr", "cat", "kill"))
+
+
+def parse_found(stdout: str) -> Set[int]:
+    """The pids the stop script found running with their run's marker."""
+    return {int(m.group(1)) for m in re.finditer(r"^found ([0-9]+)$", stdout, re.M)}
+
+
+def remove_commands(host: str, files: Iterable[J.SecretFileRecord], sudo_password=None) -> List[Tuple[Command, List[str]]]:
+    """`rm -f -- PATH...` per owning user, for the temp files whose path has mktemp's shape."""
+    groups: Dict[Tuple, List[str]] = {}
+    for f in files:
+        if SECRET_PATH_RE.fullmatch(f.path):
+            groups.setdefault((f.user, f.sudo), []).append(f.path)
+    out = []
+    for (user, sudo), paths in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        cmd = Command(host, sh("rm -f --", *[Arg(p) for p in paths]), run_as=user, sudo=sudo,
+                      sudo_password=sudo_password if (user or sudo) else None)
+        out.append((cmd, paths))
+    return out
+
+
+def stop_leftovers(runner, state: J.JournalState, executor, *, dry_run: bool = False) -> None:
+    """Stop what the journal says earlier runs may have left running, remove their temp files.
+
+    `runner` is the Apply (its backends, hosts, journal, say/warn and logger). Raises
+    runner's Refused when a host cannot be checked: running a step again beside its
+    orphan is what this prevents.
+    """
+    from mdsl.run.apply import Refused
+
+    running: Dict[str, List[J.RunningCommand]] = {}
+    for r in state.running:
+        running.setdefault(r.host, []).append(r)
+    files: Dict[str, List[J.SecretFileRecord]] = {}
+    for f in state.secret_files.values():
+        files.setdefault(f.host, []).append(f)
+    for host in sorted(set(running) | set(files)):
+        if host not in runner.backends or host not in runner.hosts:
+            runner.warn(f"warning: the journal lists commands or temp files an interrupted run may have left on "
+                        f"host {host}, which this run does not reach (not in the plan any more?); check that host "
+                        f"by hand (`mdsl-secret.*` files in its TMPDIR)")
+            continue
+        h = runner.hosts[host]
+        recs = running.get(host, [])
+        if recs:
+            cmd = stop_command(host, recs, dry_run=dry_run, sudo=h.sudo, sudo_password=h.sudo_password)
+            res = executor.run(cmd, timeout=60)
+            if not res.ok:
+                raise Refused(f"cannot check host {host} for commands the interrupted run left running "
+                              f"(exit {res.exit}): {redact_text(res.stderr.strip()[-300:])}")
+            found = parse_found(res.stdout)
+            for r in recs:
+                if found & set(r.pids):
+                    verb = "would stop" if dry_run else "stopped"
+                    runner.say(f"{verb} `{r.command}` (pid {r.pid} on host {host}), left running by the "
+                               f"interrupted run")
+                    runner.log.info("leftover.stopped" if not dry_run else "leftover.found", host=host,
+                                       pid=r.pid, step=r.step, command=r.command)
+            if not dry_run:
+                runner.journal.commands_checked(host, recs, found)
+        removable = remove_commands(host, files.get(host, []), h.sudo_password)
+        for cmd, paths in removable:
+            if dry_run:
+                runner.say(f"would remove {len(paths)} private temp file(s) the interrupted run left on host {host}")
+                continue
+            res = executor.run(cmd, timeout=60)
+            if not res.ok:
+                runner.warn(f"warning: cannot remove the private temp files the interrupted run left on host "
+                            f"{host}: {redact_text(res.stderr.strip()[-300:])}")
+                continue
+            for p in paths:
+                runner.journal.secret_file_removed(host, p)
+            runner.say(f"removed {len(paths)} private temp file(s) the interrupted run left on host {host}")
+            runner.log.info("leftover.removed", host=host, files=len(paths))
