@@ -264,10 +264,12 @@ def render_finding(f: Finding, sources: Sources, color: bool = False) -> str:
         out.append(f"{pad} {bar} {safe(_clip(f.label))}")
     for note in f.notes:
         head = f"{pad} = note: "
-        out.append(f"{pad} {paint('gutter', '=')} {paint('note', 'note')}: " + _indent_lines(_clip(note), " " * len(head)))
+        out.append(f"{pad} {paint('gutter', '=')} {paint('note', 'note')}: "
+                   + _indent_lines(_clip(note), " " * len(head)))
     if f.help:
         head = f"{pad} = help: "
-        out.append(f"{pad} {paint('gutter', '=')} {paint('help', 'help')}: " + _indent_lines(_clip(f.help), " " * len(head)))
+        out.append(f"{pad} {paint('gutter', '=')} {paint('help', 'help')}: "
+                   + _indent_lines(_clip(f.help), " " * len(head)))
     return "\n".join(out)
 
 

@@ -82,7 +82,8 @@ def parse_found(stdout: str) -> Set[int]:
     return {int(m.group(1)) for m in re.finditer(r"^found ([0-9]+)$", stdout, re.M)}
 
 
-def remove_commands(host: str, files: Iterable[J.SecretFileRecord], sudo_password=None) -> List[Tuple[Command, List[str]]]:
+def remove_commands(host: str, files: Iterable[J.SecretFileRecord],
+                    sudo_password=None) -> List[Tuple[Command, List[str]]]:
     """`rm -f -- PATH...` per owning user, for the temp files whose path has mktemp's shape."""
     groups: Dict[Tuple, List[str]] = {}
     for f in files:
