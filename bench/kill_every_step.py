@@ -8,7 +8,7 @@ It runs tests/e2e/test_faults.py::test_sigkill_then_rerun_converges with MDSL_FA
 (real sshd hosts, PostgreSQL 15 with 100k rows, the writer service; see tests/e2e/conftest.py):
 for each point, apply runs until the point is reached (a journal record appears, or a
 `.part` grows, or the restore's tables appear, or the extract's files), is SIGKILLed, the source
-is checked whole, the stale lock is cleared as its message says, and apply runs again until
+is checked whole, and apply runs again (nothing to clear by hand: the lock is a flock) until
 done; the final state must equal an uninterrupted run's (database checksums, file tree, secret
 file, services) and a further apply must have nothing to do. Prints a table of the outcomes.
 """

@@ -524,6 +524,11 @@ class Apply:
             except J.LockError as exc:
                 self.warn(f"error: {exc.message}\n  help: {exc.hint}")
                 return 1
+            prev = lock.previous
+            if prev.get("pid"):  # its holder died without releasing it: the kernel dropped its flock
+                self.warn(f"note: the previous apply of this plan (pid {prev['pid']}, started "
+                          f"{prev.get('started', '?')}) ended without finishing; its lock was free, "
+                          "the journal says where it stopped")
         try:
             return self._run_locked(compiled, t0)
         except Refused as exc:

@@ -352,68 +352,81 @@ class LockError(Exception):
         self.message, self.hint = message, hint
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class PlanLock:
-    """`.mdsl/<plan>.lock`, created with O_EXCL; removed on release only if still ours."""
+    """`.mdsl/<plan>.lock`: an exclusive `flock` held for the whole apply, plus who holds it.
+
+    The kernel drops a flock when its process dies, however it dies: an apply killed with
+    SIGKILL (or a control machine that rebooted) leaves no stale lock behind, and the next
+    apply just takes it. The file's content (pid, hostname, start time) serves the message a
+    refused apply prints, and tells the next holder that an earlier apply ended without
+    releasing. The file is removed on release; an acquirer that locked a file just removed by
+    its owner notices (the path now names another inode, or none) and starts over.
+    """
 
     def __init__(self, path: str):
         self.path = path
         self.held = False
+        self._fd: Optional[int] = None
         self._token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.previous: dict = {}  # what the file said when we took it: an earlier holder that died
 
     def acquire(self) -> None:
         """Take the lock or raise LockError saying who holds it."""
-        _ensure_dir(os.path.dirname(self.path))
-        info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": now(), "token": self._token}
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise self._held_by() from None
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (json.dumps(info) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.held = True
+        import fcntl
 
-    def _held_by(self) -> LockError:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                info = json.loads(f.read() or "{}")
-        except (OSError, ValueError):
-            info = {}
+        _ensure_dir(os.path.dirname(self.path))
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                info = _read_info(fd)
+                os.close(fd)
+                raise self._held_by(info) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its owner removed it between our open and our flock
+                os.close(fd)
+                continue
+            self.previous = _read_info(fd)
+            info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": now(), "token": self._token}
+            os.fchmod(fd, 0o600)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)
+            self._fd, self.held = fd, True
+            return
+        raise LockError(f"cannot take the lock {self.path}: it keeps being replaced",
+                        "something else creates and removes it; check what else manages this directory")
+
+    def _held_by(self, info: dict) -> LockError:
         pid, host, started = info.get("pid"), info.get("hostname"), info.get("started", "?")
-        clear = f"if no other `mdsl apply` of this plan is running, remove it: rm {self.path}"
-        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
-            return LockError(f"a stale lock from apply pid {pid} (started {started}), which is no longer running",
-                             clear)
-        if host == socket.gethostname() and isinstance(pid, int):
-            return LockError(f"another apply of this plan is running (pid {pid}, started {started})",
-                             "wait for it to finish; `mdsl status PLAN` shows its progress")
+        wait = "wait for it to finish; `mdsl status PLAN` shows its progress"
         if not info:
-            return LockError(f"an unreadable lock file is in the way: {self.path}", clear)
+            return LockError("another apply of this plan is running (it has only just started)", wait)
+        if host == socket.gethostname():
+            return LockError(f"another apply of this plan is running (pid {pid}, started {started})", wait)
         return LockError(f"the plan is locked by pid {pid} on {host} (started {started})",
-                         f"check that machine; {clear}")
+                         "wait for it to finish there; the lock goes when that apply ends, however it ends")
 
     def release(self) -> None:
-        """Remove the lock if this process still owns it."""
-        if not self.held:
+        """Remove the lock file, then drop the lock."""
+        if not self.held or self._fd is None:
             return
         try:
-            with open(self.path, encoding="utf-8") as f:
-                info = json.loads(f.read() or "{}")
-            if info.get("token") == self._token:
-                os.unlink(self.path)
-        except (OSError, ValueError):
+            os.unlink(self.path)  # while still locked: an acquirer that opened it sees the inode go
+        except OSError:
             pass
-        self.held = False
+        os.close(self._fd)
+        self._fd, self.held = None, False
+
+
+def _read_info(fd: int) -> dict:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+

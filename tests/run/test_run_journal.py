@@ -106,3 +106,35 @@ def test_plan_command_imports_no_ssh_logging_or_progress_library(tmp_path):
             "file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path))
     assert res.returncode == 0 and res.stderr.strip().splitlines()[-1] == "[]", res.stderr
+
+
+def test_a_lock_held_by_a_killed_apply_is_free_at_once(tmp_path):
+    """The lock is a flock: SIGKILL its holder and the kernel drops it; the file it leaves says who died."""
+    import signal
+    import subprocess
+    import sys
+
+    path = str(tmp_path / ".mdsl" / "p.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mdsl.run import journal as J\n"
+         f"l = J.PlanLock({path!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        b = J.PlanLock(path)
+        try:
+            b.acquire()
+            raise AssertionError("took a lock another process holds")
+        except J.LockError as exc:
+            assert f"pid {holder.pid}" in exc.message and "another apply" in exc.message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert os.path.exists(path)  # SIGKILL: no release ran
+    c = J.PlanLock(path)
+    c.acquire()
+    assert c.previous.get("pid") == holder.pid
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    c.release()
+    assert not os.path.exists(path)
