@@ -1,15 +1,16 @@
 """Target 7: 20 apps moved between 40 hosts at once, against the same apps moved one after the other.
 
-    python3 bench/scale.py                # 20 apps, 40 hosts, 3 rounds (about 8 minutes)
-    python3 bench/scale.py --quick        # 6 apps, 12 hosts, smaller data, 2 rounds
-    python3 bench/scale.py --write-docs   # put the figures into docs/performance.md
+    python3 bench/scale.py                  # 20 apps, 40 hosts, 3 rounds (about 8 minutes)
+    python3 bench/scale.py --quick          # 6 apps, 12 hosts, smaller data, 2 rounds
+    python3 bench/scale.py --write-docs     # put the figures into docs/performance.md
+    python3 bench/scale.py --profile lanes  # one apply under py-spy (pip install py-spy): where its CPU goes
 
 Forty sshd test hosts on 127.0.77.2..41 (tests/e2e/hosts.py). App i lives on
 old host o<i> and moves to new host n<i>: a command service (start/stop/status
-commands of a small daemon that keeps a heartbeat file while it runs), a data
-dir of 5-40 MiB (a few incompressible files and some small text files; sizes
-spread evenly over the apps) and a SQLite database of 0.5-2 MiB. Each app's
-move is nine steps:
+commands in POSIX sh, of a small daemon that keeps a heartbeat file while it
+runs), a data dir of 5-40 MiB (a few incompressible files and some small text
+files; sizes spread evenly over the apps, in shuffled order) and a SQLite
+database of 0.7-2.9 MiB. Each app's move is nine steps:
 
     stop app_o<i>                                  dump db_o<i> to o<i>:".../app<i>.db"
     archive data_o<i> to o<i>:".../app<i>.tar.zst"  transfer the dump, transfer the archive
@@ -26,15 +27,26 @@ Each round, in turn (the order rotates):
               start x N, verify x N (every app waits for the slowest at each of
               the five barriers)
   lanes       one plan, `parallel { sequence { the app's nine steps } x N }`:
-              each app runs its steps in order, the apps concurrently
+              each app runs its phases in order (a phase's steps in a block
+              inside the lane), the apps concurrently
 
 After every run, every app's data dir (sha256 of every file) and database
 (sha256 of its SQL dump) on the new host must equal the old host's, and the
 new app must be running; the old apps are started again for the next run.
 Figures are medians over the rounds; the load average is printed with them.
-The JSON log of each parallel apply is read for where its time goes: before
-the first step (interpreter, check, compile, connect and preflight of every
-host) and, per phase, the slowest member against the median one.
+Besides wall times: the CPU seconds of the whole machine (/proc/stat; every
+host is this machine, so it includes all sshd and remote work) and of mdsl
+with its ssh clients; each app's downtime (its `stop` starting to its `start`
+done) from the JSON logs; the time before the first step, and in-process how
+it splits (parse + check, compile, `_connect`, preflight with a thread per
+host and capped at 8); the phases' barrier loss (per block, slowest member
+minus median member); and one 20 MiB transfer on the OpenSSH route with
+OpenSSH's default key exchange against curve25519 first.
+
+Then the same moves are replayed as they would go on hosts with CPUs of their
+own (here all 40 share 2, so the real runs are bound by this machine's CPU):
+every step becomes `run HOST "sleep S"`, S = REPLAY x what that step took when
+its app ran alone, in phases and in lanes, on the same hosts.
 """
 
 from __future__ import annotations
@@ -277,12 +289,49 @@ def write_plans(H: BenchHosts, apps: List[App]) -> Tuple[List[Path], Path, Path]
         body.append("  parallel {\n" + "".join(f"    {s}\n" for a in apps for s in a.steps()[k]) + "  }\n")
     phases.write_text(f'plan "scale: {len(apps)} apps in phases"\n{decls}\nsteps {{\n' + "".join(body) + "}\n")
     lanes = base / "lanes.plan"
-    body = ["  parallel {\n"]
-    for a in apps:
-        body.append("    sequence {\n" + "".join(f"      {s}\n" for phase in a.steps() for s in phase) + "    }\n")
-    body.append("  }\n")
-    lanes.write_text(f'plan "scale: {len(apps)} apps in lanes"\n{decls}\nsteps {{\n' + "".join(body) + "}\n")
+    lanes.write_text(f'plan "scale: {len(apps)} apps in lanes"\n{decls}\nsteps {{\n  parallel {{\n'
+                     + "".join(lane(a.steps()) for a in apps) + "  }\n}\n")
     return singles, phases, lanes
+
+
+def lane(groups: List[List[str]]) -> str:
+    """An app's lane: its phases in order, the steps of one phase in a block of their own
+    (`stop; parallel { dump  archive }; parallel { transfer  transfer }; ...`)."""
+    out = []
+    for g in groups:
+        if len(g) == 1:
+            out.append(f"      {g[0]}\n")
+        else:
+            out.append("      parallel {\n" + "".join(f"        {s}\n" for s in g) + "      }\n")
+    return "    sequence {\n" + "".join(out) + "    }\n"
+
+
+REPLAY = 5  # the replayed steps wait this many times as long as the step took alone on loopback
+
+
+def write_replay_plans(H: BenchHosts, apps: List[App], took: Dict[int, List[float]]) -> Tuple[Path, Path]:
+    """Phases and lanes again, each step replaced by `run HOST "sleep S"`: S is REPLAY times what that
+    step of that app took when the app ran alone. This is the move as it goes when every host has
+    CPUs of its own (on this machine all 40 share 2): the waits happen elsewhere, so what is left to
+    compare is how the plan orders them, with the same 40 real sshd hosts, connections and preflight."""
+    groups = [len(g) for g in apps[0].steps()]  # steps per phase: 1, 2, 2, 2, 1, 1
+
+    def step(a: App, k: int) -> str:
+        host = a.o if k < 5 else a.n  # stop, dump, archive, the transfers: old host; the rest: new
+        return f'run {host} "sleep {REPLAY * took[a.i][k]:.3f}"'
+
+    decls = "\n".join(f"{H.host_decl(a.old, a.o)}\n{H.host_decl(a.new, a.n)}" for a in apps)
+    phases = H.base / "phases-replay.plan"
+    body, k = [], 0
+    for g in groups:
+        body.append("  parallel {\n" + "".join(f"    {step(a, k + j)}\n" for a in apps for j in range(g)) + "  }\n")
+        k += g
+    phases.write_text(f'plan "replay in phases"\n{decls}\nsteps {{\n' + "".join(body) + "}\n")
+    lanes = H.base / "lanes-replay.plan"
+    bounds = [(sum(groups[:j]), sum(groups[:j + 1])) for j in range(len(groups))]
+    lanes.write_text(f'plan "replay in lanes"\n{decls}\nsteps {{\n  parallel {{\n' + "".join(
+        lane([[step(a, k) for k in range(lo_, hi_)] for lo_, hi_ in bounds]) for a in apps) + "  }\n}\n")
+    return phases, lanes
 
 
 def check_clean(plan: Path) -> None:
@@ -468,13 +517,19 @@ def main() -> int:
                 raise SystemExit(f"{what}: the data did not arrive intact:\n  " + "\n  ".join(bad))
 
         logs: Dict[str, List[dict]] = {"phases": [], "lanes": []}
+        took: Dict[int, Dict[int, List[float]]] = {}  # app -> step index -> seconds, when alone
 
         def sequential(side: Side) -> float:
             total, slowest, own, cpu = 0.0, 0.0, 0.0, machine_cpu()
             down = []
             for a, p in zip(apps, singles):
                 m = mdsl_apply(p)
-                down += downtimes(timeline(m.stderr, 0)["steps"], [("1", "8")])
+                tl = timeline(m.stderr, 0)["steps"]
+                down += downtimes(tl, [("1", "8")])
+                for k in range(9):
+                    t = tl.get(str(k + 1), (None, None))
+                    if None not in t:
+                        took.setdefault(a.i, {}).setdefault(k, []).append(t[1] - t[0])
                 side.add(f"app{a.i}", m.seconds)
                 total += m.seconds
                 own += m.cpu
@@ -499,7 +554,7 @@ def main() -> int:
                 side.add("rss_mib", m.max_rss_kib / 1024)
                 side.add("cpu", m.cpu)
                 ids = ([(f"1.{a}", f"5.{a}") for a in range(1, n + 1)] if name == "phases"
-                       else [(f"1.{a}.1", f"1.{a}.8") for a in range(1, n + 1)])
+                       else [(f"1.{a}.1", f"1.{a}.5") for a in range(1, n + 1)])
                 down = downtimes(tl["steps"], ids)
                 side.add("down_median", statistics.median(down))
                 side.add("down_max", max(down))
@@ -529,6 +584,25 @@ def main() -> int:
         todo = {"sequential": sequential, "phases": parallel("phases", phases), "lanes": parallel("lanes", lanes)}
         try:
             res = alternate(runs, {k: v for k, v in todo.items() if k in sides}, before=reset)
+            replay, model = {}, {}
+            if took:
+                med = {i: [statistics.median(v[k]) for k in range(9)] for i, v in took.items()}
+                rphases, rlanes = write_replay_plans(H, apps, med)
+                check_clean(rlanes)
+
+                def replayed(plan: Path):
+                    return lambda side: mdsl_apply(plan).seconds
+
+                print(f"replay, each step waiting {REPLAY}x what it took alone:", flush=True)
+                replay = alternate(runs, {"phases": replayed(rphases), "lanes": replayed(rlanes)})
+                # what the waits alone come to: all in a row; the slowest app's (the lanes' floor);
+                # and per phase block its longest member, added up (the phases' floor)
+                blocks = ((0, 1), (1, 3), (3, 5), (5, 7), (7, 8), (8, 9))
+                model = {"sum": sum(REPLAY * sum(v) for v in med.values()),
+                         "alone": max(REPLAY * sum(v) for v in med.values()),
+                         "slowest": max(sum(REPLAY * max(v[lo_:hi_]) for lo_, hi_ in blocks) for v in med.values()),
+                         "phases": sum(max(REPLAY * v[k] for v in med.values() for k in range(lo_, hi_))
+                                       for lo_, hi_ in blocks)}
             reset()
             print("before the first step, in-process (median of 3):", flush=True)
             startup = {f"{2 * n} hosts: {k}": v for k, v in startup_profile(phases, 3).items()}
@@ -571,6 +645,8 @@ def main() -> int:
     out.append(table(["way", "median wall s", "/ sum", "/ slowest app", "machine CPU s", "mdsl CPU s", "runs (s)"],
                      rows, "lrrrrrr"))
     out.append("")
+    out.append("- machine CPU: /proc/stat, every process on this machine: the 40 hosts' sshd and commands, mdsl, "
+               "and anything else that ran meanwhile; mdsl CPU: the `mdsl apply` processes and their ssh clients")
     if seq:
         out.append(f"- per-app apply alone: {fastest:.2f}-{slowest:.2f} s (median per app; interpreter, check, "
                    f"connect and preflight of its 2 hosts included)")
@@ -593,6 +669,22 @@ def main() -> int:
                + " (sequential: each app alone, with the machine to itself)")
     out.append("- before the first step, in-process, median of 3: " + "; ".join(
         f"{k} {v:.2f} s" for k, v in startup.items()))
+    if replay:
+        rp, rl = replay["phases"], replay["lanes"]
+        out += ["", f"The same moves replayed as on hosts with CPUs of their own: every step becomes "
+                f"`run HOST \"sleep S\"`, S = {REPLAY} x what that step of that app took when the app ran alone "
+                f"(median of the sequential rounds), on the same {2 * n} sshd hosts; median of {runs} alternating "
+                f"rounds. The floor is what the waits alone come to (no interpreter, connect or preflight):", "",
+                table(["way", "median wall s", "floor s", "runs (s)"], [
+                    ["all the waits one after the other", "", f"{model['sum']:.1f}", ""],
+                    ["phases (per block, its longest wait, added up)", f"{rp.med:.2f}", f"{model['phases']:.2f}",
+                     ", ".join(f"{x:.2f}" for x in rp.seconds)],
+                    ["lanes (the slowest app's waits, a phase's steps at once)", f"{rl.med:.2f}",
+                     f"{model['slowest']:.2f}",
+                     ", ".join(f"{x:.2f}" for x in rl.seconds)]], "lrrr"), "",
+                f"- replayed: lanes take **{rl.med / model['slowest']:.2f}x** the slowest app's waits and "
+                f"**{rl.med / model['sum']:.3f}** of their sum; phases {rp.med / model['slowest']:.2f}x and "
+                f"{rp.med / model['sum']:.3f}; lanes / phases {rl.med / rp.med:.2f}"]
     if "lanes" in res and res["lanes"].extra.get("slowest_lane"):
         out.append(f"- lanes: the slowest app's own span inside the run: {res['lanes'].med_of('slowest_lane'):.2f} s")
     text = "\n".join(out)

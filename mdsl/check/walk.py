@@ -143,25 +143,36 @@ class Walk:
                     named.setdefault(r.name, set()).add(d.subpath)
 
         # A step's position orders it: a top-level step and the members of a parallel block share
-        # one; each step of a lane (`sequence`) gets its own, after the block's and before the next.
+        # one; each step of a lane (`sequence`) gets its own, in order, after the block's and before
+        # the next top-level step's (a block inside a lane: its own lanes' steps come in between).
         positions = self.positions
         tick, lanes = 0, False
+
+        def place(s, pos):
+            nonlocal tick, lanes
+            positions[id(s)] = pos
+            if type(s) is A.Parallel:
+                for m in s.steps:
+                    place(m, pos)
+            elif type(s) is A.Sequence:
+                lanes = True
+                for m in s.steps:
+                    tick += 1
+                    place(m, tick)
+
         for top in bound.steps:
-            base = tick
             tick += 1
+            if type(top) is A.Parallel:
+                place(top, tick)
+            else:
+                positions[id(top)] = tick
             todo = [top]
             while todo:
                 s = todo.pop()
-                pos = positions.setdefault(id(s), base)
+                pos = positions[id(s)]
                 kind = type(s)
-                if kind is A.Parallel:
+                if kind is A.Parallel or kind is A.Sequence:
                     todo.extend(reversed(s.steps))  # members in source order
-                elif kind is A.Sequence:
-                    lanes = True
-                    for m in s.steps:
-                        positions[id(m)] = tick
-                        tick += 1
-                    todo.extend(reversed(s.steps))
                 elif kind is A.Dump:
                     loc(s.to)
                 elif kind is A.Archive:
@@ -584,7 +595,9 @@ class Walk:
                 for ident in m.services:
                     if ident.name not in running:
                         started.setdefault(ident.name, m)
-        self.deferred, self.block_started, self.lane_checks = [], started, []
+        # (a block inside a lane keeps what the rest of the lane's block started)
+        outer_started, outer_checks = self.block_started, self.lane_checks
+        self.deferred, self.block_started, self.lane_checks = [], {**outer_started, **started}, []
         running.update(started)
         base = self.pos
         try:
@@ -593,11 +606,12 @@ class Walk:
         finally:
             self.pos = base
             running.difference_update(started)
-            effects, self.deferred, self.block_started = self.deferred, None, {}
+            effects, self.deferred, self.block_started = self.deferred, None, outer_started
         for fn, args in effects:
             fn(*args)
         if self.lane_checks:
             self._lanes_checked(base)
+        self.lane_checks = outer_checks
 
     def _sequence(self, lane: A.Sequence):
         """A lane of a parallel block: its steps in order, each seeing the effects of those before it.

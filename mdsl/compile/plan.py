@@ -64,7 +64,8 @@ class CompiledStep:
             yield self
 
     def lanes(self) -> List[List["CompiledStep"]]:
-        """How a parallel block runs: one list per thread, a member alone or a lane's steps in order."""
+        """The steps of a parallel block that follow one another: per member one list, a lane's steps in
+        order (those of a block inside the lane in source order), any other step alone."""
         if self.is_sequence:
             return [list(self.leaves())]
         if self.is_parallel:

@@ -820,12 +820,15 @@ class Apply:
         if cutover and not destructive:
             self.ask(_CUTOVER.format(what="; ".join(m.summary for m in cutover)), f"step {top.id}")
         self.say(f"[{i + 1}/{total}] {top.title}")
-        # One thread per member, and per lane (`sequence`): a lane runs its steps in order and stops
-        # at its first failure; the other members and lanes run on to their end.
-        lanes = [[m for m in lane if m in todo] for lane in top.lanes()]
-        lanes = [lane for lane in lanes if lane]
-        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="mdsl-step") as pool:
-            futs = [pool.submit(contextvars.copy_context().run, self._run_lane, lane, executor) for lane in lanes]
+        self._run_block(top, set(m.id for m in todo), executor)
+
+    def _run_block(self, block: CompiledStep, todo, executor: Executor) -> None:
+        """One thread per member of the block, and per lane (`sequence`): a lane runs its steps in order
+        (a block inside it, its members at once) and stops at its first failure; the other members
+        and lanes run on to their end. `todo`: the ids of the steps to run."""
+        members = [m for m in block.members if any(x.id in todo for x in m.leaves())]
+        with ThreadPoolExecutor(max_workers=max(1, len(members)), thread_name_prefix="mdsl-step") as pool:
+            futs = [pool.submit(contextvars.copy_context().run, self._run_member, m, todo, executor) for m in members]
             failures = []
             for f in futs:
                 try:
@@ -835,8 +838,14 @@ class Apply:
         if failures:
             raise failures[0]
 
-    def _run_lane(self, lane: List[CompiledStep], executor: Executor) -> None:
-        for m in lane:
+    def _run_member(self, m: CompiledStep, todo, executor: Executor) -> None:
+        if m.is_sequence:
+            for s in m.members:
+                if any(x.id in todo for x in s.leaves()):
+                    self._run_member(s, todo, executor)
+        elif m.is_parallel:
+            self._run_block(m, todo, executor)
+        else:
             self._run_leaf(m, executor, f"  [{m.id}]", True)
 
     def _run_leaf(self, leaf: CompiledStep, executor: Executor, prefix: str, asked: bool = False) -> None:

@@ -413,9 +413,6 @@ class SshBackend(Backend):
             words += ["-o", "GlobalKnownHostsFile=/dev/null"]
         if ciphers:
             words += ["-o", "Ciphers=" + ciphers]
-        kex = _openssh_kex(path)
-        if kex.startswith("curve25519"):
-            words += ["-o", "KexAlgorithms=" + kex]
         if h.user:
             words += ["-l", h.user]
         if h.identity:
@@ -544,28 +541,7 @@ class SshBackend(Backend):
 # Preferred first: AES-GCM runs on AES-NI with no separate MAC pass; the rest keeps OpenSSH's order.
 _OPENSSH_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
                     "aes128-ctr", "aes192-ctr", "aes256-ctr")
-# Key exchange of the bulk clients: OpenSSH 9's default set, curve25519 first, as mdsl's own (paramiko)
-# connection to the same host negotiates. The default first choice, sntrup761x25519, costs ~0.08 s of
-# client CPU per connection here and about as much in sshd, and a copy opens up to four connections
-# (a probe per host, a reader, a writer): ~1.5 s of a 20 MiB transfer (bench/scale.py, docs/performance.md).
-_OPENSSH_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "mlkem768x25519-sha256",
-                "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com", "ecdh-sha2-nistp256",
-                "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
-                "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha256")
 _openssh_cache: dict = {}
-
-
-def _openssh_kex(path: str) -> str:
-    """The `KexAlgorithms` list for the client at `path` (those of _OPENSSH_KEX it knows), or ""."""
-    if "kex" not in _openssh_cache:
-        import subprocess
-
-        try:
-            known = set(subprocess.run([path, "-Q", "kex"], capture_output=True, text=True, timeout=10).stdout.split())
-        except (OSError, subprocess.TimeoutExpired):
-            known = set()
-        _openssh_cache["kex"] = ",".join(k for k in _OPENSSH_KEX if k in known)
-    return _openssh_cache["kex"]
 
 
 def _openssh_client() -> Optional[Tuple[str, str]]:

@@ -314,19 +314,15 @@ class _ToAst(Transformer):
     def parallel(self, c):
         steps = tuple(x for x in c if isinstance(x, A.Step))
         node = A.Parallel(steps=steps, span=_sp(c))
-        _check_depth(node, [x for x in steps if isinstance(x, A.Parallel)], "`parallel` blocks", c[0])
+        _check_depth(node, [x for x in steps if isinstance(x, (A.Parallel, A.Sequence))], "`parallel` blocks",
+                     c[0])
         return node
 
     def sequence(self, c):
         steps = tuple(x for x in c if isinstance(x, A.Step))
-        for x in steps:
-            if isinstance(x, A.Parallel):
-                sp = x.span
-                raise _SyntaxProblem("a `parallel` block cannot be nested in a `sequence`",
-                                     A.Span(sp.file, sp.line, sp.col, sp.line, sp.col + len("parallel")),
-                                     help="a `sequence` is one lane of the `parallel` block around it: "
-                                          "put the concurrent steps in lanes of their own")
-        return A.Sequence(steps=steps, span=_sp(c))
+        node = A.Sequence(steps=steps, span=_sp(c))
+        _check_depth(node, [x for x in steps if isinstance(x, A.Parallel)], "`parallel` blocks", c[0])
+        return node
 
     def labeled(self, c):
         tok, step = c

@@ -115,3 +115,39 @@ def test_a_verify_before_the_copy_in_its_lane_does_not():
 def test_a_verify_after_the_block_vouches_for_every_lane():
     lane1 = LANE.format(i=1).replace('      verify run new1 "systemctl is-active app"\n', "")
     assert not [c for c in _delete_after(block(lane1) + '  verify run new1 "true"\n') if c[0] == "H103"]
+
+
+NESTED = """    sequence {{
+      stop old_app{i}
+      parallel {{
+        sequence {{
+          dump old_db{i} to old{i}:"/root/app.db"
+          transfer old{i}:"/root/app.db" to new{i}:"/root/app.db"
+          restore new{i}:"/root/app.db" into new_db{i} replace
+        }}
+        sync old_files{i} to new_files{i}
+      }}
+      start new_app{i}
+      verify run new{i} "systemctl is-active app"
+    }}
+"""
+
+
+def test_a_block_inside_a_lane_runs_after_the_steps_before_it_and_before_those_after():
+    # the start after the inner block (and its inner lane) comes after every arrival: no H205, no H202
+    assert check(block(NESTED.format(i=1), NESTED.format(i=2)) + '  delete old1:"/var/lib/app/files"\n')[0] == []
+
+
+def test_inside_the_inner_block_its_members_are_unordered():
+    lane = NESTED.format(i=1).replace("      stop old_app1\n", "").replace(
+        "        sync old_files1 to new_files1\n", "        sync old_files1 to new_files1\n        stop old_app1\n")
+    codes, _ = check(block(lane))
+    assert codes == [("H201", 5), ("H201", 9)]  # the dump and the sync may run before the stop
+
+
+def test_a_start_inside_the_inner_block_races_with_its_copies():
+    lane = NESTED.format(i=1).replace("      start new_app1\n", "").replace(
+        "        sync old_files1 to new_files1\n", "        sync old_files1 to new_files1\n        start new_app1\n")
+    codes, _ = check(block(lane))
+    # the restore (in the inner lane) and the sync write while new_app1 may run; it may start before them
+    assert codes == [("H202", 8), ("H202", 10), ("H205", 11)]

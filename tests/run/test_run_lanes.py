@@ -96,3 +96,33 @@ def test_the_json_log_names_each_lane_step(tmp_path, capsys):
     log = capsys.readouterr().err  # the JSON log goes to the process's stderr
     done = [json.loads(x)["step"] for x in log.splitlines() if x.startswith("{") and '"step.done"' in x]
     assert sorted(done) == ["1.1.1", "1.1.2", "1.1.3", "1.2.1", "1.2.2", "1.3", "2"]
+
+
+def test_a_block_inside_a_lane_runs_its_members_at_once_then_the_lane_goes_on(tmp_path):
+    d, log = tmp_path, tmp_path / "log"
+    plan = tmp_path / "nested.plan"
+    plan.write_text(f"""plan "nested"
+host here {{ local = true }}
+steps {{
+  parallel {{
+    sequence {{
+      run here "echo first >> {log}"
+      parallel {{
+        run here "{WAIT.format(f=f'{d}/y')}; echo x >> {log}; touch {d}/x"
+        sequence {{
+          run here "touch {d}/y; echo y >> {log}"
+          run here "{WAIT.format(f=f'{d}/x')}; echo y2 >> {log}"
+        }}
+      }}
+      run here "echo last >> {log}"
+    }}
+    run here "echo other >> {log}"
+  }}
+}}
+""")
+    code, out, err = apply(plan)
+    assert code == 0, out + err
+    got = lines(d)
+    assert sorted(got) == ["first", "last", "other", "x", "y", "y2"]
+    assert got.index("first") < got.index("y") < got.index("x") < got.index("y2") < got.index("last")
+    assert "[1.1.2.2.2]" in out

@@ -45,7 +45,8 @@ def test_walk_steps_enters_lanes():
 
 def test_the_hand_written_lexer_agrees_with_lark():
     for text in (LANES, LANES.replace("sequence {", "sequence{"), "steps { parallel { sequence { } } }",
-                 "steps { sequence { stop a } }", "steps { parallel { sequence { parallel { } } } }"):
+                 "steps { sequence { stop a } }", "steps { parallel { sequence { parallel { sequence { } } } } }",
+                 "steps { parallel { sequence { sequence { } } } }"):
         def outcome(parser):
             try:
                 return P._parse_with(parser, text, "d.plan")
@@ -76,11 +77,23 @@ def test_a_lane_has_no_label():
     assert f.message.startswith("syntax error: unexpected `sequence`")
 
 
-def test_no_parallel_block_inside_a_lane():
-    f = syntax_error('steps { parallel {\n  sequence {\n    stop a\n    parallel { stop b }\n  }\n} }')
-    assert where(f) == (4, 5, 4, 13)
-    assert f.message == "syntax error: a `parallel` block cannot be nested in a `sequence`"
-    assert "lane" in f.help
+def test_a_lane_may_hold_a_parallel_block_with_lanes_of_its_own():
+    text = 'steps { parallel {\n  sequence {\n    stop a\n    parallel { stop b  sequence { stop c  stop d } }\n' \
+           '    start e\n  }\n} }'
+    (block,) = parse(text).steps
+    (lane,) = block.steps
+    stop, inner, start = lane.steps
+    assert isinstance(inner, A.Parallel) and isinstance(inner.steps[1], A.Sequence)
+    assert [s.services[0].name for s in inner.steps[1].steps] == ["c", "d"]
+    out = format_text(text)
+    assert parse(out) == parse(text) and format_text(out) == out
+    assert "      parallel {\n        stop b\n        sequence {\n          stop c\n" in out
+
+
+def test_lanes_count_toward_the_nesting_limit():
+    deep = "steps { " + "parallel { sequence { " * 20 + "stop a" + " } }" * 20 + " }"
+    f = syntax_error(deep)
+    assert "nested more than" in f.message
 
 
 def test_sequence_is_still_a_name_elsewhere():
