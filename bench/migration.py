@@ -1,26 +1,28 @@
 """Target 6: the whole Mastodon migration, mdsl's plan against the seed's by-hand commands; the downtime window.
 
-    python3 bench/migration.py                # ~1 GiB database, 20,000 files / 1 GiB, 2 rounds (~14 minutes)
-    python3 bench/migration.py --quick        # ~100 MiB database, 3,000 files / 128 MiB, 1 round (~2 minutes)
-    python3 bench/migration.py --write-docs   # put the figures into docs/performance.md
+    python3 bench/migration.py                 # ~1.1 GB database, 20,000 files / 1 GiB, 2 rounds (~10-15 minutes)
+    python3 bench/migration.py --quick         # ~100 MB database, 3,000 files / 128 MiB, 1 round (~1 minute)
+    python3 bench/migration.py --write-docs    # put the figures into docs/performance.md
+    python3 bench/migration.py --sides mdsl,mdsl-lanes   # also: the database and files chains in two lanes
+    python3 bench/migration.py --quick --check-verifier  # first show that a damaged copy is caught
 
 Two sshd test hosts on 127.0.77.2 (a, the old Ubuntu box) and .3 (b, the new
 NixOS box), and two PostgreSQL 15 clusters (tests/e2e/hosts.py): the source,
 reached from a over its unix socket, holding `mastodon_production` (Mastodon-
-like accounts, statuses, favourites, media_attachments and follows, with
-their indexes and foreign keys, generated in SQL); the target, reached from b,
-holding an empty `mastodon` (what the NixOS module creates). On a, in its
-root: home/mastodon/live/public/system (bench/files.py's tree: half the bytes
-in small text files, half in large incompressible media) and
+like rows made inside the cluster by bench/database.py's `load_mastodon`, or
+by this file's own `load_mastodon_db` when that is missing); the target,
+reached from b, holding an empty `mastodon` (what the NixOS module creates).
+On a, in its root: home/mastodon/live/public/system (bench/files.py's tree:
+half the bytes in small text files, half in large incompressible media) and
 home/mastodon/live/.env.production (a secret, 0600).
 
 The app on each side is a real command service (start/stop/status): a writer
 (tests/e2e/writer.py) inserting rows into its database and writing files into
 its public/system while it runs, and a tiny HTTP server on the host's address
-answering GET /health. The old app runs before each migration; the new one is
-started by it. A poller thread GETs both /health endpoints every 50 ms: the
-**downtime window** of a run is from the old app's last answer to the new
-app's first one.
+answering GET /health (`migration.py serve ...`). The old app runs before each
+migration; the new one is started by it. A poller thread GETs both /health
+endpoints every 50 ms: the **downtime window** of a run is from the old app's
+last answer to the new app's first one.
 
 Each round, in turn (order rotating):
 
@@ -29,19 +31,25 @@ Each round, in turn (order rotating):
               dropdb + createdb + pg_restore (serial); tar xzf; chown -R; start the app;
               curl until it answers
   mdsl        `mdsl apply --yes` of plans/mastodon-ubuntu-to-nixos.plan adapted to these
-              hosts: stop; parallel { dump (mdsl's default format), archive (zstd) };
+              hosts: stop; parallel { dump, archive } (mdsl's default formats: zstd);
               transfer x3 (stream, sha256 both ends); restore replace jobs = 2; extract;
               start; verify http via = b
   mdsl-live   the same, but the files go by two syncs (`sync ... live` while the app
               still runs, then a final `sync` after the stop, in parallel with the dump)
               instead of archive/transfer/extract
+  mdsl-lanes  (only with --sides) the mdsl plan with the database chain and the files
+              chain each in a `sequence` lane of one `parallel` block
 
 Between runs (not timed) the target database is dropped and created empty,
 the target directories and artifacts removed, the old app started again.
 After every run (not timed) the target is compared with the source: every
-table's row count and a checksum of its rows (an md5 per row, summed), the
-sequences, every file's sha256, mode and owner, the env file's content and
-mode; a run whose copy differs counts as failed (NaN), whatever its time.
+table's row count and a checksum of its rows (a 64-bit hash per row, summed),
+the sequences, every file's sha256, mode and owner, the env file's content
+and mode; a run whose copy differs counts as failed (NaN), whatever its time.
+After the rounds, the commands mdsl compiles for each step are run alone,
+once, to show where the time goes inside the steps (--no-breakdown skips it).
+Per-step seconds come from the seed script's timestamps and mdsl's journal.
+Exits 1 unless mdsl's median is at most half the seed's.
 """
 
 from __future__ import annotations
@@ -327,11 +335,11 @@ def load_mastodon_db(pg, db: str, statuses: int) -> dict:
 
 
 def table_sums(pg, db: str, skip=()) -> dict:
-    """{table: (rows, sum of the first 60 bits of each row's md5)} over every public table."""
+    """{table: (rows, sum of a 64-bit hash of each row's text)} over every public table (order-free)."""
     tables = [t for t in pg.tables(db) if t not in skip]
     if not tables:
         return {}
-    parts = [f"select '{t}', count(*), coalesce(sum(('x' || left(md5(t::text), 15))::bit(60)::bigint), 0) "
+    parts = [f"select '{t}', count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) "
              f'from public."{t}" t' for t in tables]
     out = pg.psql("set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set extra_float_digits = 3;\n"
                   + "\nunion all\n".join(parts) + ";", db=db)
@@ -491,6 +499,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
     ap.add_argument("--sides", default="seed,mdsl,mdsl-live",
                     help="comma-separated, of seed, mdsl, mdsl-live, mdsl-lanes (default: the first three)")
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip timing mdsl's commands one by one after the rounds")
+    ap.add_argument("--check-verifier", action="store_true",
+                    help="first damage one mdsl copy four ways and check that the verification catches each")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
@@ -770,8 +782,12 @@ steps {{
         steps_seen = {}
 
         def finish(side: Side, secs: float, t0: float, steps: dict) -> float:
-            w = poller.window(t0)
+            deadline = time.monotonic() + 3  # the poller's next sample of the new app may be 50 ms away
+            while (w := poller.window(t0)) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            tv = time.monotonic()
             bad = verify()
+            print(f"  ({side.name}: verified in {time.monotonic() - tv:.0f}s)", flush=True)
             if w is None:
                 bad.append("no downtime window seen (old app never went down or new never answered)")
             if bad:
@@ -784,9 +800,14 @@ steps {{
                   + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()), flush=True)
             return secs
 
+        sizes = {}
+
         def seed(side: Side) -> float:
             t0 = time.monotonic()
             m = run_measured(["bash", str(seed_sh)])
+            for what, f in (("dump", b_root_dir / "backup.dump"), ("archive", b_root_dir / "public-system.tar.gz")):
+                if f.exists():
+                    sizes.setdefault(side.name, {})[what] = f.stat().st_size
             if m.returncode != 0:
                 print(f"  seed failed ({m.returncode}): {m.stderr[-2000:]}", flush=True)
                 return float("nan")
@@ -805,6 +826,9 @@ steps {{
                 except RuntimeError as exc:
                     print(f"  {side.name} failed: {str(exc)[-3000:]}", flush=True)
                     return float("nan")
+                for what, f in (("dump", Path(mb) / "mastodon.dump"), ("archive", Path(mb) / "public-system.tar.zst")):
+                    if f.exists():
+                        sizes.setdefault(side.name, {})[what] = f.stat().st_size
                 js = journal_steps(plan)
                 steps = {names.get(k, k): v for k, v in js.items()}
                 lanes, top = {}, {}
@@ -819,6 +843,23 @@ steps {{
                 return finish(side, m.seconds, t0, steps)
             return run
 
+        if args.check_verifier:  # a wrong copy must be caught: one mdsl run, then four kinds of damage
+            reset()
+            mdsl_apply(plan_mdsl)
+            assert verify() == [], "a clean run does not verify"
+            victim = next(new_sys.rglob("*.json"))
+            data = bytearray(victim.read_bytes())
+            data[0] ^= 1
+            victim.write_bytes(data)
+            os.chown(next(new_sys.rglob("*.mp4")), 0, 0)
+            dst.psql("update statuses set text = text || ' ' where id = (select min(id) from statuses)", db="mastodon")
+            env_dst.chmod(0o644)
+            bad = verify()
+            print("verifier on a damaged copy:\n  " + "\n  ".join(bad), flush=True)
+            want = ("tables differ: ['statuses']", "1 entries differ in content", "1 entries not owned", "env file mode")
+            assert all(any(w in b for b in bad) for w in want), bad
+            print("verifier: every damage caught", flush=True)
+
         sides = {"seed": seed, "mdsl": mdsl(plan_mdsl, names_mdsl), "mdsl-live": mdsl(plan_live, names_live),
                  "mdsl-lanes": mdsl(plan_lanes, names_lanes)}
         sides = {k: v for k, v in sides.items() if k in wanted}
@@ -826,6 +867,49 @@ steps {{
               flush=True)
         res = alternate(runs, sides, before=reset)
         end_load = load()
+
+        # -- where mdsl's time goes inside its steps: the commands it compiles, each timed alone, once
+        parts = []
+        if args.breakdown:
+            reset()
+            sh(old_app["stop"])
+            dsn_dst = f"host={dst.sockdir} port={dst.port} user=postgres dbname=mastodon"
+            fd, fb, td, tb = f"{ma}/x.dump", f"{mb}/x.dump", f"{ma}/x.tar.zst", f"{mb}/x.tar.zst"
+            zc, zd, pgr = "zstd -q -T0 -3 -c", "zstd -q -dc", f"{PG_BIN}/pg_restore"
+            recreate = f"{PG_BIN}/dropdb {dst_opts} mastodon && {PG_BIN}/createdb {dst_opts} -T template0 mastodon"
+            xdir = f"{b_root_dir}/x-extract"
+            for d in (ma, mb):
+                Path(d).mkdir(parents=True, exist_ok=True)
+            cmds = [
+                ("dump", "pg_dump -Fc -Z0 | zstd -T0 -3 > file", "a",
+                 f"{PG_BIN}/pg_dump -w -Fc -Z0 {q('--dbname=' + dsn_src)} | {zc} > {fd}"),
+                ("dump", "read-back: zstd -dc | pg_restore -f /dev/null", "a", f"{zd} < {fd} | {pgr} -f /dev/null"),
+                ("archive", "tar -cf with zstd -T0 (the whole step)", "a",
+                 f"tar --no-unquote -C {q(str(old_sys))} --use-compress-program='zstd -T0 -q' -cf {td} ."),
+                ("transfer", "copy of the dump (scp, for the bytes alone)", "a",
+                 f"scp -q -F {q(conf)} -c aes128-gcm@openssh.com {fd} b:{fb}"),
+                ("transfer", "copy of the archive (scp, for the bytes alone)", "a",
+                 f"scp -q -F {q(conf)} -c aes128-gcm@openssh.com {td} b:{tb}"),
+                ("transfer", "sha256 of the archive on the target (openssl)", "b", f"openssl dgst -sha256 {tb}"),
+                ("restore", "zstd -dc to a file (for pg_restore -j)", "b", f"{zd} < {fb} > {fb}.restore.part"),
+                ("restore", "pg_restore -j 2 --clean --if-exists from that file", "b",
+                 f"{recreate} && {pgr} -w --no-owner --role=postgres --clean --if-exists -j 2 "
+                 f"{q('--dbname=' + dsn_dst)} -- {fb}.restore.part"),
+                ("restore", "(for comparison: zstd -dc | pg_restore, serial, no file)", "b",
+                 f"{recreate} && {zd} < {fb} | {pgr} -w --no-owner --role=postgres --clean --if-exists "
+                 f"{q('--dbname=' + dsn_dst)}"),
+                ("extract", "tar -xpf with zstd -d", "b",
+                 f"mkdir -p {xdir} && tar --no-unquote -C {xdir} --use-compress-program='zstd -d' -xpf {tb}"),
+                ("extract", "chown -R", "b", f"chown -R {owner} {xdir}"),
+            ]
+            print("breakdown (each command alone, once):", flush=True)
+            for step, what, host, cmd in cmds:
+                m = run_measured(H.ssh_base(host) + [cmd])
+                if m.returncode != 0:
+                    print(f"  {what}: failed {m.stderr[-500:]}", flush=True)
+                    continue
+                parts.append((step, what, m.seconds))
+                print(f"  {step}: {what}: {m.seconds:.1f}s", flush=True)
         n_files_end = sum(1 for _ in old_sys.rglob("*") if _.is_file())
 
     # -- figures
@@ -858,6 +942,13 @@ steps {{
     lines += ["", "Where the time goes (median seconds per step; mdsl's from its journal):", ""]
     for name, st in steps_seen.items():
         lines.append(f"- `{name}`: " + ", ".join(f"{k} {median(v):.1f}" for k, v in st.items()))
+    if sizes:
+        lines += ["", "Artifacts: " + "; ".join(f"`{k}` " + ", ".join(f"{w} {n / MiB:.0f} MiB" for w, n in v.items())
+                                                for k, v in sizes.items()) + "."]
+    if parts:
+        lines += ["", "Inside mdsl's steps (the commands it compiles, each run alone once after the rounds, "
+                  "with the app stopped):", ""]
+        lines += [f"- {step}: {what}" + (f": {secs:.1f} s" if step != "sizes" else "") for step, what, secs in parts]
     text = "\n".join(lines)
     print()
     print(text)
