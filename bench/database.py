@@ -1,6 +1,6 @@
 """Target 4: dump + copy + restore of a PostgreSQL database, mdsl's way against the seed's.
 
-    python3 bench/database.py                # ~1.4 GB of Mastodon-like rows, 2 rounds of 6 ways (~10 minutes)
+    python3 bench/database.py                # ~1.1 GB of Mastodon-like rows, 2 rounds of 6 ways (~10 minutes)
     python3 bench/database.py --quick        # ~190 MB, 1 round, seed and mdsl's default only
     python3 bench/database.py --ways all     # also `format = directory jobs = 2` with pg_dump's gzip (slow)
     python3 bench/database.py --pgbench 100  # pgbench's data instead (its filler compresses ~50x)
@@ -23,6 +23,9 @@ turn (the order rotates):
                   check, connect, preflight, journal, the dump's read-back and the
                   stream copy's sha256 on both ends all included
   the others      the same plan with other options, to justify the default
+
+and then, once each (full mode), pg_dump on a alone into other compressions,
+to choose the level.
 
 It prints the times (and each way's dump / copy / restore split, from the
 journal), the ratio to the seed and the dump sizes; after each mdsl run the
@@ -76,6 +79,15 @@ EXPLAIN = {
     "directory -j 2 -Z0, restore -j 2": "`pg_dump -Fd -j 2 -Z0`, copied as a tar stream",
     "directory -j 2 gzip, restore -j 2": "`pg_dump -Fd -j 2`: one job per table, and one table is most of the data",
 }
+
+# pg_dump alone into other compressions (DSN and OUT replaced): how the level was chosen.
+LEVELS = [
+    ("pg_dump's gzip, level 1 (`-Z1`)", "-Fc -Z1 -f OUT DSN"),
+    ("none (`-Z0`)", "-Fc -Z0 -f OUT DSN"),
+    ("`-Z0 \\| zstd -T0 -1`", "-Fc -Z0 DSN | zstd -q -T0 -1 -c > OUT"),
+    ("`-Z0 \\| zstd -T0 -3` (mdsl's default)", "-Fc -Z0 DSN | zstd -q -T0 -3 -c > OUT"),
+    ("`-Z0 \\| zstd -T0 -6`", "-Fc -Z0 DSN | zstd -q -T0 -6 -c > OUT"),
+]
 
 # Mastodon-like tables. Run in three parts: `setup` (one session), then `load_a` and `load_b` in two
 # sessions at once (each fills half of statuses), then `finish` (indexes, analyze) in one session.
@@ -285,16 +297,18 @@ def journal_seconds(plan: Path) -> Dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--statuses", type=int, default=None, help="statuses rows (default 1,500,000: ~1.4 GB; "
+    ap.add_argument("--statuses", type=int, default=None, help="statuses rows (default 1,150,000: ~1.1 GB; "
                     "200,000 with --quick); accounts, favourites and media scale with it")
     ap.add_argument("--pgbench", type=int, metavar="SCALE", help="load `pgbench -i -s SCALE` instead")
     ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
     ap.add_argument("--ways", default=None, help="comma-separated mdsl ways besides the seed, or `all` "
                     f"(default: {', '.join(DEFAULT_WAYS)}; with --quick mdsl-default only). Known: {', '.join(WAYS)}")
+    ap.add_argument("--levels", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time pg_dump alone into other compressions (default: on, off with --quick)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    statuses = args.statuses or (200_000 if args.quick else 1_500_000)
+    statuses = args.statuses or (200_000 if args.quick else 1_150_000)
     runs = args.runs or (1 if args.quick else 2)
     ways = (list(WAYS) if args.ways == "all" else args.ways.split(",") if args.ways
             else ["mdsl-default"] if args.quick else DEFAULT_WAYS)
@@ -386,6 +400,16 @@ steps {{
         print(f"{runs} round(s) of {1 + len(ways)} ways; database {db_bytes / MiB:.0f} MiB; {load()}", flush=True)
         sides = {"seed": seed, **{w: mdsl(w) for w in ways}}
         res = alternate(runs, sides, before=clean)
+        levels = []
+        if args.levels if args.levels is not None else not args.quick:
+            print(f"pg_dump alone, once each; {load()}", flush=True)
+            out_a = f"{a.root}/db.level"
+            for name, pipe in LEVELS:
+                cmd = f"{PG_BIN}/pg_dump {pipe.replace('DSN', q('--dbname=' + dsn_src))}".replace("OUT", q(out_a))
+                secs = timed(H.ssh_base("a") + [cmd])
+                levels.append((name, secs, os.path.getsize(out_a)))
+                os.unlink(out_a)
+                print(f"  {name}: {secs:.1f}s {levels[-1][2] / MiB:.0f} MiB   ({load()})", flush=True)
         end_load = load()
 
     s, d = res["seed"], res["mdsl-default"]
@@ -410,6 +434,14 @@ steps {{
         "- the mdsl ways include `mdsl apply`'s own cost (check, connect, preflight, journal), the dump's "
         "read-back and the copy's sha256 on both ends; the seed's parts are timed alone",
     ])
+    if levels:
+        seed_dump = s.med_of("dump")
+        lrows = [["pg_dump's gzip, level 6 (the seed's `-Fc`)", f"{seed_dump:.1f} (the seed's median above)",
+                  f"{sizes['seed'] / MiB:.0f} MiB"]]
+        lrows += [[name, f"{secs:.1f}", f"{size / MiB:.0f} MiB"] for name, secs, size in levels]
+        text += "\n\n" + "\n".join([
+            "pg_dump on a alone (no read-back, no copy), into other compressions, one run each after the rounds:", "",
+            table(["compression", "dump s", "size"], lrows)])
     print()
     print(text)
     if args.write_docs:

@@ -70,12 +70,15 @@ def test_default_restore_decompresses_beside_the_dump_and_runs_two_jobs():
 def test_restore_with_one_job_streams_the_zstd_dump_without_a_temp_file():
     [restore] = commands(migrate(restore_opts=" jobs = 1"), "restore")
     assert "zstd -q -dc < /srv/db.dump | " in restore and "pg_restore" in restore
+    # a stream restore changes the database as it reads: the whole file is tested first
+    assert restore.startswith("zstd -q -t < /srv/db.dump && ")
     assert ".restore.part" not in restore and " -j " not in restore
 
 
 def test_a_run_as_target_reads_the_zstd_dump_on_stdin_serially():
     [restore] = commands(migrate(into="peer_db"), "restore")
     assert "zstd -q -dc < /srv/db.dump | sudo -n -u postgres -- pg_restore" in restore
+    assert restore.index("zstd -q -t < /srv/db.dump") < restore.index("createdb")
     assert ".restore.part" not in restore and " -j " not in restore and "chown" not in restore
 
 

@@ -124,7 +124,8 @@ steps {{
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temp file left
 
 
-def test_a_cut_zstd_dump_is_refused_before_the_target_changes(ssh_hosts, pg_source, pg_target, tmp_path):
+@pytest.mark.parametrize("jobs", ["", " jobs = 1"], ids=["decompressed-then-parallel", "streamed-serially"])
+def test_a_cut_zstd_dump_is_refused_before_the_target_changes(ssh_hosts, pg_source, pg_target, tmp_path, jobs):
     a, b = ssh_hosts.a, ssh_hosts.b
     pg_target.psql("create table keep_me (v int); insert into keep_me values (42);", db=pg_target.db)
     dump_a, dump_b = a.root / "outbox" / "db.dump", b.root / "inbox" / "db.dump"
@@ -139,7 +140,7 @@ steps {{
   transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
   # a disk error, a bad copy by hand: the file the restore reads is no longer whole
   run b {plan_str(f"truncate -s 300000 {dump_b}")}
-  restore b:{plan_str(str(dump_b))} into new_db replace
+  restore b:{plan_str(str(dump_b))} into new_db replace{jobs}
 }}
 """)
     r = mdsl("apply", "--yes", str(plan))
