@@ -360,14 +360,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 def _internal_error(exc: BaseException) -> int:
     # Once apply has read secrets (mdsl.run.log knows them), neither the message nor the traceback shows one.
-    log = sys.modules.get("mdsl.run.log")
-    redact = log.redact_text if log is not None else (lambda text: text)
-    _err(redact(f"internal error: {type(exc).__name__}: {exc}"))
+    from mdsl.run.log import format_exception
+
+    _err(f"internal error: {format_exception(exc, False)}")
     sys.stderr.write("This is a bug in mdsl, not in your plan. Please report it with the plan that caused it.\n")
     if os.environ.get("MDSL_DEBUG"):
-        import traceback
-
-        sys.stderr.write(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        sys.stderr.write(format_exception(exc, True))
     else:
         sys.stderr.write("Set MDSL_DEBUG=1 to see where it happened.\n")
     return EXIT_UNUSABLE

@@ -33,12 +33,16 @@ class Host:
     span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
 
     @property
+    def login(self) -> str:
+        """`user@addr` (or `addr`): where ssh, rsync and scp log in."""
+        return (f"{self.user}@" if self.user else "") + self.address
+
+    @property
     def display(self) -> str:
         """`name (user@addr)` for messages."""
         if self.local:
             return f"{self.name} (local)"
-        who = f"{self.user}@" if self.user else ""
-        return f"{self.name} ({who}{self.address})"
+        return f"{self.name} ({self.login})"
 
 
 @frozen

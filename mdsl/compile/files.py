@@ -138,8 +138,12 @@ def ssh_command(h: Host) -> str:
 
 def remote(h: Host, path: str) -> str:
     """`user@addr:path` for rsync/scp (the path is quoted again by the word's own Arg)."""
-    who = f"{h.user}@" if h.user else ""
-    return f"{who}{h.address}:{path}"
+    return f"{h.login}:{path}"
+
+
+def _sudo_without_password(h: Host) -> bool:
+    """A `sudo = true` host whose sudo needs no password: commands reached over ssh run under `sudo -n`."""
+    return h.sudo and h.sudo_password is None
 
 
 def _where_to_run(ctx: CompileContext, src: str, dst: str):
@@ -173,25 +177,22 @@ _LIVE_24 = ("rc=$?; if [ \"$rc\" -eq 24 ]; then echo 'mdsl: some source files va
 _SLACK = 2
 
 
-def _login(h: Host) -> str:
-    return (f"{h.user}@" if h.user else "") + h.address
+_MARK_RECENT = "! -type d -newermt \"@$t\" -exec touch -h -d @0 -- {} +"
 
 
-def _live_marks(ctx: CompileContext, runner: str, remote_src: Optional[Host], remote_dst: Optional[Host],
-                b: Dir) -> Tuple[Tuple, Tuple]:
+def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir) -> Tuple[Tuple, Tuple]:
     """(what starts the live pass: `t` = the source's clock, what ends it: stale target files to mtime 0)."""
     if remote_src is not None:  # the target pulls: ask the source for its clock
-        clock = (Lit("t=$("), Lit(ssh_command(remote_src)), Arg(_login(remote_src)), Lit("date +%s) &&"))
+        clock = (Lit("t=$("), Lit(ssh_command(remote_src)), Arg(remote_src.login), Lit("date +%s) &&"))
     else:
         clock = (Lit("t=$(date +%s) &&"),)
     start = (Lit("("), *clock, Lit(f"t=$((t - {_SLACK})) || exit 1;"))
-    find = ("! -type d -newermt \"@$t\" -exec touch -h -d @0 -- {} +",)
     if remote_dst is not None:  # the source pushes: mark on the target through ssh (one remote shell line)
-        sudo = (Lit("sudo -n"),) if remote_dst.sudo and remote_dst.sudo_password is None else ()
-        mark = (Lit(ssh_command(remote_dst)), Arg(_login(remote_dst)), *sudo, Lit("find -P"),
-                Arg(shlex.quote(b.path)), Lit(find[0]))
+        sudo = (Lit("sudo -n"),) if _sudo_without_password(remote_dst) else ()
+        mark = (Lit(ssh_command(remote_dst)), Arg(remote_dst.login), *sudo, Lit("find -P"),
+                Arg(shlex.quote(b.path)), Lit(_MARK_RECENT))
     else:
-        mark = (Lit("find -P"), Arg(b.path), Lit(find[0]))
+        mark = (Lit("find -P"), Arg(b.path), Lit(_MARK_RECENT))
     end = (Lit(_LIVE_24 + ' if [ "$rc" -eq 0 ]; then'), *mark,
            Lit('|| { echo "mdsl: cannot mark the files the live pass may have torn" >&2; rc=1; }; fi; exit "$rc")'))
     return start, end
@@ -223,11 +224,11 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     other = remote_src or remote_dst
     if other is not None:
         args.append(Arg(ssh_command(other), "--rsh="))
-        if other.sudo and other.sudo_password is None:
+        if _sudo_without_password(other):
             args.append(Lit("--rsync-path='sudo -n rsync'"))
     rsync = (*args, Lit("--"), Arg(src), Arg(dst))
     if live:
-        start, end = _live_marks(ctx, runner, remote_src, remote_dst, b)
+        start, end = _live_marks(remote_src, remote_dst, b)
         rsync = (*start, *rsync, Lit(";"), *end)
     mk = () if remote_dst else sh("mkdir -p --", Arg(b.path), "&&")
     cmd = ctx.command(runner, (*mk, *rsync) + tuple(

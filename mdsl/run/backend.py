@@ -60,6 +60,15 @@ def run_marker(token: str) -> str:
     return "mdsl-run=" + token
 
 
+def marker_line(token: str) -> str:
+    """The first line of every wrapped command: the marker, as a comment on an EXIT trap.
+
+    The trap keeps the shell from exec()ing the last command in its place (bash does), which
+    would replace the command line that shows the marker.
+    """
+    return f"trap : EXIT # {run_marker(token)}"
+
+
 class Backend(abc.ABC):
     """One host. Commands are complete shell strings whose user values are already quoted.
 

@@ -21,9 +21,10 @@ path of a 0600 temp file holding a password, never its content). A command
 still counts as possibly running until its step is done in the same run or a
 later run checked it (`reaped`); a secret file until its removal is recorded.
 
-The lock (`.mdsl/<plan>.lock`, created with O_EXCL) holds the pid, hostname
-and start time of the apply that owns it. A lock left by a process that no
-longer runs is reported with how to clear it, never taken over silently.
+The lock (`.mdsl/<plan>.lock`) is a `flock` held for the whole apply; the file
+holds the pid, hostname and start time of the apply that owns it, for the
+message a refused apply prints. The kernel drops it with its process, so a
+killed apply leaves no stale lock (`PlanLock`).
 """
 
 from __future__ import annotations
@@ -345,7 +346,7 @@ class Journal:
 
 
 class LockError(Exception):
-    """Another apply holds the lock, or a stale lock is in the way."""
+    """Another apply holds the lock."""
 
     def __init__(self, message: str, hint: str):
         super().__init__(message)
@@ -367,7 +368,6 @@ class PlanLock:
         self.path = path
         self.held = False
         self._fd: Optional[int] = None
-        self._token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.previous: dict = {}  # what the file said when we took it: an earlier holder that died
 
     def acquire(self) -> None:
@@ -391,7 +391,7 @@ class PlanLock:
                 os.close(fd)
                 continue
             self.previous = _read_info(fd)
-            info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": now(), "token": self._token}
+            info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": now()}
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

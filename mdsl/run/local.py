@@ -25,7 +25,7 @@ import threading
 from typing import Callable, Iterable, Iterator, Optional
 
 from mdsl.check.resolve import Host
-from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, new_run_token, run_marker
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, marker_line, new_run_token
 
 CHUNK = 1 << 20
 _GRACE = 3.0  # seconds between SIGTERM and SIGKILL
@@ -97,7 +97,7 @@ class LocalBackend(Backend):
 
     def wrap(self, command: str) -> str:
         """The script given to `bash -c`: this run's marker, the EXIT trap, the command."""
-        return f"trap : EXIT # {run_marker(self.token)}\n{command}"
+        return f"{marker_line(self.token)}\n{command}"
 
     def _popen(self, command: str, stdin, stdout, stderr) -> subprocess.Popen:
         try:

@@ -233,8 +233,7 @@ class _HostChecks:
     def _where(self) -> str:
         if self.host.local:
             return "this machine"
-        who = f"{self.host.user}@" if self.host.user else ""
-        return f"{who}{self.host.address}:{self.host.port}"
+        return f"{self.host.login}:{self.host.port}"
 
     # -- P402
 

@@ -54,7 +54,7 @@ from fabric import Config, Connection
 from paramiko.common import MSG_CHANNEL_REQUEST
 
 from mdsl.check.resolve import Host
-from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, new_run_token, run_marker
+from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, marker_line, new_run_token
 from mdsl.syntax import ast as A
 
 # Paramiko logs transport errors itself; without this, Python's last-resort
@@ -180,8 +180,7 @@ class SshBackend(Backend):
     @property
     def target(self) -> str:
         """`user@address:port` for messages."""
-        who = f"{self.host.user}@" if self.host.user else ""
-        return f"{who}{self.host.address}:{self.host.port}"
+        return f"{self.host.login}:{self.host.port}"
 
     def connect(self) -> None:
         """Open the connection (idempotent); raises BackendError saying what failed and how to fix it."""
@@ -469,11 +468,9 @@ class SshBackend(Backend):
         losing every command in flight on that host.
         """
         null = "" if stdin else "exec </dev/null\n"
-        # The run's marker, a comment, makes the command line of the process group's leader
-        # (and of sudo) recognisable, so a later run can stop exactly what this one left running;
-        # the EXIT trap keeps the shell from exec()ing the last command in its place (bash does),
-        # which would replace that command line.
-        mark = f"; trap : EXIT # {run_marker(self.token)}\n"
+        # The run's marker makes the command line of the process group's leader (and of sudo)
+        # recognisable, so a later run can stop exactly what this one left running (marker_line).
+        mark = f"; {marker_line(self.token)}\n"
         if not self.wrap_sudo:
             return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2" + mark + null + command)
         inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2" + mark + null + command)

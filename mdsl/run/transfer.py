@@ -183,13 +183,7 @@ class Copier:
         if expired.is_set():
             raise TransferError(f"the copy ran longer than {timeout:g}s and was stopped", dst_cmd.host,
                                 dst_cmd.render(masked=True))
-        if not wres.ok:
-            raise TransferError(f"writing the target failed (exit {wres.exit})", dst_cmd.host,
-                                dst_cmd.render(masked=True), wres.stderr)
-        if not rres.ok:
-            raise TransferError(f"reading the source failed (exit {rres.exit})", src_cmd.host,
-                                src_cmd.render(masked=True), rres.stderr)
-        return digest.hexdigest()
+        return _ended(src_cmd, rres, dst_cmd, wres, digest)
 
     def _pipe_paramiko(self, src_cmd: Command, dst_cmd: Command, timeout: Optional[float]) -> str:
         """Through the two hosts' paramiko channels, a reader thread and a bounded queue."""
@@ -251,14 +245,7 @@ class Copier:
         if "error" in outcome:
             raise outcome["error"]
         src_res = outcome["src"]
-        # The writer first: when it stops early the reader is cancelled, and that is not the cause.
-        if not dst_res.ok:
-            raise TransferError(f"writing the target failed (exit {dst_res.exit})", dst_cmd.host,
-                                dst_cmd.render(masked=True), dst_res.stderr)
-        if not src_res.ok:
-            raise TransferError(f"reading the source failed (exit {src_res.exit})", src_cmd.host,
-                                src_cmd.render(masked=True), src_res.stderr)
-        return digest.hexdigest()
+        return _ended(src_cmd, src_res, dst_cmd, dst_res, digest)
 
     # -- the copy
 
@@ -439,3 +426,17 @@ class _SshProcess:
                     f.close()
                 except OSError:
                     pass
+
+
+def _ended(src_cmd: Command, src_res: Result, dst_cmd: Command, dst_res: Result, digest) -> str:
+    """The sha256 of a finished pipe, or the TransferError of the end that failed.
+
+    The writer first: when it stops early the reader is cancelled, and that is not the cause.
+    """
+    if not dst_res.ok:
+        raise TransferError(f"writing the target failed (exit {dst_res.exit})", dst_cmd.host,
+                            dst_cmd.render(masked=True), dst_res.stderr)
+    if not src_res.ok:
+        raise TransferError(f"reading the source failed (exit {src_res.exit})", src_cmd.host,
+                            src_cmd.render(masked=True), src_res.stderr)
+    return digest.hexdigest()
