@@ -198,13 +198,20 @@ Action = Union[Shell, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]
 
 
 def hash_command(host: str, path: str, *, sudo: bool = False, sudo_password=None) -> Command:
-    """Print `sha256` then `size` of a file, or of a directory tree (sorted file list with contents)."""
+    """Print `sha256` then `size` of a file, or of a directory tree (sorted file list with contents).
+
+    A file is hashed with `openssl dgst` where the host has it: coreutils' sha256sum does not use the
+    CPU's SHA extensions (~4x slower here). Same digest either way. A tree keeps `sha256sum` for its
+    per-file lines, whose exact format is part of the tree's digest.
+    """
     p = Arg(path)
     return Command(host, sh(
         "if [ -d", p, "]; then",
         "(cd", p, "&& find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum) | sha256sum | cut -c1-64;",
         "du -sb", p, "| cut -f1;",
-        "elif [ -f", p, "]; then sha256sum <", p, "| cut -c1-64; stat -c %s", p, ";",
+        "elif [ -f", p, "]; then",
+        "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; } <", p,
+        "| cut -c1-64; stat -c %s", p, ";",
         "else echo", Arg(f"mdsl: {path} does not exist"), ">&2; exit 3; fi",
     ), sudo=sudo, sudo_password=sudo_password, tools=("sha256sum", "find", "sort", "xargs", "du", "stat", "cut"))
 

@@ -63,6 +63,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 256 * 1024  # read and write granularity of streams
 MAX_CHANNELS = 8  # OpenSSH's MaxSessions defaults to 10; leave room for kill channels
+MUX_SESSIONS = 8  # bulk clients sharing one OpenSSH master (its own session is one more)
 STDERR_KEEP = 256 * 1024  # stderr kept per command (the tail)
 KILL_GRACE = 3  # seconds between TERM and KILL for a timed-out command
 
@@ -168,6 +169,9 @@ class SshBackend(Backend):
         self.host_key_added: Optional[str] = None  # fingerprint, when accept-new recorded a key
         self._openssh: Optional[List[str]] = None  # the OpenSSH client's words for bulk bytes; [] = unusable
         self.openssh_unusable: Optional[str] = None  # why, when it is
+        self._master: Optional[_Master] = None  # the OpenSSH connection bulk clients share (see openssh_argv)
+        self._mux_slots = threading.BoundedSemaphore(MUX_SESSIONS)
+        self._mux_argvs: set = set()  # id() of the argvs holding a slot, until openssh_done()
         self.token = new_run_token()  # in every wrapped command's text: see wrap()
 
     # ------------------------------------------------------------------ connection
@@ -386,18 +390,43 @@ class SshBackend(Backend):
         the bytes per CPU second that a paramiko channel does (C crypto and
         framing, no GIL), so a large stream goes through two `ssh` processes
         while Fabric stays the control channel. Same host key file, identity,
-        user and port as the Fabric connection; the first use probes the client
-        once (`ssh ... true`), and any failure there means "use paramiko".
+        user and port as the Fabric connection.
+
+        The first use opens one OpenSSH connection to the host (a master, see
+        _Master) and runs `true` through it; any failure there means "use
+        paramiko". Later clients run their command as a session of that
+        connection: no key exchange and no authentication per copy, which on
+        OpenSSH 9's post-quantum key exchange is ~0.1 s of CPU on each end. At
+        most MUX_SESSIONS clients share it (sshd's MaxSessions is 10, the
+        master's own session is one); beyond that a client connects on its own.
+        Hand the argv back to openssh_done() when its process has ended.
         """
         if self.wrap_sudo:  # the sudo prompt handshake lives in _Exec
             return None
         with self._lock:
-            if self._openssh is None:
-                self._openssh = self._probe_openssh()
-            base = self._openssh
-        return base + ["--", self.wrap(command)] if base else None
+            if self._openssh is None or (self._master is not None and not self._master.alive()):
+                self._openssh = self._start_openssh()
+            base, master = self._openssh, self._master
+        if not base:
+            return None
+        wrapped = ["--", self.wrap(command)]
+        if master is not None and self._mux_slots.acquire(blocking=False):
+            argv = base + master.client_options() + [self.host.address] + wrapped
+            with self._lock:
+                self._mux_argvs.add(id(argv))
+            return argv
+        return base + _NO_MUX + [self.host.address] + wrapped
+
+    def openssh_done(self, argv: List[str]) -> None:
+        """The client started with `argv` (from openssh_argv) has ended: free its session slot."""
+        with self._lock:
+            held = id(argv) in self._mux_argvs
+            self._mux_argvs.discard(id(argv))
+        if held:
+            self._mux_slots.release()
 
     def _openssh_words(self) -> Optional[List[str]]:
+        """The OpenSSH client's options for this host, without the address (options go before it)."""
         client = _openssh_client()
         if client is None:
             return None
@@ -416,23 +445,29 @@ class SshBackend(Backend):
             words += ["-l", h.user]
         if h.identity:
             words += ["-i", os.path.expanduser(h.identity), "-o", "IdentitiesOnly=yes"]
-        return words + [h.address]
+        return words
 
-    def _probe_openssh(self) -> List[str]:
+    def _start_openssh(self) -> List[str]:
+        """Open the master (or, with MDSL_SSH_MUX=0, probe a plain client); [] and openssh_unusable on failure."""
+        if self._master is not None:  # it died (the host rebooted, the network dropped): open a new one
+            self._master.close()
+            self._master = None
         words = self._openssh_words()
         if not words:
             self.openssh_unusable = "no `ssh` client on this machine"
             return []
-        import subprocess
+        timeout = self.connect_timeout + 10
+        if os.environ.get("MDSL_SSH_MUX", "1") == "0":
+            why = _run_probe(words + _NO_MUX + [self.host.address, "--", "true"], timeout)
+        else:
+            self._master, why = _Master.open(words, self.host.address, timeout)
+            if why is not None:  # a plain client may still work (a shared connection is only faster)
+                from mdsl.run import log
 
-        try:
-            r = subprocess.run(words + ["--", "true"], stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=self.connect_timeout + 10)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            self.openssh_unusable = str(e)
-            return []
-        if r.returncode != 0:
-            self.openssh_unusable = r.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {r.returncode}"
+                log.get_logger().info("ssh.master_unusable", host=self.name, why=why)
+                why = _run_probe(words + _NO_MUX + [self.host.address, "--", "true"], timeout)
+        if why is not None:
+            self.openssh_unusable = why
             return []
         return words
 
@@ -444,9 +479,14 @@ class SshBackend(Backend):
         return conn.transport
 
     def close(self) -> None:
-        """Close the connection; a later command reconnects."""
+        """Close the connection and the OpenSSH master; a later command reconnects."""
         with self._lock:
             self._close_locked()
+            master, self._master = self._master, None
+            if master is not None:
+                self._openssh = None
+        if master is not None:
+            master.close()
 
     def _close_locked(self) -> None:
         if self._conn is not None:
@@ -558,6 +598,159 @@ def _openssh_client() -> Optional[Tuple[str, str]]:
             found = (path, ",".join(c for c in _OPENSSH_CIPHERS if c in known))
         _openssh_cache["v"] = found
     return _openssh_cache["v"]
+
+
+# A client that must not touch a master: the user's ssh_config may say `ControlMaster auto` and
+# `ControlPersist`, whose backgrounded master would hold our stderr pipe open past the copy.
+_NO_MUX = ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+
+
+def _run_probe(argv: List[str], timeout: float) -> Optional[str]:
+    """Run `ssh ... true`; None when it worked, else why not."""
+    import subprocess
+
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if r.returncode != 0:
+        return r.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {r.returncode}"
+    return None
+
+
+_stale_swept = False
+_TMP_MAX = 56  # + /mdsl-ssh-PID-XXXXXXXX/s.XXXXXXXXXXXXXXXX < 108
+
+
+def _sweep_stale_control_dirs(tmp: str) -> None:
+    """Remove control dirs of mdsl processes that are gone (killed before they could clean up)."""
+    global _stale_swept
+    if _stale_swept:
+        return
+    _stale_swept = True
+    import shutil
+
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(r"mdsl-ssh-([0-9]+)-[A-Za-z0-9_]+", name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        path = os.path.join(tmp, name)
+        if os.path.isdir(path) and not os.path.islink(path) and os.stat(path).st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class _Master:
+    """One OpenSSH connection to a host that bulk clients share (`ControlMaster`), owned by this process.
+
+    It runs `exec cat >/dev/null` on the host with its stdin a pipe from mdsl,
+    in its own session (a Ctrl-C reaches mdsl, not it). Its control socket is
+    in a 0700 directory of its own under the temp dir. When mdsl closes the
+    pipe, or dies, even by SIGKILL, the remote `cat` sees end of file, the
+    session ends and the master exits, removing its socket; nothing is left
+    behind but, after a kill, the empty directory, which the next mdsl that
+    opens a master removes. No `ControlPersist`: that would daemonize the
+    master away from mdsl and leave it running after a crash.
+    """
+
+    def __init__(self, words: List[str], address: str):
+        import subprocess
+        import tempfile
+
+        tmp = tempfile.gettempdir()
+        if len(tmp) > _TMP_MAX and os.path.isdir("/tmp"):
+            tmp = "/tmp"  # a socket's path has at most 107 bytes, and ssh adds a 17-byte suffix while binding
+        _sweep_stale_control_dirs(tmp)
+        self.dir = tempfile.mkdtemp(prefix=f"mdsl-ssh-{os.getpid()}-", dir=tmp)  # 0700
+        self.path = os.path.join(self.dir, "s")
+        self._words, self._address = words, address
+        self._err = open(os.path.join(self.dir, "err"), "w+b")
+        try:
+            self.p = subprocess.Popen(
+                words + ["-o", "ControlMaster=yes", "-o", "ControlPath=" + self.path, "-o", "ControlPersist=no",
+                         address, "--", "exec cat >/dev/null"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
+        except OSError:
+            self._err.close()
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def open(cls, words: List[str], address: str, timeout: float) -> Tuple[Optional["_Master"], Optional[str]]:
+        """(the master, None) once a command ran through it; (None, why) when it could not be opened."""
+        try:
+            m = cls(words, address)
+        except OSError as e:
+            return None, str(e)
+        why = m._wait_ready(timeout)
+        if why is None:
+            why = _run_probe(words + m.client_options() + [address, "--", "true"], timeout)
+        if why is not None:
+            m.close()
+            return None, why
+        return m, None
+
+    def _wait_ready(self, timeout: float) -> Optional[str]:
+        """Wait for the control socket (made once the host has authenticated us) or the master's exit."""
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while not os.path.exists(self.path):
+            if self.p.poll() is not None:
+                return self._stderr() or f"exit {self.p.returncode}"
+            if time.monotonic() > deadline:
+                return f"no connection after {timeout:g}s"
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.05)
+        return None
+
+    def _stderr(self) -> str:
+        try:
+            self._err.seek(0)
+            return self._err.read()[-4096:].decode("utf-8", "replace").strip()[-300:]
+        except (OSError, ValueError):
+            return ""
+
+    def client_options(self) -> List[str]:
+        """Options that make a client a session of this master (ControlMaster=no: never become one)."""
+        return ["-o", "ControlMaster=no", "-o", "ControlPath=" + self.path]
+
+    def alive(self) -> bool:
+        return self.p.poll() is None and os.path.exists(self.path)
+
+    def close(self) -> None:
+        """End of file to the remote `cat`, so the master ends its session and exits; then by signal."""
+        import shutil
+        import subprocess
+
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        for stop in (None, self.p.terminate, self.p.kill):
+            if stop is not None:
+                try:
+                    stop()
+                except OSError:
+                    pass
+            try:
+                self.p.wait(timeout=3)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._err.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _reads_sudo_password(command: str) -> bool:

@@ -125,20 +125,59 @@ class Copier:
         """Stream src_cmd's stdout into dst_cmd's stdin; returns the sha256 of what passed."""
         route = os.environ.get("MDSL_STREAM", "")
         if route == "openssh" or (route != "paramiko" and size >= BULK_MIN):
-            src = self.x.openssh(src_cmd) if hasattr(self.x, "openssh") else None
-            dst = self.x.openssh(dst_cmd) if src is not None and src[1] is None else None
+            src, dst = self._openssh_pair(src_cmd, dst_cmd)
             if src is not None and dst is not None:
                 return self._pipe_openssh(src_cmd, dst_cmd, src, dst, timeout)
         return self._pipe_paramiko(src_cmd, dst_cmd, timeout)
 
+    def _openssh_pair(self, src_cmd: Command, dst_cmd: Command):
+        """Both ends' OpenSSH routes, or (None, None); the two hosts' first connections are opened at once."""
+        if not hasattr(self.x, "openssh"):
+            return None, None
+        got: dict = {}
+
+        def target():
+            try:
+                got["dst"] = self.x.openssh(dst_cmd)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+                got["error"] = e
+
+        t = threading.Thread(target=target, name="mdsl-openssh-target", daemon=True)
+        t.start()
+        try:
+            src = self.x.openssh(src_cmd)
+        except BaseException:
+            t.join()
+            if got.get("dst") is not None:
+                _unused(got["dst"])
+            raise
+        t.join()
+        dst = got.get("dst")
+        if "error" in got or src is None or dst is None or src[1] is not None:
+            # src[1]: the source's sudo wants a password on stdin, which a reading client cannot take
+            for route in (src, dst):
+                if route is not None:
+                    _unused(route)
+            if "error" in got:
+                raise got["error"]
+            return None, None
+        return src, dst
+
     def _pipe_openssh(self, src_cmd: Command, dst_cmd: Command, src, dst, timeout: Optional[float]) -> str:
         """The same pipe through two OpenSSH clients: read 1 MiB, hash it, write it; one buffer in memory."""
         digest = hashlib.sha256()
-        reader = _SshProcess(src[0], src[2], writes=False)
+        try:
+            reader = _SshProcess(src[0], src[2], writes=False)
+        except BaseException:
+            _unused(src)
+            _unused(dst)
+            raise
         try:
             writer = _SshProcess(dst[0], dst[2], writes=True)
         except BaseException:
+            _unused(dst)
             reader.stop()
+            reader.close()
             raise
         expired = threading.Event()
 
@@ -342,6 +381,13 @@ class Copier:
         self._ok(_cmd(hd, *items), "renaming into place")
 
 
+def _unused(route) -> None:
+    """An OpenSSH argv (from Executor.openssh) that will not run: hand its session slot back."""
+    done = getattr(route[2], "openssh_done", None)
+    if done is not None:
+        done(route[0])
+
+
 def _write_all(fd: int, data) -> bool:
     """Write everything; False when the reading end is gone (the process exited)."""
     view = memoryview(data)
@@ -358,6 +404,7 @@ class _SshProcess:
 
     def __init__(self, argv: List[str], backend, writes: bool):
         self.backend = backend
+        self.argv = argv
         # Its own session: a Ctrl-C reaches mdsl, which stops the remote command first (stop()).
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE if writes else subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL if writes else subprocess.PIPE,
@@ -419,6 +466,9 @@ class _SshProcess:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
+        done = getattr(self.backend, "openssh_done", None)
+        if done is not None:
+            done(self.argv)  # its session slot on the host's OpenSSH master
         self._errs.join(timeout=5)
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             if f is not None:

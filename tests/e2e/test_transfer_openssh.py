@@ -74,3 +74,98 @@ steps {{
     assert "FAILED" in r.stdout
     assert "writing the target failed" in r.stderr and "Is a directory" in r.stderr
     assert not (b.root / "copy.bin").exists()
+
+
+def _accepted(h) -> int:
+    """Connections the host's sshd has authenticated so far (its log, LogLevel VERBOSE)."""
+    return h.log_path.read_text(errors="replace").count("Accepted publickey")
+
+
+def _masters(tag: str) -> list:
+    """Pids of OpenSSH master clients whose control path lies under `tag` (a test's own TMPDIR)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ControlMaster=yes" in argv and any(tag.encode() in a for a in argv):
+            out.append(int(d))
+    return out
+
+
+def test_bulk_copies_share_one_connection_per_host_which_ends_with_mdsl(ssh_hosts, tmp_path):
+    """Three bulk copies a -> b open one OpenSSH connection per host, not four per copy; SIGKILL mdsl and
+    those connections end by themselves; the next run removes what the killed one left in the temp dir."""
+    from reliability_helpers import Apply, human, output, wait_until
+
+    a, b = ssh_hosts.a, ssh_hosts.b
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="mdsl-t-", dir="/tmp"))  # short: a socket's path has at most 107 bytes
+    blobs = []
+    for k in range(4):
+        blob = a.root / f"media{k}.bin"
+        blob.write_bytes(os.urandom((16 << 20) + k))  # BULK_MIN: the OpenSSH route
+        blobs.append(blob)
+    once, marker = tmp_path / "once", f"mdsl-mux-{os.getpid()}"
+    slow = f": {marker}; test -e {once} || {{ touch {once}; sleep 300; }}"
+    plan = tmp_path / "mux.plan"
+    files = "\n".join(f'file m{k} on a {{ path = "{blobs[k]}" }}' for k in range(4))
+    copies = "\n".join(f'  transfer m{k} to b:"{b.root}/copy{k}.bin"' for k in range(3))
+    plan.write_text(f"""
+plan "mux"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+{files}
+steps {{
+{copies}
+  slow: run a "{slow}"
+  transfer m3 to b:"{b.root}/copy3.bin"
+}}
+""")
+    env = {**os.environ, "TMPDIR": str(tmp), "MDSL_STREAM": "openssh"}
+    before = (_accepted(a), _accepted(b))
+    run = Apply(plan, env=env)
+    masters: list = []
+    try:
+        wait_until(lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout or not run.running,
+                   60, what="the slow step to start")
+        assert run.running, human(output(run.finish()))
+        for k in range(3):
+            assert sha256(b.root / f"copy{k}.bin") == sha256(blobs[k])
+        # one Fabric connection and one OpenSSH master per host, for three copies (it was 1 + 4 per copy)
+        assert (_accepted(a) - before[0], _accepted(b) - before[1]) == (2, 2), [l for l in b.log_path.read_text().splitlines() if "Session" not in l and "session" not in l]
+        masters = _masters(str(tmp))
+        assert len(masters) == 2, masters
+        assert [p for p in os.listdir(tmp) if p.startswith("mdsl-ssh-")], os.listdir(tmp)
+
+        run.kill()
+        assert run.finish().returncode == -9
+        # no ControlPersist: the masters see their stdin close and exit, their sessions with them
+        wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in masters), 15,
+                   what="the OpenSSH masters to end with mdsl")
+        wait_until(lambda: not b.connection_pids(), 15, what="b's sessions to end")
+        stale = [p for p in os.listdir(tmp) if p.startswith("mdsl-ssh-")]
+        assert stale  # SIGKILL left its control dirs behind (the sockets are gone with the masters)
+
+        r = subprocess.run([sys.executable, "-m", "mdsl", "apply", "--yes", str(plan)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert sha256(b.root / "copy3.bin") == sha256(blobs[3])
+        assert os.listdir(tmp) == [], os.listdir(tmp)  # its own dirs closed, the killed run's swept
+        assert not _masters(str(tmp))
+    finally:
+        if run.running:
+            run.kill()
+            run.finish()
+        for p in masters + _masters(str(tmp)):
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["pkill", "-f", marker], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
