@@ -233,8 +233,10 @@ def _compile_leaf(ctx: CompileContext, step: A.Step):
     elif isinstance(step, A.Restore):
         db = b.resources[step.db.name]
         loc = _loc(ctx, step.source)
-        engine = postgres if db.kind == "postgres" else sqlite
-        actions = engine.restore(ctx, step, db, loc.host, loc.path)
+        if db.kind == "postgres":  # a parallel restore of a zstd dump writes a temporary copy (RestorePart)
+            actions, dests = postgres.restore(ctx, step, db, loc.host, loc.path)
+        else:
+            actions = sqlite.restore(ctx, step, db, loc.host, loc.path)
         destructive = bool(option_value(step, "replace", False))
     elif isinstance(step, A.Archive):
         d = b.resources[step.dir.name]

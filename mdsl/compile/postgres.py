@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+from attrs import frozen
+
 from mdsl.check.resolve import Postgres
 from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import (
@@ -90,7 +92,47 @@ def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
 # decompressed file beats the serial stream (13.2 vs 18.1 s). PostgreSQL 15 has no zstd of its own.
 ZSTD = "zstd -q -T0 -3 -c"
 UNZSTD = "zstd -q -dc"
-DEFAULT_RESTORE_JOBS = 2
+
+# Without `jobs =`, pg_restore runs one job per CPU of the restore host, counted when the step runs
+# (`nproc`; 2 where nproc is missing or says nothing sensible), at most RESTORE_JOBS_CAP: past a few
+# jobs the restore waits on the disk and the server's WAL, and each job is one more connection.
+RESTORE_JOBS_CAP = 8
+RESTORE_JOBS_FALLBACK = 2
+RESTORE_JOBS_VAR = "mdsl_jobs"
+
+# The decompressed copy a parallel restore of a zstd dump makes beside it, removed when the restore
+# ends, is the dump's uncompressed size: 3.6x the zstd file on the bench's Mastodon-like rows
+# (docs/performance.md, target 4), 5x on the issue's production data. Preflight (P404) counts
+# RESTORE_PART_FACTOR x the measured size of a zstd dump found on a host: the larger of the two
+# ratios known, with P404's margin (x1.2) on top. Nothing cheaper tells the real size (the zstd
+# CLI writes no content size into a frame it compresses from a pipe; decompressing it to count
+# would read the whole dump). A dump the plan makes is estimated by its database's size
+# (pg_database_size, indexes included, which the -Z0 archive stays below: 796 MiB for a 1118 MiB
+# database on the bench), as the dump itself is, and that estimate is used as is.
+RESTORE_PART_SUFFIX = ".restore.part"
+RESTORE_PART_FACTOR = 5
+
+
+@frozen
+class RestorePart(Destination):
+    """`LOC.restore.part`: the zstd dump at `size_of` decompressed for `pg_restore -j`, removed when the step ends.
+
+    Preflight counts it only while its restore runs (the peak of its file system, not the sum).
+    `if_zstd`: the dump was made outside the plan, so the step only writes it when the file is
+    neither a directory nor pg_dump's own archive (`PGDMP`).
+    """
+
+    if_zstd: bool = False
+
+
+def auto_jobs() -> Tuple:
+    """Shell that sets RESTORE_JOBS_VAR to the host's CPU count, between 1 and RESTORE_JOBS_CAP."""
+    v = RESTORE_JOBS_VAR
+    # `[ "$v" -ge 1 ]` is false for anything but a positive number (its error is discarded), so
+    # garbage from nproc falls back too.
+    return sh(f"{v}=$(nproc 2>/dev/null) || {v}={RESTORE_JOBS_FALLBACK};",
+              f'[ "${v}" -ge 1 ] 2>/dev/null || {v}={RESTORE_JOBS_FALLBACK};',
+              f'[ "${v}" -le {RESTORE_JOBS_CAP} ] || {v}={RESTORE_JOBS_CAP};')
 
 
 def dump_compression(fmt: str, compress: Optional[str]) -> str:
@@ -196,15 +238,16 @@ def _drop_create(ctx: CompileContext, db: Postgres) -> Tuple:
 
 
 def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path: str):
-    """`restore LOC into DB [replace]`: pg_restore (custom/directory) or psql (plain).
+    """`restore LOC into DB [replace]`: pg_restore (custom/directory) or psql (plain); (actions, destinations).
 
-    pg_restore runs with `DEFAULT_RESTORE_JOBS` jobs unless `jobs =` says otherwise, except for a
-    custom file with `run_as`: that user may not be able to open the connecting user's file, so it
-    reads it on stdin, serially (the seed's peer-auth setup). A zstd-compressed dump is decompressed
-    next to itself (`PATH.restore.part`, removed afterwards) for a parallel restore, or tested whole
-    (`zstd -t`) and piped into a serial one; either way a cut file fails before the database changes.
-    A dump made outside the plan is looked at when the step runs: a directory, a custom archive
-    (`PGDMP`), else zstd.
+    pg_restore runs one job per CPU of the restore host (`auto_jobs`: `nproc` when the step runs,
+    capped at RESTORE_JOBS_CAP) unless `jobs =` says otherwise, except for a custom file with
+    `run_as`: that user may not be able to open the connecting user's file, so it reads it on stdin,
+    serially (the seed's peer-auth setup). A zstd-compressed dump is decompressed next to itself
+    (`PATH.restore.part`, removed afterwards: a `RestorePart` destination, for preflight) for a
+    parallel restore, or tested whole (`zstd -t`) and piped into a serial one; either way a cut file
+    fails before the database changes. A dump made outside the plan is looked at when the step runs:
+    a directory, a custom archive (`PGDMP`), else zstd.
     """
     replace = bool(option_value(step, "replace", False))
     jobs = option_value(step, "jobs")
@@ -212,6 +255,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
     if known is not None and known.engine != "postgres":
         raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a PostgreSQL dump', step.span)
     src = Arg(path)
+    tmp = path + RESTORE_PART_SUFFIX
     if known is not None and known.format == "plain":
         setup = _drop_create(ctx, db) if replace else _exists_or_create(ctx, db)
         psql = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -v ON_ERROR_STOP=1 --single-transaction"),
@@ -225,19 +269,27 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
             body = setup + sh("&&", Sub(psql), "<", src)
         unzip = {"gzip": ("gzip",), "zstd": ("zstd",)}.get(known.compress, ())
         cmd = ctx.command(db.host, body, tools=("tail", "grep") + unzip)
-        return [Shell(cmd, f"restore {db.name}: psql (plain dump)", step_timeout(step, DEFAULT_TIMEOUT))]
+        return [Shell(cmd, f"restore {db.name}: psql (plain dump)", step_timeout(step, DEFAULT_TIMEOUT))], []
+
+    made = {"part": False, "auto": False}  # what the bodies below use: a part file, the CPU count
 
     def body_for(kind: str) -> Tuple:
         """pg_restore of a `directory`, a `custom` file or a `zstd`-compressed custom file."""
         file_as_user = db.run_as and kind != "directory"
-        n = int(jobs) if jobs is not None else (None if file_as_user else DEFAULT_RESTORE_JOBS)
-        parallel = n is not None and n > 1
-        args = _restore_args(db, replace) + ([Lit("-j"), Arg(str(n))] if parallel else [])
+        if jobs is not None:
+            n = int(jobs)
+            parallel = n > 1
+            jobs_arg = [Lit("-j"), Arg(str(n))] if parallel else []
+        else:
+            parallel = not file_as_user
+            jobs_arg = [Lit("-j"), Lit(f'"${RESTORE_JOBS_VAR}"')] if parallel else []
+            made["auto"] = made["auto"] or parallel
+        args = _restore_args(db, replace) + jobs_arg
         args.append(Arg(conninfo(db), "--dbname="))
         setup = _exists_or_create(ctx, db)
         if kind == "zstd" and parallel:
             # pg_restore -j needs a seekable file: decompressed first, before anything in the database changes.
-            tmp = path + ".restore.part"
+            made["part"] = True
             give = sh("&& chown --", Arg(db.run_as), Arg(tmp)) if db.run_as else ()
             tool = tool_command(ctx, db, tuple(args) + (Lit("--"), Arg(tmp)), ("pg_restore",))
             return sh("{ umask 077 &&", UNZSTD, "<", src, ">", Arg(tmp), *give, "&&", *setup, "&&", Sub(tool),
@@ -259,15 +311,20 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
 
     if known is not None:
         kind = "zstd" if known.format == "custom" and known.compress == "zstd" else known.format
-        cmd = ctx.command(db.host, body_for(kind), tools=("zstd",) if kind == "zstd" else ())
+        body = body_for(kind)
+        tools: Tuple[str, ...] = ("zstd",) if kind == "zstd" else ()
         what = f"pg_restore ({known.format}, {known.compress})"
     else:
         # Made outside this plan: a directory, pg_dump's custom archive, or mdsl's zstd-compressed one.
         body = sh("if [ -d", src, "]; then", *body_for("directory"), "; elif [ \"$(head -c 5 <", src,
                   "| tr -cd A-Z)\" = PGDMP ]; then", *body_for("custom"), "; else", *body_for("zstd"), "; fi")
-        cmd = ctx.command(db.host, body, tools=("head", "tr"))
+        tools = ("head", "tr")
         what = "pg_restore (format read from the file)"
-    return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))]
+    if made["auto"]:
+        body = auto_jobs() + body  # nproc is optional (the fallback covers a host without it): not a tool
+    cmd = ctx.command(db.host, body, tools=tools)
+    dests = [RestorePart(db.host, tmp, None, Location(host, path), if_zstd=known is None)] if made["part"] else []
+    return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))], dests
 
 
 def _restore_args(db: Postgres, replace: bool) -> list:

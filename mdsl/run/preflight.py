@@ -25,7 +25,7 @@ from mdsl.check.resolve import BoundPlan, Host, Postgres, Service
 from mdsl.compile.actions import Location
 from mdsl.compile.context import CompileContext, option_value
 from mdsl.compile.parts import Arg, Command, Lit, sh
-from mdsl.compile.postgres import conninfo, libpq_quote, tool_command
+from mdsl.compile.postgres import RESTORE_PART_FACTOR, RestorePart, conninfo, libpq_quote, tool_command
 from mdsl.findings import Finding, Severity
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
 from mdsl.syntax import ast as A
@@ -66,6 +66,9 @@ class _Dest:
     size_of: Optional[Union[str, Location]]
     step: A.Step
     file_like: bool
+    order: int = 0  # the plan's top-level step it belongs to (a parallel block's members share one)
+    temporary: bool = False  # removed when its step ends (a restore's decompressed dump): counts at the peak
+    if_zstd: bool = False  # written only if the file at size_of turns out to be a zstd dump
 
 
 @frozen
@@ -86,15 +89,14 @@ class _Needs:
     pairs: List[_RestorePair] = field(factory=list)
     dumps: List[Tuple[Postgres, A.Step]] = field(factory=list)
     origins: Dict[Tuple[str, str], str] = field(factory=dict)  # artifact -> the resource it holds a copy of
+    # artifact -> the file it is a copy of, for copies of files the plan did not make (measured there)
+    copied_from: Dict[Tuple[str, str], Tuple[str, str]] = field(factory=dict)
 
 
-def _leaves(compiled) -> list:
-    if hasattr(compiled, "leaves"):
-        return list(compiled.leaves())
-    out = []
-    for s in compiled:
-        out.extend(s.leaves() if hasattr(s, "leaves") else [s])
-    return out
+def _leaves(compiled) -> List[tuple]:
+    """(index of its top-level step, step) for every runnable step; a parallel block's members share the index."""
+    tops = compiled.steps if hasattr(compiled, "steps") else compiled
+    return [(i, leaf) for i, s in enumerate(tops) for leaf in (s.leaves() if hasattr(s, "leaves") else [s])]
 
 
 def _pg_word(db: Optional[Postgres], name: str) -> str:
@@ -112,7 +114,7 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
         return p.host, p.path
 
     dumped_by: Dict[Tuple[str, str], Tuple[Postgres, A.Step]] = {}
-    for leaf in leaves:
+    for order, leaf in leaves:
         step = leaf.step
         db = res.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
         pg = db if isinstance(db, Postgres) else None
@@ -121,7 +123,9 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
                 word = _pg_word(pg, t) if pg is not None and host == pg.host else t
                 n.tools.append(_ToolNeed(host, word, t, step))
         for d in getattr(leaf, "destinations", ()):
-            n.dests.append(_Dest(d.host, d.path, d.run_as, d.size_of, step, leaf.kind in FILE_LIKE))
+            part = isinstance(d, RestorePart)
+            n.dests.append(_Dest(d.host, d.path, d.run_as, d.size_of, step, part or leaf.kind in FILE_LIKE,
+                                 order, temporary=part, if_zstd=part and d.if_zstd))
         if pg is not None:
             n.databases.setdefault(pg.name, pg)
         if isinstance(step, (A.Stop, A.Start, A.Restart)):
@@ -141,6 +145,7 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
             src, dst = key(step.source), key(step.dest)
             if src in n.origins:
                 n.origins[dst] = n.origins[src]
+            n.copied_from[dst] = n.copied_from.get(src, src)
             if src in dumped_by:
                 dumped_by[dst] = dumped_by[src]
         elif isinstance(step, A.Restore) and pg is not None:
@@ -360,19 +365,25 @@ class _HostChecks:
     # -- P404: sizes of what will be copied, and free space where it lands
 
     def sizes(self) -> None:
-        wanted: Dict[str, str] = {}  # key -> path (for dirs and files on this host)
+        wanted: Dict[str, Tuple[str, str]] = {}  # key -> (kind, path) (for dirs and files on this host)
         for d in self.pf.needs.dests:
             src = self.pf.size_source(d)
             if src is None:
                 continue
             kind, key, host, path = src
-            if host == self.name and kind in ("dir", "file"):
-                wanted[key] = path
-        for key, path in wanted.items():
+            if host == self.name and kind in ("dir", "file", "zstd"):
+                wanted[key] = (kind, path)
+        for key, (kind, path) in wanted.items():
             p = Arg(path)
+            if kind == "zstd":
+                # As the restore decides when it runs: a directory or pg_dump's archive is read in place.
+                probe = sh("if [ -d", p, "]; then echo 0; elif [ -e", p, "]; then if [ \"$(head -c 5 <", p,
+                           "| tr -cd A-Z)\" = PGDMP ]; then echo 0; else stat -L -c %s --", p, "; fi; fi")
+            else:
+                probe = sh("if [ -d", p, "]; then du -sb --", p, "| cut -f1; elif [ -e", p,
+                           "]; then stat -L -c %s --", p, "; fi")
             try:
-                r = self.run(self.cmd(sh("if [ -d", p, "]; then du -sb --", p, "| cut -f1; elif [ -e", p,
-                                         "]; then stat -L -c %s --", p, "; fi")), timeout=SIZE_TIMEOUT)
+                r = self.run(self.cmd(probe), timeout=SIZE_TIMEOUT)
             except _Unavailable:
                 self.facts.sizes[key] = None
                 continue
@@ -384,6 +395,8 @@ class _HostChecks:
         mine = [(i, d) for i, d in enumerate(self.pf.needs.dests) if d.host == self.name]
         if not mine:
             return
+        # a dump made outside the plan that is not zstd is restored in place: nothing is written beside it
+        mine = [(i, d) for i, d in mine if not (d.if_zstd and self._sized(d) == 0)]
         # free space: as the connecting user (df needs no rights on the path)
         parts: list = []
         for i, d in mine:
@@ -446,6 +459,11 @@ class _HostChecks:
                     help = (f"make `{where}` writable by {who} (chown/chmod, or remount read-write), "
                             "or write somewhere else")
                 self.facts.findings.append(_finding("P407", msg, d.step.span, help, label=f"written by {who}"))
+
+    def _sized(self, d: _Dest) -> Optional[int]:
+        """What sizes() measured for `d` on this host (None when it is measured elsewhere, or not at all)."""
+        src = self.pf.size_source(d)
+        return self.facts.sizes.get(src[1]) if src is not None and src[2] == self.name else None
 
     # -- P405
 
@@ -516,13 +534,20 @@ class _Preflight:
         self.timeout = timeout
 
     def size_source(self, d: _Dest) -> Optional[Tuple[str, str, str, str]]:
-        """(kind, key, host, path) of what decides how much lands at `d`."""
+        """(kind, key, host, path) of what decides how much lands at `d`.
+
+        kind "zstd": the file's size if it is a zstd dump, else 0 (a restore's decompressed copy of a
+        dump made outside the plan: the step looks at the file when it runs, and so does preflight).
+        """
         name = d.size_of
         if isinstance(name, Location):
             name = self.needs.origins.get((name.host, name.path))
-            if name is None:  # an artifact that exists before the plan runs: measure it
-                loc = d.size_of
-                return "file", f"@{loc.host}:{loc.path}", loc.host, loc.path
+            if name is None:  # an artifact that exists before the plan runs (or a copy of one): measure it
+                host, path = self.needs.copied_from.get((d.size_of.host, d.size_of.path),
+                                                        (d.size_of.host, d.size_of.path))
+                if d.if_zstd:
+                    return "zstd", f"@zstd@{host}:{path}", host, path
+                return "file", f"@{host}:{path}", host, path
         if not name:
             return None
         r = self.bound.resources.get(name)
@@ -600,7 +625,13 @@ class _Preflight:
     # -- P404
 
     def space(self, facts: Dict[str, _HostFacts]) -> List[Finding]:
-        # Everything landing on one file system adds up.
+        # What lands on one file system and stays there adds up: the plan's artifacts are all kept
+        # (a later `delete` or `move` is not counted: a conservative estimate). A temporary file
+        # (a restore's decompressed dump, removed when the step ends) adds only while its step runs:
+        # what the file system must hold is the peak, everything written up to and during that
+        # step (a parallel block's members all at once) plus the block's temporary files, or
+        # everything written by the whole plan, whichever is more. Two restores one after the
+        # other need room for one decompressed copy, not two.
         groups: Dict[Tuple[str, str], List[Tuple[int, _Dest, int]]] = {}
         free: Dict[Tuple[str, str], int] = {}
         for i, d in enumerate(self.needs.dests):
@@ -608,26 +639,38 @@ class _Preflight:
             if f is None or not f.reachable or i not in f.space:
                 continue
             size = self.estimate(d, facts)
-            if size is None:
+            if size is None or (d.temporary and size == 0):
                 continue
             avail, mount = f.space[i]
             groups.setdefault((d.host, mount), []).append((i, d, size))
             free[(d.host, mount)] = avail
         out = []
         for (host, mount), items in groups.items():
-            total = sum(s for _, _, s in items)
+            kept = [x for x in items if not x[1].temporary]
+            peak, at = kept, None  # at: the temporary file written at the peak, if any
+            for order in sorted({d.order for _, d, _ in items if d.temporary}):
+                during = [(i, d, n) for i, d, n in items if (d.order == order if d.temporary else d.order <= order)]
+                if _total(during) > _total(peak):
+                    peak, at = during, next(d for _, d, _ in during if d.temporary)
+            total = _total(peak)
             need = int(total * MARGIN) + SLACK
             avail = free[(host, mount)]
             if avail >= need:
                 continue
-            first = items[0][1]
-            notes = [f"`{d.path}` ({human(s)}, from `{d.step.keyword}` at line {d.step.span.line})"
-                     for _, d, s in items]
+            # Named: where it runs out first, with the kept artifacts already or only with the temporary file.
+            first = at if at is not None and avail >= int(_total(kept) * MARGIN) + SLACK else (kept or items)[0][1]
+            notes = [f"`{d.path}` ({human(n)}, from `{d.step.keyword}` at line {d.step.span.line}"
+                     + (", removed when that step ends" if d.temporary else "") + ")" for _, d, n in peak]
+            more = []
+            if at is not None:
+                more.append(f"the most at once: while the step at line {at.step.span.line} runs (a restore's "
+                            f"decompressed dump counts {RESTORE_PART_FACTOR:g}x a compressed dump found on the "
+                            "host, or the database's size for a dump the plan makes)")
             out.append(_finding(
                 "P404", f"not enough free space on `{host}` for `{first.path}`: {human(avail)} free on "
                 f"{mount}, about {human(need)} needed ({human(total)} estimated x{MARGIN:g} + {human(SLACK)})",
                 first.step.span, "free space on that file system, or write to one with room (a different path)",
-                ["lands there: " + "; ".join(notes)], label="file system too small"))
+                ["lands there: " + "; ".join(notes)] + more, label="file system too small"))
         return out
 
     def estimate(self, d: _Dest, facts: Dict[str, _HostFacts]) -> Optional[int]:
@@ -639,9 +682,15 @@ class _Preflight:
         if f is None:
             return None
         if kind == "postgres":
+            # A dump the plan makes, estimated by its database's size; for a temporary decompressed
+            # copy too (the uncompressed archive stays below the database's size: no indexes).
             probe = f.dbs.get(key)
             return probe.size if probe and probe.ok else None
-        return f.sizes.get(key)
+        size = f.sizes.get(key)
+        if size is not None and d.temporary:
+            # A compressed dump found on a host, measured: its decompressed copy (see RESTORE_PART_FACTOR).
+            size = int(size * RESTORE_PART_FACTOR)
+        return size
 
 
 def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, Backend]] = None, *,
@@ -668,6 +717,11 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _total(items) -> int:
+    """The bytes of (index, destination, bytes) items."""
+    return sum(n for _, _, n in items)
 
 
 def parse_pg_version(text: str) -> Optional[Tuple[int, int]]:

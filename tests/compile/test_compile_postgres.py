@@ -1,19 +1,24 @@
 """PostgreSQL dump and restore defaults: what each option compiles to, and that restore reads what dump made.
 
 The defaults are measured in bench/database.py (docs/performance.md, target 4): a custom dump is
-`pg_dump -Fc -Z0 | zstd`, and pg_restore runs two jobs where it can open the file itself.
+`pg_dump -Fc -Z0 | zstd`, and pg_restore runs one job per CPU of the restore host (at most 8) where it
+can open the file itself.
 """
 
 from __future__ import annotations
 
 import shlex
+import subprocess
 
 import pytest
 
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import Shell
-from mdsl.compile.postgres import DEFAULT_RESTORE_JOBS, dump_compression
+from mdsl.compile.postgres import (
+    RESTORE_JOBS_CAP, RESTORE_JOBS_VAR, RestorePart, auto_jobs, dump_compression,
+)
+from mdsl.compile.parts import Command
 from mdsl.syntax.parser import parse_text
 
 HEAD = """plan "pg"
@@ -56,15 +61,67 @@ def test_default_custom_dump_is_pg_dump_without_compression_piped_into_zstd():
     assert "zstd" in cp.tools_by_host()["a"] and "zstd" in cp.tools_by_host()["b"]
 
 
-def test_default_restore_decompresses_beside_the_dump_and_runs_two_jobs():
+def restore_parts(cp) -> list:
+    """The RestorePart destinations of every restore step."""
+    return [d for s in cp.leaves() if s.kind == "restore" for d in s.destinations if isinstance(d, RestorePart)]
+
+
+AUTO = f'-j "${RESTORE_JOBS_VAR}"'
+
+
+def test_default_restore_decompresses_beside_the_dump_and_runs_a_job_per_cpu():
     [restore] = commands(migrate(), "restore")
     tmp = "/srv/db.dump.restore.part"
     assert f"umask 077 && zstd -q -dc < /srv/db.dump > {tmp} &&" in restore
-    w = words(restore)
-    assert w[w.index("-j") + 1] == str(DEFAULT_RESTORE_JOBS) == "2"
+    # the job count is the restore host's, taken when the step runs: computed first, quoted where used
+    assert restore.startswith(Command("b", auto_jobs()).render() + " { umask 077 && zstd")
+    assert f"{AUTO} '--dbname=user=app dbname=new' -- {tmp} ;" in restore
+    assert " -j 2 " not in restore
     assert f"-- {tmp} ; }}; rc=$?; rm -f -- {tmp} ; [ \"$rc\" -eq 0 ]" in restore
     # decompressed before the database is created or touched: a cut file changes nothing
     assert restore.index("zstd -q -dc") < restore.index("createdb") < restore.index("pg_restore")
+
+
+def test_the_default_restore_declares_its_decompressed_copy_for_preflight():
+    cp = migrate()
+    [part] = restore_parts(cp)
+    assert (part.host, part.path, part.run_as) == ("b", "/srv/db.dump.restore.part", None)
+    # sized after the dump it decompresses (on the restore host), which preflight follows to old_db
+    assert (part.size_of.host, part.size_of.path) == ("b", "/srv/db.dump") and not part.if_zstd
+
+
+@pytest.mark.parametrize("opts", [
+    dict(dump_opts=" compress = gzip"), dict(dump_opts=" compress = none"), dict(dump_opts=" format = directory"),
+    dict(dump_opts=" format = plain"), dict(dump_opts=" format = plain compress = zstd"),
+    dict(restore_opts=" jobs = 1"), dict(into="peer_db"),
+], ids=["gzip", "none", "directory", "plain", "plain-zstd", "jobs-1", "run_as-stdin"])
+def test_restores_without_a_decompressed_copy_declare_none(opts):
+    cp = migrate(**opts)
+    [restore] = commands(cp, "restore")
+    assert ".restore.part" not in restore
+    assert restore_parts(cp) == []
+
+
+def test_an_explicit_jobs_option_is_used_as_is():
+    cp = migrate(restore_opts=" jobs = 12")
+    [restore] = commands(cp, "restore")
+    assert "-j 12 '--dbname=user=app dbname=new' -- /srv/db.dump.restore.part" in restore
+    assert RESTORE_JOBS_VAR not in restore and "nproc" not in restore
+    assert len(restore_parts(cp)) == 1
+
+
+@pytest.mark.parametrize("nproc,want", [("1", "1"), ("2", "2"), ("6", "6"), ("64", str(RESTORE_JOBS_CAP)),
+                                        ("", "2"), ("0", "2"), ("garbage", "2"), (None, "2")])
+def test_the_job_count_is_the_hosts_cpus_capped(tmp_path, nproc, want):
+    """The shell auto_jobs() renders, run by sh with a stand-in nproc (None: no nproc on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if nproc is not None:
+        (bin_dir / "nproc").write_text(f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(nproc)}\n")
+        (bin_dir / "nproc").chmod(0o755)
+    script = Command("b", auto_jobs()).render() + f' printf %s "${RESTORE_JOBS_VAR}"'
+    r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": str(bin_dir)})
+    assert (r.returncode, r.stdout) == (0, want), r.stderr
 
 
 def test_restore_with_one_job_streams_the_zstd_dump_without_a_temp_file():
@@ -87,6 +144,9 @@ def test_a_run_as_target_with_jobs_gets_the_decompressed_file_handed_over():
     tmp = "/srv/db.dump.restore.part"
     assert f"> {tmp} && chown -- postgres {tmp} &&" in restore
     assert f"-j 3 --dbname=dbname=peer -- {tmp}" in restore
+    # the connecting user writes it (then hands it over)
+    [part] = restore_parts(migrate(into="peer_db", restore_opts=" jobs = 3"))
+    assert part.path == tmp and part.run_as is None
 
 
 @pytest.mark.parametrize("opt,flags,piped", [
@@ -111,17 +171,17 @@ def test_every_format_and_compression_keeps_its_meaning(opt, flags, piped):
     if "plain" in opt:
         assert "psql -X -w -q -v ON_ERROR_STOP=1 --single-transaction" in restore and " -j " not in restore
     else:
-        # pg_restore opens the file itself, with two jobs, unless it is zstd-compressed as a whole
+        # pg_restore opens the file itself, a job per CPU, unless it is zstd-compressed as a whole
         assert ("zstd -q -dc <" in restore) == (piped is not None)
-        assert "-j 2 '--dbname=user=app dbname=new' -- /srv/db.out" in restore
+        assert f"{AUTO} '--dbname=user=app dbname=new' -- /srv/db.out" in restore
     needs_zstd = piped is not None and "zstd" in piped
     assert ("zstd" in cp.tools_by_host()["b"]) == needs_zstd
 
 
-def test_a_gzip_dump_restores_with_two_jobs_straight_from_the_file():
+def test_a_gzip_dump_restores_with_a_job_per_cpu_straight_from_the_file():
     [restore] = commands(migrate(dump_opts=" compress = gzip"), "restore")
     w = words(restore)
-    assert w[-2:] == ["--", "/srv/db.dump"] and w[w.index("-j") + 1] == "2"
+    assert w[-2:] == ["--", "/srv/db.dump"] and w[w.index("-j") + 1] == f"${RESTORE_JOBS_VAR}"
     assert "zstd" not in restore and ".restore.part" not in restore
 
 
@@ -142,8 +202,13 @@ def test_a_dump_made_outside_the_plan_is_recognised_when_the_step_runs():
     cp = compiled('  # mdsl: allow H203 "made by an earlier plan"\n'
                   '  restore b:"/srv/old.dump" into new_db replace')
     [restore] = commands(cp, "restore")
-    assert restore.startswith("if [ -d /srv/old.dump ]; then ")
+    assert restore.startswith(Command("b", auto_jobs()).render() + " if [ -d /srv/old.dump ]; then ")
     assert "elif [ \"$(head -c 5 < /srv/old.dump | tr -cd A-Z)\" = PGDMP ]; then " in restore
     assert "else { umask 077 && zstd -q -dc < /srv/old.dump > /srv/old.dump.restore.part" in restore
     # zstd is needed only if the file turns out to be zstd: preflight does not demand it
     assert "zstd" not in cp.tools_by_host()["b"]
+    # nor nproc: without it the restore takes 2 jobs
+    assert "nproc" not in cp.tools_by_host()["b"]
+    # the decompressed copy is written only if the file is zstd: preflight looks at it the same way
+    [part] = restore_parts(cp)
+    assert part.if_zstd and (part.size_of.host, part.size_of.path) == ("b", "/srv/old.dump")

@@ -259,17 +259,33 @@ def test_too_little_free_space_is_p404(ssh_hosts, migration, mounts, unchanged):
 
 
 def test_destinations_on_one_file_system_add_up(ssh_hosts, migration, mounts, unchanged, pg_source):
-    # room for either copy of the database, not for both
+    # room for either copy of the database, not for both (no restore: its decompressed copy would count too)
     size = int(pg_source.psql(f"select pg_database_size('{pg_source.db}')"))
     mb = int(size * MARGIN * 1.5 + SLACK) // (1 << 20) + 1  # between one copy's need and two copies' need
     shared = mounts(ssh_hosts.b.root / "shared", f"size={mb}m")
     unchanged.arm()
-    one = migration(dests={"db_in": f"{shared}/db.dump"})
+    one = migration(dests={"db_in": f"{shared}/db.dump"}, restore=False)
     assert [f for f in one.preflight() if f.code == "P404"] == []
-    two = migration(dests={"db_in": f"{shared}/db.dump"},
+    two = migration(dests={"db_in": f"{shared}/db.dump"}, restore=False,
                     steps_extra=f'transfer a:"{ssh_hosts.a.root}/backup/db.dump" to b:"{shared}/db-copy.dump"')
     f = the(two.preflight(), "P404")
     assert "db.dump" in f.notes[0] and "db-copy.dump" in f.notes[0]
+
+
+def test_the_decompressed_copy_a_restore_makes_counts(ssh_hosts, migration, mounts, unchanged, pg_source):
+    # room for the dump, not for the dump and the copy pg_restore -j reads beside it
+    size = int(pg_source.psql(f"select pg_database_size('{pg_source.db}')"))
+    mb = int(size * MARGIN * 1.5 + SLACK) // (1 << 20) + 1
+    shared = mounts(ssh_hosts.b.root / "shared", f"size={mb}m")
+    unchanged.arm()
+    plan = migration(dests={"db_in": f"{shared}/db.dump"})
+    f = the(plan.preflight(), "P404")
+    assert f.span.line == plan.line(f'restore b:"{shared}/db.dump"')
+    assert f"{shared}/db.dump.restore.part" in f.message and "removed when that step ends" in f.notes[0]
+    # a serial restore streams the dump: no copy, and room enough
+    serial = migration(dests={"db_in": f"{shared}/db.dump"}, restore=False,
+                       steps_extra=f'restore b:"{shared}/db.dump" into new_db replace jobs = 1')
+    assert [f for f in serial.preflight() if f.code == "P404"] == []
 
 
 # ---------------------------------------------------------------- P405

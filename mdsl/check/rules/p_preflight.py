@@ -43,7 +43,11 @@ P404 = Rule(
     "P404", "not enough free disk for a dump, archive or transfer", E,
     summary=(
         "Every location that receives a dump, an archive or a transferred copy needs room for it: "
-        "the estimate is pg_database_size or du of the source, with a margin."),
+        "the estimate is pg_database_size or du of the source, with a margin. What lands on one file "
+        "system adds up. A parallel restore of a zstd dump also decompresses it beside itself "
+        "(`LOC.restore.part`, removed when the restore ends): that copy counts while the restore runs, "
+        "at the database's size for a dump the plan makes, 5x the file for one found on the host. "
+        "The room needed is the peak: all that stays, or what stays up to the restore plus its copy."),
     bad="Archiving a 40 GB public/system into /root on a 20 GB root filesystem.",
     fixed="Archive to a larger filesystem, or `sync` the dir host to host without an archive.",
     source="the seed: the cache folder alone was 'multiple GBs'.",
