@@ -654,10 +654,13 @@ def main() -> int:
         s = res.get(name)
         if s is None:
             continue
+        floor = s.med_of("machine_cpu") / (os.cpu_count() or 1)
         out.append(f"- {name}: **{s.med / seq_sum:.3f}** of the sum, **{s.med / slowest:.2f}x** the slowest app; "
                    f"{s.med_of('before_steps'):.2f} s before the first step (interpreter, check, compile, connect "
                    f"and preflight of {2 * n} hosts); mdsl CPU {s.med_of('cpu'):.1f} s (its ssh clients included), "
-                   f"peak RSS {s.med_of('rss_mib'):.0f} MiB")
+                   f"peak RSS {s.med_of('rss_mib'):.0f} MiB; the CPU floor (machine CPU / {os.cpu_count()} CPUs, "
+                   f"the least wall time the work it did could take here) {floor:.2f} s: wall / floor "
+                   f"**{s.med / floor:.2f}**")
     if "phases" in res:
         loss, blocks = barrier_loss(logs["phases"][-1]["steps"])
         out.append(f"- phases: at each barrier every app waits for the slowest member; slowest minus median member, "
