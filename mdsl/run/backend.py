@@ -60,13 +60,18 @@ def run_marker(token: str) -> str:
     return "mdsl-run=" + token
 
 
-def marker_line(token: str) -> str:
-    """The first line of every wrapped command: the marker, as a comment on an EXIT trap.
+RUN_ENV = "MDSL_RUN"  # in the environment of everything a wrapped command starts: the run's token
 
-    The trap keeps the shell from exec()ing the last command in its place (bash does), which
-    would replace the command line that shows the marker.
+
+def marker_line(token: str) -> str:
+    """The first line of every wrapped command: the token in the environment, the marker as a comment.
+
+    The EXIT trap keeps the shell from exec()ing the last command in its place (bash does), which
+    would replace the command line that shows the marker. The environment variable is inherited by
+    the command's children, so what the command left running after its shell ended can still be
+    told apart from other processes (mdsl.run.leftovers).
     """
-    return f"trap : EXIT # {run_marker(token)}"
+    return f"{RUN_ENV}={token}; export {RUN_ENV}; trap : EXIT # {run_marker(token)}"
 
 
 class Backend(abc.ABC):

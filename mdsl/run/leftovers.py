@@ -15,8 +15,13 @@ path. Before the first step of the next run (after connect and preflight),
 - for each recorded group, reads its leader's /proc/PID/cmdline and goes on
   only if the recorded run's marker is in it (a pid the host reused for
   another process never matches, nor a process of another run);
-- sends TERM to those process groups, waits up to 5 s for their leaders to
-  end, then sends KILL to the groups;
+- when the leader is gone (the command's shell ended, what it started goes
+  on), goes on with the processes still in that group whose environment
+  carries the run's token (`MDSL_RUN`, set by the wrapper and inherited);
+  the kernel does not hand out a pid that is still some group's id, so such
+  a group is the one the command made;
+- sends TERM to those process groups, waits up to 5 s for their leaders (or
+  the members found) to end, then sends KILL to the groups;
 - prints which pids it found, one line each.
 
 and removes the temp files with `rm -f` as the user that created them (only
@@ -31,19 +36,37 @@ from typing import Dict, Iterable, List, Set, Tuple
 
 from mdsl.compile.parts import Arg, Command, sh
 from mdsl.run import journal as J
-from mdsl.run.backend import run_marker
+from mdsl.run.backend import RUN_ENV, run_marker
 from mdsl.run.log import redact_text
 
 SECRET_PATH_RE = re.compile(r"/(?:[^\n\0]*/)?mdsl-secret\.[A-Za-z0-9]{8}")
 GRACE_TICKS = 25  # times 0.2 s between TERM and KILL
 
-# $1...: "PID:TOKEN" words. Prints "found PID" for each leader that still shows its token.
-_STOP = r"""found=
+# $1...: "PID:TOKEN" words. Prints "found PID" for each recorded group it goes on to stop.
+_STOP = r"""members() {
+  g=$1 t=$2 out=
+  for d in /proc/[0-9]*; do
+    read -r s 2>/dev/null < "$d/stat" || continue
+    s=${s##*") "}
+    set -- $s
+    [ "$3" = "$g" ] || continue
+    case "$(tr '\0' '\n' < "$d/environ" 2>/dev/null)" in
+      *"ENV=$t"*) out="$out ${d#/proc/}" ;;
+    esac
+  done
+  echo $out
+}
+found= watch=
 for e in "$@"; do
   p=${e%%:*}; t=${e#*:}
   case "$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null)" in
-    *"MARK$t"*) found="$found $p"; echo "found $p" ;;
+    *"MARK$t"*) found="$found $p"; watch="$watch $p"; echo "found $p"; continue ;;
   esac
+  s=$(cat /proc/$p/stat 2>/dev/null); s=${s##*") "}
+  case "$s" in ""|Z*|X*) ;; *) continue ;; esac
+  m=$(members $p $t)
+  [ -n "$m" ] || continue
+  found="$found $p"; watch="$watch $m"; echo "found $p"
 done
 [ -n "$found" ] || exit 0
 STOP || exit 0
@@ -51,7 +74,7 @@ for p in $found; do kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; don
 i=0
 while [ $i -lt TICKS ]; do
   left=
-  for p in $found; do
+  for p in $watch; do
     s=$(cat /proc/$p/stat 2>/dev/null); s=${s##*") "}
     case "$s" in ""|Z*|X*) ;; *) left="$left $p" ;; esac
   done
@@ -70,7 +93,7 @@ def stop_command(host: str, records: Iterable[J.RunningCommand], *, dry_run: boo
     for r in records:
         for pid in r.pids:
             words.append(Arg(f"{int(pid)}:{r.token}"))
-    script = (_STOP.replace("MARK", run_marker(""))
+    script = (_STOP.replace("MARK", run_marker("")).replace("ENV", RUN_ENV)
               .replace("STOP", "false" if dry_run else "true")
               .replace("TICKS", str(GRACE_TICKS)))
     return Command(host, sh("sh -c", Arg(script), "mdsl-stop", *words), sudo=sudo,

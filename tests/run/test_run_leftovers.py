@@ -113,6 +113,68 @@ def test_a_group_that_ignores_term_is_killed(tmp_path, procs):
     assert "stopped `" in out
 
 
+def _group_members(pgid: int) -> list:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            fields = stat.rsplit(") ", 1)[1].split()
+            if fields[2] == str(pgid) and fields[0] not in "ZX":
+                out.append(int(d))
+    return out
+
+
+def _orphaned_group(env_line: str) -> subprocess.Popen:
+    """A command whose shell has ended while what it started goes on in its process group."""
+    leader = _spawn(f"# {run_marker(TOKEN)}\n{env_line}\nsleep 300 & exit 0")
+    leader.wait(10)  # reaped: the leader's pid is gone, the group lives on in its sleep
+    for _ in range(500):
+        if _group_members(leader.pid):
+            return leader
+        time.sleep(0.01)
+    raise AssertionError("the background sleep never showed up")
+
+
+def test_what_a_command_left_after_its_shell_ended_is_stopped_by_its_environment(tmp_path):
+    from mdsl.run.backend import RUN_ENV
+
+    ours = _orphaned_group(f"{RUN_ENV}={TOKEN}; export {RUN_ENV}")  # as marker_line sets it
+    theirs = _orphaned_group(f"{RUN_ENV}={OTHER}; export {RUN_ENV}")  # another run's leftovers
+    bare = _orphaned_group("unset MDSL_RUN")  # a group without the token: never proven ours
+    groups = [ours, theirs, bare]
+    try:
+        members = {g.pid: _group_members(g.pid) for g in groups}
+        plan = _plan_with_records(tmp_path, [(g.pid, TOKEN) for g in groups])
+        code, out, err = apply(plan, dry_run=True)
+        assert code == 0, err
+        assert out.count("would stop") == 1 and f"(pid {ours.pid} on host a)" in out, out
+        code, out, err = apply(plan)
+        assert code == 0, err
+        assert out.count("stopped `") == 1 and f"(pid {ours.pid} on host a)" in out, out
+        for _ in range(500):
+            if not _group_members(ours.pid):
+                break
+            time.sleep(0.01)
+        assert _group_members(ours.pid) == []
+        assert _group_members(theirs.pid) == members[theirs.pid]
+        assert _group_members(bare.pid) == members[bare.pid]
+    finally:
+        for g in groups:
+            try:
+                os.killpg(g.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_the_marker_line_puts_the_token_in_the_childrens_environment(tmp_path):
+    b = LocalBackend(Host("here", local=True), cwd=str(tmp_path))
+    res = b.run("sh -c 'tr \"\\0\" \"\\n\" < /proc/$$/environ'")
+    assert f"MDSL_RUN={b.token}" in res.stdout.splitlines()
+
+
 def test_the_backends_mark_their_commands_and_report_the_pid(tmp_path):
     b = LocalBackend(Host("here", local=True), cwd=str(tmp_path))
     seen = []
