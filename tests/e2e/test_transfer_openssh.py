@@ -169,3 +169,59 @@ steps {{
                 pass
         subprocess.run(["pkill", "-f", marker], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_more_bulk_copies_at_once_than_one_connection_takes(_ssh_daemons, e2e_base, ssh_hosts, tmp_path):
+    """A host whose sshd takes OpenSSH's default 10 sessions per connection (MaxSessions): 12 copies at once
+    from it all land, those past MUX_SESSIONS on connections of their own (the ssh client would fall back
+    to its own connection when the master's session is refused; mdsl does not ask)."""
+    import tempfile
+
+    from hosts import SshHost
+    from reliability_helpers import host_decl, write_known_hosts
+
+    class TenSessions(SshHost):
+        def _write_config(self) -> None:
+            super()._write_config()
+            text = self.config_path.read_text()
+            assert "MaxSessions 64" in text
+            self.config_path.write_text(text.replace("MaxSessions 64", "MaxSessions 10"))
+
+    confdir = Path(tempfile.mkdtemp(prefix="127.0.0.5-", dir=e2e_base / "ssh"))
+    confdir.chmod(0o755)
+    c = TenSessions("c", "127.0.0.5", confdir, e2e_base / "hosts" / "127.0.0.5", _ssh_daemons.authorized_keys)
+    c.start()
+    try:
+        b = ssh_hosts.b
+        n = 12
+        blobs = []
+        for k in range(n):
+            blob = c.root / f"wide{k}.bin"
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.write_bytes(os.urandom((16 << 20) + k))
+            blobs.append(blob)
+        known = write_known_hosts(tmp_path / "known_hosts", c, b)
+        files = "\n".join(f'file w{k} on c {{ path = "{blobs[k]}" }}' for k in range(n))
+        copies = "\n".join(f'    transfer w{k} to b:"{b.root}/wide{k}.bin"' for k in range(n))
+        plan = tmp_path / "wide.plan"
+        plan.write_text(f"""
+plan "wide"
+{host_decl(_ssh_daemons, c, known)}
+{host_decl(_ssh_daemons, b, known)}
+{files}
+steps {{
+  parallel {{
+{copies}
+  }}
+}}
+""")
+        r = mdsl("apply", "--yes", str(plan), env={**os.environ, "MDSL_STREAM": "openssh"})
+        assert r.returncode == 0, r.stdout + r.stderr
+        for k in range(n):
+            assert sha256(b.root / f"wide{k}.bin") == sha256(blobs[k])
+        from mdsl.run.ssh import MUX_SESSIONS
+
+        # the Fabric connection, the master, and connections of their own for the copies past its sessions
+        assert 2 <= _accepted(c) <= 2 + n - MUX_SESSIONS
+    finally:
+        c.stop()
