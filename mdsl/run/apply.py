@@ -737,7 +737,11 @@ class Apply:
             return True
         from mdsl.run.preflight import run_preflight
 
-        findings = run_preflight(compiled.bound, compiled, self.backends)
+        journal = J.LazyJournal(J.journal_path(self.opts.plan))
+        try:
+            findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal)
+        finally:
+            journal.close()
         errors = [f for f in findings if f.severity == Severity.ERROR]
         others = [f for f in findings if f.severity != Severity.ERROR]
         if others:

@@ -196,6 +196,39 @@ class JournalState:
                             secret_files=dict(self.secret_files))
 
 
+class LazyJournal:
+    """The journal for preflight's 0600 temp files: opened (and the file made) only when one is made.
+
+    Preflight runs before apply opens its journal (a refused preflight or a dry run writes no
+    journal), but a database login check makes a PGPASSFILE on the host; a kill in that moment would
+    leave it with no record. This records its path the same way a step's is, so the next run removes it.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._journal: Optional["Journal"] = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> "Journal":
+        with self._lock:
+            if self._journal is None:
+                self._journal = Journal(self.path)
+            return self._journal
+
+    def secret_file_created(self, sid: Optional[str], host: str, path: str, user: Optional[str],
+                            sudo: bool) -> None:
+        self._open().secret_file_created(sid, host, path, user, sudo)
+
+    def secret_file_removed(self, host: str, path: str) -> None:
+        self._open().secret_file_removed(host, path)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+
 def read_journal(path: str) -> JournalState:
     """Replay the journal; a torn (partial) line is skipped and counted."""
     st = JournalState()

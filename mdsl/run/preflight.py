@@ -523,7 +523,8 @@ class _HostChecks:
 
 
 class _Preflight:
-    def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float):
+    def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float,
+                 journal=None):
         from mdsl.run.apply import Executor  # the same secret-file and sudo handling as the steps
 
         self.bound = bound
@@ -531,6 +532,7 @@ class _Preflight:
         self.needs = _needs(bound, _leaves(compiled))
         self.backends = backends
         self.executor = Executor(backends, secrets)
+        self.executor.journal = journal  # records the paths of the 0600 files the checks make (LazyJournal)
         self.timeout = timeout
 
     def size_source(self, d: _Dest) -> Optional[Tuple[str, str, str, str]]:
@@ -694,12 +696,13 @@ class _Preflight:
 
 
 def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, Backend]] = None, *,
-                  secrets=None, timeout: float = CHECK_TIMEOUT) -> List[Finding]:
+                  secrets=None, timeout: float = CHECK_TIMEOUT, journal=None) -> List[Finding]:
     """P401-P407 for every host in `backends` (connected here if needed), all hosts in parallel; read-only.
 
     `compiled` is the CompiledPlan (or a list of CompiledSteps); compiled here when None.
     `secrets` has `lookup(A.Secret) -> str` (apply's SecretStore); by default env vars and files
-    relative to the plan's directory.
+    relative to the plan's directory. `journal` (apply's LazyJournal) records the paths of the 0600
+    temp files the database checks make, so a run killed meanwhile leaves none for good.
     """
     if compiled is None:
         from mdsl.compile import compile_plan
@@ -713,7 +716,7 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
         from mdsl.run.apply import SecretStore
 
         secrets = SecretStore(base_dir=os.path.dirname(os.path.abspath(bound.plan.path)))
-    return _Preflight(bound, compiled, backends, secrets, timeout).run()
+    return _Preflight(bound, compiled, backends, secrets, timeout, journal).run()
 
 
 # ---------------------------------------------------------------- small helpers

@@ -15,6 +15,7 @@ import pytest
 
 from hosts import descendants, plan_str
 from reliability_helpers import Apply, human, journal_path, mdsl, no_traceback, output
+from reliability_helpers import hooked, three  # noqa: F401 - fixtures: host c, whose sessions run a hook
 from test_ssh_backend import SUDO_USER, sudo_user  # noqa: F401 - the fixture: a user with a sudo password
 
 pytestmark = pytest.mark.e2e
@@ -235,7 +236,7 @@ steps {{
     def dumping():
         """The pid records of the dump command: after its PGPASSFILE was made, before it was removed."""
         ev = journal_events(plan)
-        made = [k for k, e in enumerate(ev) if e.get("event") == "secret-file"]
+        made = [k for k, e in enumerate(ev) if e.get("event") == "secret-file" and e.get("step")]
         return made and [e for e in ev[made[0] + 1:] if e.get("event") == "pid"]
 
     run = Apply(plan)
@@ -251,9 +252,11 @@ steps {{
         path = left.pop()
         assert path.parent == a.tmpdir and oct(path.stat().st_mode & 0o777) == "0o600"
         events = journal_events(plan)
-        made = [e for e in events if e.get("event") == "secret-file"]
+        made = [e for e in events if e.get("event") == "secret-file" and e.get("step")]  # the step's
         assert [e["path"] for e in made] == [str(path)] and made[0]["host"] == "a"
-        assert not [e for e in events if e.get("event") == "secret-file-removed"]
+        checks = [e["path"] for e in events if e.get("event") == "secret-file" and not e.get("step")]
+        assert len(checks) == 1  # preflight's database check made one too, and removed it
+        assert [e["path"] for e in events if e.get("event") == "secret-file-removed"] == checks
 
         r = mdsl("apply", "--yes", str(plan))
         text = output(r)
@@ -272,3 +275,50 @@ steps {{
             run.kill()
         for ref in orphans:
             ref.stop(signal.SIGKILL, timeout=5)
+
+
+def test_the_pgpassfile_of_a_preflight_check_is_removed_after_a_kill(three, pg_source, tmp_path):  # noqa: F811
+    """SIGKILL while preflight's database check runs (before any step, before the journal of steps opens):
+    its 0600 PGPASSFILE is recorded all the same, and the next run removes it."""
+    from reliability_helpers import journal_events, wait_until
+
+    a, b, c, decls = three
+    # c's sessions run this hook first: the database check (psql with a PGPASSFILE) hangs a while
+    c.set_hook('case "$SSH_ORIGINAL_COMMAND" in *PGPASSFILE=*psql*) sleep 30 ;; esac')
+    dump = c.root / "outbox" / "db.dump"
+    plan = tmp_path / "preflight-killed.plan"
+    plan.write_text(f"""
+{decls}
+{pg_source.plan_decl("old_db", "c", password_env="MDSL_E2E_SOURCE_PASSWORD")}
+steps {{
+  dump old_db to c:{plan_str(str(dump))} format = plain
+}}
+""")
+    before = {p for p in c.tmpdir.glob("mdsl-secret.*")}
+    run = Apply(plan)
+    try:
+        made = wait_until(lambda: [e for e in journal_events(plan) if e.get("event") == "secret-file"]
+                          or not run.running, 60, what="preflight's temp file to be recorded")
+        assert run.running, human(output(run.finish()))
+        time.sleep(0.5)  # inside the hook's sleep: the file exists, the check has not returned
+        run.kill()
+        assert run.finish().returncode == -9
+        left = {p for p in c.tmpdir.glob("mdsl-secret.*")} - before
+        assert [str(p) for p in left] == [made[0]["path"]] and made[0].get("step") is None, (left, made)
+        assert not [e for e in journal_events(plan) if e.get("event") in ("run", "start")]  # no step had begun
+        c.set_hook("")
+        c.kill_connections()
+        c.reap_orphans()
+
+        r = mdsl("apply", "--yes", str(plan))
+        text = output(r)
+        assert r.returncode == 0, text
+        no_traceback(text)
+        assert "removed 1 private temp file(s) the interrupted run left on host c" in r.stdout, r.stdout
+        assert not left.pop().exists()
+        assert {p for p in c.tmpdir.glob("mdsl-secret.*")} <= before
+        assert b"PostgreSQL database dump complete" in dump.read_bytes()[-300:]
+    finally:
+        if run.running:
+            run.kill()
+            run.finish()
