@@ -457,15 +457,14 @@ class SshBackend(Backend):
             self.openssh_unusable = "no `ssh` client on this machine"
             return []
         timeout = self.connect_timeout + 10
-        if os.environ.get("MDSL_SSH_MUX", "1") == "0":
-            why = _run_probe(words + _NO_MUX + [self.host.address, "--", "true"], timeout)
-        else:
+        if os.environ.get("MDSL_SSH_MUX", "1") != "0":
             self._master, why = _Master.open(words, self.host.address, timeout)
             if why is not None:  # a plain client may still work (a shared connection is only faster)
                 from mdsl.run import log
 
                 log.get_logger().info("ssh.master_unusable", host=self.name, why=why)
-                why = _run_probe(words + _NO_MUX + [self.host.address, "--", "true"], timeout)
+        why = None if self._master is not None else _run_probe(words + _NO_MUX + [self.host.address, "--", "true"],
+                                                               timeout)
         if why is not None:
             self.openssh_unusable = why
             return []
