@@ -144,22 +144,21 @@ class Copier:
 
         t = threading.Thread(target=target, name="mdsl-openssh-target", daemon=True)
         t.start()
+        src = error = None
         try:
             src = self.x.openssh(src_cmd)
-        except BaseException:
-            t.join()
-            if got.get("dst") is not None:
-                _unused(got["dst"])
-            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised below, once the target's route is handed back
+            error = e
         t.join()
+        error = error or got.get("error")
         dst = got.get("dst")
-        if "error" in got or src is None or dst is None or src[1] is not None:
-            # src[1]: the source's sudo wants a password on stdin, which a reading client cannot take
+        # src[1]: the source's sudo wants a password on stdin, which a reading client cannot take
+        if error is not None or src is None or dst is None or src[1] is not None:
             for route in (src, dst):
                 if route is not None:
                     _unused(route)
-            if "error" in got:
-                raise got["error"]
+            if error is not None:
+                raise error
             return None, None
         return src, dst
 
@@ -381,11 +380,16 @@ class Copier:
         self._ok(_cmd(hd, *items), "renaming into place")
 
 
-def _unused(route) -> None:
-    """An OpenSSH argv (from Executor.openssh) that will not run: hand its session slot back."""
-    done = getattr(route[2], "openssh_done", None)
+def _release(backend, argv: List[str]) -> None:
+    """The OpenSSH client of `argv` has ended, or will not run: its session slot on the host's master is free."""
+    done = getattr(backend, "openssh_done", None)
     if done is not None:
-        done(route[0])
+        done(argv)
+
+
+def _unused(route) -> None:
+    """A route (argv, stdin, backend) from Executor.openssh that will not run."""
+    _release(route[2], route[0])
 
 
 def _write_all(fd: int, data) -> bool:
@@ -466,9 +470,7 @@ class _SshProcess:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
-        done = getattr(self.backend, "openssh_done", None)
-        if done is not None:
-            done(self.argv)  # its session slot on the host's OpenSSH master
+        _release(self.backend, self.argv)
         self._errs.join(timeout=5)
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             if f is not None:
