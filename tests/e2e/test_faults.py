@@ -411,6 +411,17 @@ def _pids_with(marker: str) -> list:
     return found
 
 
+def _comms(pids) -> list:
+    """The command names of the pids still there."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue
+    return out
+
+
 def _tree_refs(pids) -> list:
     """The processes and their descendants, recorded (pid + start time) so a reused pid is never confused."""
     return [REGISTRY.record(p, f"orphan {p}") for pid in pids for p in [pid, *descendants(pid)]]
@@ -433,6 +444,8 @@ def test_a_command_a_killed_apply_left_running_is_stopped_before_the_rerun(ssh_h
         assert run.running, human(output(run.finish()))
         recorded = wait_until(lambda: [e for e in journal_events(plan) if e.get("event") == "pid"
                                        and e.get("step") == "2"], 10, what="the command's pid in the journal")
+        # the shell shows the marker before it has started its sleep: kill mdsl once the sleep runs
+        wait_until(lambda: "sleep" in _comms(descendants(recorded[0]["pid"])), 10, what="the command's sleep")
         run.kill()
         assert run.finish().returncode == -9
         leader = recorded[0]["pid"]
