@@ -54,10 +54,7 @@ def lineage(bound: BoundPlan) -> Tuple[Dict[str, Tuple[str, str]], List[Edge]]:
         if isinstance(s, A.Dump):
             edges.append((res(s.db.name), loc(s.to), what))
         elif isinstance(s, A.Archive):
-            excl = s.option("exclude")
-            if excl is not None:
-                what += " (without " + ", ".join(v.value for v in excl.value.items) + ")"
-            edges.append((res(s.dir.name), loc(s.to), what))
+            edges.append((res(s.dir.name), loc(s.to), what + _without(s)))
         elif isinstance(s, A.Restore):
             edges.append((loc(s.source), res(s.db.name), what))
         elif isinstance(s, A.Extract):
@@ -74,6 +71,12 @@ def lineage(bound: BoundPlan) -> Tuple[Dict[str, Tuple[str, str]], List[Edge]]:
     if any(e[1] == "(deleted)" for e in edges):
         nodes["(deleted)"] = ("deleted", "")
     return nodes, edges
+
+
+def _without(s: A.Archive) -> str:
+    """` (without a, b)` for an archive that excludes subpaths."""
+    excl = s.option("exclude")
+    return "" if excl is None else " (without " + ", ".join(v.value for v in excl.value.items) + ")"
 
 
 def _q(text: str) -> str:

@@ -22,8 +22,9 @@ from mdsl.check.resolve import Resource
 # A place is keyed by the resource's name, or by (host, path) for an artifact.
 PlaceKey = Union[str, Tuple[str, str]]
 
-# What an artifact holds, so a restore of an archive or an extract of a dump is caught.
-PG_DUMP, SQLITE_DUMP, ARCHIVE, DIR_COPY = "a PostgreSQL dump", "a SQLite backup", "an archive", "a directory copy"
+# What an artifact holds, so a restore of an archive or an extract of a dump is caught; a database
+# dump is named by its kind (`store_facts.dump_artifact`).
+ARCHIVE, DIR_COPY = "an archive", "a directory copy"
 
 NEVER = -1  # `written_at` of data that was there before the plan started
 
@@ -84,8 +85,8 @@ class Place:
         self.resource = resource
         self.holds: Set[Piece] = set()
         self.exists = resource is not None  # a declared resource is always there
-        self.kind: Optional[str] = None  # what an artifact is (PG_DUMP, ARCHIVE, ...); None: unknown
-        self.fmt: Optional[str] = None  # a PostgreSQL dump's format
+        self.kind: Optional[str] = None  # what an artifact is (a dump's kind, ARCHIVE, ...); None: unknown
+        self.fmt: Optional[str] = None  # a dump's format, when its kind has several
         self.producer = None  # the step that last wrote this artifact
         self.written_at = NEVER  # position of the last step that changed the content
         self.verified = True  # False when it arrived by a transfer with `verify = false`
@@ -114,7 +115,7 @@ class Provisional:
         self.source = source  # the dir copied
         self.dest = dest  # the dir holding the provisional copy
         self.writers = writers  # the services that may have written the source during the pass
-        self.why = why  # why each of them may have run (notes, as of the live pass)
+        self.why = why  # (writer, the step that started it, in the same block?) as of the live pass
         self.excludes = excludes  # subpaths the live pass left out
 
 
