@@ -9,7 +9,7 @@ from typing import Dict, Iterator, List, Tuple
 
 from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.rules.examples import MOVE, plan
-from mdsl.check.state import Piece, Place, show_pieces
+from mdsl.check.state import ARCHIVE, Piece, Place, show_pieces
 from mdsl.check.store_facts import is_database
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
@@ -224,14 +224,16 @@ def _rebuild_runs(walk) -> Dict[Tuple[str, ...], Tuple[List[int], List[A.Run]]]:
 # ---------------------------------------------------------------- H103
 
 H103 = Rule(
-    "H103", "source data destroyed before the target was verified", ERROR,
+    "H103", "source data destroyed before a copy of it was proven", ERROR,
     summary=(
-        "Dropping or deleting the original data while its only other copies are on the new host, "
-        "and no `verify` step has yet checked that host, leaves no way back if the new host does not "
-        "work: a dump that does not restore, an app that will not start on the new schema. A "
-        "transfer's checksum proves the bytes arrived, not that the service works. Run `verify http "
-        "... via = HOST` or `verify run HOST ...` first. (When no other copy exists at all, H101 "
-        "is reported instead.)"),
+        "Dropping or deleting the original data leaves no way back unless some copy of it has been "
+        "proven: restored or extracted into declared data (a database, a dir) and checked there by a "
+        "`verify` step. A dump or an archive that nobody has restored yet is not a way back, wherever "
+        "it lies: it may be truncated, or fail to restore (a version mismatch, a missing role), and "
+        "that is found out only when it is needed. Nor is a restored copy that no `verify` checked: a "
+        "transfer's checksum proves the bytes arrived, not that the service works on them. Restore, "
+        "then run `verify http ... via = HOST` or `verify run HOST ...` there, before the original "
+        "goes. (When no other copy exists at all, H101 is reported instead.)"),
     bad=plan(MOVE + '  drop old_db\n'),
     fixed=plan(MOVE + '  verify http "https://app.example.net/health" via = new status = 200\n  drop old_db\n'),
     source="Mastodon's migration guide (docs.joinmastodon.org/admin/migrating): keep the old server "
@@ -240,37 +242,55 @@ H103 = Rule(
 
 
 @H103.on(*DESTROYING)
-def original_destroyed_unverified(facts, walk) -> Iterator[Finding]:
-    """The original goes while its copies on another host were not checked by any `verify`."""
+def original_destroyed_unproven(facts, walk) -> Iterator[Finding]:
+    """The original goes while no copy of it is in declared data that a `verify` checked since."""
     st = walk.state
     for survivors in facts.survivors:
-        place = survivors.place
-        unverified: List[Piece] = []
+        unproven: List[Piece] = []
         copies: Dict[object, Place] = {}
         for p, others in survivors.copies:
             # (the original is always one of a piece's holders: destroyed here when no longer among them)
             if not others or p.origin is None or p.origin in others:
                 continue
             there = [st.places[k] for k in others]
-            if any(c.host != place.host for c in there) and not any(st.checked(c) for c in there):
-                unverified.append(p)
+            if not any(c.resource is not None and st.checked(c) for c in there):
+                unproven.append(p)
                 for c in there:
                     copies[c.key] = c
-        if unverified:
-            yield _unverified(walk, facts.step, place, unverified, list(copies.values()))
+        if unproven:
+            yield _unproven(walk, facts.step, unproven, sorted(copies.values(), key=Place.show))
 
 
-def _unverified(walk, step, place: Place, pieces: List[Piece], copies: List[Place]) -> Finding:
-    hosts = sorted({c.host for c in copies if c.host != place.host})
-    host = hosts[0]
+def _unproven(walk, step, pieces: List[Piece], copies: List[Place]) -> Finding:
+    names = show_pieces(pieces, walk.pieces)
+    restored = [c for c in copies if c.resource is not None]
+    if restored:  # in declared data, but not checked since
+        hosts = sorted({c.host for c in restored})
+        return H103.finding(
+            f"{_verb(step)} destroys {names} before any `verify` checked its copies on {', '.join(hosts)}",
+            step.span, label="no step has checked the other copies yet",
+            notes=("other copies: " + ", ".join(c.show() for c in copies),
+                   "a transfer's checksum proves the bytes arrived, not that the service works there"),
+            help=(f'add `verify http "URL" via = {hosts[0]}` or `verify run {hosts[0]} "CMD"` before this step, '
+                  f"and keep the old data until the new host works"))
+    one = len(copies) == 1
+    what = ("copy is " if one else "copies are ") + ", ".join(_artifact(c) for c in copies)
+    restored = "extracted" if all(c.kind == ARCHIVE for c in copies) else "restored"
     return H103.finding(
-        f"{_verb(step)} destroys {show_pieces(pieces, walk.pieces)} before any `verify` checked its copies on "
-        f"{', '.join(hosts)}", step.span,
-        label="no step has checked the other copies yet",
-        notes=("other copies: " + ", ".join(sorted(c.show() for c in copies)),
-               "a transfer's checksum proves the bytes arrived, not that the service works there"),
-        help=(f'add `verify http "URL" via = {host}` or `verify run {host} "CMD"` before this step, '
-              f"and keep the old data until the new host works"))
+        f"{_verb(step)} destroys {names} while its only other {what}, which no step has {restored} yet",
+        step.span, label="no copy has been restored and checked yet",
+        notes=tuple(f"{c.show()} was written by the `{c.producer.keyword}` at line {c.producer.span.line}"
+                    for c in copies if c.producer is not None) + (
+            "a dump or archive is not a way back until it was restored and a `verify` checked the result: "
+            "it may be truncated, or fail to restore (a version mismatch, a missing role)",),
+        help=(f"restore {'it' if one else 'one of them'} where the data goes and check it there "
+              f"(`verify http \"URL\" via = HOST` or `verify run HOST \"CMD\"`) before this step; until then "
+              f"keep {names}"))
+
+
+def _artifact(place: Place) -> str:
+    """`old:/root/app.dump (a PostgreSQL dump)`: an artifact and what it holds, as far as the walk knows."""
+    return f"{place.show()} ({place.kind})" if place.kind else place.show()
 
 
 # ---------------------------------------------------------------- H104
@@ -309,4 +329,4 @@ def artifact_overwritten(facts, walk) -> Iterator[Finding]:
 
 
 # The checks of this family, in the order they judge a step (mdsl.check.catalog.CHECKS).
-CHECKS = (only_copy_destroyed, left_behind, original_destroyed_unverified, artifact_overwritten)
+CHECKS = (only_copy_destroyed, left_behind, original_destroyed_unproven, artifact_overwritten)

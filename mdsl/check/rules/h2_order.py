@@ -173,9 +173,10 @@ H203 = Rule(
     summary=(
         "A `restore`, `extract`, `transfer` or `move` reads a path where, at that point of the plan, "
         "no earlier step put anything: the steps are out of order (restore before transfer), the "
-        "location names the wrong host, or the file was already deleted or moved away. Also "
-        "reported when the artifact there is of the wrong kind (restoring an archive, extracting a "
-        "database dump)."),
+        "location names the wrong host, or the file was already deleted or moved away. A file that is "
+        "there before the plan runs (a backup made by hand) is not something a step produced: declare "
+        "it as a `file` and use it by name (`restore backup into new_db`). Also reported when the "
+        "artifact there is of the wrong kind (restoring an archive, extracting a database dump)."),
     bad=plan(MOVE.replace('  transfer old:"/root/app.dump" to new:"/root/app.dump"\n', "", 1).replace(
         '  restore new:"/root/app.dump" into new_db replace\n',
         '  restore new:"/root/app.dump" into new_db replace\n'
@@ -207,7 +208,9 @@ def missing_artifact(facts, walk) -> Iterator[Finding]:
     yield H203.finding(
         f"`{step.keyword}` reads {ref.host}:{ref.path}, but no earlier step put anything there", step.span,
         label="nothing is here at this point", notes=notes,
-        help="put the artifact there first (usually a `transfer`), or read it on the host where it was written")
+        help=(f"put the artifact there first (usually a `transfer`), or read it on the host where it was "
+              f"written; a file that exists before the plan runs is declared as a `file` and used by name: "
+              f"`file NAME on {ref.host} {{ path = \"{ref.path}\" }}`, then `{step.keyword} NAME ...`"))
 
 
 @H203.on(A.Restore, A.Extract)
