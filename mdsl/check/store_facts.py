@@ -32,6 +32,11 @@ def dump_format(db, step: A.Dump) -> Optional[str]:
     return opt.value.name if opt is not None and isinstance(opt.value, A.Ref) else "custom"
 
 
-# The formats pg_dump can write in parallel (`jobs`), and those pg_restore cannot read (H306).
-PARALLEL_DUMP_FORMATS = ("directory",)
-UNRESTORABLE_FORMATS = ("plain",)
+def jobs_allowed(db, fmt: str) -> bool:
+    """True when a dump of `db` in format `fmt` can use `jobs` (pg_dump: the directory format only)."""
+    return fmt == "directory"
+
+
+def restorable(artifact: str, fmt: Optional[str]) -> bool:
+    """False for a dump `restore` cannot read (PostgreSQL's plain format is SQL text for psql)."""
+    return not (artifact == PG_DUMP and fmt == "plain")

@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from mdsl.check.rules.base import ERROR, WARNING, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
-from mdsl.check.store_facts import PARALLEL_DUMP_FORMATS, PG_DUMP, UNRESTORABLE_FORMATS
+from mdsl.check.store_facts import jobs_allowed, restorable
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
@@ -353,7 +353,7 @@ H306 = Rule(
 def jobs_without_parallel_format(facts, walk) -> Iterator[Finding]:
     """pg_dump `jobs` without the directory format."""
     fmt, jobs = facts.fmt, facts.step.option("jobs")
-    if fmt is None or jobs is None or fmt in PARALLEL_DUMP_FORMATS:
+    if fmt is None or jobs is None or jobs_allowed(facts.copied, fmt):
         return
     yield H306.finding(
         f"`jobs` needs `format = directory`: pg_dump cannot write a {fmt}-format dump in parallel", jobs.span,
@@ -364,7 +364,7 @@ def jobs_without_parallel_format(facts, walk) -> Iterator[Finding]:
 def unrestorable_format(facts, walk) -> Iterator[Finding]:
     """Restoring a plain-format dump (SQL text for psql, not for pg_restore)."""
     src = facts.src
-    if not src.exists or src.kind != PG_DUMP or src.fmt not in UNRESTORABLE_FORMATS:
+    if not src.exists or restorable(src.kind, src.fmt):
         return
     by = src.producer
     yield H306.finding(
