@@ -21,11 +21,13 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from attrs import define, field, frozen
 
-from mdsl.check.resolve import BoundPlan, Host, Postgres, Service
+from mdsl.model import BoundPlan, Database, Host, Service
 from mdsl.compile.actions import Location
 from mdsl.compile.context import CompileContext, option_value
 from mdsl.compile.parts import Arg, Command, Lit, sh
-from mdsl.compile.postgres import RESTORE_PART_FACTOR, RestorePart, conninfo, libpq_quote, tool_command
+from mdsl.stores.base import DatabaseProbe
+from mdsl.stores.postgres.commands import RESTORE_PART_FACTOR, RestorePart
+from mdsl.stores.registry import all_probes, probes_of
 from mdsl.findings import Finding, Severity
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
 from mdsl.syntax import ast as A
@@ -34,16 +36,14 @@ MARGIN = 1.2  # free space must exceed the estimate times this...
 SLACK = 64 << 20  # ...plus this
 CHECK_TIMEOUT = 60.0
 SIZE_TIMEOUT = 600.0  # `du -sb` of a large tree takes a while
-PG_TOOLS = ("pg_dump", "pg_restore", "psql", "createdb", "dropdb", "pg_dumpall")
 FILE_LIKE = ("dump", "archive", "transfer", "move")  # the step writes PATH: its parent must be writable
 
 # Where a missing program usually comes from (Debian/Ubuntu package names).
 _PACKAGES = {
-    "pg_dump": "postgresql-client", "pg_restore": "postgresql-client", "psql": "postgresql-client",
-    "createdb": "postgresql-client", "dropdb": "postgresql-client", "pg_dumpall": "postgresql-client",
     "rsync": "rsync", "zstd": "zstd", "gzip": "gzip", "tar": "tar", "sudo": "sudo", "systemctl": "systemd",
     "python3": "python3", "ssh": "openssh-client", "scp": "openssh-client", "tailscale": "tailscale",
     "sha256sum": "coreutils", "du": "coreutils", "stat": "coreutils", "find": "findutils", "xargs": "findutils",
+    **{program: package for probes in all_probes() for program, package in probes.PACKAGES.items()},
 }
 
 
@@ -73,9 +73,9 @@ class _Dest:
 
 @frozen
 class _RestorePair:
-    dump_db: Postgres
+    dump_db: Database
     dump_step: A.Step
-    restore_db: Postgres
+    restore_db: Database
     restore_step: A.Step
     plain: bool
 
@@ -83,11 +83,13 @@ class _RestorePair:
 @define
 class _Needs:
     tools: List[_ToolNeed] = field(factory=list)
-    databases: Dict[str, Postgres] = field(factory=dict)
+    databases: Dict[str, Database] = field(factory=dict)
+    dumped: Dict[str, None] = field(factory=dict)  # databases a step reads before any step writes them: must exist
+    written: Dict[str, None] = field(factory=dict)  # data some `run ... writes`/`restore` fills (may not exist yet)
     services: Dict[str, Service] = field(factory=dict)
     dests: List[_Dest] = field(factory=list)
     pairs: List[_RestorePair] = field(factory=list)
-    dumps: List[Tuple[Postgres, A.Step]] = field(factory=list)
+    dumps: List[Tuple[Database, A.Step]] = field(factory=list)
     origins: Dict[Tuple[str, str], str] = field(factory=dict)  # artifact -> the resource it holds a copy of
     # artifact -> the file it is a copy of, for copies of files the plan did not make (measured there)
     copied_from: Dict[Tuple[str, str], Tuple[str, str]] = field(factory=dict)
@@ -99,12 +101,6 @@ def _leaves(compiled) -> List[tuple]:
     return [(i, leaf) for i, s in enumerate(tops) for leaf in (s.leaves() if hasattr(s, "leaves") else [s])]
 
 
-def _pg_word(db: Optional[Postgres], name: str) -> str:
-    if db is not None and db.bin and name in PG_TOOLS:
-        return db.bin.rstrip("/") + "/" + name
-    return name
-
-
 def _needs(bound: BoundPlan, leaves) -> _Needs:
     n = _Needs()
     res = bound.resources
@@ -113,21 +109,20 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
         p = bound.place(t)
         return p.host, p.path
 
-    dumped_by: Dict[Tuple[str, str], Tuple[Postgres, A.Step]] = {}
+    dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
     for order, leaf in leaves:
         step = leaf.step
         db = res.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
-        pg = db if isinstance(db, Postgres) else None
         for host, tools in getattr(leaf, "tools", ()):
             for t in tools:
-                word = _pg_word(pg, t) if pg is not None and host == pg.host else t
+                word = probes_of(db).tool_word(db, t) if db is not None and host == db.host else t
                 n.tools.append(_ToolNeed(host, word, t, step))
         for d in getattr(leaf, "destinations", ()):
             part = isinstance(d, RestorePart)
             n.dests.append(_Dest(d.host, d.path, d.run_as, d.size_of, step, part or leaf.kind in FILE_LIKE,
                                  order, temporary=part, if_zstd=part and d.if_zstd))
-        if pg is not None:
-            n.databases.setdefault(pg.name, pg)
+        if db is not None:
+            n.databases.setdefault(db.name, db)
         if isinstance(step, (A.Stop, A.Start, A.Restart)):
             for s in step.services:
                 svc = res.get(s.name)
@@ -136,9 +131,10 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
         # provenance of artifacts, followed through transfers and renames
         if isinstance(step, A.Dump):
             n.origins[key(step.to)] = step.db.name
-            if pg is not None:
-                n.dumps.append((pg, step))
-                dumped_by[key(step.to)] = (pg, step)
+            if db.name not in n.written:
+                n.dumped[db.name] = None
+            n.dumps.append((db, step))
+            dumped_by[key(step.to)] = (db, step)
         elif isinstance(step, A.Archive):
             n.origins[key(step.to)] = step.dir.name
         elif isinstance(step, (A.Transfer, A.Move)):
@@ -148,25 +144,18 @@ def _needs(bound: BoundPlan, leaves) -> _Needs:
             n.copied_from[dst] = n.copied_from.get(src, src)
             if src in dumped_by:
                 dumped_by[dst] = dumped_by[src]
-        elif isinstance(step, A.Restore) and pg is not None:
+        elif isinstance(step, A.Run):
+            n.written.update(dict.fromkeys(option_value(step, "writes", ()) + option_value(step, "deletes", ())))
+        elif isinstance(step, A.Restore):
+            n.written[db.name] = None
             src = dumped_by.get(key(step.source))
-            if src is not None:
+            if src is not None and src[0].kind == db.kind:
                 plain = option_value(src[1], "format", "custom") == "plain"
-                n.pairs.append(_RestorePair(src[0], src[1], pg, step, plain))
+                n.pairs.append(_RestorePair(src[0], src[1], db, step, plain))
     return n
 
 
 # ---------------------------------------------------------------- what each host says (I/O, one thread per host)
-
-
-@frozen
-class _DbProbe:
-    ok: bool
-    server_version: Optional[int] = None  # server_version_num, e.g. 150005
-    size: Optional[int] = None
-    error: str = ""
-    help: str = ""
-    skipped: bool = False  # psql itself is missing: P402 says so
 
 
 @define
@@ -174,7 +163,7 @@ class _HostFacts:
     reachable: bool = False
     missing: Dict[str, None] = field(factory=dict)  # words not found
     versions: Dict[str, Optional[Tuple[int, int]]] = field(factory=dict)
-    dbs: Dict[str, _DbProbe] = field(factory=dict)
+    dbs: Dict[str, DatabaseProbe] = field(factory=dict)
     sizes: Dict[str, Optional[int]] = field(factory=dict)  # resource name or "@path" -> bytes
     space: Dict[int, Tuple[int, str]] = field(factory=dict)  # dest index -> (free bytes, mount point)
     findings: List[Finding] = field(factory=list)
@@ -277,8 +266,9 @@ class _HostChecks:
                 msg = f"`{word}` is not installed on `{self.name}` (not found on its PATH)"
                 pkg = _PACKAGES.get(word)
                 help = f"install it (Debian/Ubuntu: `apt install {pkg}`)" if pkg else "install it"
-                if word in PG_TOOLS:
-                    help += ", or set `bin` on the database to the directory holding it"
+                store_help = next((probes.TOOL_HELP for probes in all_probes() if word in probes.CLIENTS), "")
+                if store_help:
+                    help += ", or " + store_help
                 elif word == "zstd" and any(isinstance(t.step, (A.Dump, A.Restore)) for t in needs):
                     # a custom dump is zstd-compressed by default; pg_dump's own gzip needs no zstd
                     help += ", or write `compress = gzip` on the dump (pg_dump's own compression)"
@@ -289,23 +279,27 @@ class _HostChecks:
     # -- P403: client versions
 
     def versions(self) -> None:
-        want = []
-        for p in self.pf.needs.pairs:
-            if p.dump_db.host == self.name:
-                want.append(_pg_word(p.dump_db, "pg_dump"))
-            if p.restore_db.host == self.name and not p.plain:
-                want.append(_pg_word(p.restore_db, "pg_restore"))
-        for db, _ in self.pf.needs.dumps:
+        want: Dict[str, object] = {}  # program -> the probes module that reads its `--version`
+
+        def ask(db: Database, dumps: bool, restores_archive: bool) -> None:
             if db.host == self.name:
-                want.append(_pg_word(db, "pg_dump"))
-        for word in dict.fromkeys(want):
+                probes = probes_of(db)
+                for word in probes.version_words(db, dumps, restores_archive):
+                    want.setdefault(word, probes)
+
+        for p in self.pf.needs.pairs:
+            ask(p.dump_db, True, False)
+            ask(p.restore_db, False, not p.plain)
+        for db, _ in self.pf.needs.dumps:
+            ask(db, True, False)
+        for word, probes in want.items():
             if word in self.facts.missing:
                 continue
             try:
                 r = self.run(self.cmd(sh(Arg(word), "--version")))
             except _Unavailable:
                 continue
-            self.facts.versions[word] = parse_pg_version(r.stdout) if r.ok else None
+            self.facts.versions[word] = probes.parse_version(r.stdout) if r.ok else None
 
     # -- P406 (and the server version for P403, the database size for P404)
 
@@ -313,48 +307,32 @@ class _HostChecks:
         for db in self.pf.needs.databases.values():
             if db.host != self.name:
                 continue
-            if _pg_word(db, "psql") in self.facts.missing:
-                self.facts.dbs[db.name] = _DbProbe(False, skipped=True)
-                continue
-            probe = self._probe(db, db.database)
-            if not probe.ok and not probe.skipped and _db_missing(probe.error, db.database):
-                # A restore creates a missing database: the auth holds if the server's own database answers.
-                maint = self._probe(db, "postgres")
-                if maint.ok:
-                    probe = _DbProbe(True, maint.server_version, 0)
+            probes = probes_of(db)
+            probe = self._probe(db)
             self.facts.dbs[db.name] = probe
-            if not probe.ok and not probe.skipped:
-                self.facts.findings.append(_finding(
-                    "P406", f"database `{db.name}` does not accept the declared auth: {probe.error}",
-                    db.span, probe.help, [f"tried: {_auth_text(db)}"], label="cannot log in"))
+            if probe.ok or probe.skipped or (probe.missing and db.name not in self.pf.needs.dumped):
+                continue  # a restore creates a missing database; the login worked
+            if probe.missing:
+                message = f"database `{db.name}` is read by the plan but does not exist: {probe.error}"
+                label = "no such database"
+            else:
+                message = f"database `{db.name}` does not accept the declared auth: {probe.error}"
+                label = "cannot log in"
+            self.facts.findings.append(_finding("P406", message, db.span, probe.help,
+                                                [f"tried: {probes.auth_text(db)}"], label=label))
 
-    def _probe(self, db: Postgres, database: str) -> _DbProbe:
-        sql = "select current_setting('server_version_num'), pg_database_size(current_database())"
-        info = conninfo(db, database) + " connect_timeout=" + libpq_quote("10")
-        parts = (Lit(Arg(_pg_word(db, "psql")).render()), Lit("-X -w -q -A -t -F '|'"), Arg(info, "--dbname="),
-                 Arg(sql, "--command="))
-        cmd = tool_command(self.pf.ctx, db, parts, ("psql",))
+    def _probe(self, db: Database) -> DatabaseProbe:
         try:
-            r = self.run(cmd)
+            return probes_of(db).probe(self.pf.ctx, self.run, db)
         except KeyError as e:  # the password's env var / file is missing on this machine
-            return _DbProbe(False, error=f"cannot read {_password_text(db)}: {e.args[0]}",
-                            help="set the variable (or create the file) before running apply")
+            return DatabaseProbe(False, error=f"cannot read {db.password.masked()}: {e.args[0]}",
+                                 help="set the variable (or create the file) before running apply")
         except _Unavailable as e:
-            return _DbProbe(False, error=str(e), help="is the server reachable from the host?")
+            return DatabaseProbe(False, error=str(e), help="is the server reachable from the host?")
         except BackendError as e:
             if not self.b_alive():
                 raise
-            return _DbProbe(False, error=e.message, help=e.hint or "")
-        if r.exit == 127:
-            return _DbProbe(False, skipped=True)
-        if r.ok:
-            m = re.search(r"^(\d+)\|(\d+)$", r.stdout.strip(), re.M)
-            if m:
-                return _DbProbe(True, int(m.group(1)), int(m.group(2)))
-        # psql run as another user warns about the login user's cwd: noise, not the answer
-        lines = [x for x in r.stderr.splitlines() if "could not change directory to" not in x]
-        err = " ".join(" ".join(lines).split()) or r.stdout.strip() or f"psql exited with {r.exit}"
-        return _DbProbe(False, error=_redact(err), help=_auth_help(err, db))
+            return DatabaseProbe(False, error=e.message, help=e.hint or "")
 
     def b_alive(self) -> bool:
         try:
@@ -555,8 +533,8 @@ class _Preflight:
         r = self.bound.resources.get(name)
         if r is None:
             return None
-        if r.kind == "postgres":
-            return "postgres", r.name, r.host, ""
+        if r.is_database:
+            return "database", r.name, r.host, ""
         return ("dir" if r.kind == "dir" else "file"), r.name, r.host, r.path
 
     def run(self) -> List[Finding]:
@@ -590,38 +568,18 @@ class _Preflight:
             f = facts.get(host)
             return f.versions.get(word) if f else None
 
+        def probe_of(db: Database) -> Optional[DatabaseProbe]:
+            f = facts.get(db.host)
+            return f.dbs.get(db.name) if f else None
+
         for db, step in self.needs.dumps:
-            v = ver(db.host, _pg_word(db, "pg_dump"))
-            probe = facts.get(db.host) and facts[db.host].dbs.get(db.name)
-            if v and probe and probe.ok and probe.server_version and v[0] < probe.server_version // 10000:
-                out.append(_finding(
-                    "P403", f"pg_dump on `{db.host}` is version {_v(v)}, older than the server of `{db.name}` "
-                    f"({_server(probe.server_version)}): pg_dump refuses to dump a newer server", step.span,
-                    f"install pg_dump {probe.server_version // 10000} or newer on `{db.host}` (or set `bin` "
-                    "on the database)", label="pg_dump too old"))
+            out += probes_of(db).dump_findings(db, step, ver, probe_of)
         for p in self.needs.pairs:
             key = (p.dump_db.name, p.restore_db.name, id(p.restore_step))
-            if key in seen:
-                continue
-            seen.add(key)
-            dv = ver(p.dump_db.host, _pg_word(p.dump_db, "pg_dump"))
-            rv = ver(p.restore_db.host, _pg_word(p.restore_db, "pg_restore"))
-            if not p.plain and dv and rv and rv[0] < dv[0]:
-                out.append(_finding(
-                    "P403", f"pg_restore on `{p.restore_db.host}` ({_v(rv)}) is older than the pg_dump on "
-                    f"`{p.dump_db.host}` ({_v(dv)}) that writes the dump: it cannot read the archive",
-                    p.restore_step.span, f"install pg_restore {dv[0]} or newer on `{p.restore_db.host}`, or dump "
-                    f"with a pg_dump {rv[0]} (`bin` on `{p.dump_db.name}`)", label="pg_restore too old"))
-            src = facts.get(p.dump_db.host) and facts[p.dump_db.host].dbs.get(p.dump_db.name)
-            dst = facts.get(p.restore_db.host) and facts[p.restore_db.host].dbs.get(p.restore_db.name)
-            if (src and dst and src.ok and dst.ok and src.server_version and dst.server_version
-                    and dst.server_version // 10000 < src.server_version // 10000):
-                out.append(_finding(
-                    "P403", f"the server of `{p.restore_db.name}` ({_server(dst.server_version)}) is older than "
-                    f"the server of `{p.dump_db.name}` ({_server(src.server_version)}): restoring into an older "
-                    "server is not supported", p.restore_step.span,
-                    f"upgrade the target server to {src.server_version // 10000} or newer before the move",
-                    label="target server older"))
+            if key not in seen:
+                seen.add(key)
+                out += probes_of(p.dump_db).pair_findings(p.dump_db, p.restore_db, p.restore_step, p.plain, ver,
+                                                          probe_of)
         return out
 
     # -- P404
@@ -683,7 +641,7 @@ class _Preflight:
         f = facts.get(host)
         if f is None:
             return None
-        if kind == "postgres":
+        if kind == "database":
             # A dump the plan makes, estimated by its database's size; for a temporary decompressed
             # copy too (the uncompressed archive stays below the database's size: no indexes).
             probe = f.dbs.get(key)
@@ -727,22 +685,6 @@ def _total(items) -> int:
     return sum(n for _, _, n in items)
 
 
-def parse_pg_version(text: str) -> Optional[Tuple[int, int]]:
-    """(major, minor) from `pg_dump (PostgreSQL) 15.5 (Debian ...)`; 9.6.24 -> (9, 6)."""
-    m = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", text) or re.search(r"(\d+)(?:\.(\d+))?", text)
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2) or 0)
-
-
-def _v(v: Tuple[int, int]) -> str:
-    return f"{v[0]}.{v[1]}"
-
-
-def _server(num: int) -> str:
-    return f"{num // 10000}.{num % 100}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}"
-
-
 def human(n: int) -> str:
     """Bytes as `12.3 MiB`."""
     x = float(n)
@@ -776,53 +718,3 @@ def _program(command: Optional[str]) -> Optional[str]:
     return w
 
 
-def _db_missing(err: str, database: str) -> bool:
-    return f'database "{database}" does not exist' in err
-
-
-def _password_text(db: Postgres) -> str:
-    return db.password.masked() if isinstance(db.password, A.Secret) else "the password"
-
-
-def _auth_text(db: Postgres) -> str:
-    how = []
-    if db.tcp_host:
-        how.append(f"tcp {db.tcp_host}:{db.tcp_port}")
-    elif db.socket:
-        how.append(f"socket {db.socket}")
-    else:
-        how.append("the default socket")
-    how.append(f"user {db.user}" if db.user else "user = the OS user")
-    if db.password is not None:
-        how.append(f"password {_password_text(db)}")
-    if db.run_as:
-        how.append(f"run as OS user {db.run_as}")
-    return ", ".join(how)
-
-
-def _redact(err: str) -> str:
-    # psql never echoes the password, but the temp file's path is noise
-    return re.sub(r"/\S*mdsl-secret\.\w+", "<PGPASSFILE>", err)
-
-
-def _auth_help(err: str, db: Postgres) -> str:
-    e = err.lower()
-    if "password authentication failed" in e:
-        return f"check the password in {_password_text(db)} for role `{db.user}`"
-    if "no password supplied" in e:
-        return "the server asks for a password: declare `password = env(\"...\")` on the database"
-    if "peer authentication failed" in e:
-        return "peer auth needs `run_as` = the OS user named like the role (or a `user` matching `run_as`)"
-    if "no pg_hba.conf entry" in e:
-        return "allow this connection in the server's pg_hba.conf, or connect another way (`socket`, `run_as`)"
-    if "role" in e and "does not exist" in e:
-        return "create the role on the server, or fix `user`"
-    if "does not exist" in e and "database" in e:
-        return "fix `database`, or create it"
-    if "connection refused" in e or "no such file or directory" in e or "could not connect" in e:
-        return "is the server running there? check `tcp`/`socket` on the database"
-    if "timeout" in e:
-        return "the server did not answer: check `tcp` and any firewall"
-    if "sudo" in e or "unknown user" in e:
-        return "`run_as` needs that OS user to exist and sudo to let the login user become it"
-    return "check the database's `user`, `password`, `tcp`/`socket` and `run_as`"
