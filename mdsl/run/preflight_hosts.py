@@ -79,7 +79,7 @@ class HostChecks:
             return self.facts
         self.facts.reachable = True
         checks = (("P402", self.tools), ("P403", self.versions), ("P406", self.databases), ("P404", self.sizes),
-                  ("P407", self.destinations), ("P405", self.services))
+                  ("P407", self.destinations), ("P405", self.services), ("P408", self.sources))
         try:
             for code, check in checks:
                 try:
@@ -317,7 +317,40 @@ class HostChecks:
         src = self.needs.size_source(d)
         return self.facts.sizes.get(src[1]) if src is not None and src[2] == self.name else None
 
-    # -- P405
+    # -- P408: what the plan reads must be there before anything stops
+
+    def sources(self) -> None:
+        mine = [(i, src) for i, src in enumerate(self.needs.sources) if src.host == self.name]
+        if not mine:
+            return
+        parts: list = []
+        for i, src in mine:
+            parts += sh("p=" + Arg(src.path).render() + ";",
+                        f"if [ ! -e \"$p\" ]; then echo '{i} missing';",
+                        f"elif [ ! -r \"$p\" ]; then echo '{i} unreadable';")
+            if src.is_dir:
+                parts += sh(f"elif [ ! -d \"$p\" ]; then echo '{i} notdir';",
+                            f"elif [ ! -x \"$p\" ]; then echo '{i} unreadable';",
+                            f"elif [ -z \"$(ls -A -- \"$p\" | head -c 1)\" ]; then echo '{i} empty';")
+            else:
+                parts += sh(f"elif [ -d \"$p\" ]; then echo '{i} isdir';")
+            parts += sh("fi;")
+        parts += sh("true")
+        r = self.run(self.cmd(parts))
+        if not r.ok:
+            self.facts.findings.append(preflight_finding(
+                "P408", f"cannot look at the data the plan reads on `{self.name}`: "
+                f"{_first_line(r.stderr) or f'exit {r.exit}'}", self.host.span, None))
+            return
+        reported = set()
+        for line in r.stdout.splitlines():
+            index, _, verdict = line.partition(" ")
+            if not index.isdigit() or int(index) >= len(self.needs.sources) or int(index) in reported:
+                continue
+            reported.add(int(index))
+            src = self.needs.sources[int(index)]
+            self.facts.findings.append(_source_finding(src, self.name, verdict))
+
 
     def services(self) -> None:
         for svc in self.needs.services.values():
@@ -392,3 +425,22 @@ def _program(command: Optional[str]) -> Optional[str]:
     if "=" in w or any(c in w for c in "$`;&|(){}<>*?[]~!") or w in ("exec", "env", "sudo", "nohup", "cd"):
         return None
     return w
+
+
+def _source_finding(src, host: str, verdict: str) -> Finding:
+    """P408 for one source: an error when it cannot be read, a warning when a dir is empty."""
+    what = f"`{src.path}` on `{host}`" + (f" ({src.name})" if src.name != src.path else "")
+    by = f"read by `{src.step.keyword}` at line {src.step.span.line}"
+    if verdict == "empty":
+        return Finding("P408", Severity.WARNING, f"{what} is empty, but the plan copies it as data", src.step.span,
+                       label="empty", notes=(by,), help="if a disk should be mounted there, it is not: mount it "
+                       "before the move; if the dir is really empty, this warning can be ignored")
+    message, help = {
+        "missing": ("does not exist", "fix the path (a typo?), or mount the disk that holds it"),
+        "unreadable": ("cannot be read by the login user", "run as a user that can read it (`sudo = true` on the "
+                       "host), or fix its permissions"),
+        "notdir": ("is not a directory", "a dir's `path` names a directory; declare a `file` for a single file"),
+        "isdir": ("is a directory, not a file", "declare a `dir` and use `archive` or `sync` for a directory"),
+    }.get(verdict, (f"cannot be read ({verdict})", "look at the path on the host"))
+    return preflight_finding("P408", f"{what} {message}", src.step.span, help, (by, "nothing was stopped or changed"),
+                             label=verdict)

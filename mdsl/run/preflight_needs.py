@@ -48,6 +48,17 @@ class RestorePair:
     plain: bool
 
 
+@frozen
+class SourceNeed:
+    """Data a step reads that was there before the plan ran: it must exist, and look like data (P408)."""
+
+    host: str
+    path: str
+    is_dir: bool
+    step: A.Step
+    name: str  # the declared dir or file, or the path of an artifact made outside the plan
+
+
 @define
 class Needs:
     tools: List[ToolNeed] = field(factory=list)
@@ -62,6 +73,7 @@ class Needs:
     # artifact -> the file it is a copy of, for copies of files the plan did not make (measured there)
     copied_from: Dict[Tuple[str, str], Tuple[str, str]] = field(factory=dict)
     resources: Dict[str, object] = field(factory=dict)  # the plan's declarations, by name
+    sources: List[SourceNeed] = field(factory=list)
 
     def size_source(self, d: DestNeed) -> Optional[Tuple[str, str, str, str]]:
         """(kind, key, host, path) of what decides how much lands at `d`.
@@ -103,6 +115,17 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
         return p.host, p.path
 
     dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
+    made: Dict[Tuple[str, str], None] = {}  # artifacts an earlier step writes
+    ran_commands = False  # after a `run`, an artifact may be its work: not asked for before the plan runs
+
+    def read(t: A.Target, step: A.Step, is_dir: bool) -> None:
+        place = bound.place(t)
+        if place.resource is not None and place.subpath is None:
+            if place.resource not in n.written:
+                n.sources.append(SourceNeed(place.host, place.path, is_dir, step, place.resource))
+        elif place.resource is None and not ran_commands and (place.host, place.path) not in made:
+            n.sources.append(SourceNeed(place.host, place.path, is_dir, step, place.path))
+
     for order, leaf in leaves:
         step = leaf.step
         db = res.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
@@ -122,6 +145,10 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
                 if isinstance(svc, Service):
                     n.services.setdefault(svc.name, svc)
         # provenance of artifacts, followed through transfers and renames
+        for artifact in getattr(leaf, "artifacts", ()):
+            made[(artifact.host, artifact.path)] = None
+        if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
+            n.written[step.dest.name] = None
         if isinstance(step, A.Dump):
             n.origins[key(step.to)] = step.db.name
             if db.name not in n.written:
@@ -129,8 +156,15 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
             n.dumps.append((db, step))
             dumped_by[key(step.to)] = (db, step)
         elif isinstance(step, A.Archive):
+            read(step.dir, step, True)
             n.origins[key(step.to)] = step.dir.name
+        elif isinstance(step, A.Sync):
+            read(step.source, step, True)
+            n.written[step.dest.name] = None
+        elif isinstance(step, A.Extract):
+            n.written[step.dir.name] = None
         elif isinstance(step, (A.Transfer, A.Move)):
+            read(step.source, step, False)
             src, dst = key(step.source), key(step.dest)
             if src in n.origins:
                 n.origins[dst] = n.origins[src]
@@ -138,6 +172,7 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
             if src in dumped_by:
                 dumped_by[dst] = dumped_by[src]
         elif isinstance(step, A.Run):
+            ran_commands = True
             n.written.update(dict.fromkeys(option_value(step, "writes", ()) + option_value(step, "deletes", ())))
         elif isinstance(step, A.Restore):
             n.written[db.name] = None
