@@ -12,6 +12,7 @@ right after (the same path `apply` takes, through its `Executor`).
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
@@ -28,6 +29,9 @@ from mdsl.compile.parts import Arg, Command, Lit, sh
 from mdsl.compile.postgres import RESTORE_PART_FACTOR, RestorePart, conninfo, libpq_quote, tool_command
 from mdsl.findings import Finding, Severity
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+from mdsl.run.console import human_bytes
+from mdsl.run.executor import Executor  # the same secret-file and sudo handling as the steps
+from mdsl.run.secrets import SecretStore
 from mdsl.syntax import ast as A
 
 MARGIN = 1.2  # free space must exceed the estimate times this...
@@ -525,8 +529,6 @@ class _HostChecks:
 class _Preflight:
     def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float,
                  journal=None):
-        from mdsl.run.apply import Executor  # the same secret-file and sudo handling as the steps
-
         self.bound = bound
         self.ctx = CompileContext(bound)
         self.needs = _needs(bound, _leaves(compiled))
@@ -661,7 +663,7 @@ class _Preflight:
                 continue
             # Named: where it runs out first, with the kept artifacts already or only with the temporary file.
             first = at if at is not None and avail >= int(_total(kept) * MARGIN) + SLACK else (kept or items)[0][1]
-            notes = [f"`{d.path}` ({human(n)}, from `{d.step.keyword}` at line {d.step.span.line}"
+            notes = [f"`{d.path}` ({human_bytes(n)}, from `{d.step.keyword}` at line {d.step.span.line}"
                      + (", removed when that step ends" if d.temporary else "") + ")" for _, d, n in peak]
             more = []
             if at is not None:
@@ -669,8 +671,9 @@ class _Preflight:
                             f"decompressed dump counts {RESTORE_PART_FACTOR:g}x a compressed dump found on the "
                             "host, or the database's size for a dump the plan makes)")
             out.append(_finding(
-                "P404", f"not enough free space on `{host}` for `{first.path}`: {human(avail)} free on "
-                f"{mount}, about {human(need)} needed ({human(total)} estimated x{MARGIN:g} + {human(SLACK)})",
+                "P404", f"not enough free space on `{host}` for `{first.path}`: {human_bytes(avail)} free on "
+                f"{mount}, about {human_bytes(need)} needed "
+                f"({human_bytes(total)} estimated x{MARGIN:g} + {human_bytes(SLACK)})",
                 first.step.span, "free space on that file system, or write to one with room (a different path)",
                 ["lands there: " + "; ".join(notes)] + more, label="file system too small"))
         return out
@@ -711,10 +714,6 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
     if backends is None:
         backends = {}
     if secrets is None:
-        import os
-
-        from mdsl.run.apply import SecretStore
-
         secrets = SecretStore(base_dir=os.path.dirname(os.path.abspath(bound.plan.path)))
     return _Preflight(bound, compiled, backends, secrets, timeout, journal).run()
 
@@ -741,16 +740,6 @@ def _v(v: Tuple[int, int]) -> str:
 
 def _server(num: int) -> str:
     return f"{num // 10000}.{num % 100}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}"
-
-
-def human(n: int) -> str:
-    """Bytes as `12.3 MiB`."""
-    x = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if x < 1024 or unit == "TiB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
-        x /= 1024
-    return f"{n} B"
 
 
 def _first_line(text: str) -> str:
