@@ -1,4 +1,4 @@
-"""The hand-written lexer (mdsl.syntax.parser._PlanLexer) makes exactly the tokens of Lark's
+"""The hand-written lexer (mdsl.syntax.lexer.PlanLexer) makes exactly the tokens of Lark's
 contextual lexer: same trees, same spans, same comments, same syntax errors, on any input."""
 
 from __future__ import annotations
