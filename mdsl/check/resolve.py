@@ -345,6 +345,12 @@ class _Resolver:
 
     def bind_decls(self):
         for name, d in self.decls.items():
+            if d.kind not in _SCHEMAS:
+                kinds = sorted(k for k in _SCHEMAS if k != "host")
+                sugg = _suggest(d.kind, kinds)
+                self.err("E106", f"unknown kind `{d.kind}`", d.kind_span(), label="unknown kind",
+                         help=f"did you mean `{sugg}`?" if sugg else "known kinds: " + ", ".join(kinds))
+                continue
             at = self.attrs_of(d)
             if isinstance(d, A.HostDecl):
                 self.hosts[name] = self.host(d, at)

@@ -8,6 +8,7 @@ from typing import List
 from mdsl.findings import Finding, Severity
 from mdsl.syntax import ast as A
 from mdsl.syntax._lark import Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+from mdsl.syntax.spelling import DECLARATION_KEYWORDS, STEP_KEYWORDS, closest
 from mdsl.syntax.transform import SyntaxProblem, token_span
 
 _HUMAN = {
@@ -18,23 +19,21 @@ _HUMAN = {
     "LABEL": "a label (`name:`)",
     "$END": "end of file",
 }
-_STEP_WORDS = {
-    "stop", "start", "restart", "dump", "restore", "archive", "extract", "sync", "transfer",
-    "move", "delete", "drop", "run", "verify", "confirm", "parallel",
-}
 
 
 def _expected_words(expected, terminals) -> List[str]:
     by_name = {t.name: t for t in terminals}
     words = set()
     for name in expected:
-        if name in _HUMAN:
+        if name == "NAME" and "HOST" in expected:  # a top-level name is the kind of a resource
+            words.add("a resource (`KIND NAME on HOST { }`)")
+        elif name in _HUMAN:
             words.add(_HUMAN[name])
         elif name in by_name and by_name[name].pattern.type == "str":
             words.add(f"`{by_name[name].pattern.value}`")
         else:
             words.add(name.lower())
-    steps = {w for w in words if w.strip("`") in _STEP_WORDS}
+    steps = {w for w in words if w.strip("`") in STEP_KEYWORDS}
     if len(steps) >= 6:
         words -= steps
         words.add("a step (`stop`, `dump`, `transfer`, ...)")
@@ -119,8 +118,38 @@ _TOKEN_HELP = {
 }
 
 
+def _resource_header(exc: UnexpectedToken):
+    """The tokens read of a resource declaration's `KIND NAME on HOST` when the error came, else None."""
+    try:
+        stack = exc.interactive_parser.parser_state.value_stack
+    except AttributeError:
+        return None
+    # At the top level, what is below the header on the stack is the declarations before it.
+    header = []
+    for value in reversed(stack):
+        if not isinstance(value, Token):
+            break
+        header.append(value)
+    header.reverse()
+    if not header or header[0].type != "NAME" or any(t.type not in ("NAME", "ON") for t in header):
+        return None
+    below = stack[:len(stack) - len(header)]
+    if any(isinstance(v, Token) or not v.data.startswith("__start") for v in below):
+        return None
+    return header
+
+
 def _token_finding(file: str, text: str, exc: UnexpectedToken, terminals) -> Finding:
     tok = exc.token
+    header = _resource_header(exc)
+    if header and header[0].value in STEP_KEYWORDS | {"sequence"}:
+        word = header[0]
+        return Finding("E101", Severity.ERROR, f"syntax error: unexpected `{word.value}`: a step outside `steps {{ }}`",
+                       token_span(word), label="a step", help="write the steps inside the `steps { }` block")
+    if header and len(header) == 1 and tok.type == "EQUAL":
+        key = header[0]
+        return Finding("E101", Severity.ERROR, f"syntax error: unexpected `{key.value} =` outside a declaration",
+                       token_span(key), label=f"unexpected name `{key.value}`", help=_TOKEN_HELP["KEY"])
     expected = _expected_words(_acceptable(exc, exc.expected), terminals)
     msg = f"syntax error: unexpected {_describe(tok)}"
     if expected:
@@ -131,6 +160,11 @@ def _token_finding(file: str, text: str, exc: UnexpectedToken, terminals) -> Fin
         notes, help = _unclosed(file, text)
     else:
         span, notes, help = token_span(tok), (), _TOKEN_HELP.get(tok.type)
+    if header:
+        meant = closest(header[0].value, DECLARATION_KEYWORDS, cutoff=0.7)
+        if meant:
+            help = (f"`{header[0].value}` reads as the kind of a resource (`KIND NAME on HOST {{ }}`); "
+                    f"did you mean `{meant}`?")
     return Finding("E101", Severity.ERROR, msg, span, label=f"unexpected {_describe(tok)}", help=help,
                    notes=notes)
 

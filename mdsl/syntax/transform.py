@@ -175,9 +175,6 @@ class ToAst(Transformer):
         body = c[2]
         return A.HostDecl(_ident(c[1]), body.attrs, _sp(c))
 
-    def resource_kind(self, c):
-        return c[0]
-
     def resource_decl(self, c):
         kind_tok, name, _on, host, body = c
         return A.ResourceDecl(kind_tok.value, _ident(name), _ident(host), body.attrs, body.derived, _sp(c))
