@@ -12,6 +12,7 @@ from attrs import field, frozen
 
 from mdsl.findings import Finding, Severity
 from mdsl.syntax import ast as A
+from mdsl.syntax.spelling import misspelled_step_in
 
 # ---------------------------------------------------------------- bound declarations
 
@@ -506,7 +507,13 @@ class _Resolver:
         allowed = dict(STEP_OPTIONS[step.keyword])
         allowed.update(_COMMON_OPTIONS)
         seen = set()
-        for opt in step.options:
+        typo = misspelled_step_in(step, allowed)
+        for i, opt in enumerate(step.options):
+            if typo and i in typo.options:  # a misspelled step and its words: one finding for them all
+                if i == typo.options.start:
+                    self.err("E106", typo.message(), typo.word.span, label="not a step keyword",
+                             help=f"as written, this line is read as options of the `{step.keyword}` above")
+                continue
             key = opt.key.name
             if key in seen:
                 self.err("E106", f"option `{key}` is given twice", opt.key.span)

@@ -9,12 +9,12 @@ if _NO_REGEX:
     sys.modules["regex"] = None  # makes `import regex` fail inside lark.utils
 try:
     import lark
-    from lark import Lark, Token, Transformer
+    from lark import Lark, Token, Transformer, Tree
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
     from lark.lexer import Lexer
 finally:
     if _NO_REGEX:
         del sys.modules["regex"]
 
-__all__ = ["Lark", "Lexer", "Token", "Transformer", "UnexpectedCharacters", "UnexpectedEOF", "UnexpectedToken",
+__all__ = ["Lark", "Lexer", "Token", "Transformer", "Tree", "UnexpectedCharacters", "UnexpectedEOF", "UnexpectedToken",
            "lark"]

@@ -7,8 +7,8 @@ from typing import List
 
 from mdsl.findings import Finding, Severity
 from mdsl.syntax import ast as A
-from mdsl.syntax._lark import Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
-from mdsl.syntax.spelling import DECLARATION_KEYWORDS, STEP_KEYWORDS, closest
+from mdsl.syntax._lark import Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+from mdsl.syntax.spelling import DECLARATION_KEYWORDS, STEP_KEYWORDS, closest, misspelled_step, unknown_step
 from mdsl.syntax.transform import SyntaxProblem, token_span
 
 _HUMAN = {
@@ -118,12 +118,16 @@ _TOKEN_HELP = {
 }
 
 
-def _resource_header(exc: UnexpectedToken):
-    """The tokens read of a resource declaration's `KIND NAME on HOST` when the error came, else None."""
+def _value_stack(exc: UnexpectedToken) -> list:
+    """What the parser had read when the error came: tokens, AST nodes and Lark's trees of repeats."""
     try:
-        stack = exc.interactive_parser.parser_state.value_stack
+        return exc.interactive_parser.parser_state.value_stack
     except AttributeError:
-        return None
+        return []
+
+
+def _resource_header(stack: list):
+    """The tokens read of a resource declaration's `KIND NAME on HOST` when the error came, else None."""
     # At the top level, what is below the header on the stack is the declarations before it.
     header = []
     for value in reversed(stack):
@@ -139,9 +143,57 @@ def _resource_header(exc: UnexpectedToken):
     return header
 
 
+def _end_line(value) -> int:
+    if isinstance(value, Token):
+        return value.end_line
+    if isinstance(value, Tree):
+        return _end_line(value.children[-1]) if value.children else 0
+    span = getattr(value, "span", None)
+    return span.end_line if span is not None else 0
+
+
+def _step_typo(stack: list, exc: UnexpectedToken):
+    """(word, step keyword) when the error comes from a misspelled step keyword: the unexpected name
+    itself where a step belongs, or a bare word that starts the error's line and was read as a flag
+    option of the step above; else None. The word is a Token or an Ident."""
+    tok = exc.token
+    if tok.type == "NAME" and "DUMP" in _acceptable(exc, exc.expected) and misspelled_step(tok.value):
+        return tok, misspelled_step(tok.value)
+    # The run of names and flag options at the top of the stack (options may sit in Lark's tree of repeats).
+    run = []
+    for value in reversed(stack):
+        if isinstance(value, Tree) and all(isinstance(v, A.Option) for v in value.children):
+            run.extend(reversed(value.children))
+        elif isinstance(value, A.Option) or isinstance(value, Token) and value.type == "NAME":
+            run.append(value)
+        else:
+            run.append(value)  # what comes before the run: only where it ends matters
+            break
+    run.reverse()
+    for before, value in zip(run, run[1:], strict=False):
+        if isinstance(value, A.Option) and value.value is None:
+            word = value.key
+            name, line = word.name, word.span.line
+        elif isinstance(value, Token):
+            word, name, line = value, value.value, value.line
+        else:
+            continue
+        if line == tok.line and _end_line(before) < line and misspelled_step(name):
+            return word, misspelled_step(name)
+    return None
+
+
 def _token_finding(file: str, text: str, exc: UnexpectedToken, terminals) -> Finding:
     tok = exc.token
-    header = _resource_header(exc)
+    stack = _value_stack(exc)
+    typo = _step_typo(stack, exc) if tok.type != "$END" else None
+    if typo:
+        word, keyword = typo
+        span = token_span(word) if isinstance(word, Token) else word.span
+        name = word.value if isinstance(word, Token) else word.name
+        return Finding("E101", Severity.ERROR, f"syntax error: {unknown_step(name, keyword)}", span,
+                       label="not a step keyword")
+    header = _resource_header(stack)
     if header and header[0].value in STEP_KEYWORDS | {"sequence"}:
         word = header[0]
         return Finding("E101", Severity.ERROR, f"syntax error: unexpected `{word.value}`: a step outside `steps {{ }}`",

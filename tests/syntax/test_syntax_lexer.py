@@ -50,6 +50,8 @@ def test_real_plans(text):
     "host a { env = env(\"X\") file = file(\"/y\") }", "steps { exclude }", "steps { dump a to b exclude \"c\", \"d\" }",
     "mysql db on a { x = 1 }", "file file on on { }", "on on on on { }", "steps on a { }", "host a { }\nstop a",
     "hostt a { }", 'plann "x"', "dir x on a dir", "postgres db a { }", "host on { }", "sequence { }",
+    'steps {\n  restore x into db\n  dupm db to h:"/x"\n}', "steps {\n  restore x into db\n  stpo a, b\n}",
+    "steps { x: strat a }", "steps {\n  strat app\n}", "steps {\n  restore x into db\n  strat new_app\n}",
 ])
 def test_corner_cases(text):
     assert_same(text)
