@@ -20,7 +20,6 @@ MAX_LINES = 650
 # module -> why it may be longer than MAX_LINES (remove the entry when it is split)
 LONG = {
     "mdsl.check.walk": "TODO(rules): rule dispatch moves to the rules (issue 10 item 3)",
-    "mdsl.syntax.parser": "TODO(syntax): lexer / transformer / error messages (issue 10 item 2)",
 }
 
 # Modules that do something when imported, and so are not imported alone here.

@@ -12,6 +12,7 @@ from mdsl.model import BoundPlan, Derived, Dir, File, Host, Resource, Service, n
 from mdsl.stores.base import Binding
 from mdsl.stores.registry import STORES
 from mdsl.syntax import ast as A
+from mdsl.syntax.spelling import misspelled_step_in
 
 # ---------------------------------------------------------------- attribute schemas
 
@@ -85,9 +86,10 @@ class _Resolver:
             name = d.name.name
             if d.kind not in _SCHEMAS:
                 # The grammar takes any word as a declaration's kind, so a new store kind needs no grammar change.
-                sugg = _suggest(d.kind, [k for k in _SCHEMAS if k != "host"])
-                self.err("E101", f"unknown kind of declaration `{d.kind}`", d.span, label="not a kind mdsl knows",
-                         help=f"did you mean `{sugg}`?" if sugg else "known: " + ", ".join(sorted(_SCHEMAS)))
+                kinds = sorted(k for k in _SCHEMAS if k != "host")
+                sugg = _suggest(d.kind, kinds)
+                self.err("E106", f"unknown kind `{d.kind}`", d.kind_span(), label="unknown kind",
+                         help=f"did you mean `{sugg}`?" if sugg else "known kinds: " + ", ".join(kinds))
                 continue
             if name in self.decls:
                 prev = self.decls[name]
@@ -303,7 +305,13 @@ class _Resolver:
         allowed.update(extra)
         allowed.update(_COMMON_OPTIONS)
         seen = set()
-        for opt in step.options:
+        typo = misspelled_step_in(step, allowed)
+        for i, opt in enumerate(step.options):
+            if typo and i in typo.options:  # a misspelled step and its words: one finding for them all
+                if i == typo.options.start:
+                    self.err("E106", typo.message(), typo.word.span, label="not a step keyword",
+                             help=f"as written, this line is read as options of the `{step.keyword}` above")
+                continue
             key = opt.key.name
             if key in seen:
                 self.err("E106", f"option `{key}` is given twice", opt.key.span)

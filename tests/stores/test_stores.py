@@ -90,4 +90,5 @@ def test_an_unknown_declaration_kind_is_reported_with_a_suggestion(tmp_path):
     plan.write_text('host a { local = true }\npostgress db on a { database = "app" }\n')
     r = _mdsl("check", str(plan), cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr and f"{plan}:2:" in r.stdout
+    assert "Traceback" not in r.stderr and f"{plan}:2:1" in r.stdout
+    assert "unknown kind `postgress`" in r.stdout and "did you mean `postgres`?" in r.stdout
