@@ -9,9 +9,10 @@ from typing import List
 
 from attrs import frozen
 
-from mdsl.check.resolve import BoundPlan, resolve
+from mdsl.check.resolve import resolve
 from mdsl.check.suppress import apply_suppressions
 from mdsl.check.walk import Walk
+from mdsl.model import BoundPlan
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 

@@ -22,7 +22,7 @@ RULES: Tuple[Rule, ...] = (
     h3_operations.H305, h3_operations.H306, h3_operations.H307,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
-    p_preflight.P406, p_preflight.P407,
+    p_preflight.P406, p_preflight.P407, p_preflight.P408,
 )
 
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk

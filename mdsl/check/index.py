@@ -9,8 +9,8 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from mdsl.check.resolve import BoundPlan, Resource, normpath
 from mdsl.check.state import Piece, PlaceKey, covers
+from mdsl.model import BoundPlan, Resource, normpath
 from mdsl.syntax import ast as A
 
 

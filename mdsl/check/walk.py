@@ -19,11 +19,11 @@ from mdsl.check.blocks import touches, walk_lane, walk_parallel
 from mdsl.check.catalog import CHECKS
 from mdsl.check.facts import FINAL_EXCLUDES, SOURCE_GONE, USED, BrokenLivePass, StepFacts, Survivors
 from mdsl.check.index import PlanIndex, Ref, excludes, names
-from mdsl.check.resolve import BoundPlan, Resource
 from mdsl.check.rules.base import PlanEnd, PlanText
 from mdsl.check.state import ARCHIVE, DIR_COPY, Piece, Place, Provisional, State, covers
-from mdsl.check.store_facts import dump_artifact, dump_format
 from mdsl.findings import Finding
+from mdsl.model import BoundPlan, Resource
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 
@@ -244,10 +244,11 @@ class Walk:
     def _dump(self, s: A.Dump) -> StepFacts:
         facts = StepFacts(s)
         db = self.bound.resources[s.db.name]
+        store = store_of(db)
         facts.copied = db
-        facts.fmt = dump_format(db, s)
+        facts.fmt = store.dump_format(s)
         facts.dst = self.dest(self.ref(s.to), None)
-        facts.then(self._apply_copy, s, None, set(self.place_of(db.name).holds), facts.dst, dump_artifact(db),
+        facts.then(self._apply_copy, s, None, set(self.place_of(db.name).holds), facts.dst, store.artifact,
                    facts.fmt, True)
         return facts
 

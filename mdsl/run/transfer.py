@@ -23,7 +23,7 @@ from typing import Callable, List, Optional
 
 from attrs import frozen
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.compile.actions import (
     CopyArtifact, hash_command, parse_hash_answer, parse_size_answer, size_command, untrusted_answer,
 )
@@ -456,7 +456,7 @@ class _SshProcess:
                 return
             self._stopped = True
         if self.pid is not None:
-            kill = getattr(self.backend, "_kill", None)
+            kill = getattr(self.backend, "kill_groups", None)
             if kill is not None:
                 kill([self.pid])
         self.p.terminate()

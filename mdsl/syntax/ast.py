@@ -135,7 +135,7 @@ class HostDecl:
 
 @frozen
 class ResourceDecl:
-    """`postgres|sqlite|dir|file|service NAME on HOST { ... }`."""
+    """`KIND NAME on HOST { ... }`; the kind (postgres, sqlite, dir, ...) is any name, checked by resolve."""
 
     kind: str
     name: Ident
@@ -143,6 +143,10 @@ class ResourceDecl:
     attrs: Tuple[Attr, ...]
     derived: Tuple[Derived, ...] = ()
     span: Span = _span()
+
+    def kind_span(self) -> Span:
+        """Where the kind word stands: the declaration starts with it."""
+        return Span(self.span.file, self.span.line, self.span.col, self.span.line, self.span.col + len(self.kind))
 
 
 Decl = Union[HostDecl, ResourceDecl]

@@ -117,6 +117,21 @@ def test_file_declaration():
     assert d.kind == "file" and attr(d, "secret") == A.Bool(True) and attr(d, "mode") == A.Str("0600")
 
 
+@pytest.mark.parametrize("kind", ["mysql", "redis", "volume", "postgress", "stop", "on", "file"])
+def test_a_resource_kind_is_any_name(kind):
+    """The grammar knows no kinds (the resolver does): a new store kind needs no grammar change."""
+    d = one_decl(f'{kind} db on h {{ path = "/x" }}')
+    assert isinstance(d, A.ResourceDecl) and d.kind == kind and type(d.kind) is str
+    assert (d.name.name, d.host.name) == ("db", "h")
+
+
+def test_kind_words_stay_names_elsewhere():
+    plan = parse('host postgres { local = true }\ndir sqlite on postgres { path = "/x" }\n'
+                 "steps {\n  service: stop dir, file\n}\n")
+    assert plan.decls[1].name.name == "sqlite" and plan.decls[1].host.name == "postgres"
+    assert [n.name for n in plan.steps[0].services] == ["dir", "file"]
+
+
 def test_service_systemd_lists_and_initially():
     d = one_decl('service app on h {\n  systemd = ["a", "b-c", "d@1"]\n  writes = [db, files]\n'
                  '  reads = [old_env]\n  initially = stopped\n}')

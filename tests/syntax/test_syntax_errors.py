@@ -37,13 +37,41 @@ def test_unexpected_token_on_a_later_line():
 def test_stray_closing_brace():
     f = syntax_error('host a { ssh = "x" } }')
     assert where(f) == (1, 22, 1, 23)
-    assert "expected one of `dir`, `file`, `host`" in f.message
+    assert f.message == ("syntax error: unexpected `}`, expected one of `host`, `plan`, `steps`, "
+                         "a resource (`KIND NAME on HOST { }`), end of file")
 
 
 def test_step_outside_the_steps_block():
     f = syntax_error("host a { local = true }\n\nstop a\n")
     assert where(f) == (3, 1, 3, 5)
-    assert f.message.startswith("syntax error: unexpected `stop`")
+    assert f.message == "syntax error: unexpected `stop`: a step outside `steps { }`"
+    assert f.help == "write the steps inside the `steps { }` block"
+
+
+@pytest.mark.parametrize("text, at", [
+    ('dump db to h:"/x"', (1, 1, 1, 5)), ("host a { }\nparallel {\n}", (2, 1, 2, 9)),
+    ('host a { }\nverify http "x"', (2, 1, 2, 7)), ("sequence { }", (1, 1, 1, 9)),
+])
+def test_any_step_outside_the_steps_block_is_named_at_its_keyword(text, at):
+    f = syntax_error(text)
+    assert where(f) == at
+    assert "a step outside `steps { }`" in f.message
+
+
+@pytest.mark.parametrize("text, meant, at", [
+    ("hostt a { }", "host", (1, 9, 1, 10)), ('plann "x"', "plan", (1, 7, 1, 10)), ("step {\n}", "steps", (1, 6, 1, 7)),
+])
+def test_a_misspelled_top_level_keyword_gets_a_did_you_mean(text, meant, at):
+    f = syntax_error(text)
+    assert where(f) == at
+    assert f.help.endswith(f"did you mean `{meant}`?")
+
+
+def test_a_resource_header_without_on_has_no_guess():
+    f = syntax_error("postgres db a { }")
+    assert where(f) == (1, 13, 1, 14)
+    assert f.message == "syntax error: unexpected name `a`, expected `on`"
+    assert f.help is None
 
 
 def test_key_value_at_top_level_gets_a_help():

@@ -1,4 +1,4 @@
-"""The hand-written lexer (mdsl.syntax.parser._PlanLexer) makes exactly the tokens of Lark's
+"""The hand-written lexer (mdsl.syntax.lexer.PlanLexer) makes exactly the tokens of Lark's
 contextual lexer: same trees, same spans, same comments, same syntax errors, on any input."""
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def test_real_plans(text):
     "host a { x = [[1], [2, [3]]] }", "steps { transfer a:\"/x\" to b:\"/y\" verify = false via = rsync }",
     'host a { ssh = "\\q" }', 'host a { ssh = "a\x1bb" }', "steps{stop a,b,c start d}", "steps { dns }",
     "host a { env = env(\"X\") file = file(\"/y\") }", "steps { exclude }", "steps { dump a to b exclude \"c\", \"d\" }",
+    "mysql db on a { x = 1 }", "file file on on { }", "on on on on { }", "steps on a { }", "host a { }\nstop a",
+    "hostt a { }", 'plann "x"', "dir x on a dir", "postgres db a { }", "host on { }", "sequence { }",
+    'steps {\n  restore x into db\n  dupm db to h:"/x"\n}', "steps {\n  restore x into db\n  stpo a, b\n}",
+    "steps { x: strat a }", "steps {\n  strat app\n}", "steps {\n  restore x into db\n  strat new_app\n}",
 ])
 def test_corner_cases(text):
     assert_same(text)
@@ -61,7 +65,8 @@ def test_mutated_plans(text):
 
 @SETTINGS
 @given(st.lists(st.sampled_from(EXTRA_TOKENS + ["stop", "a", "b", "1", "=", ":", "  ", "\n", "steps {", "}", "x:",
-                                                "replace", "jobs", "dumpx", "verify", "http", "transfer", "sync", "live"]),
+                                                "replace", "jobs", "dumpx", "verify", "http", "transfer", "sync", "live",
+                                                "mysql", "on", "dir"]),
                 max_size=30))
 def test_token_soup(pieces):
     assert_same("".join(pieces))

@@ -10,7 +10,6 @@ from typing import Dict, Iterator, List, Tuple
 from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.rules.examples import MOVE, plan
 from mdsl.check.state import ARCHIVE, Piece, Place, show_pieces
-from mdsl.check.store_facts import is_database
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
@@ -78,7 +77,7 @@ def _lost_notes(walk, lost: List[Piece]) -> List[str]:
                          f"{s.span.line}")
         elif not any(p.copied for p in ps):
             where = f"{res.host}:{res.path}" if getattr(res, "path", "") else res.host
-            what = "dumped" if is_database(res) else "archived, synced"
+            what = "dumped" if res.is_database else "archived, synced"
             notes.append(f"{res.name} ({where}) was never {what} or transferred before this step")
         else:
             notes.append(f"every other copy of {show_pieces(ps, walk.pieces)} was destroyed or overwritten "
@@ -105,7 +104,7 @@ def _lost_help(step: A.Step, place: Place, lost: List[Piece]) -> str:
         return (f"archive or move it first (`move` keeps it on the host), or, if it can be rebuilt where the "
                 f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
                 f"the copy")
-    copy = "dump" if is_database(res) else "archive or sync"
+    copy = "dump" if res.is_database else "archive or sync"
     return (f"{copy} and transfer it first; if its content is disposable, declare `fresh = true` "
             f"on {place.resource.name if place.resource else res.name}")
 

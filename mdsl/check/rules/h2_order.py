@@ -11,8 +11,8 @@ from mdsl.check.facts import FINAL_EXCLUDES, SOURCE_GONE, USED
 from mdsl.check.rules.base import ERROR, INFO, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
 from mdsl.check.state import ARCHIVE, show_pieces
-from mdsl.check.store_facts import dump_artifact, is_database
 from mdsl.findings import Finding
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 
@@ -217,7 +217,7 @@ def missing_artifact(facts, walk) -> Iterator[Finding]:
 def wrong_kind(facts, walk) -> Iterator[Finding]:
     """A restore reads an archive, an extract reads a dump, and so on."""
     src, into, step = facts.src, facts.into, facts.step
-    want = dump_artifact(into) if is_database(into) else ARCHIVE
+    want = store_of(into).artifact if into.is_database else ARCHIVE
     if not src.exists or src.kind is None or src.kind == want:
         return
     yield H203.finding(

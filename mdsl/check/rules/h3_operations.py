@@ -10,8 +10,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from mdsl.check.rules.base import ERROR, WARNING, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
-from mdsl.check.store_facts import jobs_allowed, restorable
 from mdsl.findings import Finding
+from mdsl.stores.postgres import STORE as POSTGRES
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 _DECLS = HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES
@@ -87,12 +88,15 @@ def _job_moved(walk, svc, running) -> bool:
 # ---------------------------------------------------------------- H302
 
 H302 = Rule(
-    "H302", "files are unpacked into a dir with no owner", WARNING,
+    "H302", "files are unpacked into a dir (or a database file restored) with no owner", WARNING,
     summary=(
         "`extract` and `sync` chown what they write to the target dir's `owner`. Without one, files "
-        "keep the numeric uids and gids of the source machine, which name other users (or nobody) on "
-        "the target: the app cannot read its own uploads, or another account can. Where every end is "
-        "this machine (`local = true` hosts) the uids name the same users, and nothing is reported."),
+        "keep the source's owners as tar and rsync running as root map them: by user and group name "
+        "where the target has that name, else the source's numeric id, which names another user (or "
+        "nobody) there. The app's user may not even exist under the same name: the app cannot read "
+        "its own uploads, or another account can. A `restore` into a SQLite database without `owner` "
+        "leaves the new file to the login user with mode 0600, and the app cannot open it. Where every "
+        "end is this machine (`local = true` hosts) the ids name the same users, and nothing is reported."),
     bad=plan(MOVE, _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
                                   'dir new_files on new { path = "/srv/app/files" }')),
     fixed=plan(MOVE),
@@ -100,10 +104,13 @@ H302 = Rule(
 )
 
 
-@H302.on(A.Extract, A.Sync)
+@H302.on(A.Extract, A.Sync, A.Restore)
 def unowned(facts, walk) -> Iterator[Finding]:
-    """Extract or sync into a dir that declares no owner, from another machine."""
+    """Extract or sync into a dir, or restore into a database file, that declares no owner, from
+    another machine."""
     d, step = facts.into, facts.step
+    if isinstance(step, A.Restore) and not store_of(d).is_file:
+        return  # a database server owns its files
     if d.owner is not None:
         return
     pieces = walk.pieces[step.source.name] if isinstance(step, A.Sync) else facts.pieces
@@ -111,11 +118,19 @@ def unowned(facts, walk) -> Iterator[Finding]:
     origins = {p.resource.host for p in pieces} | {d.host}
     if all(hosts[h].local for h in origins):
         return  # every end is this machine: the numeric uids are the same users
+    if d.is_database:
+        yield H302.finding(
+            f"`restore` into {d.name}, which has no `owner`: the new database file belongs to the login user, "
+            "mode 0600", step.span, label=f"{d.name} declares no owner to chown to",
+            notes=("the app opens the file as its own user, which then cannot read or write it",),
+            help=f'declare `owner = "user:group"` (and `mode`, if not 0600) on {d.name}')
+        return
     yield H302.finding(
-        f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's numeric uids", step.span,
+        f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, by name where "
+        "the target has that user, else by numeric id", step.span,
         label=f"{d.name} declares no owner to chown to",
         notes=("user and group ids differ between machines: the app's user may be 991 on one and 998 on "
-               "the other",),
+               "the other, or be missing under that name",),
         help=f'declare `owner = "user:group"` on {d.name}')
 
 
@@ -353,7 +368,7 @@ H306 = Rule(
 def jobs_without_parallel_format(facts, walk) -> Iterator[Finding]:
     """pg_dump `jobs` without the directory format."""
     fmt, jobs = facts.fmt, facts.step.option("jobs")
-    if fmt is None or jobs is None or jobs_allowed(facts.copied, fmt):
+    if fmt is None or jobs is None or fmt == "directory":
         return
     yield H306.finding(
         f"`jobs` needs `format = directory`: pg_dump cannot write a {fmt}-format dump in parallel", jobs.span,
@@ -364,7 +379,7 @@ def jobs_without_parallel_format(facts, walk) -> Iterator[Finding]:
 def unrestorable_format(facts, walk) -> Iterator[Finding]:
     """Restoring a plain-format dump (SQL text for psql, not for pg_restore)."""
     src = facts.src
-    if not src.exists or restorable(src.kind, src.fmt):
+    if not src.exists or src.kind != POSTGRES.artifact or src.fmt != "plain":
         return
     by = src.producer
     yield H306.finding(

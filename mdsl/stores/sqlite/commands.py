@@ -10,23 +10,29 @@ on, while the `sqlite3` shell often is not. Paths reach the script as argv
 from __future__ import annotations
 
 import shlex
+from typing import Tuple
 
-from mdsl.check.resolve import Sqlite
+from mdsl.stores.sqlite import Sqlite
 from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout
 from mdsl.compile.parts import Arg, CompileError, Lit, sh
 from mdsl.syntax import ast as A
 
-# Source opened read-only through a URI (so a missing file is an error, not a new empty database).
+# The source is opened read-write through a URI (`mode=rw`: a missing file is an error, not a new
+# empty database). Read-only would fail on a hot `-journal` left by a writer killed mid-commit
+# ("attempt to write a readonly database"); read-write lets SQLite roll it back, as the app would
+# have on its next start. The writers are stopped by then (the checker's H201 sees to it).
 BACKUP_SCRIPT = (
     "import sqlite3, sys, urllib.parse; "
-    "src = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "src = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=rw\", uri=True); "
     "dst = sqlite3.connect(sys.argv[2]); src.backup(dst); dst.close(); src.close()"
 )
 
+# A copy is checked as an immutable file: a WAL-mode database opened any other way, even read-only,
+# leaves `-wal` and `-shm` files beside it, and the copy is complete in its main file once written.
 CHECK_SCRIPT = (
     "import sqlite3, sys, urllib.parse; "
-    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?immutable=1\", uri=True); "
     "r = db.execute(\"PRAGMA quick_check\").fetchone()[0]; "
     "sys.exit(0 if r == \"ok\" else \"integrity check failed: \" + r)"
 )
@@ -34,23 +40,21 @@ CHECK_SCRIPT = (
 PYTHON = "python3"
 
 
-def _script(text: str) -> Lit:
+def script(text: str) -> Lit:
     # A constant of ours, quoted here once so it stays one word for `python3 -c`.
     return Lit(shlex.quote(text))
 
 
 def dump(ctx: CompileContext, step: A.Dump, db: Sqlite, host: str, path: str):
     """`dump DB to LOC`: backup API into `PATH.part`, then rename."""
-    if option_value(step, "format") or option_value(step, "jobs") or option_value(step, "compress"):
-        raise CompileError("a SQLite dump takes no `format`, `jobs` or `compress`", step.span)
     if db.host != host:
         raise CompileError(f"`dump` of {db.name} writes on its own host `{db.host}`, not `{host}`", step.span,
                            help="dump where the database is, then `transfer`")
     part = path + ".part"
     cmd = ctx.command(host, sh(
         "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
-        PYTHON, "-c", _script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
-        "&&", PYTHON, "-c", _script(CHECK_SCRIPT), Arg(part),
+        PYTHON, "-c", script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
+        "&&", PYTHON, "-c", script(CHECK_SCRIPT), Arg(part),
         "&& mv -f -T --", Arg(part), Arg(path),
     ), tools=(PYTHON, "mkdir", "mv", "rm"))
     ctx.remember(host, path, ArtifactFormat("sqlite"))
@@ -65,6 +69,9 @@ def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: s
     The stale `-wal`/`-shm`/`-journal` files of the replaced database are
     removed first: SQLite would otherwise replay an old WAL onto the new file.
     Without `replace` an existing database is refused rather than overwritten.
+    The new file belongs to the database's `owner` and has its `mode` (else those
+    of the file it replaces, else the login user's and 0600); a directory made for
+    it belongs to `owner` too, so the app can create its `-wal` and `-shm` there.
     """
     known = ctx.format_of(host, path)
     if known is not None and known.engine != "sqlite":
@@ -77,13 +84,30 @@ def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: s
     guard = () if replace else sh(
         "{ [ ! -s", target, "] || { echo", Arg(f"mdsl: {db.path} exists; add `replace` to overwrite it"),
         ">&2; exit 1; }; } &&")
+    folder = Arg(parent(db.path))
+    make_folder = sh("{ [ -d", folder, "] || { mkdir -p --", folder,
+                     *(sh("&& chown --", Arg(db.owner), folder) if db.owner else ()), "; }; } &&")
+    like_before = sh("{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
+                     "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&")
+    declared = (sh("chown --", Arg(db.owner), new, "&&") if db.owner else ()) + (
+        sh("chmod", Arg(db.mode), "--", new, "&&") if db.mode else ())
     cmd = ctx.command(host, sh(
-        "umask 077 && mkdir -p --", Arg(parent(db.path)), "&&", *guard,
+        "umask 077 &&", *make_folder, *guard,
         "cp -f --", Arg(path), new, "&&",
-        PYTHON, "-c", _script(CHECK_SCRIPT), new, "&&",
-        "{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
-        "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&",
+        PYTHON, "-c", script(CHECK_SCRIPT), new, "&&",
+        *like_before, *declared,
         "rm -f --", Arg(db.path + "-wal"), Arg(db.path + "-shm"), Arg(db.path + "-journal"), "&&",
         "mv -f -T --", new, target,
     ), tools=(PYTHON, "cp", "mv", "rm", "chown", "chmod"))
-    return [Shell(cmd, f"replace {db.name} with the checked copy", step_timeout(step, DEFAULT_TIMEOUT))]
+    return [Shell(cmd, f"replace {db.name} with the checked copy", step_timeout(step, DEFAULT_TIMEOUT))], []
+
+
+def _companions(db: Sqlite) -> Tuple[Arg, ...]:
+    """The database file and the files SQLite keeps beside it."""
+    return tuple(Arg(db.path + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+
+
+def drop(ctx: CompileContext, step: A.Drop, db: Sqlite):
+    """`drop DB`: remove the database file and its -wal/-shm/-journal."""
+    cmd = ctx.command(db.host, sh("rm -f --", *_companions(db)), tools=("rm",))
+    return [Shell(cmd, f"delete the SQLite database {db.path}", step_timeout(step, DEFAULT_TIMEOUT))]
