@@ -5,7 +5,7 @@ situations rather than plans."""
 
 from __future__ import annotations
 
-from mdsl.check.rules.base import ERROR, Rule
+from mdsl.check.rules.base import ERROR, WARNING, Rule
 
 P401 = Rule(
     "P401", "a host is unreachable, refuses the key, or has an unknown host key", ERROR,
@@ -98,4 +98,5 @@ P408 = Rule(
     bad='`dir old_media on old { path = "/srv/mastodon/public/sytem" }` (a typo) read by `sync` after `stop`.',
     fixed="Fix the path; preflight then finds the dir and its data.",
     source="issue #16: a missing source passed preflight and the site stayed down after the stop.",
+    also=(WARNING,),
 )
