@@ -34,23 +34,22 @@ class Survivors:
 
 
 class StepFacts:
-    """One step, resolved against the state before it runs."""
+    """One step, resolved against the state before it runs. (What a step does not have keeps the
+    class's default: most steps set two or three of these.)"""
 
-    __slots__ = ("step", "copied", "into", "src", "src_ref", "pieces", "dst", "fmt", "unverified",
-                 "destroys", "survivors", "broken", "late", "effects")
+    copied = None  # the declared data it copies (dump, archive, sync, transfer of a resource)
+    into = None  # the declared data it writes into (restore, extract, sync, transfer to a resource)
+    src: Optional[Place] = None  # the place it reads
+    src_ref = None  # ... as written in the step
+    pieces: Set[Piece] = frozenset()  # ... and the pieces it finds there
+    dst: Optional[Place] = None  # the place it writes (dump, archive, transfer, move)
+    fmt: Optional[str] = None  # the format of the dump it writes, when its kind has formats
+    unverified: Optional[A.Option] = None  # `verify = false` of a transfer
+    destroys: List[Tuple[Place, Set[Piece]]] = ()  # what it deletes, drops or replaces
+    survivors: List[Survivors] = ()  # ... and where copies of it remain
 
     def __init__(self, step: Optional[A.Step]):
         self.step = step
-        self.copied = None  # the declared data it copies (dump, archive, sync, transfer of a resource)
-        self.into = None  # the declared data it writes into (restore, extract, sync, transfer to a resource)
-        self.src: Optional[Place] = None  # the place it reads
-        self.src_ref = None  # ... as written in the step
-        self.pieces: Set[Piece] = set()  # ... and the pieces it finds there
-        self.dst: Optional[Place] = None  # the place it writes (dump, archive, transfer, move)
-        self.fmt: Optional[str] = None  # the format of the dump it writes, when its kind has formats
-        self.unverified: Optional[A.Option] = None  # `verify = false` of a transfer
-        self.destroys: List[Tuple[Place, Set[Piece]]] = []  # what it deletes, drops or replaces
-        self.survivors: List[Survivors] = []  # ... and where copies of it remain
         self.broken: List[BrokenLivePass] = []  # live passes it breaks (H201)
         # (service, [(data, the later step bringing it)]) for each service it starts before its data
         self.late: List[Tuple[str, List[Tuple[str, A.Step]]]] = []

@@ -27,15 +27,16 @@ from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 
-def _by_step(checks) -> Dict[type, list]:
+def _by_step(checks) -> Dict[type, tuple]:
+    """Step kind -> the judge functions of the checks that declared it, in registry order."""
     table: Dict[type, list] = {}
     for check in checks:
         for kind in check.steps:
-            table.setdefault(kind, []).append(check)
-    return table
+            table.setdefault(kind, []).append(check.judge)
+    return {kind: tuple(judges) for kind, judges in table.items()}
 
 
-_CHECKS_BY_STEP = _by_step(CHECKS)
+_JUDGES_BY_STEP = _by_step(CHECKS)
 
 
 def _by_name(piece: Piece) -> str:
@@ -102,13 +103,13 @@ class Walk:
 
     def run(self) -> List[Finding]:
         """Check the plan as written, walk every step, then the end-of-plan checks."""
-        for check in _CHECKS_BY_STEP.get(PlanText, ()):
-            self.findings.extend(check.judge(self))
+        for judge in _JUDGES_BY_STEP.get(PlanText, ()):
+            self.findings.extend(judge(self))
         for step in self.bound.steps:
             self.pos = self.index.positions[id(step)]
             self.dispatch(step)
-        for check in _CHECKS_BY_STEP.get(PlanEnd, ()):
-            self.findings.extend(check.judge(self))
+        for judge in _JUDGES_BY_STEP.get(PlanEnd, ()):
+            self.findings.extend(judge(self))
         self.state.provisional.clear()
         return self.findings
 
@@ -130,19 +131,16 @@ class Walk:
             for piece, others in survivors.copies:
                 if not others and piece.rebuild is None:
                     piece.lost = True
-        for fn, args in facts.effects:
-            self.effect(fn, *args)
+        if self.deferred is not None:  # in a parallel block: after its last member
+            self.deferred.extend(facts.effects)
+        else:
+            for fn, args in facts.effects:
+                fn(*args)
 
     def _judge(self, facts: StepFacts) -> None:
-        for check in _CHECKS_BY_STEP.get(type(facts.step), ()):
-            self.findings.extend(check.judge(facts, self))
-
-    def effect(self, fn, *args) -> None:
-        """Apply a state change now, or after the current parallel block."""
-        if self.deferred is not None:
-            self.deferred.append((fn, args))
-        else:
-            fn(*args)
+        found = self.findings.extend
+        for judge in _JUDGES_BY_STEP.get(type(facts.step), ()):
+            found(judge(facts, self))
 
     # ---------------------------------------------------------------- resolving places
 

@@ -40,8 +40,7 @@ def test_a_check_yields_findings_of_its_own_code_only(monkeypatch):
                 yield f
         return Check(check.rule, check.steps, judge)
 
-    table = {kind: [own(c) for c in checks] for kind, checks in walk_module._CHECKS_BY_STEP.items()}
-    monkeypatch.setattr(walk_module, "_CHECKS_BY_STEP", table)
+    monkeypatch.setattr(walk_module, "_JUDGES_BY_STEP", walk_module._by_step([own(c) for c in catalog.CHECKS]))
     for path in sorted(FIXTURES.glob("H*/bad*.plan")):
         findings_of(path.read_text(encoding="utf-8"), path.name)
     assert seen == {r.code for r in catalog.RULES if r.family.startswith("H")}
