@@ -86,10 +86,10 @@ def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
                    secret_files=_password_files(db), argv=True)
 
 
-# Measured in bench/database.py (docs/performance.md, target 4): on 1.1 GB of Mastodon-like rows,
-# `pg_dump -Fc` spends most of its time in its own gzip (level 6, one core: 23.9 s); `-Z0` piped
-# into `zstd -T0` (level 3) makes a file 2% larger in 6.9 s, and pg_restore with two jobs from the
-# decompressed file beats the serial stream (13.2 vs 18.1 s). PostgreSQL 15 has no zstd of its own.
+# `pg_dump -Fc` spends most of its time in its own single-core gzip; `-Z0` piped into multi-threaded
+# zstd makes a file about as small in a fraction of the time, and pg_restore with several jobs from
+# the decompressed file beats the serial stream (docs/performance.md, target 4, bench/database.py).
+# PostgreSQL 15 has no zstd of its own.
 ZSTD = "zstd -q -T0 -3 -c"
 UNZSTD = "zstd -q -dc"
 
@@ -101,14 +101,12 @@ RESTORE_JOBS_FALLBACK = 2
 RESTORE_JOBS_VAR = "mdsl_jobs"
 
 # The decompressed copy a parallel restore of a zstd dump makes beside it, removed when the restore
-# ends, is the dump's uncompressed size: 3.6x the zstd file on the bench's Mastodon-like rows
-# (docs/performance.md, target 4), 5x on the issue's production data. Preflight (P404) counts
-# RESTORE_PART_FACTOR x the measured size of a zstd dump found on a host: the larger of the two
-# ratios known, with P404's margin (x1.2) on top. Nothing cheaper tells the real size (the zstd
-# CLI writes no content size into a frame it compresses from a pipe; decompressing it to count
-# would read the whole dump). A dump the plan makes is estimated by its database's size
-# (pg_database_size, indexes included, which the -Z0 archive stays below: 796 MiB for a 1118 MiB
-# database on the bench), as the dump itself is, and that estimate is used as is.
+# ends, is the dump's uncompressed size. Preflight (P404) counts RESTORE_PART_FACTOR x the measured
+# size of a zstd dump found on a host: the largest compression ratio measured (docs/performance.md,
+# target 4), with P404's margin on top. Nothing cheaper tells the real size (the zstd CLI writes no
+# content size into a frame it compresses from a pipe; decompressing it to count would read the
+# whole dump). A dump the plan makes is estimated by its database's size (pg_database_size, indexes
+# included, which the -Z0 archive stays below), as the dump itself is.
 RESTORE_PART_SUFFIX = ".restore.part"
 RESTORE_PART_FACTOR = 5
 
