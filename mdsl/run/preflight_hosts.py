@@ -40,6 +40,9 @@ class HostFacts:
     dbs: Dict[str, DatabaseProbe] = field(factory=dict)
     sizes: Dict[str, Optional[int]] = field(factory=dict)  # resource name or "@path" -> bytes
     space: Dict[int, Tuple[int, str]] = field(factory=dict)  # dest index -> (free bytes, mount point)
+    # dest index -> bytes of `PATH.part` an interrupted run left: a resumed copy continues it, a fresh one
+    # removes it first, so either way that room is the destination's already
+    landed: Dict[int, int] = field(factory=dict)
     findings: List[Finding] = field(factory=list)
 
 
@@ -257,12 +260,16 @@ class HostChecks:
             self._writable(user, ds)
 
     def _free_space(self, mine: List[Tuple[int, DestNeed]]) -> None:
-        """P404's measure: free bytes and mount point where each destination lands (df needs no rights on it)."""
+        """P404's measure: free bytes and mount point where each destination lands (df needs no rights on it),
+        and what a `.part` left there by an interrupted run already holds."""
         parts: list = []
         for i, d in mine:
             parts += sh("p=" + Arg(d.path).render() + ";",
                         'while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done;',
                         f"printf '{i} ';", 'df -Pk -- "$p" | tail -n 1;')
+            if d.file_like:
+                parts += sh("[ -f", Arg(d.path + ".part"), f"] && printf 'part {i} %s\\n'",
+                            '"$(stat -c %s --', Arg(d.path + ".part"), ')";')
         parts += sh("true")
         try:
             r = self.run(self.cmd(parts))
@@ -270,7 +277,9 @@ class HostChecks:
             return
         for line in r.stdout.splitlines():
             f = line.split()
-            if len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
+            if len(f) == 3 and f[0] == "part" and f[1].isdigit() and f[2].isdigit():
+                self.facts.landed[int(f[1])] = int(f[2])
+            elif len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
                 self.facts.space[int(f[0])] = (int(f[4]) * 1024, " ".join(f[6:]))
 
     def _writable(self, user: Optional[str], ds: List[Tuple[int, DestNeed]]) -> None:
