@@ -63,6 +63,23 @@ _TYPE_WORDS = {
 }
 
 
+# What each step's names must be, in the order they are checked: a location, or a declaration of a role.
+_ROLES = {
+    "service": (("service",), "a service"), "database": (DATABASE_KINDS, "a database"),
+    "dir": (("dir",), "a dir"), "host": (("host",), "a host"),
+}
+_STEP_NAMES = {
+    A.Stop: (("services", "service"),), A.Start: (("services", "service"),), A.Restart: (("services", "service"),),
+    A.Dump: (("db", "database"), ("to", "location")), A.Restore: (("source", "location"), ("db", "database")),
+    A.Drop: (("db", "database"),),
+    A.Archive: (("dir", "dir"), ("to", "location")), A.Extract: (("source", "location"), ("dir", "dir")),
+    A.Sync: (("source", "dir"), ("dest", "dir")),
+    A.Transfer: (("source", "location"), ("dest", "location")), A.Move: (("source", "location"), ("dest", "location")),
+    A.Delete: (("target", "location"),),
+    A.Run: (("host", "host"),), A.VerifyRun: (("host", "host"),), A.VerifyDns: (("host", "host"),),
+}
+
+
 def _suggest(name: str, candidates) -> Optional[str]:
     m = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return m[0] if m else None
@@ -319,59 +336,62 @@ class _Resolver:
             seen.add(key)
             typ = allowed.get(key)
             if typ is None:
-                sugg = _suggest(key, allowed)
-                others = [k for k, store in STORES.items()
-                          if k != kind and key in (store.dump_options if isinstance(step, A.Dump)
-                                                   else store.restore_options)]
-                if key == "live":
-                    help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
-                elif kind is not None and others:
-                    self.err("E106", f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
-                             label=f"not for {kind}", help=f"`{key}` is for {' and '.join(others)} databases")
-                    continue
-                else:
-                    help = (f"did you mean `{sugg}`?" if sugg else ("options here: " + ", ".join(sorted(allowed))))
-                self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option",
-                         help=help)
-                continue
-            v = opt.value
-            if typ == "flag":
-                if v is not None:
-                    self.err("E106", f"`{key}` is a bare flag: write just `{key}`", opt.span)
-                continue
-            if v is None:
-                self.err("E106", f"option `{key}` needs a value: `{key} = ...`", opt.span)
-                continue
-            if typ == "excludes":
-                for s in v.items:
-                    sub = normpath(s.value)
-                    if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
-                        self.err("E106", "an excluded subpath must be relative and inside the dir", s.span)
-                continue
-            if typ.startswith("enum:"):
-                choices = typ[5:].split(",")
-                if not (isinstance(v, A.Ref) and v.name in choices):
-                    self.err("E106", f"`{key}` must be one of {', '.join(choices)}", v.span, label="not allowed")
-                continue
-            if typ == "host":
-                if isinstance(v, A.Ref):
-                    self.need(A.Ident(v.name, v.span), ("host",), "a host")
-                else:
-                    self.err("E106", f"`{key}` must be a host name", v.span)
-                continue
-            if typ == "names":
-                items = v.items if isinstance(v, A.ListValue) else (v,)
-                for i in items:
-                    if isinstance(i, A.Ref):
-                        self.need(A.Ident(i.name, i.span), DATA_KINDS, "a database, dir or file")
-                    else:
-                        self.err("E106", f"`{key}` lists declared names, e.g. `{key} = [old_db]`", i.span)
-                continue
-            ok = {"int": isinstance(v, A.Int), "bool": isinstance(v, A.Bool), "str": isinstance(v, A.Str)}[typ]
-            if not ok:
-                self.err("E106", f"option `{key}` must be {_TYPE_WORDS[typ]}", v.span, label="wrong type")
-            elif typ == "int" and v.value <= 0:
-                self.err("E106", f"option `{key}` must be positive", v.span)
+                self.unknown_option(step, opt, allowed, kind)
+            else:
+                self.option_value(opt, typ)
+
+    def unknown_option(self, step: A.Step, opt: A.Option, allowed, kind: Optional[str]) -> None:
+        key = opt.key.name
+        others = [k for k, store in STORES.items()
+                  if k != kind and key in (store.dump_options if isinstance(step, A.Dump) else store.restore_options)]
+        if key == "live":
+            help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
+        elif kind is not None and others:
+            self.err("E106", f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
+                     label=f"not for {kind}", help=f"`{key}` is for {' and '.join(others)} databases")
+            return
+        else:
+            sugg = _suggest(key, allowed)
+            help = f"did you mean `{sugg}`?" if sugg else ("options here: " + ", ".join(sorted(allowed)))
+        self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option", help=help)
+
+    def option_value(self, opt: A.Option, typ: str) -> None:
+        """Type-check one option's value against its declared type."""
+        key, v = opt.key.name, opt.value
+        if typ == "flag":
+            if v is not None:
+                self.err("E106", f"`{key}` is a bare flag: write just `{key}`", opt.span)
+        elif v is None:
+            self.err("E106", f"option `{key}` needs a value: `{key} = ...`", opt.span)
+        elif typ == "excludes":
+            for s in v.items:
+                sub = normpath(s.value)
+                if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
+                    self.err("E106", "an excluded subpath must be relative and inside the dir", s.span)
+        elif typ.startswith("enum:"):
+            choices = typ[5:].split(",")
+            if not (isinstance(v, A.Ref) and v.name in choices):
+                self.err("E106", f"`{key}` must be one of {', '.join(choices)}", v.span, label="not allowed")
+        elif typ in ("host", "names"):
+            self.option_names(key, v, typ)
+        elif not {"int": isinstance(v, A.Int), "bool": isinstance(v, A.Bool), "str": isinstance(v, A.Str)}[typ]:
+            self.err("E106", f"option `{key}` must be {_TYPE_WORDS[typ]}", v.span, label="wrong type")
+        elif typ == "int" and v.value <= 0:
+            self.err("E106", f"option `{key}` must be positive", v.span)
+
+    def option_names(self, key: str, v, typ: str) -> None:
+        """An option naming a host, or listing declared data."""
+        if typ == "host":
+            if isinstance(v, A.Ref):
+                self.need(A.Ident(v.name, v.span), ("host",), "a host")
+            else:
+                self.err("E106", f"`{key}` must be a host name", v.span)
+            return
+        for item in v.items if isinstance(v, A.ListValue) else (v,):
+            if isinstance(item, A.Ref):
+                self.need(A.Ident(item.name, item.span), DATA_KINDS, "a database, dir or file")
+            else:
+                self.err("E106", f"`{key}` lists declared names, e.g. `{key} = [old_db]`", item.span)
 
     def two_hosts(self, step, a: A.Target, b: A.Target):
         ha, hb = self.host_of(a), self.host_of(b)
@@ -387,38 +407,18 @@ class _Resolver:
 
     def bind_step(self, step: A.Step):
         self.options(step)
-        if isinstance(step, (A.Stop, A.Start, A.Restart)):
-            for s in step.services:
-                self.need(s, ("service",), "a service")
-        elif isinstance(step, A.Dump):
-            self.need(step.db, DATABASE_KINDS, "a database")
-            self.target(step.to)
-        elif isinstance(step, A.Restore):
-            self.target(step.source)
-            self.need(step.db, DATABASE_KINDS, "a database")
-        elif isinstance(step, A.Archive):
-            self.need(step.dir, ("dir",), "a dir")
-            self.target(step.to)
-        elif isinstance(step, A.Extract):
-            self.target(step.source)
-            self.need(step.dir, ("dir",), "a dir")
-        elif isinstance(step, A.Sync):
-            a = self.need(step.source, ("dir",), "a dir")
-            b = self.need(step.dest, ("dir",), "a dir")
-            if a is not None and b is not None and a is b:
-                self.err("E105", "`sync` copies a dir to another, but both are the same", step.span)
-        elif isinstance(step, (A.Transfer, A.Move)):
-            ok = self.target(step.source) & self.target(step.dest)
-            if ok:
-                self.two_hosts(step, step.source, step.dest)
-        elif isinstance(step, A.Delete):
-            self.target(step.target)
-        elif isinstance(step, A.Drop):
-            self.need(step.db, DATABASE_KINDS, "a database")
-        elif isinstance(step, (A.Run, A.VerifyRun)):
-            self.need(step.host, ("host",), "a host")
-        elif isinstance(step, A.VerifyDns):
-            self.need(step.host, ("host",), "a host")
+        bound = {}
+        for attr, role in _STEP_NAMES.get(type(step), ()):
+            value = getattr(step, attr)
+            if role == "location":
+                bound[attr] = self.target(value)
+            else:
+                for ident in value if isinstance(value, tuple) else (value,):
+                    bound[attr] = self.need(ident, *_ROLES[role])
+        if isinstance(step, A.Sync) and bound["source"] is not None and bound["source"] is bound["dest"]:
+            self.err("E105", "`sync` copies a dir to another, but both are the same", step.span)
+        elif isinstance(step, (A.Transfer, A.Move)) and bound["source"] and bound["dest"]:
+            self.two_hosts(step, step.source, step.dest)
         elif isinstance(step, (A.Parallel, A.Sequence)):
             self.bind_steps(step.steps)
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 
 from mdsl.model import BoundPlan
 from mdsl.compile import files, services
@@ -72,10 +72,6 @@ class CompiledStep:
         if self.is_parallel:
             return [lane for m in self.members for lane in m.lanes()]
         return [[self]]
-
-    def tools_on(self, host: str) -> Tuple[str, ...]:
-        """Programs this step needs on `host`."""
-        return dict(self.tools).get(host, ())
 
     def describe(self) -> List[str]:
         """The exact commands, secrets masked, one line each."""
@@ -212,82 +208,119 @@ def _is_secret_file(ctx: CompileContext, host: str, path: str) -> bool:
     return bool(r is not None and r.kind == "file" and getattr(r, "secret", False) and place.subpath is None)
 
 
-def _compile_leaf(ctx: CompileContext, step: A.Step):
-    """(actions, artifacts, consumes, destinations, destructive) for one non-parallel step."""
-    b = ctx.bound
-    arts: List[Artifact] = []
-    consumes: List[Location] = []
-    dests: List[Destination] = []
-    destructive = False
-    if isinstance(step, A.Stop):
-        actions = [a for s in step.services for a in services.stop(ctx, step, b.resources[s.name])]
-    elif isinstance(step, A.Start):
-        actions = [a for s in step.services for a in services.start(ctx, step, b.resources[s.name])]
-    elif isinstance(step, A.Restart):
-        actions = [a for s in step.services for a in services.restart(ctx, step, b.resources[s.name])]
-    elif isinstance(step, A.Dump):
-        db = b.resources[step.db.name]
-        loc = _loc(ctx, step.to)
-        actions, dests = commands_of(db).dump(ctx, step, db, loc.host, loc.path)
-        arts.append(Artifact(loc.host, loc.path))
-    elif isinstance(step, A.Restore):
-        db = b.resources[step.db.name]
-        loc = _loc(ctx, step.source)
-        actions, dests = commands_of(db).restore(ctx, step, db, loc.host, loc.path)
-        destructive = bool(option_value(step, "replace", False))
-    elif isinstance(step, A.Archive):
-        d = b.resources[step.dir.name]
-        loc = _loc(ctx, step.to)
-        actions, dests = files.archive(ctx, step, d, loc.host, loc.path)
-        arts.append(Artifact(loc.host, loc.path))
-    elif isinstance(step, A.Extract):
-        d = b.resources[step.dir.name]
-        loc = _loc(ctx, step.source)
-        actions = files.extract(ctx, step, d, loc.host, loc.path)
-        destructive = bool(option_value(step, "replace", False))
-    elif isinstance(step, A.Sync):
-        actions, dests = files.sync(ctx, step, b.resources[step.source.name], b.resources[step.dest.name])
-    elif isinstance(step, A.Transfer):
-        src, dst = _loc(ctx, step.source), _loc(ctx, step.dest)
-        actions, dests, secret = files.transfer(ctx, step, src, dst)
-        arts.append(Artifact(dst.host, dst.path, secret=secret))
-    elif isinstance(step, A.Move):
-        src, dst = _loc(ctx, step.source), _loc(ctx, step.dest)
-        actions = files.move(ctx, step, src, dst)
-        arts.append(Artifact(dst.host, dst.path, secret=_is_secret_file(ctx, src.host, src.path)))
-        consumes.append(src)
-    elif isinstance(step, A.Delete):
-        loc = _loc(ctx, step.target)
-        actions = files.delete(ctx, step, loc)
-        consumes.append(loc)
-        destructive = True
-    elif isinstance(step, A.Drop):
-        db = b.resources[step.db.name]
-        actions = commands_of(db).drop(ctx, step, db)
-        destructive = True
-    elif isinstance(step, (A.Run, A.VerifyRun)):
-        run_as = option_value(step, "run_as") if isinstance(step, A.Run) else None
-        what = "run" if isinstance(step, A.Run) else "verify"
-        actions = [Shell(ctx.command(step.host.name, (Lit(step.command.value),), run_as=run_as), what,
-                         step_timeout(step, RUN_TIMEOUT), show_output=isinstance(step, A.VerifyRun))]
-        destructive = bool(isinstance(step, A.Run) and option_value(step, "deletes"))
-    elif isinstance(step, A.VerifyHttp):
-        via = option_value(step, "via")
-        address = None
-        if via:
-            h = b.hosts[via]
-            address = "127.0.0.1" if h.local else (h.http_address or h.address)
-        actions = [HttpCheck(step.url.value, option_value(step, "status", 200), option_value(step, "contains"),
-                             via, address, step_timeout(step, 30.0))]
-    elif isinstance(step, A.VerifyDns):
-        h = b.hosts[step.host.name]
-        expected = tuple(a for a in (h.http_address, h.address) if a)
-        actions = [DnsCheck(step.name.value, h.name, tuple(dict.fromkeys(expected)), h.local)]
-    elif isinstance(step, A.Confirm):
-        actions = [Gate(step.message.value)]
-    else:  # pragma: no cover
+@define
+class _Leaf:
+    """What compiling one non-parallel step yields, filled in by its kind's function below."""
+
+    actions: List[Action] = attrs.Factory(list)
+    artifacts: List[Artifact] = attrs.Factory(list)
+    consumes: List[Location] = attrs.Factory(list)
+    destinations: List[Destination] = attrs.Factory(list)
+    destructive: bool = False
+
+
+def _services(ctx: CompileContext, step, leaf: _Leaf) -> None:
+    what = {A.Stop: services.stop, A.Start: services.start, A.Restart: services.restart}[type(step)]
+    leaf.actions = [a for s in step.services for a in what(ctx, step, ctx.bound.resources[s.name])]
+
+
+def _dump(ctx: CompileContext, step: A.Dump, leaf: _Leaf) -> None:
+    db, loc = ctx.bound.resources[step.db.name], _loc(ctx, step.to)
+    leaf.actions, leaf.destinations = commands_of(db).dump(ctx, step, db, loc.host, loc.path)
+    leaf.artifacts.append(Artifact(loc.host, loc.path))
+
+
+def _restore(ctx: CompileContext, step: A.Restore, leaf: _Leaf) -> None:
+    db, loc = ctx.bound.resources[step.db.name], _loc(ctx, step.source)
+    leaf.actions, leaf.destinations = commands_of(db).restore(ctx, step, db, loc.host, loc.path)
+    leaf.destructive = bool(option_value(step, "replace", False))
+
+
+def _drop(ctx: CompileContext, step: A.Drop, leaf: _Leaf) -> None:
+    db = ctx.bound.resources[step.db.name]
+    leaf.actions, leaf.destructive = commands_of(db).drop(ctx, step, db), True
+
+
+def _archive(ctx: CompileContext, step: A.Archive, leaf: _Leaf) -> None:
+    loc = _loc(ctx, step.to)
+    leaf.actions, leaf.destinations = files.archive(ctx, step, ctx.bound.resources[step.dir.name], loc.host, loc.path)
+    leaf.artifacts.append(Artifact(loc.host, loc.path))
+
+
+def _extract(ctx: CompileContext, step: A.Extract, leaf: _Leaf) -> None:
+    loc = _loc(ctx, step.source)
+    leaf.actions = files.extract(ctx, step, ctx.bound.resources[step.dir.name], loc.host, loc.path)
+    leaf.destructive = bool(option_value(step, "replace", False))
+
+
+def _sync(ctx: CompileContext, step: A.Sync, leaf: _Leaf) -> None:
+    resources = ctx.bound.resources
+    leaf.actions, leaf.destinations = files.sync(ctx, step, resources[step.source.name], resources[step.dest.name])
+
+
+def _transfer(ctx: CompileContext, step: A.Transfer, leaf: _Leaf) -> None:
+    src, dst = _loc(ctx, step.source), _loc(ctx, step.dest)
+    leaf.actions, leaf.destinations, secret = files.transfer(ctx, step, src, dst)
+    leaf.artifacts.append(Artifact(dst.host, dst.path, secret=secret))
+
+
+def _move(ctx: CompileContext, step: A.Move, leaf: _Leaf) -> None:
+    src, dst = _loc(ctx, step.source), _loc(ctx, step.dest)
+    leaf.actions = files.move(ctx, step, src, dst)
+    leaf.artifacts.append(Artifact(dst.host, dst.path, secret=_is_secret_file(ctx, src.host, src.path)))
+    leaf.consumes.append(src)
+
+
+def _delete(ctx: CompileContext, step: A.Delete, leaf: _Leaf) -> None:
+    loc = _loc(ctx, step.target)
+    leaf.actions, leaf.destructive = files.delete(ctx, step, loc), True
+    leaf.consumes.append(loc)
+
+
+def _run(ctx: CompileContext, step, leaf: _Leaf) -> None:
+    run_as = option_value(step, "run_as") if isinstance(step, A.Run) else None
+    what = "run" if isinstance(step, A.Run) else "verify"
+    leaf.actions = [Shell(ctx.command(step.host.name, (Lit(step.command.value),), run_as=run_as), what,
+                          step_timeout(step, RUN_TIMEOUT), show_output=isinstance(step, A.VerifyRun))]
+    leaf.destructive = bool(isinstance(step, A.Run) and option_value(step, "deletes"))
+
+
+def _verify_http(ctx: CompileContext, step: A.VerifyHttp, leaf: _Leaf) -> None:
+    via = option_value(step, "via")
+    address = None
+    if via:
+        h = ctx.bound.hosts[via]
+        address = "127.0.0.1" if h.local else (h.http_address or h.address)
+    leaf.actions = [HttpCheck(step.url.value, option_value(step, "status", 200), option_value(step, "contains"),
+                              via, address, step_timeout(step, 30.0))]
+
+
+def _verify_dns(ctx: CompileContext, step: A.VerifyDns, leaf: _Leaf) -> None:
+    h = ctx.bound.hosts[step.host.name]
+    expected = tuple(a for a in (h.http_address, h.address) if a)
+    leaf.actions = [DnsCheck(step.name.value, h.name, tuple(dict.fromkeys(expected)), h.local)]
+
+
+def _confirm(ctx: CompileContext, step: A.Confirm, leaf: _Leaf) -> None:
+    leaf.actions = [Gate(step.message.value)]
+
+
+_LEAVES = {
+    A.Stop: _services, A.Start: _services, A.Restart: _services, A.Dump: _dump, A.Restore: _restore,
+    A.Drop: _drop, A.Archive: _archive, A.Extract: _extract, A.Sync: _sync, A.Transfer: _transfer, A.Move: _move,
+    A.Delete: _delete, A.Run: _run, A.VerifyRun: _run, A.VerifyHttp: _verify_http, A.VerifyDns: _verify_dns,
+    A.Confirm: _confirm,
+}
+
+
+def _compile_leaf(ctx: CompileContext, step: A.Step) -> _Leaf:
+    """The actions, artifacts, consumed and receiving places of one non-parallel step."""
+    compile_kind = _LEAVES.get(type(step))
+    if compile_kind is None:  # pragma: no cover - every kind is listed above
         raise CompileError(f"cannot compile a `{step.keyword}` step", step.span)
-    return actions, arts, consumes, dests, destructive
+    leaf = _Leaf()
+    compile_kind(ctx, step, leaf)
+    return leaf
 
 
 def fingerprint(step: A.Step, actions) -> str:
@@ -335,12 +368,13 @@ def _compile_step(ctx: CompileContext, step: A.Step, path: Tuple[int, ...]) -> C
             id=sid, path=path, label=label, kind=step.keyword, summary=f"{step.keyword} ({len(members)} steps)",
             step=step, line=step.span.line, fingerprint=h, destructive=any(m.destructive for m in members),
             hosts=tuple(dict.fromkeys(x for m in members for x in m.hosts)), members=members)
-    actions, arts, consumes, dests, destructive = _compile_leaf(ctx, step)
+    leaf = _compile_leaf(ctx, step)
+    actions = leaf.actions
     return CompiledStep(
         id=sid, path=path, label=label, kind=step.keyword, summary=step_text(step), step=step,
-        line=step.span.line, fingerprint=fingerprint(step, actions), actions=tuple(actions), destructive=destructive,
-        artifacts=tuple(arts), consumes=tuple(consumes), destinations=tuple(dests), tools=_tools(actions),
-        hosts=_hosts(step, actions))
+        line=step.span.line, fingerprint=fingerprint(step, actions), actions=tuple(actions),
+        destructive=leaf.destructive, artifacts=tuple(leaf.artifacts), consumes=tuple(leaf.consumes),
+        destinations=tuple(leaf.destinations), tools=_tools(actions), hosts=_hosts(step, actions))
 
 
 def _arrivals(step: A.Step) -> Tuple[str, ...]:

@@ -40,6 +40,9 @@ class HostFacts:
     dbs: Dict[str, DatabaseProbe] = field(factory=dict)
     sizes: Dict[str, Optional[int]] = field(factory=dict)  # resource name or "@path" -> bytes
     space: Dict[int, Tuple[int, str]] = field(factory=dict)  # dest index -> (free bytes, mount point)
+    # dest index -> bytes of `PATH.part` an interrupted run left: a resumed copy continues it, a fresh one
+    # removes it first, so either way that room is the destination's already
+    landed: Dict[int, int] = field(factory=dict)
     findings: List[Finding] = field(factory=list)
 
 
@@ -249,68 +252,77 @@ class HostChecks:
             return
         # a dump made outside the plan that is not zstd is restored in place: nothing is written beside it
         mine = [(i, d) for i, d in mine if not (d.if_zstd and self._sized(d) == 0)]
-        # free space: as the connecting user (df needs no rights on the path)
+        self._free_space(mine)
+        by_user: Dict[Optional[str], List[Tuple[int, DestNeed]]] = {}
+        for i, d in mine:
+            by_user.setdefault(d.run_as, []).append((i, d))
+        for user, ds in by_user.items():
+            self._writable(user, ds)
+
+    def _free_space(self, mine: List[Tuple[int, DestNeed]]) -> None:
+        """P404's measure: free bytes and mount point where each destination lands (df needs no rights on it),
+        and what a `.part` left there by an interrupted run already holds."""
         parts: list = []
         for i, d in mine:
             parts += sh("p=" + Arg(d.path).render() + ";",
                         'while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done;',
                         f"printf '{i} ';", 'df -Pk -- "$p" | tail -n 1;')
+            if d.file_like:
+                parts += sh("[ -f", Arg(d.path + ".part"), f"] && printf 'part {i} %s\\n'",
+                            '"$(stat -c %s --', Arg(d.path + ".part"), ')";')
         parts += sh("true")
         try:
             r = self.run(self.cmd(parts))
-            for line in r.stdout.splitlines():
-                f = line.split()
-                if len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
-                    self.facts.space[int(f[0])] = (int(f[4]) * 1024, " ".join(f[6:]))
         except Unavailable:
-            pass
-        # P407: writable by the user that writes it
-        by_user: Dict[Optional[str], List[Tuple[int, DestNeed]]] = {}
-        for i, d in mine:
-            by_user.setdefault(d.run_as, []).append((i, d))
-        for user, ds in by_user.items():
-            parts = []
-            for i, d in ds:
-                start = (posixpath.dirname(d.path.rstrip("/")) or "/") if d.file_like else d.path
-                parts += sh("p=" + Arg(start).render() + ";",
-                            'while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done;',
-                            f'if [ ! -d "$p" ]; then printf \'{i} notdir %s\\n\' "$p";',
-                            f'elif [ ! -w "$p" ] || [ ! -x "$p" ]; then printf \'{i} denied %s\\n\' "$p"; fi;')
-            parts += sh("id -un")
-            try:
-                r = self.run(self.cmd(parts, run_as=user))
-            except Unavailable as e:
-                for i, d in ds:
-                    self.facts.findings.append(preflight_finding("P407", f"cannot check that `{d.path}` on `{self.name}` "
-                                                        f"is writable: {e}", d.step.span, None))
+            return
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) == 3 and f[0] == "part" and f[1].isdigit() and f[2].isdigit():
+                self.facts.landed[int(f[1])] = int(f[2])
+            elif len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
+                self.facts.space[int(f[0])] = (int(f[4]) * 1024, " ".join(f[6:]))
+
+    def _writable(self, user: Optional[str], ds: List[Tuple[int, DestNeed]]) -> None:
+        """P407: each destination can be written by the user that writes it."""
+        parts: list = []
+        for i, d in ds:
+            start = (posixpath.dirname(d.path.rstrip("/")) or "/") if d.file_like else d.path
+            parts += sh("p=" + Arg(start).render() + ";",
+                        'while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done;',
+                        f'if [ ! -d "$p" ]; then printf \'{i} notdir %s\\n\' "$p";',
+                        f'elif [ ! -w "$p" ] || [ ! -x "$p" ]; then printf \'{i} denied %s\\n\' "$p"; fi;')
+        parts += sh("id -un")
+        try:
+            r = self.run(self.cmd(parts, run_as=user))
+        except Unavailable as e:
+            for _, d in ds:
+                self.facts.findings.append(preflight_finding(
+                    "P407", f"cannot check that `{d.path}` on `{self.name}` is writable: {e}", d.step.span, None))
+            return
+        lines = r.stdout.splitlines()
+        who = lines[-1] if r.ok and lines else (user or self.host.user or "the login user")
+        if not r.ok and not lines:
+            for _, d in ds:
+                self.facts.findings.append(preflight_finding(
+                    "P407", f"cannot check as {who} that `{d.path}` on `{self.name}` is writable: "
+                    f"{_first_line(r.stderr) or f'exit {r.exit}'}", d.step.span,
+                    "check that this user exists and that sudo lets the login user become it"))
+            return
+        seen = set()
+        for line in lines:
+            m = re.match(r"^(\d+) (notdir|denied) (.*)$", line)
+            if not m or int(m.group(1)) in seen:
                 continue
-            lines = r.stdout.splitlines()
-            who = lines[-1] if r.ok and lines else (user or self.host.user or "the login user")
-            if not r.ok and not lines:
-                for i, d in ds:
-                    self.facts.findings.append(preflight_finding(
-                        "P407", f"cannot check as {who} that `{d.path}` on `{self.name}` is writable: "
-                        f"{_first_line(r.stderr) or f'exit {r.exit}'}", d.step.span,
-                        "check that this user exists and that sudo lets the login user become it"))
-                continue
-            seen = set()
-            for line in lines:
-                m = re.match(r"^(\d+) (notdir|denied) (.*)$", line)
-                if not m or int(m.group(1)) in seen:
-                    continue
-                i = int(m.group(1))
-                seen.add(i)
-                d = self.needs.dests[i]
-                where = m.group(3)
-                if m.group(2) == "notdir":
-                    msg = f"`{d.path}` on `{self.name}` cannot be created: `{where}` is not a directory"
-                    help = "choose another path, or move that file away"
-                else:
-                    msg = (f"`{d.path}` on `{self.name}` is not writable by {who}: `{where}` denies it "
-                           "(permissions, or a read-only file system)")
-                    help = (f"make `{where}` writable by {who} (chown/chmod, or remount read-write), "
-                            "or write somewhere else")
-                self.facts.findings.append(preflight_finding("P407", msg, d.step.span, help, label=f"written by {who}"))
+            seen.add(int(m.group(1)))
+            d, where = self.needs.dests[int(m.group(1))], m.group(3)
+            if m.group(2) == "notdir":
+                msg = f"`{d.path}` on `{self.name}` cannot be created: `{where}` is not a directory"
+                help = "choose another path, or move that file away"
+            else:
+                msg = (f"`{d.path}` on `{self.name}` is not writable by {who}: `{where}` denies it "
+                       "(permissions, or a read-only file system)")
+                help = f"make `{where}` writable by {who} (chown/chmod, or remount read-write), or write somewhere else"
+            self.facts.findings.append(preflight_finding("P407", msg, d.step.span, help, label=f"written by {who}"))
 
     def _sized(self, d: DestNeed) -> Optional[int]:
         """What sizes() measured for `d` on this host (None when it is measured elsewhere, or not at all)."""

@@ -107,28 +107,39 @@ def leaves_by_top(compiled) -> List[tuple]:
 
 
 def plan_needs(bound: BoundPlan, leaves) -> Needs:
-    n = Needs(resources=dict(bound.resources))
-    res = bound.resources
+    """What preflight asks for the `(top-level index, compiled step)` pairs of a plan, in plan order."""
+    walk = _NeedsWalk(bound)
+    for order, leaf in leaves:
+        walk.step(order, leaf)
+    return walk.needs
 
-    def key(t: A.Target) -> Tuple[str, str]:
-        p = bound.place(t)
-        return p.host, p.path
 
-    dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
-    made: Dict[Tuple[str, str], None] = {}  # artifacts an earlier step writes
-    ran_commands = False  # after a `run`, an artifact may be its work: not asked for before the plan runs
+class _NeedsWalk:
+    """Follows the plan once, in order: what each step needs, and where each artifact came from."""
 
-    def read(t: A.Target, step: A.Step, is_dir: bool) -> None:
-        place = bound.place(t)
+    def __init__(self, bound: BoundPlan):
+        self.bound = bound
+        self.needs = Needs(resources=dict(bound.resources))
+        self.dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
+        self.made: Dict[Tuple[str, str], None] = {}  # artifacts an earlier step writes
+        self.ran_commands = False  # after a `run`, an artifact may be its work: not asked for before the plan runs
+
+    def key(self, t: A.Target) -> Tuple[str, str]:
+        place = self.bound.place(t)
+        return place.host, place.path
+
+    def read(self, t: A.Target, step: A.Step, is_dir: bool) -> None:
+        """A step reads `t`: a source to prove, unless an earlier step put it there."""
+        n, place = self.needs, self.bound.place(t)
         if place.resource is not None and place.subpath is None:
             if place.resource not in n.written:
                 n.sources.append(SourceNeed(place.host, place.path, is_dir, step, place.resource))
-        elif place.resource is None and not ran_commands and (place.host, place.path) not in made:
+        elif place.resource is None and not self.ran_commands and (place.host, place.path) not in self.made:
             n.sources.append(SourceNeed(place.host, place.path, is_dir, step, place.path))
 
-    for order, leaf in leaves:
-        step = leaf.step
-        db = res.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
+    def step(self, order: int, leaf) -> None:
+        n, step = self.needs, leaf.step
+        db = self.bound.resources.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
         for host, tools in getattr(leaf, "tools", ()):
             for t in tools:
                 word = probes_of(db).tool_word(db, t) if db is not None and host == db.host else t
@@ -136,48 +147,62 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
         for d in getattr(leaf, "destinations", ()):
             part = isinstance(d, RestorePart)
             n.dests.append(DestNeed(d.host, d.path, d.run_as, d.size_of, step, part or leaf.kind in FILE_LIKE,
-                                 order, temporary=part, if_zstd=part and d.if_zstd))
+                                    order, temporary=part, if_zstd=part and d.if_zstd))
         if db is not None:
             n.databases.setdefault(db.name, db)
         if isinstance(step, (A.Stop, A.Start, A.Restart)):
             for s in step.services:
-                svc = res.get(s.name)
+                svc = self.bound.resources.get(s.name)
                 if isinstance(svc, Service):
                     n.services.setdefault(svc.name, svc)
-        # provenance of artifacts, followed through transfers and renames
         for artifact in getattr(leaf, "artifacts", ()):
-            made[(artifact.host, artifact.path)] = None
+            self.made[(artifact.host, artifact.path)] = None
         if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
             n.written[step.dest.name] = None
-        if isinstance(step, A.Dump):
-            n.origins[key(step.to)] = step.db.name
-            if db.name not in n.written:
-                n.dumped[db.name] = None
-            n.dumps.append((db, step))
-            dumped_by[key(step.to)] = (db, step)
-        elif isinstance(step, A.Archive):
-            read(step.dir, step, True)
-            n.origins[key(step.to)] = step.dir.name
-        elif isinstance(step, A.Sync):
-            read(step.source, step, True)
-            n.written[step.dest.name] = None
-        elif isinstance(step, A.Extract):
-            n.written[step.dir.name] = None
-        elif isinstance(step, (A.Transfer, A.Move)):
-            read(step.source, step, False)  # a file, or a directory copied whole
-            src, dst = key(step.source), key(step.dest)
-            if src in n.origins:
-                n.origins[dst] = n.origins[src]
-            n.copied_from[dst] = n.copied_from.get(src, src)
-            if src in dumped_by:
-                dumped_by[dst] = dumped_by[src]
-        elif isinstance(step, A.Run):
-            ran_commands = True
-            n.written.update(dict.fromkeys(option_value(step, "writes", ()) + option_value(step, "deletes", ())))
-        elif isinstance(step, A.Restore):
-            n.written[db.name] = None
-            src = dumped_by.get(key(step.source))
-            if src is not None and src[0].kind == db.kind:
-                plain = option_value(src[1], "format", "custom") == "plain"
-                n.pairs.append(RestorePair(src[0], src[1], db, step, plain))
-    return n
+        follow = {A.Dump: self._dump, A.Archive: self._archive, A.Sync: self._sync, A.Extract: self._extract,
+                  A.Transfer: self._transfer, A.Move: self._transfer, A.Run: self._run,
+                  A.Restore: self._restore}.get(type(step))
+        if follow is not None:
+            follow(step, db)
+
+    # provenance of artifacts, followed through transfers and renames; what the plan itself fills
+
+    def _dump(self, step: A.Dump, db: Database) -> None:
+        n = self.needs
+        n.origins[self.key(step.to)] = step.db.name
+        if db.name not in n.written:
+            n.dumped[db.name] = None
+        n.dumps.append((db, step))
+        self.dumped_by[self.key(step.to)] = (db, step)
+
+    def _archive(self, step: A.Archive, db) -> None:
+        self.read(step.dir, step, True)
+        self.needs.origins[self.key(step.to)] = step.dir.name
+
+    def _sync(self, step: A.Sync, db) -> None:
+        self.read(step.source, step, True)
+        self.needs.written[step.dest.name] = None
+
+    def _extract(self, step: A.Extract, db) -> None:
+        self.needs.written[step.dir.name] = None
+
+    def _transfer(self, step, db) -> None:
+        n = self.needs
+        self.read(step.source, step, False)  # a file, or a directory copied whole
+        src, dst = self.key(step.source), self.key(step.dest)
+        if src in n.origins:
+            n.origins[dst] = n.origins[src]
+        n.copied_from[dst] = n.copied_from.get(src, src)
+        if src in self.dumped_by:
+            self.dumped_by[dst] = self.dumped_by[src]
+
+    def _run(self, step: A.Run, db) -> None:
+        self.ran_commands = True
+        self.needs.written.update(dict.fromkeys(option_value(step, "writes", ()) + option_value(step, "deletes", ())))
+
+    def _restore(self, step: A.Restore, db: Database) -> None:
+        self.needs.written[db.name] = None
+        src = self.dumped_by.get(self.key(step.source))
+        if src is not None and src[0].kind == db.kind:
+            plain = option_value(src[1], "format", "custom") == "plain"
+            self.needs.pairs.append(RestorePair(src[0], src[1], db, step, plain))

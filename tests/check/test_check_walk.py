@@ -26,7 +26,7 @@ def codes(text, decls=DECLS):
 
 
 def line_of(text, needle, nth=0):
-    return [i for i, l in enumerate(text.split("\n"), 1) if needle in l][nth]
+    return [i for i, line in enumerate(text.split("\n"), 1) if needle in line][nth]
 
 
 # ---------------------------------------------------------------- the worked example

@@ -75,7 +75,8 @@ E106 = Rule(
         "(`port = \"22\"`), a missing required attribute (a postgres without `database`), a "
         "relative path, or a step option the step does not take (`format = tar` on a dump)."),
     bad=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = tar')),
-    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = custom')),
+    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"',
+                            'dump old_db to old:"/root/app.dump" format = custom')),
     source="the seed's PostgreSQL authentication took a day to get right; an attribute silently "
            "ignored because of a typo would cost the same day.",
 )

@@ -142,7 +142,8 @@ H202 = Rule(
         "has open: the restore races the app, and the app keeps caches and connections to what was "
         "replaced. A freshly provisioned host often starts its services on deploy (the NixOS "
         "Mastodon module does), so the target's services must be stopped first."),
-    bad=plan(MOVE.replace("  start new_app\n", "  restart new_app\n"), HOSTS + "\n" + DBS + "\n" + FILES + "\n" + _RUNNING_NEW),
+    bad=plan(MOVE.replace("  start new_app\n", "  restart new_app\n"),
+             HOSTS + "\n" + DBS + "\n" + FILES + "\n" + _RUNNING_NEW),
     fixed=plan(MOVE.replace("  stop old_app\n", "  stop old_app, new_app\n"),
                HOSTS + "\n" + DBS + "\n" + FILES + "\n" + _RUNNING_NEW),
     source="the seed, step 8: 'stop the mastodon systemd services, drop the mastodon database from "

@@ -359,7 +359,8 @@ H306 = Rule(
         "text for psql, and `restore` fails on it. `jobs = N` makes pg_dump work in parallel only "
         "with `format = directory`, and pg_restore only with custom or directory dumps."),
     bad=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = plain')),
-    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = custom')),
+    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"',
+                            'dump old_db to old:"/root/app.dump" format = custom')),
     source="the seed used `pg_dump -Fc` (custom format) and pg_restore, as Mastodon's migration guide does.",
 )
 

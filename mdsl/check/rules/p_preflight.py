@@ -61,7 +61,8 @@ P405 = Rule(
         "stop/status command must be runnable), or stopping and starting services fails midway."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
     fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
-    source="unit names differ between a hand-built install and a distribution's module, and the seed moved from one to the other.",
+    source="unit names differ between a hand-built install and a distribution's module, and the seed moved "
+           "from one to the other.",
 )
 
 P406 = Rule(
