@@ -134,9 +134,9 @@ def touches(walk, s: A.Step) -> Tuple[Set[object], Set[object]]:
     if kind is A.Parallel or kind is A.Sequence:  # a nested block or a lane: all its steps together
         reads, writes = set(), set()
         for m in s.steps:
-            r, w = touches(walk, m)
-            reads |= r
-            writes |= w
+            member_reads, member_writes = touches(walk, m)
+            reads |= member_reads
+            writes |= member_writes
         return reads, writes
     how = _TOUCHES.get(kind)
     return how(walk, s) if how is not None else (set(), set())

@@ -322,7 +322,7 @@ class Walk:
         if s.live:
             self.live_pairs.add((src.name, dst.name))
             if writers:  # torn, as H201 knows it, but provisional: a final sync must follow
-                why = tuple((w, *self.started_how(w)) for w in writers)
+                why = tuple((svc, *self.started_how(svc)) for svc in writers)
                 return Provisional(s, src.name, dst.name, writers, why, dropped)
             return None
         facts.copied = src
@@ -424,20 +424,19 @@ class Walk:
         return facts
 
     def _verify_http(self, s: A.VerifyHttp) -> StepFacts:
+        facts = StepFacts(s)
         via = s.option("via")
         if via is not None and isinstance(via.value, A.Ref):
-            facts = self._verify(s, (via.value.name,))
-            facts.effects.insert(0, (self.state.http_via.add, (via.value.name,)))
-            return facts
+            facts.then(self.state.http_via.add, via.value.name)
+            return self._verify(facts, (via.value.name,))
         res = self.bound.resources
-        return self._verify(s, tuple({res[n].host for n in self.state.running}))
+        return self._verify(facts, tuple({res[n].host for n in self.state.running}))
 
     def _verify_run(self, s: A.VerifyRun) -> StepFacts:
-        return self._verify(s, (s.host.name,))
+        return self._verify(StepFacts(s), (s.host.name,))
 
-    def _verify(self, s: A.Step, hosts) -> StepFacts:
+    def _verify(self, facts: StepFacts, hosts) -> StepFacts:
         """A verify checks what is on `hosts`; one of a provisional copy would vouch for a torn copy."""
-        facts = StepFacts(s)
         st = self.state
         for name in [n for n in st.provisional if st.places[n].host in hosts]:
             self._use(facts, name, f"checks {st.places[name].host}, where {name} is still torn")
