@@ -16,6 +16,7 @@ daemons those packages would start change nothing here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -306,10 +307,8 @@ class MariaDbServer:
         if ref is not None:
             ref.stop(signal.SIGTERM, timeout=timeout)
         if self._proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         self._proc = self._ref = None
 
     def destroy(self) -> None:
@@ -589,10 +588,8 @@ class RedisServer:
         if self._ref is not None:
             self._ref.stop(signal.SIGTERM, timeout=10.0)
         if self._proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         self._proc = self._ref = None
 
     def destroy(self) -> None:
@@ -672,7 +669,7 @@ class RedisServer:
                         value: object = conn.call("GET", key)
                     elif kind == "hash":
                         flat = conn.call("HGETALL", key)
-                        value = dict(zip(flat[::2], flat[1::2]))
+                        value = dict(zip(flat[::2], flat[1::2], strict=True))
                     elif kind == "list":
                         value = tuple(conn.call("LRANGE", key, "0", "-1"))
                     elif kind == "set":
