@@ -156,7 +156,7 @@ def main() -> int:
 
 
 def _backend_latency(H: BenchHosts) -> float:
-    from mdsl.check.resolve import Host
+    from mdsl.model import Host
     from mdsl.run.ssh import SshBackend
 
     h = H.cluster.a

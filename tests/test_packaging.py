@@ -25,6 +25,9 @@ def test_the_built_wheel_carries_the_grammar_and_checks_a_plan(tmp_path):
     (wheel,) = dist.glob("mdsl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "mdsl/grammar/mdsl.lark" in names
+    # every package of the source tree ships (pyproject lists them one by one; a store kind adds its own)
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "mdsl").rglob("__init__.py")}
+    assert {p for p in packages if f"{p}/__init__.py" not in names} == set()
     assert not [n for n in names if n.startswith(("tests/", "plans/", "bench/"))]
 
     venv = tmp_path / "venv"

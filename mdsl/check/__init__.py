@@ -9,7 +9,8 @@ from typing import List
 
 from attrs import frozen
 
-from mdsl.check.resolve import BoundPlan, resolve
+from mdsl.model import BoundPlan
+from mdsl.check.resolve import resolve
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Tuple
 
-from mdsl.check.resolve import BoundPlan
+from mdsl.model import BoundPlan
 from mdsl.syntax import ast as A
 
 Edge = Tuple[str, str, str]  # (from node, to node, label)

@@ -5,213 +5,24 @@ type-checked. Reports E102-E106; the bound plan is what `check` walks and what
 from __future__ import annotations
 
 import difflib
-import posixpath
-from typing import Dict, List, Optional, Tuple, Union
-
-from attrs import field, frozen
+from typing import Dict, List, Optional, Tuple
 
 from mdsl.findings import Finding, Severity
+from mdsl.model import BoundPlan, Derived, Dir, File, Host, Resource, Service, normpath
+from mdsl.stores.base import Binding
+from mdsl.stores.registry import STORES
 from mdsl.syntax import ast as A
-
-# ---------------------------------------------------------------- bound declarations
-
-
-@frozen
-class Host:
-    """A machine steps run on: over SSH, or this machine (`local = true`)."""
-
-    name: str
-    local: bool = False
-    user: Optional[str] = None
-    address: Optional[str] = None  # where SSH connects
-    port: int = 22
-    identity: Optional[str] = None
-    known_hosts: Optional[str] = None
-    sudo: bool = False
-    sudo_password: Optional[A.Secret] = None
-    http_address: Optional[str] = None  # where `verify http ... via = HOST` sends requests
-    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
-
-    @property
-    def login(self) -> str:
-        """`user@addr` (or `addr`): where ssh, rsync and scp log in."""
-        return (f"{self.user}@" if self.user else "") + self.address
-
-    @property
-    def display(self) -> str:
-        """`name (user@addr)` for messages."""
-        if self.local:
-            return f"{self.name} (local)"
-        return f"{self.name} ({self.login})"
-
-
-@frozen
-class Resource:
-    """Common shape of every declared piece of data or service."""
-
-    name: str
-    host: str
-    fresh: bool = False
-    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
-
-    kind = "?"
-    is_data = True
-
-
-@frozen
-class Postgres(Resource):
-    """A PostgreSQL database."""
-
-    database: str = ""
-    user: Optional[str] = None
-    tcp_host: Optional[str] = None
-    tcp_port: Optional[int] = None
-    socket: Optional[str] = None
-    password: Optional[Union[A.Secret, A.Str]] = None
-    run_as: Optional[str] = None
-    bin: Optional[str] = None
-    kind = "postgres"
-
-
-@frozen
-class Sqlite(Resource):
-    """A SQLite database file."""
-
-    path: str = ""
-    kind = "sqlite"
-
-
-@frozen
-class Derived:
-    """A subpath of a dir that may be left behind and rebuilt with `rebuild`."""
-
-    subpath: str
-    rebuild: str
-    span: A.Span = field(eq=False, repr=False, default=A.NOWHERE)
-
-
-@frozen
-class Dir(Resource):
-    """A directory of data."""
-
-    path: str = ""
-    owner: Optional[str] = None
-    mode: Optional[str] = None
-    derived: Tuple[Derived, ...] = ()
-    kind = "dir"
-
-
-@frozen
-class File(Resource):
-    """One file, e.g. `.env.production`."""
-
-    path: str = ""
-    owner: Optional[str] = None
-    mode: Optional[str] = None
-    secret: bool = False
-    kind = "file"
-
-
-@frozen
-class Service(Resource):
-    """Something that reads and writes data: systemd units or start/stop/status commands."""
-
-    systemd: Tuple[str, ...] = ()
-    start: Optional[str] = None
-    stop: Optional[str] = None
-    status: Optional[str] = None
-    writes: Tuple[str, ...] = ()
-    reads: Tuple[str, ...] = ()
-    initially_running: bool = True
-    kind = "service"
-    is_data = False
-
-
-DataResource = Union[Postgres, Sqlite, Dir, File]
-
-
-@frozen
-class BoundPlan:
-    """A plan whose names all resolve; built even when there are E1xx findings."""
-
-    plan: A.Plan
-    hosts: Dict[str, Host]
-    resources: Dict[str, Resource]
-    findings: Tuple[Finding, ...] = ()
-    # host -> resources with a path there, longest path first (the most specific wins)
-    by_host_path: Dict[str, List[Resource]] = field(factory=dict, eq=False, repr=False)
-    # (host, path) -> resources with exactly that path, in declaration order
-    by_path: Dict[Tuple[str, str], List[Resource]] = field(factory=dict, eq=False, repr=False)
-
-    @property
-    def steps(self) -> Tuple[A.Step, ...]:
-        """The plan's top-level steps."""
-        return self.plan.steps
-
-    @property
-    def ok(self) -> bool:
-        """True when no E1xx error was found, so the checker can walk the steps."""
-        return not any(f.severity == Severity.ERROR for f in self.findings)
-
-    def data(self, name: str) -> Optional[Resource]:
-        """The data resource (not a service) called `name`."""
-        r = self.resources.get(name)
-        return r if r is not None and r.is_data else None
-
-    def place(self, target: A.Target) -> "Place":
-        """What a step's location names: a declared resource, a subpath of a dir, or an artifact path."""
-        if isinstance(target, A.Ident):
-            r = self.resources[target.name]
-            return Place(r.host, getattr(r, "path", None) or "", r.name, None)
-        host, path = target.host.name, normpath(target.path.value)
-        for r in self.by_path.get((host, path), ()):
-            return Place(host, path, r.name, None)
-        # The nearest enclosing dir wins; walking up the path costs its depth, not the plan's size.
-        up = path
-        while up.startswith("/") and up != "/":
-            up = up.rpartition("/")[0] or "/"
-            for r in self.by_path.get((host, up), ()):
-                if r.kind == "dir":
-                    return Place(host, path, r.name, path[len(up.rstrip("/")) + 1:])
-        return Place(host, path, None, None)
-
-
-@frozen
-class Place:
-    """A resolved location: `resource` set when it is (inside) a declared resource."""
-
-    host: str
-    path: str
-    resource: Optional[str]
-    subpath: Optional[str]  # set when the path lies inside a declared dir
-
-    def __str__(self) -> str:
-        return f'{self.host}:"{self.path}"'
-
-
-def normpath(p: str) -> str:
-    """Collapse `//`, `/./` and trailing `/` so equal paths compare equal."""
-    if not p:
-        return p
-    n = posixpath.normpath(p)
-    return "/" + n.lstrip("/") if p.startswith("/") else n
-
 
 # ---------------------------------------------------------------- attribute schemas
 
-# kind -> attribute -> (type, required); types: str, int, bool, secret, names, strs, state, any-list
+# kind -> attribute -> (type, required); types: str, int, bool, secret, names, strs, state, any-list.
+# Store kinds (databases) bring their own (mdsl/stores/KIND).
 _SCHEMAS = {
     "host": {
         "ssh": ("str", False), "port": ("int", False), "identity": ("str", False),
         "known_hosts": ("str", False), "sudo": ("bool", False), "sudo_password": ("secret", False),
         "local": ("bool", False), "address": ("str", False),
     },
-    "postgres": {
-        "database": ("str", True), "user": ("str", False), "tcp": ("str", False),
-        "socket": ("str", False), "port": ("int", False), "password": ("secret", False), "run_as": ("str", False),
-        "fresh": ("bool", False), "bin": ("str", False),
-    },
-    "sqlite": {"path": ("str", True), "fresh": ("bool", False)},
     "dir": {"path": ("str", True), "owner": ("str", False), "mode": ("str", False), "fresh": ("bool", False)},
     "file": {
         "path": ("str", True), "owner": ("str", False), "mode": ("str", False),
@@ -222,14 +33,17 @@ _SCHEMAS = {
         "status": ("str", False), "writes": ("names", False), "reads": ("names", False),
         "initially": ("state", False),
     },
+    **{kind: store.schema for kind, store in STORES.items()},
 }
+DATABASE_KINDS = tuple(STORES)
+DATA_KINDS = DATABASE_KINDS + ("dir", "file")
 
 # Options every step takes, and per step keyword.
 _COMMON_OPTIONS = {"timeout": "int"}
 STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "stop": {}, "start": {}, "restart": {},
-    "dump": {"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},
-    "restore": {"replace": "flag", "jobs": "int"},
+    "dump": {},  # and the options of the database's kind (StoreKind.dump_options)
+    "restore": {"replace": "flag"},  # likewise (StoreKind.restore_options)
     "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
     "extract": {"replace": "flag"},
     "sync": {"exclude": "excludes", "live": "flag"},
@@ -269,6 +83,12 @@ class _Resolver:
     def bind_names(self):
         for d in self.plan.decls:
             name = d.name.name
+            if d.kind not in _SCHEMAS:
+                # The grammar takes any word as a declaration's kind, so a new store kind needs no grammar change.
+                sugg = _suggest(d.kind, [k for k in _SCHEMAS if k != "host"])
+                self.err("E101", f"unknown kind of declaration `{d.kind}`", d.span, label="not a kind mdsl knows",
+                         help=f"did you mean `{sugg}`?" if sugg else "known: " + ", ".join(sorted(_SCHEMAS)))
+                continue
             if name in self.decls:
                 prev = self.decls[name]
                 self.err("E104", f"`{name}` is declared twice", d.name.span, label="second declaration",
@@ -349,8 +169,8 @@ class _Resolver:
             if isinstance(d, A.HostDecl):
                 self.hosts[name] = self.host(d, at)
             else:
-                host = self.lookup(d.host, ("host",), "a host")
-                self.resources[name] = self.resource(d, at, host is not None)
+                self.lookup(d.host, ("host",), "a host")
+                self.resources[name] = self.resource(d, at)
 
     def host(self, d: A.HostDecl, at) -> Host:
         local = bool(at.get("local", False))
@@ -382,44 +202,13 @@ class _Resolver:
                 return a.span
         return d.name.span
 
-    def path_attr(self, d, at) -> str:
-        p = at.get("path", "")
-        if p and not p.startswith("/"):
-            self.err("E106", f"`path` of `{d.name.name}` must be absolute", self._attr_span(d, "path"),
-                     label="relative path", help="write the full path, starting with `/`")
-        if "\0" in p or "\n" in p:
-            self.err("E106", f"`path` of `{d.name.name}` contains a NUL or newline", self._attr_span(d, "path"))
-        return normpath(p)
-
-    def resource(self, d: A.ResourceDecl, at, host_ok: bool) -> Resource:
-        common = dict(name=d.name.name, host=d.host.name, fresh=bool(at.get("fresh", False)), span=d.span)
+    def resource(self, d: A.ResourceDecl, at) -> Resource:
+        b = Binding(d, at, lambda message, span, help: self.err("E106", message, span, help=help))
         if d.derived and d.kind != "dir":
             self.err("E106", f"`derived` belongs to a dir, not a {d.kind}", d.derived[0].span)
-        if d.kind == "postgres":
-            tcp_host = tcp_port = None
-            if "tcp" in at:
-                h, _, p = at["tcp"].rpartition(":")
-                if not h or not p.isdigit():
-                    self.err("E106", f'`tcp` of `{d.name.name}` must look like "address:port"',
-                             self._attr_span(d, "tcp"))
-                else:
-                    tcp_host, tcp_port = h, int(p)
-            if "port" in at:
-                if "tcp" in at:
-                    self.err("E106", f"`{d.name.name}` gives the port twice: in `tcp` and in `port`",
-                             self._attr_span(d, "port"), help='keep the port in `tcp = "address:port"`')
-                elif not 0 < at["port"] < 65536:
-                    self.err("E106", f"`port` of `{d.name.name}` must be 1-65535", self._attr_span(d, "port"))
-                else:
-                    tcp_port = at["port"]  # the socket file is .s.PGSQL.<port>
-            if "tcp" in at and "socket" in at:
-                self.err("E106", f"`{d.name.name}` has both `tcp` and `socket`", self._attr_span(d, "socket"),
-                         help="a database is reached one way: keep one")
-            return Postgres(database=at.get("database", ""), user=at.get("user"), tcp_host=tcp_host,
-                            tcp_port=tcp_port, socket=at.get("socket"), password=at.get("password"),
-                            run_as=at.get("run_as"), bin=at.get("bin"), **common)
-        if d.kind == "sqlite":
-            return Sqlite(path=self.path_attr(d, at), **common)
+        store = STORES.get(d.kind)
+        if store is not None:
+            return store.bind(b)
         if d.kind == "dir":
             derived = []
             for dv in d.derived:
@@ -428,12 +217,14 @@ class _Resolver:
                     self.err("E106", "a `derived` subpath must be relative and inside the dir", dv.subpath.span)
                     continue
                 derived.append(Derived(sub, dv.rebuild.value, dv.span))
-            return Dir(path=self.path_attr(d, at), owner=at.get("owner"), mode=at.get("mode"),
-                       derived=tuple(derived), **common)
+            return Dir(path=b.path(), owner=at.get("owner"), mode=at.get("mode"), derived=tuple(derived),
+                       **b.common())
         if d.kind == "file":
-            return File(path=self.path_attr(d, at), owner=at.get("owner"), mode=at.get("mode"),
-                        secret=bool(at.get("secret", False)), **common)
-        # service
+            return File(path=b.path(), owner=at.get("owner"), mode=at.get("mode"),
+                        secret=bool(at.get("secret", False)), **b.common())
+        return self.service(d, at, b)
+
+    def service(self, d: A.ResourceDecl, at, b: Binding) -> Service:
         writes = self.data_refs(at.get("writes", ()), "a service's `writes`")
         reads = self.data_refs(at.get("reads", ()), "a service's `reads`")
         systemd = at.get("systemd", ())
@@ -449,13 +240,13 @@ class _Resolver:
         initially = at.get("initially")
         return Service(systemd=tuple(systemd), start=at.get("start"), stop=at.get("stop"),
                        status=at.get("status"), writes=writes, reads=reads,
-                       initially_running=(initially is None or initially.name == "running"), **common)
+                       initially_running=(initially is None or initially.name == "running"), **b.common())
 
     def data_refs(self, refs, where) -> Tuple[str, ...]:
         out = []
         for r in refs:
             ident = A.Ident(r.name, r.span)
-            if self.lookup(ident, ("postgres", "sqlite", "dir", "file"), "a database, dir or file") is not None:
+            if self.lookup(ident, DATA_KINDS, "a database, dir or file") is not None:
                 out.append(r.name)
         return tuple(out)
 
@@ -496,8 +287,20 @@ class _Resolver:
         d = self.decls.get(t.name)
         return getattr(d, "host", None) and d.host.name
 
+    def store_options(self, step: A.Step) -> Tuple[Dict[str, str], Optional[str]]:
+        """The options a `dump` or `restore` takes from its database's kind, and that kind."""
+        if not isinstance(step, (A.Dump, A.Restore)):
+            return {}, None
+        decl = self.decls.get(step.db.name)
+        store = STORES.get(decl.kind) if decl is not None else None
+        if store is None:
+            return {}, None
+        return dict(store.dump_options if isinstance(step, A.Dump) else store.restore_options), store.kind
+
     def options(self, step: A.Step):
+        extra, kind = self.store_options(step)
         allowed = dict(STEP_OPTIONS[step.keyword])
+        allowed.update(extra)
         allowed.update(_COMMON_OPTIONS)
         seen = set()
         for opt in step.options:
@@ -509,8 +312,15 @@ class _Resolver:
             typ = allowed.get(key)
             if typ is None:
                 sugg = _suggest(key, allowed)
+                others = [k for k, store in STORES.items()
+                          if k != kind and key in (store.dump_options if isinstance(step, A.Dump)
+                                                   else store.restore_options)]
                 if key == "live":
                     help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
+                elif kind is not None and others:
+                    self.err("E106", f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
+                             label=f"not for {kind}", help=f"`{key}` is for {' and '.join(others)} databases")
+                    continue
                 else:
                     help = (f"did you mean `{sugg}`?" if sugg else ("options here: " + ", ".join(sorted(allowed))))
                 self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option",
@@ -545,8 +355,7 @@ class _Resolver:
                 items = v.items if isinstance(v, A.ListValue) else (v,)
                 for i in items:
                     if isinstance(i, A.Ref):
-                        self.need(A.Ident(i.name, i.span), ("postgres", "sqlite", "dir", "file"),
-                                  "a database, dir or file")
+                        self.need(A.Ident(i.name, i.span), DATA_KINDS, "a database, dir or file")
                     else:
                         self.err("E106", f"`{key}` lists declared names, e.g. `{key} = [old_db]`", i.span)
                 continue
@@ -570,16 +379,15 @@ class _Resolver:
 
     def bind_step(self, step: A.Step):
         self.options(step)
-        K = ("postgres", "sqlite")
         if isinstance(step, (A.Stop, A.Start, A.Restart)):
             for s in step.services:
                 self.need(s, ("service",), "a service")
         elif isinstance(step, A.Dump):
-            self.need(step.db, K, "a database")
+            self.need(step.db, DATABASE_KINDS, "a database")
             self.target(step.to)
         elif isinstance(step, A.Restore):
             self.target(step.source)
-            self.need(step.db, K, "a database")
+            self.need(step.db, DATABASE_KINDS, "a database")
         elif isinstance(step, A.Archive):
             self.need(step.dir, ("dir",), "a dir")
             self.target(step.to)
@@ -598,7 +406,7 @@ class _Resolver:
         elif isinstance(step, A.Delete):
             self.target(step.target)
         elif isinstance(step, A.Drop):
-            self.need(step.db, K, "a database")
+            self.need(step.db, DATABASE_KINDS, "a database")
         elif isinstance(step, (A.Run, A.VerifyRun)):
             self.need(step.host, ("host",), "a host")
         elif isinstance(step, A.VerifyDns):

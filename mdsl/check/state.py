@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from mdsl.check.resolve import Resource
+from mdsl.model import Resource
 
 # A place is keyed by the resource's name, or by (host, path) for an artifact.
 PlaceKey = Union[str, Tuple[str, str]]
 
-# What an artifact holds, so a restore of an archive or an extract of a dump is caught.
-PG_DUMP, SQLITE_DUMP, ARCHIVE, DIR_COPY = "a PostgreSQL dump", "a SQLite backup", "an archive", "a directory copy"
+# What an artifact holds, so a restore of an archive or an extract of a dump is caught; a database
+# dump is named by its store kind (StoreKind.artifact).
+ARCHIVE, DIR_COPY = "an archive", "a directory copy"
 
 NEVER = -1  # `written_at` of data that was there before the plan started
 
@@ -84,7 +85,7 @@ class Place:
         self.resource = resource
         self.holds: Set[Piece] = set()
         self.exists = resource is not None  # a declared resource is always there
-        self.kind: Optional[str] = None  # what an artifact is (PG_DUMP, ARCHIVE, ...); None: unknown
+        self.kind: Optional[str] = None  # what an artifact is (StoreKind.artifact, ARCHIVE, ...); None: unknown
         self.fmt: Optional[str] = None  # a PostgreSQL dump's format
         self.producer = None  # the step that last wrote this artifact
         self.written_at = NEVER  # position of the last step that changed the content

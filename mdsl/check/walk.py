@@ -15,11 +15,12 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from mdsl.check.resolve import BoundPlan, Resource, normpath
+from mdsl.model import BoundPlan, Resource, normpath
 from mdsl.check.rules import h1_loss, h2_order, h3_operations
-from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, PG_DUMP, SQLITE_DUMP, Piece, Place, PlaceKey,
+from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, Piece, Place, PlaceKey,
                               Provisional, State, covers)
 from mdsl.findings import Finding
+from mdsl.stores.registry import STORES
 from mdsl.syntax import ast as A
 
 
@@ -341,15 +342,13 @@ class Walk:
     def _dump(self, s: A.Dump):
         db = self.bound.resources[s.db.name]
         h2_order.torn_copy(self, s, db)
-        fmt = None
-        if db.kind == "postgres":
-            opt = s.option("format")
-            fmt = opt.value.name if opt is not None and isinstance(opt.value, A.Ref) else "custom"
+        store = STORES[db.kind]
+        fmt = store.dump_format(s)
+        if fmt is not None:
             h3_operations.dump_format(self, s, fmt)
         dst = self.dest(self.ref(s.to), None)
         h1_loss.overwrite(self, s, dst)
-        kind = PG_DUMP if db.kind == "postgres" else SQLITE_DUMP
-        self.effect(self._apply_copy, s, None, set(self.place_of(db.name).holds), dst, kind, fmt, True)
+        self.effect(self._apply_copy, s, None, set(self.place_of(db.name).holds), dst, store.artifact, fmt, True)
 
     def _restore(self, s: A.Restore):
         db = self.bound.resources[s.db.name]

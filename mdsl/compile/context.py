@@ -9,7 +9,7 @@ from typing import Dict, Optional, Set, Tuple
 import attrs
 from attrs import define, frozen
 
-from mdsl.check.resolve import BoundPlan, Host
+from mdsl.model import BoundPlan, Host
 from mdsl.compile.parts import Command, CompileError, Part
 from mdsl.syntax import ast as A
 

@@ -11,7 +11,7 @@ import posixpath
 import shlex
 from typing import List, Optional, Tuple
 
-from mdsl.check.resolve import Dir, File, Host
+from mdsl.model import Dir, File, Host
 from mdsl.compile.actions import CopyArtifact, Destination, Location, Shell
 from mdsl.compile.context import (
     DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, normalize, option_value, parent, step_timeout,

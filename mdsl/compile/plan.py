@@ -10,13 +10,14 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from attrs import field, frozen
 
-from mdsl.check.resolve import BoundPlan
-from mdsl.compile import files, postgres, services, sqlite
+from mdsl.model import BoundPlan
+from mdsl.compile import files, services
 from mdsl.compile.actions import (
     Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell,
 )
 from mdsl.compile.context import RUN_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import CompileError, Lit
+from mdsl.stores.registry import commands_of
 from mdsl.syntax import ast as A
 
 
@@ -227,16 +228,12 @@ def _compile_leaf(ctx: CompileContext, step: A.Step):
     elif isinstance(step, A.Dump):
         db = b.resources[step.db.name]
         loc = _loc(ctx, step.to)
-        engine = postgres if db.kind == "postgres" else sqlite
-        actions, dests = engine.dump(ctx, step, db, loc.host, loc.path)
+        actions, dests = commands_of(db).dump(ctx, step, db, loc.host, loc.path)
         arts.append(Artifact(loc.host, loc.path))
     elif isinstance(step, A.Restore):
         db = b.resources[step.db.name]
         loc = _loc(ctx, step.source)
-        if db.kind == "postgres":  # a parallel restore of a zstd dump writes a temporary copy (RestorePart)
-            actions, dests = postgres.restore(ctx, step, db, loc.host, loc.path)
-        else:
-            actions = sqlite.restore(ctx, step, db, loc.host, loc.path)
+        actions, dests = commands_of(db).restore(ctx, step, db, loc.host, loc.path)
         destructive = bool(option_value(step, "replace", False))
     elif isinstance(step, A.Archive):
         d = b.resources[step.dir.name]
@@ -265,7 +262,8 @@ def _compile_leaf(ctx: CompileContext, step: A.Step):
         consumes.append(loc)
         destructive = True
     elif isinstance(step, A.Drop):
-        actions = postgres.drop(ctx, step, b.resources[step.db.name])
+        db = b.resources[step.db.name]
+        actions = commands_of(db).drop(ctx, step, db)
         destructive = True
     elif isinstance(step, (A.Run, A.VerifyRun)):
         run_as = option_value(step, "run_as") if isinstance(step, A.Run) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List
 
-from mdsl.check.resolve import Service
+from mdsl.model import Service
 from mdsl.compile.actions import Poll, Shell
 from mdsl.compile.context import SERVICE_TIMEOUT, CompileContext, step_timeout
 from mdsl.compile.parts import Arg, Lit, sh

@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 import attrs
 from attrs import define, field, frozen
 
-from mdsl.check.resolve import BoundPlan, Host
+from mdsl.model import BoundPlan, Host
 from mdsl.compile.actions import (
     CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command, parse_hash_answer, untrusted_answer,
 )

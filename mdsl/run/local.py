@@ -24,7 +24,7 @@ import tempfile
 import threading
 from typing import Callable, Iterable, Iterator, Optional
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, marker_line, new_run_token
 
 CHUNK = 1 << 20

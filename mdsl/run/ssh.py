@@ -53,7 +53,7 @@ import paramiko
 from fabric import Config, Connection
 from paramiko.common import MSG_CHANNEL_REQUEST
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result, marker_line, new_run_token
 from mdsl.syntax import ast as A
 

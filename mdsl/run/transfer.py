@@ -23,7 +23,7 @@ from typing import Callable, List, Optional
 
 from attrs import frozen
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.compile.actions import (
     CopyArtifact, hash_command, parse_hash_answer, parse_size_answer, size_command, untrusted_answer,
 )

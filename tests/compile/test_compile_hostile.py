@@ -17,7 +17,7 @@ import pytest
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import CopyArtifact, Shell
-from mdsl.compile.postgres import conninfo
+from mdsl.stores.postgres.commands import conninfo
 from mdsl.run.apply import Executor, SecretStore
 from mdsl.run.local import LocalBackend
 from mdsl.run.transfer import Copier
@@ -227,7 +227,7 @@ steps {{
 
 
 def test_conninfo_quotes_values_that_libpq_would_split():
-    from mdsl.check.resolve import Postgres
+    from mdsl.stores.postgres import Postgres
 
     db = Postgres(name="x", host="h", database="x' host='evil", user="u")
     assert _libpq_parse(conninfo(db)) == {"user": "u", "dbname": "x' host='evil"}

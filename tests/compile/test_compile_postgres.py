@@ -15,7 +15,7 @@ import pytest
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import Shell
-from mdsl.compile.postgres import (
+from mdsl.stores.postgres.commands import (
     RESTORE_JOBS_CAP, RESTORE_JOBS_VAR, RestorePart, auto_jobs, dump_compression,
 )
 from mdsl.compile.parts import Command

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 def psql_in(cluster, db: str, sql: str) -> str:
     """SQL in a database whatever its name (the fixture's dsn() does not quote)."""
-    from mdsl.compile.postgres import libpq_quote
+    from mdsl.stores.postgres.commands import libpq_quote
 
     dsn = f"host={libpq_quote(str(cluster.sockdir))} port={cluster.port} user=postgres dbname={libpq_quote(db)}"
     r = subprocess.run([str(cluster.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn,

@@ -14,7 +14,8 @@ from hosts import FileTree, free_port, plan_str
 
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
-from mdsl.run.preflight import MARGIN, SLACK, parse_pg_version, run_preflight
+from mdsl.run.preflight import MARGIN, SLACK, run_preflight
+from mdsl.stores.postgres.probes import parse_version as parse_pg_version
 from mdsl.run.ssh import SshBackend
 from mdsl.syntax.parser import parse_text
 

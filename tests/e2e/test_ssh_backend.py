@@ -19,7 +19,7 @@ import pytest
 
 from hosts import free_port
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.run.backend import BackendError, CommandTimeout
 from mdsl.run.ssh import SshBackend
 from mdsl.syntax import ast as A

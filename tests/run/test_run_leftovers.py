@@ -17,7 +17,7 @@ import time
 import pytest
 
 from run_helpers import apply
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.run import journal as J
 from mdsl.run.backend import run_marker
 from mdsl.run.leftovers import SECRET_PATH_RE, remove_commands, stop_command

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.run.backend import CommandTimeout
 from mdsl.run.local import LocalBackend
 

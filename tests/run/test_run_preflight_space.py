@@ -14,7 +14,7 @@ import pytest
 
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
-from mdsl.compile.postgres import RESTORE_PART_FACTOR
+from mdsl.stores.postgres.commands import RESTORE_PART_FACTOR
 from mdsl.run.apply import SecretStore
 from mdsl.run.local import LocalBackend
 from mdsl.run.preflight import MARGIN, SLACK, human, run_preflight

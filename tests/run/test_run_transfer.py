@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from mdsl.check.resolve import Host
+from mdsl.model import Host
 from mdsl.compile.actions import CopyArtifact, Location
 from mdsl.run.apply import Executor, SecretStore
 from mdsl.run.local import LocalBackend

@@ -136,7 +136,7 @@ def _report_lost(w, step, place: Place, lost: List[Piece]) -> None:
             notes.append(f"{_names(w, excluded)} was excluded from the `{s.keyword}` at line {s.span.line}")
         elif not any(p.copied for p in ps):
             where = f"{res.host}:{res.path}" if getattr(res, "path", "") else res.host
-            what = "dumped" if res.kind in ("postgres", "sqlite") else "archived, synced"
+            what = "dumped" if res.is_database else "archived, synced"
             notes.append(f"{res.name} ({where}) was never {what} or transferred before this step")
         else:
             notes.append(f"every other copy of {_names(w, ps)} was destroyed or overwritten before this step")
@@ -159,7 +159,7 @@ def _report_lost(w, step, place: Place, lost: List[Piece]) -> None:
                 f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
                 f"the copy")
     else:
-        copy = "dump" if res.kind in ("postgres", "sqlite") else "archive or sync"
+        copy = "dump" if res.is_database else "archive or sync"
         help = (f"{copy} and transfer it first; if its content is disposable, declare `fresh = true` "
                 f"on {place.resource.name if place.resource else res.name}")
     w.report(H101.finding(step.span, f"{verb} destroys data that has no other copy", label=label,

@@ -7,7 +7,8 @@ from typing import Dict, List, Set, Tuple
 
 from mdsl.check.rules.base import E, I, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
-from mdsl.check.state import ARCHIVE, PG_DUMP, SQLITE_DUMP, Place, show_pieces
+from mdsl.check.state import ARCHIVE, Place, show_pieces
+from mdsl.stores.registry import STORES
 from mdsl.syntax import ast as A
 
 H201 = Rule(
@@ -160,12 +161,9 @@ def missing_artifact(w, step: A.Step, ref, place: Place) -> None:
         help="put the artifact there first (usually a `transfer`), or read it on the host where it was written"))
 
 
-_WANTS = {"postgres": PG_DUMP, "sqlite": SQLITE_DUMP, "dir": ARCHIVE}
-
-
 def wrong_kind(w, step: A.Step, src: Place, into) -> None:
     """H203 (kind): a restore reads an archive, an extract reads a dump, and so on."""
-    want = _WANTS[into.kind]
+    want = STORES[into.kind].artifact if into.is_database else ARCHIVE
     if src.kind is None or src.kind == want:
         return
     w.report(H203.finding(

@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Tuple
 
 from mdsl.check.rules.base import E, W, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
-from mdsl.check.state import PG_DUMP, Place
+from mdsl.check.state import Place
+from mdsl.stores.postgres import STORE as POSTGRES
 from mdsl.syntax import ast as A
 
 _DECLS = HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES
@@ -353,7 +354,7 @@ def dump_format(w, step: A.Dump, fmt: str) -> None:
 
 def restore_format(w, step: A.Restore, src: Place) -> None:
     """H306: restoring a plain-format dump (SQL text for psql, not for pg_restore)."""
-    if src.kind == PG_DUMP and src.fmt == "plain":
+    if src.kind == POSTGRES.artifact and src.fmt == "plain":
         by = src.producer
         w.report(H306.finding(
             step.span, "`restore` reads a plain-format dump, which pg_restore cannot read",

@@ -85,4 +85,18 @@ P407 = Rule(
     source="the seed: 'remember to check file permissions when you do this'.",
 )
 
-RULES = (P401, P402, P403, P404, P405, P406, P407)
+P408 = Rule(
+    "P408", "data the plan reads is missing, unreadable or empty", E,
+    summary=(
+        "Every dir, file and artifact a step reads that existed before the plan ran (a source of "
+        "`archive`, `sync`, `transfer` or `move`) is looked at before the first step: it exists, is "
+        "of the declared kind and the login user can read it. A typo in a path, or a disk that was "
+        "not mounted, is found before `stop old_app`, not after it with the site down. An empty "
+        "source dir is a warning: an unmounted disk looks exactly like that. Databases are proven "
+        "the same way by P406."),
+    bad='`dir old_media on old { path = "/srv/mastodon/public/sytem" }` (a typo) read by `sync` after `stop`.',
+    fixed="Fix the path; preflight then finds the dir and its data.",
+    source="issue #16: a missing source passed preflight and the site stayed down after the stop.",
+)
+
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408)

@@ -10,8 +10,9 @@ on, while the `sqlite3` shell often is not. Paths reach the script as argv
 from __future__ import annotations
 
 import shlex
+from typing import Tuple
 
-from mdsl.check.resolve import Sqlite
+from mdsl.stores.sqlite import Sqlite
 from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout
 from mdsl.compile.parts import Arg, CompileError, Lit, sh
@@ -34,23 +35,21 @@ CHECK_SCRIPT = (
 PYTHON = "python3"
 
 
-def _script(text: str) -> Lit:
+def script(text: str) -> Lit:
     # A constant of ours, quoted here once so it stays one word for `python3 -c`.
     return Lit(shlex.quote(text))
 
 
 def dump(ctx: CompileContext, step: A.Dump, db: Sqlite, host: str, path: str):
     """`dump DB to LOC`: backup API into `PATH.part`, then rename."""
-    if option_value(step, "format") or option_value(step, "jobs") or option_value(step, "compress"):
-        raise CompileError("a SQLite dump takes no `format`, `jobs` or `compress`", step.span)
     if db.host != host:
         raise CompileError(f"`dump` of {db.name} writes on its own host `{db.host}`, not `{host}`", step.span,
                            help="dump where the database is, then `transfer`")
     part = path + ".part"
     cmd = ctx.command(host, sh(
         "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
-        PYTHON, "-c", _script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
-        "&&", PYTHON, "-c", _script(CHECK_SCRIPT), Arg(part),
+        PYTHON, "-c", script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
+        "&&", PYTHON, "-c", script(CHECK_SCRIPT), Arg(part),
         "&& mv -f -T --", Arg(part), Arg(path),
     ), tools=(PYTHON, "mkdir", "mv", "rm"))
     ctx.remember(host, path, ArtifactFormat("sqlite"))
@@ -80,10 +79,21 @@ def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: s
     cmd = ctx.command(host, sh(
         "umask 077 && mkdir -p --", Arg(parent(db.path)), "&&", *guard,
         "cp -f --", Arg(path), new, "&&",
-        PYTHON, "-c", _script(CHECK_SCRIPT), new, "&&",
+        PYTHON, "-c", script(CHECK_SCRIPT), new, "&&",
         "{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
         "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&",
         "rm -f --", Arg(db.path + "-wal"), Arg(db.path + "-shm"), Arg(db.path + "-journal"), "&&",
         "mv -f -T --", new, target,
     ), tools=(PYTHON, "cp", "mv", "rm", "chown", "chmod"))
-    return [Shell(cmd, f"replace {db.name} with the checked copy", step_timeout(step, DEFAULT_TIMEOUT))]
+    return [Shell(cmd, f"replace {db.name} with the checked copy", step_timeout(step, DEFAULT_TIMEOUT))], []
+
+
+def _companions(db: Sqlite) -> Tuple[Arg, ...]:
+    """The database file and the files SQLite keeps beside it."""
+    return tuple(Arg(db.path + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+
+
+def drop(ctx: CompileContext, step: A.Drop, db: Sqlite):
+    """`drop DB`: remove the database file and its -wal/-shm/-journal."""
+    cmd = ctx.command(db.host, sh("rm -f --", *_companions(db)), tools=("rm",))
+    return [Shell(cmd, f"delete the SQLite database {db.path}", step_timeout(step, DEFAULT_TIMEOUT))]

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from attrs import frozen
 
-from mdsl.check.resolve import Postgres
+from mdsl.stores.postgres import Postgres
 from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import (
     DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout,
