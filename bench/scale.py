@@ -412,6 +412,8 @@ def startup_profile(plan: Path, reps: int) -> Dict[str, float]:
     import mdsl.run.preflight as PF
     from mdsl.compile import compile_plan
     from mdsl.run import apply as AP
+    from mdsl.run import log
+    from mdsl.run.load import check_findings
     from mdsl.syntax.parser import parse_file
 
     times: Dict[str, List[float]] = {}
@@ -419,11 +421,11 @@ def startup_profile(plan: Path, reps: int) -> Dict[str, float]:
     def note(key: str, t0: float) -> None:
         times.setdefault(key, []).append(time.perf_counter() - t0)
 
-    AP.log.configure("json", "error")  # quiet
+    log.configure("json", "error")  # quiet
     pool = PF.ThreadPoolExecutor
     for _ in range(reps):
         t0 = time.perf_counter()
-        bound, findings = AP.check_findings(parse_file(str(plan)))
+        bound, findings = check_findings(parse_file(str(plan)))
         note("parse + check", t0)
         t0 = time.perf_counter()
         compiled = compile_plan(bound)

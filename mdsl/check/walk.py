@@ -359,6 +359,8 @@ class Walk:
             h3_operations.restore_format(self, s, src)
             h3_operations.cross_host_read(self, s, src, db)
         h2_order.write_while_running(self, s, db)
+        if STORES[db.kind].is_file:
+            h3_operations.unowned(self, s, db, pieces)
         dbp = self.place_of(db.name)
         replace = s.option("replace") is not None
         if replace and dbp.holds:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import List, Optional
 
-from mdsl.findings import Finding, PlanError, Severity
+from mdsl.findings import Severity
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,39 +63,24 @@ def _internal_error(exc: BaseException, what: str) -> int:
     return 1
 
 
-def _load(plan_path: str, out_err=None):
-    """Parse, check, compile; prints findings; returns (compiled, findings) or an exit status."""
-    out_err = out_err or sys.stderr
-    from mdsl.compile import CompileError, compile_plan
-    from mdsl.run.apply import check_findings, format_finding, render_findings
-    from mdsl.syntax.parser import parse_file
+def _load(plan_path: str, verb: str):
+    """(compiled plan, findings), or the exit status when the plan cannot be used (reasons printed)."""
+    from mdsl.run.load import Unusable, load_plan
 
     try:
-        plan = parse_file(plan_path)
-    except PlanError as exc:
-        print(render_findings(exc.findings), file=out_err)
-        return 2
-    bound, findings = check_findings(plan)
-    errors = [f for f in findings if f.severity == Severity.ERROR]
-    if errors:
-        print(render_findings(findings), file=out_err)
-        print(f"refusing: `mdsl check` found {len(errors)} error(s)", file=out_err)
-        return 2
-    try:
-        return compile_plan(bound), findings
-    except CompileError as exc:
-        print(format_finding(Finding("E106", Severity.ERROR, exc.message, exc.span, help=exc.help)), file=out_err)
-        return 2
+        return load_plan(plan_path, lambda text: print(text, file=sys.stderr), verb)
+    except Unusable as exc:
+        return exc.code
 
 
 def plan_command(args) -> int:
     """`mdsl plan PLAN`: every step with the exact commands it will run, secrets masked."""
     try:
-        loaded = _load(args.plan)
+        loaded = _load(args.plan, "show the plan")
         if isinstance(loaded, int):
             return loaded
         compiled, findings = loaded
-        from mdsl.run.apply import render_findings
+        from mdsl.run.load import render_findings
 
         warnings = [f for f in findings if f.severity == Severity.WARNING]
         if warnings:
@@ -161,9 +146,9 @@ def status_command(args) -> int:
     """`mdsl status PLAN`: done / failed / pending per step, from the journal."""
     try:
         from mdsl.run import journal as J
-        from mdsl.run.apply import make_schedule
+        from mdsl.run.schedule import make_schedule
 
-        loaded = _load(args.plan)
+        loaded = _load(args.plan, "show the status")
         if isinstance(loaded, int):
             return loaded
         compiled, _ = loaded
@@ -177,7 +162,7 @@ def status_command(args) -> int:
 
 def format_status(compiled, state, jpath: str, sched) -> str:
     """The text `mdsl status` prints."""
-    from mdsl.run.apply import human_bytes
+    from mdsl.run.console import human_bytes
 
     lines = [f"journal: {jpath}" + ("" if os.path.exists(jpath) else " (none yet: nothing has run)")]
     if state.runs:

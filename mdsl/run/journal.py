@@ -243,48 +243,71 @@ def read_journal(path: str) -> JournalState:
         try:
             rec = json.loads(raw)
         except ValueError:
-            st.torn_lines += 1
-            continue
+            rec = None
         if not isinstance(rec, dict):
             st.torn_lines += 1
             continue
-        ev = rec.get("event")
-        if ev == "reset":
-            st = st.leftovers()
-        elif ev == "pid":
-            r = _running_from(rec)
-            if r is not None:
-                st.running.append(r)
-        elif ev == "reaped":
-            checked = {(p, t) for p, t in _pairs(rec.get("checked"))}
-            st.running = [r for r in st.running if not (r.host == rec.get("host") and (r.pid, r.token) in checked)]
-        elif ev == "secret-file":
-            host, path = rec.get("host"), rec.get("path")
-            if isinstance(host, str) and isinstance(path, str):
-                user = rec.get("user") if isinstance(rec.get("user"), str) else None
-                st.secret_files[(host, path)] = SecretFileRecord(host, path, user, rec.get("sudo") is True)
-        elif ev == "secret-file-removed":
-            st.secret_files.pop((rec.get("host"), rec.get("path")), None)
-        elif ev == "run":
-            st.runs += 1
-            st.last_run_at = rec.get("at")
-            st.finished_ok = False
-        elif ev == "finished":
-            st.finished_ok = bool(rec.get("ok"))
-        elif ev in ("start", "done", "failed"):
-            sid = rec["step"]
-            s = StepState(sid, rec.get("fp", ""), {"start": "started"}.get(ev, ev), rec.get("at", ""))
-            if ev == "done":
-                # every command of the step ended in that run
-                st.running = [r for r in st.running if not (r.step == sid and r.run == rec.get("run"))]
-                s.seconds = rec.get("seconds")
-                s.artifacts = [ArtifactRecord.from_json(a) for a in rec.get("artifacts", ())]
-                s.bytes = int(rec.get("bytes", 0))
-            elif ev == "failed":
-                s.seconds = rec.get("seconds")
-                s.error, s.host, s.command = rec.get("error"), rec.get("host"), rec.get("command")
-            st.steps[sid] = s
+        replay = _REPLAY.get(rec.get("event"))
+        if replay is not None:
+            st = replay(st, rec) or st
     return st
+
+
+def _reset(st: JournalState, rec: dict) -> JournalState:
+    return st.leftovers()
+
+
+def _pid(st: JournalState, rec: dict) -> None:
+    r = _running_from(rec)
+    if r is not None:
+        st.running.append(r)
+
+
+def _reaped(st: JournalState, rec: dict) -> None:
+    checked = {(p, t) for p, t in _pairs(rec.get("checked"))}
+    st.running = [r for r in st.running if not (r.host == rec.get("host") and (r.pid, r.token) in checked)]
+
+
+def _secret_file(st: JournalState, rec: dict) -> None:
+    host, path = rec.get("host"), rec.get("path")
+    if isinstance(host, str) and isinstance(path, str):
+        user = rec.get("user") if isinstance(rec.get("user"), str) else None
+        st.secret_files[(host, path)] = SecretFileRecord(host, path, user, rec.get("sudo") is True)
+
+
+def _secret_file_removed(st: JournalState, rec: dict) -> None:
+    st.secret_files.pop((rec.get("host"), rec.get("path")), None)
+
+
+def _run(st: JournalState, rec: dict) -> None:
+    st.runs += 1
+    st.last_run_at = rec.get("at")
+    st.finished_ok = False
+
+
+def _finished(st: JournalState, rec: dict) -> None:
+    st.finished_ok = bool(rec.get("ok"))
+
+
+def _step(st: JournalState, rec: dict) -> None:
+    ev, sid = rec["event"], rec["step"]
+    s = StepState(sid, rec.get("fp", ""), {"start": "started"}.get(ev, ev), rec.get("at", ""))
+    if ev == "done":
+        # every command of the step ended in that run
+        st.running = [r for r in st.running if not (r.step == sid and r.run == rec.get("run"))]
+        s.seconds = rec.get("seconds")
+        s.artifacts = [ArtifactRecord.from_json(a) for a in rec.get("artifacts", ())]
+        s.bytes = int(rec.get("bytes", 0))
+    elif ev == "failed":
+        s.seconds = rec.get("seconds")
+        s.error, s.host, s.command = rec.get("error"), rec.get("host"), rec.get("command")
+    st.steps[sid] = s
+
+
+# event -> how it changes the state (a new state, or None when it changed the one it was given)
+_REPLAY = {"reset": _reset, "pid": _pid, "reaped": _reaped, "secret-file": _secret_file,
+           "secret-file-removed": _secret_file_removed, "run": _run, "finished": _finished,
+           "start": _step, "done": _step, "failed": _step}
 
 
 def _pairs(value) -> List[Tuple[int, str]]:

@@ -32,11 +32,16 @@ paths named like mktemp's `.../mdsl-secret.XXXXXXXX`, each one quoted word).
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from mdsl.model import Host
 from mdsl.compile.parts import Arg, Command, sh
 from mdsl.run import journal as J
+from mdsl.run import log
 from mdsl.run.backend import RUN_ENV, run_marker
+from mdsl.run.console import Console
+from mdsl.run.errors import Refused
+from mdsl.run.executor import Executor
 from mdsl.run.log import redact_text
 
 SECRET_PATH_RE = re.compile(r"/(?:[^\n\0]*/)?mdsl-secret\.[A-Za-z0-9]{8}")
@@ -120,15 +125,14 @@ def remove_commands(host: str, files: Iterable[J.SecretFileRecord],
     return out
 
 
-def stop_leftovers(runner, state: J.JournalState, executor, *, dry_run: bool = False) -> None:
+def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str, Host], console: Console,
+                   journal: Optional[J.Journal], *, dry_run: bool = False) -> None:
     """Stop what the journal says earlier runs may have left running, remove their temp files.
 
-    `runner` is the Apply (its backends, hosts, journal, say/warn and logger). Raises
-    runner's Refused when a host cannot be checked: running a step again beside its
-    orphan is what this prevents.
+    `journal` records what was checked and removed (None with `dry_run`, which changes nothing).
+    Raises Refused when a host cannot be checked: running a step again beside its orphan is what
+    this prevents.
     """
-    from mdsl.run.apply import Refused
-
     running: Dict[str, List[J.RunningCommand]] = {}
     for r in state.running:
         running.setdefault(r.host, []).append(r)
@@ -136,40 +140,47 @@ def stop_leftovers(runner, state: J.JournalState, executor, *, dry_run: bool = F
     for f in state.secret_files.values():
         files.setdefault(f.host, []).append(f)
     for host in sorted(set(running) | set(files)):
-        if host not in runner.backends or host not in runner.hosts:
-            runner.warn(f"warning: the journal lists commands or temp files an interrupted run may have left on "
-                        f"host {host}, which this run does not reach (not in the plan any more?); check that host "
-                        f"by hand (`mdsl-secret.*` files in its TMPDIR)")
+        if host not in executor.backends or host not in hosts:
+            console.warn(f"warning: the journal lists commands or temp files an interrupted run may have left on "
+                         f"host {host}, which this run does not reach (not in the plan any more?); check that host "
+                         f"by hand (`mdsl-secret.*` files in its TMPDIR)")
             continue
-        h = runner.hosts[host]
-        recs = running.get(host, [])
-        if recs:
-            cmd = stop_command(host, recs, dry_run=dry_run, sudo=h.sudo, sudo_password=h.sudo_password)
-            res = executor.run(cmd, timeout=60)
-            if not res.ok:
-                raise Refused(f"cannot check host {host} for commands the interrupted run left running "
-                              f"(exit {res.exit}): {redact_text(res.stderr.strip()[-300:])}")
-            found = parse_found(res.stdout)
-            for r in recs:
-                if found & set(r.pids):
-                    verb = "would stop" if dry_run else "stopped"
-                    runner.say(f"{verb} `{r.command}` (pid {r.pid} on host {host}), left running by the "
-                               f"interrupted run")
-                    runner.log.info("leftover.stopped" if not dry_run else "leftover.found", host=host,
-                                       pid=r.pid, step=r.step, command=r.command)
-            if not dry_run:
-                runner.journal.commands_checked(host, recs, found)
-        removable = remove_commands(host, files.get(host, []), h.sudo_password)
-        for cmd, paths in removable:
-            if dry_run:
-                runner.say(f"would remove {len(paths)} private temp file(s) the interrupted run left on host {host}")
-                continue
-            res = executor.run(cmd, timeout=60)
-            if not res.ok:
-                runner.warn(f"warning: cannot remove the private temp files the interrupted run left on host "
-                            f"{host}: {redact_text(res.stderr.strip()[-300:])}")
-                continue
-            for p in paths:
-                runner.journal.secret_file_removed(host, p)
-            runner.say(f"removed {len(paths)} private temp file(s) the interrupted run left on host {host}")
-            runner.log.info("leftover.removed", host=host, files=len(paths))
+        if running.get(host):
+            _stop_commands(hosts[host], running[host], executor, console, journal, dry_run)
+        for cmd, paths in remove_commands(host, files.get(host, []), hosts[host].sudo_password):
+            _remove_files(host, cmd, paths, executor, console, journal, dry_run)
+
+
+def _stop_commands(h: Host, recs: List[J.RunningCommand], executor: Executor, console: Console,
+                   journal: Optional[J.Journal], dry_run: bool) -> None:
+    cmd = stop_command(h.name, recs, dry_run=dry_run, sudo=h.sudo, sudo_password=h.sudo_password)
+    res = executor.run(cmd, timeout=60)
+    if not res.ok:
+        raise Refused(f"cannot check host {h.name} for commands the interrupted run left running "
+                      f"(exit {res.exit}): {redact_text(res.stderr.strip()[-300:])}")
+    found = parse_found(res.stdout)
+    for r in recs:
+        if found & set(r.pids):
+            verb = "would stop" if dry_run else "stopped"
+            console.say(f"{verb} `{r.command}` (pid {r.pid} on host {h.name}), left running by the interrupted run")
+            log.get_logger().info("leftover.stopped" if not dry_run else "leftover.found", host=h.name,
+                                  pid=r.pid, step=r.step, command=r.command)
+    if journal is not None and not dry_run:
+        journal.commands_checked(h.name, recs, found)
+
+
+def _remove_files(host: str, cmd: Command, paths: List[str], executor: Executor, console: Console,
+                  journal: Optional[J.Journal], dry_run: bool) -> None:
+    if dry_run:
+        console.say(f"would remove {len(paths)} private temp file(s) the interrupted run left on host {host}")
+        return
+    res = executor.run(cmd, timeout=60)
+    if not res.ok:
+        console.warn(f"warning: cannot remove the private temp files the interrupted run left on host "
+                     f"{host}: {redact_text(res.stderr.strip()[-300:])}")
+        return
+    if journal is not None:
+        for p in paths:
+            journal.secret_file_removed(host, p)
+    console.say(f"removed {len(paths)} private temp file(s) the interrupted run left on host {host}")
+    log.get_logger().info("leftover.removed", host=host, files=len(paths))

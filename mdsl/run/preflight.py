@@ -9,6 +9,7 @@ after (the same path `apply` takes, through its `Executor`).
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
@@ -17,8 +18,11 @@ from mdsl.compile.context import CompileContext
 from mdsl.findings import Finding
 from mdsl.model import BoundPlan, Database, Host
 from mdsl.run.backend import Backend
+from mdsl.run.console import human_bytes
+from mdsl.run.executor import Executor  # the same secret-file and sudo handling as the steps
 from mdsl.run.preflight_hosts import CHECK_TIMEOUT, HostChecks, HostFacts, preflight_finding
 from mdsl.run.preflight_needs import DestNeed, leaves_by_top, plan_needs
+from mdsl.run.secrets import SecretStore
 from mdsl.stores.base import DatabaseProbe
 from mdsl.stores.postgres.commands import RESTORE_PART_FACTOR
 from mdsl.stores.registry import probes_of
@@ -30,8 +34,6 @@ SLACK = 64 << 20  # ...plus this
 class Preflight:
     def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float,
                  journal=None):
-        from mdsl.run.apply import Executor  # the same secret-file and sudo handling as the steps
-
         self.bound = bound
         self.ctx = CompileContext(bound)
         self.needs = plan_needs(bound, leaves_by_top(compiled))
@@ -122,7 +124,7 @@ class Preflight:
                 continue
             # Named: where it runs out first, with the kept artifacts already or only with the temporary file.
             first = at if at is not None and avail >= int(_total(kept) * MARGIN) + SLACK else (kept or items)[0][1]
-            notes = [f"`{d.path}` ({human(n)}, from `{d.step.keyword}` at line {d.step.span.line}"
+            notes = [f"`{d.path}` ({human_bytes(n)}, from `{d.step.keyword}` at line {d.step.span.line}"
                      + (", removed when that step ends" if d.temporary else "") + ")" for _, d, n in peak]
             more = []
             if at is not None:
@@ -130,8 +132,9 @@ class Preflight:
                             f"decompressed dump counts {RESTORE_PART_FACTOR:g}x a compressed dump found on the "
                             "host, or the database's size for a dump the plan makes)")
             out.append(preflight_finding(
-                "P404", f"not enough free space on `{host}` for `{first.path}`: {human(avail)} free on "
-                f"{mount}, about {human(need)} needed ({human(total)} estimated x{MARGIN:g} + {human(SLACK)})",
+                "P404", f"not enough free space on `{host}` for `{first.path}`: {human_bytes(avail)} free on "
+                f"{mount}, about {human_bytes(need)} needed "
+                f"({human_bytes(total)} estimated x{MARGIN:g} + {human_bytes(SLACK)})",
                 first.step.span, "free space on that file system, or write to one with room (a different path)",
                 ["lands there: " + "; ".join(notes)] + more, label="file system too small"))
         return out
@@ -172,10 +175,6 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
     if backends is None:
         backends = {}
     if secrets is None:
-        import os
-
-        from mdsl.run.apply import SecretStore
-
         secrets = SecretStore(base_dir=os.path.dirname(os.path.abspath(bound.plan.path)))
     return Preflight(bound, compiled, backends, secrets, timeout, journal).run()
 
@@ -183,13 +182,3 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
 def _total(items) -> int:
     """The bytes of (index, destination, bytes) items."""
     return sum(n for _, _, n in items)
-
-
-def human(n: int) -> str:
-    """Bytes as `12.3 MiB`."""
-    x = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if x < 1024 or unit == "TiB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
-        x /= 1024
-    return f"{n} B"

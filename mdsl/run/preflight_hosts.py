@@ -336,8 +336,6 @@ class HostChecks:
                 parts += sh(f"elif [ ! -d \"$p\" ]; then echo '{i} notdir';",
                             f"elif [ ! -x \"$p\" ]; then echo '{i} unreadable';",
                             f"elif [ -z \"$(ls -A -- \"$p\" | head -c 1)\" ]; then echo '{i} empty';")
-            else:
-                parts += sh(f"elif [ -d \"$p\" ]; then echo '{i} isdir';")
             parts += sh("fi;")
         parts += sh("true")
         r = self.run(self.cmd(parts))
@@ -444,7 +442,6 @@ def _source_finding(src, host: str, verdict: str) -> Finding:
         "unreadable": ("cannot be read by the login user", "run as a user that can read it (`sudo = true` on the "
                        "host), or fix its permissions"),
         "notdir": ("is not a directory", "a dir's `path` names a directory; declare a `file` for a single file"),
-        "isdir": ("is a directory, not a file", "declare a `dir` and use `archive` or `sync` for a directory"),
     }.get(verdict, (f"cannot be read ({verdict})", "look at the path on the host"))
     return preflight_finding("P408", f"{what} {message}", src.step.span, help, (by, "nothing was stopped or changed"),
                              label=verdict)

@@ -54,7 +54,7 @@ class SourceNeed:
 
     host: str
     path: str
-    is_dir: bool
+    is_dir: bool  # a dir's source must be a directory; a transfer or move copies a file or a whole dir
     step: A.Step
     name: str  # the declared dir or file, or the path of an artifact made outside the plan
 
@@ -164,7 +164,7 @@ def plan_needs(bound: BoundPlan, leaves) -> Needs:
         elif isinstance(step, A.Extract):
             n.written[step.dir.name] = None
         elif isinstance(step, (A.Transfer, A.Move)):
-            read(step.source, step, False)
+            read(step.source, step, False)  # a file, or a directory copied whole
             src, dst = key(step.source), key(step.dest)
             if src in n.origins:
                 n.origins[dst] = n.origins[src]

@@ -456,7 +456,7 @@ class _SshProcess:
                 return
             self._stopped = True
         if self.pid is not None:
-            kill = getattr(self.backend, "_kill", None)
+            kill = getattr(self.backend, "kill_groups", None)
             if kill is not None:
                 kill([self.pid])
         self.p.terminate()

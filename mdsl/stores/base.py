@@ -83,6 +83,9 @@ class StoreKind:
     restore_options: Mapping[str, str] = {}
     # The format a `dump` step writes (None when the kind has one only); the checker follows it to the restore.
     dump_format: Callable[[A.Dump], Optional[str]] = lambda step: None
+    # The database is a file on its host that the app opens itself: a restore must leave it owned by the
+    # app's user (`owner`, `mode`; H302 when a restore target declares none).
+    is_file: bool = False
 
 
 @frozen

@@ -18,7 +18,8 @@ from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import CopyArtifact, Shell
 from mdsl.stores.postgres.commands import conninfo
-from mdsl.run.apply import Executor, SecretStore
+from mdsl.run.executor import Executor
+from mdsl.run.secrets import SecretStore
 from mdsl.run.local import LocalBackend
 from mdsl.run.transfer import Copier
 from mdsl.syntax.parser import parse_text

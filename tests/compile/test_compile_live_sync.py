@@ -15,7 +15,8 @@ import pytest
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import Shell
-from mdsl.run.apply import Executor, SecretStore
+from mdsl.run.executor import Executor
+from mdsl.run.secrets import SecretStore
 from mdsl.run.local import LocalBackend
 from mdsl.syntax.parser import parse_text
 

@@ -219,7 +219,7 @@ steps {{
         assert r.returncode == 0, r.stdout + r.stderr
         for k in range(n):
             assert sha256(b.root / f"wide{k}.bin") == sha256(blobs[k])
-        from mdsl.run.ssh import MUX_SESSIONS
+        from mdsl.run.openssh import MUX_SESSIONS
 
         # the Fabric connection, the master, and connections of their own for the copies past its sessions
         assert 2 <= _accepted(c) <= 2 + n - MUX_SESSIONS

@@ -8,7 +8,7 @@ import json
 from mdsl.compile import compile_plan
 from mdsl.check import check_plan
 from mdsl.run import journal as J
-from mdsl.run.apply import make_schedule
+from mdsl.run.schedule import make_schedule
 from mdsl.syntax.parser import parse_text
 from run_helpers import apply
 

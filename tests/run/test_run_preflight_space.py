@@ -15,9 +15,10 @@ import pytest
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.stores.postgres.commands import RESTORE_PART_FACTOR
-from mdsl.run.apply import SecretStore
+from mdsl.run.secrets import SecretStore
 from mdsl.run.local import LocalBackend
-from mdsl.run.preflight import MARGIN, SLACK, human, run_preflight
+from mdsl.run.console import human_bytes
+from mdsl.run.preflight import MARGIN, SLACK, run_preflight
 from mdsl.syntax.parser import parse_text
 
 GiB = 1 << 30
@@ -171,7 +172,7 @@ def test_a_zstd_dump_found_on_the_host_counts_its_decompressed_size(tmp_path):
     text = s.plan(OUTSIDE)
     [f] = s.p404(text, room_for(RESTORE_PART_FACTOR - 1, dump))
     assert f.span.line == line_of(text, "restore b:")
-    assert f"({human(RESTORE_PART_FACTOR * dump)}, from `restore`" in f.notes[0]
+    assert f"({human_bytes(RESTORE_PART_FACTOR * dump)}, from `restore`" in f.notes[0]
     assert s.p404(text, room_for(RESTORE_PART_FACTOR, dump)) == []
 
 
@@ -196,5 +197,5 @@ def test_a_copy_of_a_dump_found_on_another_host_is_measured_there(tmp_path):
     # the copy (300 MiB) and its decompressed copy (5 x 300 MiB) at once
     [f] = s.p404(text, room_for(RESTORE_PART_FACTOR, 300 * MiB))
     assert "(300.0 MiB, from `transfer`" in f.notes[0]
-    assert f"({human(RESTORE_PART_FACTOR * 300 * MiB)}, from `restore`" in f.notes[0]
+    assert f"({human_bytes(RESTORE_PART_FACTOR * 300 * MiB)}, from `restore`" in f.notes[0]
     assert s.p404(text, room_for(RESTORE_PART_FACTOR + 1, 300 * MiB)) == []

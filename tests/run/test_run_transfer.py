@@ -10,7 +10,8 @@ import pytest
 
 from mdsl.model import Host
 from mdsl.compile.actions import CopyArtifact, Location
-from mdsl.run.apply import Executor, SecretStore
+from mdsl.run.executor import Executor
+from mdsl.run.secrets import SecretStore
 from mdsl.run.local import LocalBackend
 from mdsl.run.transfer import Copier, TransferError
 

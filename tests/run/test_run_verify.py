@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from mdsl.compile.actions import DnsCheck, HttpCheck
-from mdsl.run.apply import StepFailed, dns_check, http_check
+from mdsl.run.errors import StepFailed
+from mdsl.run.probes import dns_check, http_check
 
 
 @pytest.fixture

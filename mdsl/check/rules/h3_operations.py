@@ -33,12 +33,15 @@ H301 = Rule(
 )
 
 H302 = Rule(
-    "H302", "files are unpacked into a dir with no owner", W,
+    "H302", "files are unpacked into a dir (or a database file restored) with no owner", W,
     summary=(
         "`extract` and `sync` chown what they write to the target dir's `owner`. Without one, files "
-        "keep the numeric uids and gids of the source machine, which name other users (or nobody) on "
-        "the target: the app cannot read its own uploads, or another account can. Where every end is "
-        "this machine (`local = true` hosts) the uids name the same users, and nothing is reported."),
+        "keep the source's owners as tar and rsync running as root map them: by user and group name "
+        "where the target has that name, else the source's numeric id, which names another user (or "
+        "nobody) there. The app's user may not even exist under the same name: the app cannot read "
+        "its own uploads, or another account can. A `restore` into a SQLite database without `owner` "
+        "leaves the new file to the login user with mode 0600, and the app cannot open it. Where every "
+        "end is this machine (`local = true` hosts) the ids name the same users, and nothing is reported."),
     bad=plan(MOVE, _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
                                   'dir new_files on new { path = "/srv/app/files" }')),
     fixed=plan(MOVE),
@@ -162,18 +165,26 @@ def _job_moved(w, svc, running) -> bool:
 
 
 def unowned(w, step: A.Step, d, pieces) -> None:
-    """H302: extract or sync into a dir that declares no owner."""
+    """H302: extract or sync into a dir, or restore into a database file, that declares no owner."""
     if d.owner is not None:
         return
     hosts = w.bound.hosts
     origins = {p.resource.host for p in pieces} | {d.host}
     if all(hosts[h].local for h in origins):
         return  # every end is this machine: the numeric uids are the same users
+    if d.is_database:
+        w.report(H302.finding(
+            step.span, f"`restore` into {d.name}, which has no `owner`: the new database file belongs to the "
+                       "login user, mode 0600", label=f"{d.name} declares no owner to chown to",
+            notes=("the app opens the file as its own user, which then cannot read or write it",),
+            help=f'declare `owner = "user:group"` (and `mode`, if not 0600) on {d.name}'))
+        return
     w.report(H302.finding(
-        step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's numeric uids",
+        step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, by "
+                   "name where the target has that user, else by numeric id",
         label=f"{d.name} declares no owner to chown to",
         notes=("user and group ids differ between machines: the app's user may be 991 on one and 998 on "
-               "the other",),
+               "the other, or be missing under that name",),
         help=f'declare `owner = "user:group"` on {d.name}'))
 
 

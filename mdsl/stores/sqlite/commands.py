@@ -18,16 +18,21 @@ from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext
 from mdsl.compile.parts import Arg, CompileError, Lit, sh
 from mdsl.syntax import ast as A
 
-# Source opened read-only through a URI (so a missing file is an error, not a new empty database).
+# The source is opened read-write through a URI (`mode=rw`: a missing file is an error, not a new
+# empty database). Read-only would fail on a hot `-journal` left by a writer killed mid-commit
+# ("attempt to write a readonly database"); read-write lets SQLite roll it back, as the app would
+# have on its next start. The writers are stopped by then (the checker's H201 sees to it).
 BACKUP_SCRIPT = (
     "import sqlite3, sys, urllib.parse; "
-    "src = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "src = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=rw\", uri=True); "
     "dst = sqlite3.connect(sys.argv[2]); src.backup(dst); dst.close(); src.close()"
 )
 
+# A copy is checked as an immutable file: a WAL-mode database opened any other way, even read-only,
+# leaves `-wal` and `-shm` files beside it, and the copy is complete in its main file once written.
 CHECK_SCRIPT = (
     "import sqlite3, sys, urllib.parse; "
-    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?mode=ro\", uri=True); "
+    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(sys.argv[1]) + \"?immutable=1\", uri=True); "
     "r = db.execute(\"PRAGMA quick_check\").fetchone()[0]; "
     "sys.exit(0 if r == \"ok\" else \"integrity check failed: \" + r)"
 )
@@ -64,6 +69,9 @@ def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: s
     The stale `-wal`/`-shm`/`-journal` files of the replaced database are
     removed first: SQLite would otherwise replay an old WAL onto the new file.
     Without `replace` an existing database is refused rather than overwritten.
+    The new file belongs to the database's `owner` and has its `mode` (else those
+    of the file it replaces, else the login user's and 0600); a directory made for
+    it belongs to `owner` too, so the app can create its `-wal` and `-shm` there.
     """
     known = ctx.format_of(host, path)
     if known is not None and known.engine != "sqlite":
@@ -76,12 +84,18 @@ def restore(ctx: CompileContext, step: A.Restore, db: Sqlite, host: str, path: s
     guard = () if replace else sh(
         "{ [ ! -s", target, "] || { echo", Arg(f"mdsl: {db.path} exists; add `replace` to overwrite it"),
         ">&2; exit 1; }; } &&")
+    folder = Arg(parent(db.path))
+    make_folder = sh("{ [ -d", folder, "] || { mkdir -p --", folder,
+                     *(sh("&& chown --", Arg(db.owner), folder) if db.owner else ()), "; }; } &&")
+    like_before = sh("{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
+                     "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&")
+    declared = (sh("chown --", Arg(db.owner), new, "&&") if db.owner else ()) + (
+        sh("chmod", Arg(db.mode), "--", new, "&&") if db.mode else ())
     cmd = ctx.command(host, sh(
-        "umask 077 && mkdir -p --", Arg(parent(db.path)), "&&", *guard,
+        "umask 077 &&", *make_folder, *guard,
         "cp -f --", Arg(path), new, "&&",
         PYTHON, "-c", script(CHECK_SCRIPT), new, "&&",
-        "{ [ ! -e", target, "] || {", "chown", Arg(db.path, "--reference="), "--", new, "2>/dev/null;",
-        "chmod", Arg(db.path, "--reference="), "--", new, "; }; } &&",
+        *like_before, *declared,
         "rm -f --", Arg(db.path + "-wal"), Arg(db.path + "-shm"), Arg(db.path + "-journal"), "&&",
         "mv -f -T --", new, target,
     ), tools=(PYTHON, "cp", "mv", "rm", "chown", "chmod"))

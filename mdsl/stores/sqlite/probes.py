@@ -41,12 +41,15 @@ def pair_findings(source, target, restore_step, plain, version, probe_of) -> Lis
     return []
 
 
-# Preflight: a missing file is reported (exit 3) rather than opened, which would create it.
+# Preflight: a missing file is reported (exit 3) rather than opened, which would create it. Without a
+# `-wal` beside it no writer has the database open, and it is read as immutable: a read-only open of a
+# WAL-mode database would leave `-wal` and `-shm` files behind that it may not remove.
 PROBE_SCRIPT = (
     "import os, sqlite3, sys, urllib.parse; p = sys.argv[1]; "
     "os.path.exists(p) or sys.exit(3); "
-    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(p) + \"?mode=ro\", uri=True); "
-    "r = db.execute(\"PRAGMA quick_check\").fetchone()[0]; "
+    "how = \"?mode=ro\" if os.path.exists(p + \"-wal\") else \"?immutable=1\"; "
+    "db = sqlite3.connect(\"file:\" + urllib.parse.quote(p) + how, uri=True); "
+    "r = db.execute(\"PRAGMA quick_check\").fetchone()[0]; db.close(); "
     "print(os.path.getsize(p)) if r == \"ok\" else sys.exit(\"integrity check failed: \" + r)"
 )
 

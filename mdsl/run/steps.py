@@ -1,0 +1,267 @@
+"""Running the compiled steps: each step's actions in order, its artifacts hashed, the outcome journaled.
+
+A parallel block's members (and lanes) run in threads, each in a copy of the
+caller's context (structlog's bound context, `current_step`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Tuple
+
+from attrs import define, field
+
+from mdsl.model import Host
+from mdsl.compile.actions import (
+    CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command, parse_hash_answer, untrusted_answer,
+)
+from mdsl.compile.parts import Command
+from mdsl.compile.plan import CompiledStep
+from mdsl.run import journal as J
+from mdsl.run import log
+from mdsl.run.backend import BackendError, Result
+from mdsl.run.console import Console, human_bytes
+from mdsl.run.errors import StepFailed
+from mdsl.run.executor import Executor, current_step
+from mdsl.run.probes import dns_check, http_check
+from mdsl.run.progress import Progress
+from mdsl.run.transfer import Copier, TransferError
+
+STDERR_TAIL = 12  # lines of a failed command's stderr shown
+
+_CUTOVER = ("{what} starts the app on the data that was copied: from here on it takes writes that the old "
+            "source never sees, so going back to the source would lose them. Run it?")
+
+
+@define
+class Stats:
+    """Counters for the summary."""
+
+    ran: int = 0
+    skipped: int = 0
+    bytes_moved: int = 0
+    lock: threading.Lock = field(factory=threading.Lock)
+
+    def add_bytes(self, n: int) -> None:
+        """Count bytes copied between hosts."""
+        with self.lock:
+            self.bytes_moved += n
+
+
+class StepRunner:
+    """Runs steps through an executor, journaling each; `known_sha`: artifacts' hashes from the journal."""
+
+    def __init__(self, executor: Executor, hosts: Dict[str, Host], journal: J.Journal, console: Console,
+                 progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats):
+        self.executor, self.hosts, self.journal = executor, hosts, journal
+        self.console, self.progress = console, progress
+        self.known_sha, self.stats = known_sha, stats
+        self.log = log.get_logger()
+
+    def run_top(self, top: CompiledStep, todo: List[CompiledStep], position: str) -> None:
+        """One top-level step (`todo`: its leaves still to run), shown as `position` (`[3/8]`)."""
+        if top.is_parallel:
+            self._run_parallel(top, todo, position)
+        else:
+            self._run_leaf(top, position)
+
+    def _run_parallel(self, top: CompiledStep, todo: List[CompiledStep], position: str) -> None:
+        destructive = [m for m in todo if m.destructive]
+        if destructive:
+            self.console.ask(f"parallel block {top.id} has destructive steps: "
+                             + "; ".join(m.summary for m in destructive) + ". Run it?", f"step {top.id}")
+        cutover = [m for m in todo if m.cutover]
+        if cutover and not destructive:
+            self.console.ask(_CUTOVER.format(what="; ".join(m.summary for m in cutover)), f"step {top.id}")
+        self.console.say(f"{position} {top.title}")
+        self._run_block(top, set(m.id for m in todo))
+
+    def _run_block(self, block: CompiledStep, todo) -> None:
+        """One thread per member of the block, and per lane (`sequence`): a lane runs its steps in order
+        (a block inside it, its members at once) and stops at its first failure; the other members
+        and lanes run on to their end. `todo`: the ids of the steps to run."""
+        members = [m for m in block.members if any(x.id in todo for x in m.leaves())]
+        with ThreadPoolExecutor(max_workers=max(1, len(members)), thread_name_prefix="mdsl-step") as pool:
+            futs = [pool.submit(contextvars.copy_context().run, self._run_member, m, todo) for m in members]
+            failures = []
+            for f in futs:
+                try:
+                    f.result()
+                except StepFailed as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    def _run_member(self, m: CompiledStep, todo) -> None:
+        if m.is_sequence:
+            for s in m.members:
+                if any(x.id in todo for x in s.leaves()):
+                    self._run_member(s, todo)
+        elif m.is_parallel:
+            self._run_block(m, todo)
+        else:
+            self._run_leaf(m, f"  [{m.id}]", True)
+
+    def _run_leaf(self, leaf: CompiledStep, prefix: str, asked: bool = False) -> None:
+        log.unbind("host")
+        log.bind(step=leaf.id, label=leaf.label)
+        current_step.set(leaf.id)
+        if leaf.destructive and not asked:
+            self.console.ask(f"step {leaf.id} `{leaf.summary}` destroys data. Run it?", f"step {leaf.id}")
+        elif leaf.cutover and not asked:
+            self.console.ask(_CUTOVER.format(what=f"step {leaf.id} `{leaf.summary}`"), f"step {leaf.id}")
+        self.journal.step_started(leaf.id, leaf.fingerprint)
+        self.log.info("step.start", kind=leaf.kind, line=leaf.line)
+        t = time.monotonic()
+        moved = 0
+        produced: Dict[Tuple[str, str], Tuple[str, int]] = {}
+        notes: List[str] = []
+        try:
+            try:
+                for action in leaf.actions:
+                    moved += self._perform(action, produced, notes)
+                records = self._hash_artifacts(leaf, produced)
+            except BackendError as exc:
+                raise StepFailed(exc.message, host=exc.host, hint=exc.hint) from None
+        except StepFailed as exc:
+            exc.step = leaf
+            self.journal.step_failed(leaf.id, leaf.fingerprint, time.monotonic() - t, log.redact_text(exc.message),
+                                     exc.host, exc.command)
+            self.log.error("step.failed", error=exc.message, host=exc.host)
+            self.console.say(f"{prefix} {leaf.title} ... FAILED")
+            raise
+        secs = time.monotonic() - t
+        self.journal.step_done(leaf.id, leaf.fingerprint, secs, records, moved)
+        with self.stats.lock:
+            self.stats.ran += 1
+        self.log.info("step.done", seconds=round(secs, 3), bytes=moved)
+        extra = f", {human_bytes(moved)} copied" if moved else ""
+        self.console.say(f"{prefix} {leaf.title} ... ok ({secs:.1f}s{extra})"
+                         + "".join(f"\n{' ' * len(prefix)}   | {line}" for line in notes))
+
+    # -- actions
+
+    def _perform(self, action, produced, notes: List[str]) -> int:
+        """Run one action; returns bytes copied between hosts."""
+        if isinstance(action, Shell):
+            self._shell(action, notes)
+        elif isinstance(action, Poll):
+            self._poll(action)
+        elif isinstance(action, CopyArtifact):
+            return self._copy(action, produced)
+        elif isinstance(action, HttpCheck):
+            self.log.info("verify.http", url=action.url, via=action.via)
+            http_check(action)
+        elif isinstance(action, DnsCheck):
+            dns_check(action)
+        elif isinstance(action, Gate):
+            self.console.say(f"  confirm: {action.message}")
+            self.console.ask(f"{action.message} Continue?", f"the gate `confirm {action.message!r}`")
+        else:  # pragma: no cover
+            raise StepFailed(f"unknown action {type(action).__name__}")
+        return 0
+
+    def _shell(self, action: Shell, notes: List[str]) -> None:
+        log.bind(host=action.command.host)
+        self.log.info("command.run", command=action.command.render(masked=True))
+        watcher = self._watch(action)
+        try:
+            res = self.executor.run(action.command, timeout=action.timeout)
+        except BackendError as exc:
+            raise StepFailed(exc.message, host=exc.host, command=action.command.render(masked=True),
+                             hint=exc.hint) from None
+        finally:
+            if watcher:
+                watcher()
+        if not res.ok:
+            raise _fail(action.command, res, action.what)
+        if action.show_output:
+            notes.extend(log.redact_text(res.stdout).splitlines()[-STDERR_TAIL:])
+
+    def _poll(self, action: Poll) -> None:
+        log.bind(host=action.command.host)
+        deadline = time.monotonic() + action.timeout
+        while True:
+            res = self.executor.run(action.command, timeout=max(5.0, action.timeout))
+            if res.ok == action.want_ok:
+                return
+            if time.monotonic() >= deadline:
+                what = f"{action.what}: still {'not ' if action.want_ok else ''}so after {action.timeout:g}s"
+                raise _fail(action.command, res, what)
+            time.sleep(action.interval)
+
+    def _watch(self, action: Shell):
+        """While a dump/archive runs, show the size of its growing `.part` (TTY only)."""
+        progress = self.progress
+        if action.watch is None or not progress.enabled:
+            return None
+        task = progress.task(action.what)
+        stop = threading.Event()
+        h = action.command
+
+        def poll():
+            from mdsl.compile.actions import size_command
+
+            current_step.set(None)  # a size probe: nothing to stop after a crash, nothing to journal
+            while not stop.wait(1.0):
+                try:
+                    res = self.executor.run(size_command(h.host, action.watch.path, sudo=h.sudo,
+                                                         sudo_password=h.sudo_password), timeout=10)
+                    if res.ok:
+                        task.set_completed(int(res.stdout.split()[1]))
+                except Exception:  # noqa: BLE001 - progress is best effort
+                    pass
+
+        th = threading.Thread(target=contextvars.copy_context().run, args=(poll,), daemon=True)
+        th.start()
+
+        def finish():
+            stop.set()
+            th.join(timeout=2)
+            task.done()
+
+        return finish
+
+    def _copy(self, action: CopyArtifact, produced) -> int:
+        log.bind(host=action.dest.host)
+        task = self.progress.task(f"{action.source} -> {action.dest.host}")
+        copier = Copier(self.executor, self.hosts, on_bytes=task.advance, on_total=task.set_total)
+        try:
+            copied = copier.copy(action, self.known_sha.get((action.source.host, action.source.path)))
+        except TransferError as exc:
+            raise StepFailed(exc.message, host=exc.host, command=exc.command, stderr=exc.stderr) from None
+        finally:
+            task.done()
+        produced[(action.dest.host, action.dest.path)] = (copied.sha256, copied.size)
+        self.stats.add_bytes(copied.bytes_sent)
+        return copied.bytes_sent
+
+    def _hash_artifacts(self, leaf: CompiledStep, produced) -> List[J.ArtifactRecord]:
+        out = []
+        for a in leaf.artifacts:
+            key = (a.host, a.path)
+            if key in produced:
+                sha, size = produced[key]
+            else:
+                h = self.hosts[a.host]
+                cmd = hash_command(a.host, a.path, sudo=h.sudo, sudo_password=h.sudo_password)
+                res = self.executor.run(cmd)
+                if not res.ok:
+                    raise _fail(cmd, res, f'hashing the artifact {a.host}:"{a.path}"')
+                got = parse_hash_answer(res.stdout)
+                if got is None:
+                    raise StepFailed(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout),
+                                     host=a.host, command=cmd.render(masked=True), stderr=res.stderr)
+                sha, size = got
+            self.known_sha[key] = sha
+            out.append(J.ArtifactRecord(a.host, a.path, None if a.secret else sha, size))
+        return out
+
+
+def _fail(cmd: Command, res: Result, what: str) -> StepFailed:
+    status = f"killed by {res.signal} (exit status {res.exit})" if res.signal else f"exit status {res.exit}"
+    return StepFailed(f"{what}: {status}", host=cmd.host, command=cmd.render(masked=True),
+                      exit=res.exit, stderr=res.stderr)
