@@ -38,7 +38,7 @@ SENTINEL = "mdsl: restore complete"
 
 def _wrapper(programs: Tuple[str, ...]) -> str:
     """`sh -c` text running the first of `programs` found, with the option file first when there is one."""
-    names = " or ".join(programs)
+    names = " nor ".join(programs)
     find = " || ".join(f"command -v {p}" for p in programs)
     return (f'p=$({find}) || {{ echo "mdsl: neither {names} is installed" >&2; exit 127; }}; '
             f'exec "$p" ${{{OPTION_FILE_VAR}:+"--defaults-extra-file=${OPTION_FILE_VAR}"}} "$@"')

@@ -70,7 +70,8 @@ def probe(ctx, run, db: Mysql) -> DatabaseProbe:
     r = run(sql_command(ctx, db, _probe_sql(db.database), "--connect-timeout=10"))
     if r.exit == 127:
         return MysqlProbe(False, skipped=True)
-    fields = r.stdout.strip().split("\t") if r.ok else []
+    lines = r.stdout.rstrip("\n").split("\n")
+    fields = lines[-1].split("\t") if r.ok else []
     if len(fields) == 6 and fields[2].isdigit():
         version, user, exists, size, hidden, collations = fields
         flavour = "MariaDB" if "mariadb" in version.lower() else "MySQL"
