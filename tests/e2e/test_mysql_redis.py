@@ -1,6 +1,6 @@
 """MariaDB and Redis moved between the two sshd test hosts, with a live writer until the stop (issue 12).
 
-MariaDB: a Nextcloud-like database (330k rows, utf8mb4 emoji, BLOBs, a view, a trigger and a procedure
+MariaDB: a Nextcloud-like database (327k rows, utf8mb4 emoji, BLOBs, a view, a trigger and a procedure
 whose DEFINER exists only on the source), password over TCP on the old host, unix_socket as root on the
 new one; afterwards every table's CHECKSUM TABLE and row count match and the view, trigger and
 procedure work. Redis: every type, TTLs, two logical databases, a target holding keys of its own.
@@ -10,6 +10,7 @@ Mistakes are refused in preflight with nothing changed.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,8 +44,14 @@ class SqlWriter:
 
     def kill(self) -> None:
         if self.pidfile.exists():
-            import subprocess
             subprocess.run(["sh", "-c", self.stop], timeout=30, check=False)
+
+
+def _marker_service(name: str, host: str, writes: str, marker: Path) -> str:
+    """A stand-in for the app on the new host (H301 wants the moved data written at the end)."""
+    m = shlex.quote(str(marker))
+    return (f"service {name} on {host} {{\n  start = {plan_str('touch ' + m)}\n  stop = {plan_str('rm -f ' + m)}\n"
+            f"  status = {plan_str('test -f ' + m)}\n  writes = [{writes}]\n  initially = stopped\n}}")
 
 
 def _apply(plan: Path, *extra: str) -> str:
@@ -56,7 +63,8 @@ def _apply(plan: Path, *extra: str) -> str:
 
 
 def _mysql_plan(tmp_path: Path, ssh_hosts, source: MariaDbServer, target: MariaDbServer, writer: SqlWriter,
-                *, password_env: str = "MDSL_E2E_MYSQL_PASSWORD", database: str = NEXTCLOUD_DB) -> Path:
+                *, password_env: str = "MDSL_E2E_MYSQL_PASSWORD", database: str = NEXTCLOUD_DB,
+                start_again: bool = False) -> Path:
     a, b = ssh_hosts.a, ssh_hosts.b
     dump_a, dump_b = a.root / "outbox" / "nc.sql.zst", b.root / "inbox" / "nc.sql.zst"
     plan = tmp_path / "nextcloud-mariadb.plan"
@@ -66,11 +74,13 @@ def _mysql_plan(tmp_path: Path, ssh_hosts, source: MariaDbServer, target: MariaD
 {source.plan_decl("old_db", "a", database=database, user=NEXTCLOUD_USER, password_env=password_env)}
 {target.plan_decl("new_db", "b", socket=True, run_as="root", fresh=True)}
 {writer.decl("old_app", "a", "old_db")}
+{_marker_service("new_app", "b", "new_db", b.root / "new_app.running")}
 steps {{
   stop old_app
   dump old_db to a:{plan_str(str(dump_a))}
   transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
   restore b:{plan_str(str(dump_b))} into new_db replace
+{"  start new_app" if start_again else ""}
 }}
 """)
     return plan
@@ -78,8 +88,7 @@ steps {{
 
 def test_nextcloud_like_mariadb_moves_whole_with_definers_fixed(ssh_hosts, mariadb_source, mariadb_target, tmp_path):
     writer = SqlWriter(mariadb_source, tmp_path / "writer")
-    plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, mariadb_target, writer)
-    import subprocess
+    plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, mariadb_target, writer, start_again=True)
     subprocess.run(["sh", "-c", writer.start], check=True, timeout=30)
     try:
         time.sleep(1.0)  # rows arrive while the plan starts
@@ -89,7 +98,7 @@ def test_nextcloud_like_mariadb_moves_whole_with_definers_fixed(ssh_hosts, maria
     written = int(mariadb_source.sql("SELECT COUNT(*) FROM oc_comments WHERE actor_id = 'writer'", NEXTCLOUD_DB))
     assert written > 10
     src, dst = mariadb_source.table_sums(NEXTCLOUD_DB), mariadb_target.table_sums(NEXTCLOUD_DB)
-    assert dst == src and sum(s.rows for s in dst.values()) > 330_000
+    assert dst == src and sum(s.rows for s in dst.values()) > 320_000
     # secondary keys were added after the rows, and are all there
     assert "UNIQUE KEY `fs_storage_path_hash`" in mariadb_target.sql("SHOW CREATE TABLE oc_filecache", NEXTCLOUD_DB)
     # the definer does not exist on the target: the objects are now root's and work
@@ -102,7 +111,7 @@ def test_nextcloud_like_mariadb_moves_whole_with_definers_fixed(ssh_hosts, maria
     assert int(mariadb_target.sql("SELECT n FROM oc_comment_counts WHERE object_id = 'live'", NEXTCLOUD_DB)) == int(before) + 1
 
 
-@pytest.mark.parametrize("mistake", ["wrong password", "wrong database", "older target"])
+@pytest.mark.parametrize("mistake", ["wrong password", "wrong database", "older target", "hidden routine"])
 def test_mariadb_mistakes_are_refused_in_preflight(ssh_hosts, mariadb_source, mariadb_target, tmp_path, monkeypatch,
                                                    mistake, e2e_base):
     writer = SqlWriter(mariadb_source, tmp_path / "writer")
@@ -114,13 +123,16 @@ def test_mariadb_mistakes_are_refused_in_preflight(ssh_hosts, mariadb_source, ma
     elif mistake == "wrong database":
         plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, target, writer, database="nextclod")
         expected = "no database `nextclod`"
+    elif mistake == "hidden routine":
+        mariadb_source.sql(f"REVOKE SELECT ON mysql.proc FROM '{NEXTCLOUD_USER}'@'127.0.0.1';")
+        plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, target, writer)
+        expected = "GRANT SELECT ON mysql.proc TO 'nextcloud'@'127.0.0.1';"
     else:
         target.stop()
         target.reported_version = "10.5.99-MariaDB"
         target.start()
         plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, target, writer)
         expected = "is older than the server of `old_db`"
-    import subprocess
     subprocess.run(["sh", "-c", writer.start], check=True, timeout=30)
     try:
         r = mdsl("apply", "--yes", str(plan))

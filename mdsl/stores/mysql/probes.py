@@ -4,7 +4,7 @@ dumping user may not read, and server versions and flavours compared across the 
 from __future__ import annotations
 
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from attrs import frozen
 
