@@ -116,6 +116,9 @@ class HostChecks:
         for w in words:
             if "/" in w:
                 parts += sh("[ -x", Arg(w), "] || printf '%s\\n'", Arg(w), ";")
+            elif "|" in w:  # alternatives (`mariadb-dump|mysqldump`): one of them is enough
+                found = " || ".join("command -v " + Arg(name).render() for name in w.split("|"))
+                parts += sh("{", found, "; } >/dev/null 2>&1 || printf '%s\\n'", Arg(w), ";")
             else:
                 parts += sh("command -v", Arg(w), ">/dev/null 2>&1 || printf '%s\\n'", Arg(w), ";")
         parts += sh("true")
@@ -140,7 +143,8 @@ class HostChecks:
                 msg = f"`{word}` does not exist or is not executable on `{self.name}`"
                 help = f"fix `bin` of the database (the directory holding {first.name}), or install it"
             else:
-                msg = f"`{word}` is not installed on `{self.name}` (not found on its PATH)"
+                shown = "` or `".join(word.split("|"))
+                msg = f"`{shown}` is not installed on `{self.name}` (not found on its PATH)"
                 pkg = _PACKAGES.get(word)
                 help = f"install it (Debian/Ubuntu: `apt install {pkg}`)" if pkg else "install it"
                 store_help = next((probes.TOOL_HELP for probes in all_probes() if word in probes.CLIENTS), "")
