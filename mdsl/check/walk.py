@@ -139,7 +139,7 @@ class Walk:
             ss.append(step)
 
         for r in res.values():
-            if r.kind == "dir":
+            if r.is_dir:
                 for d in r.derived:
                     named.setdefault(r.name, set()).add(d.subpath)
 
@@ -214,7 +214,7 @@ class Walk:
         for r in res.values():
             if not r.is_data:
                 continue
-            if r.kind != "dir":
+            if not r.is_dir:
                 self.pieces[r.name] = (Piece(r, None, None, rest=False),)
                 continue
             subs = sorted(by_root.get(uf.find(r.name), ()))
@@ -485,7 +485,7 @@ class Walk:
             h2_order.provisional_used(self, name, s, f"{'moves' if isinstance(s, A.Move) else 'copies'} {name}")
             if isinstance(s, A.Move) and src_ref.sub is None:
                 h2_order.source_lost(self, name, s, f"moves {name} away")
-        kind = src.kind if src.resource is None else (DIR_COPY if src.resource.kind == "dir" else None)
+        kind = src.kind if src.resource is None else (DIR_COPY if src.resource.is_dir else None)
         dst = self.dest(dst_ref, kind)
         if dst.resource is not None:
             h2_order.write_while_running(self, s, dst.resource)
@@ -732,7 +732,7 @@ class Walk:
             src.consumed = True
         if dst.resource is not None:
             self._arrive(s, dst, pieces)
-            st.put(dst, pieces, self.pos, replace=dst.resource.kind != "dir")
+            st.put(dst, pieces, self.pos, replace=not dst.resource.is_dir)
         else:
             st.put(dst, pieces, self.pos, replace=True)
         dst.kind, dst.fmt, dst.producer, dst.verified, dst.gone = kind, fmt, s, verified, None

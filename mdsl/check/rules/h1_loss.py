@@ -153,7 +153,7 @@ def _report_lost(w, step, place: Place, lost: List[Piece]) -> None:
                 f"otherwise copy it somewhere first")
     elif place.resource is None:
         help = "restore, extract or transfer this artifact before deleting it"
-    elif any(p.subpath is not None for p in lost) and res.kind == "dir" and place.resource is res:
+    elif any(p.subpath is not None for p in lost) and res.is_dir and place.resource is res:
         sub = next(p.subpath for p in lost if p.subpath is not None)
         help = (f"archive or move it first (`move` keeps it on the host), or, if it can be rebuilt where the "
                 f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
@@ -202,7 +202,7 @@ def at_end(w) -> None:
         if not r.is_data:
             continue
         place = st.places[name]
-        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.kind == "dir"}
+        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.is_dir}
         for origin in sorted(origins):
             if w.bound.resources[origin].fresh:
                 continue

@@ -166,8 +166,8 @@ def _job_moved(w, svc, running) -> bool:
 
 def unowned(w, step: A.Step, d, pieces) -> None:
     """H302: extract or sync into a dir, or restore into a database file, that declares no owner."""
-    if d.owner is not None:
-        return
+    if d.owner is not None or d.kind == "volume":
+        return  # a volume's files keep their numeric owners: the image's users, the same on every host
     hosts = w.bound.hosts
     origins = {p.resource.host for p in pieces} | {d.host}
     if all(hosts[h].local for h in origins):
@@ -179,9 +179,11 @@ def unowned(w, step: A.Step, d, pieces) -> None:
             notes=("the app opens the file as its own user, which then cannot read or write it",),
             help=f'declare `owner = "user:group"` (and `mode`, if not 0600) on {d.name}'))
         return
+    # Files that come out of a volume keep their numeric owners (tar --numeric-owner, rsync --numeric-ids).
+    how = ("their numeric ids, from a Docker volume" if any(p.resource.kind == "volume" for p in pieces)
+           else "by name where the target has that user, else by numeric id")
     w.report(H302.finding(
-        step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, by "
-                   "name where the target has that user, else by numeric id",
+        step.span, f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, {how}",
         label=f"{d.name} declares no owner to chown to",
         notes=("user and group ids differ between machines: the app's user may be 991 on one and 998 on "
                "the other, or be missing under that name",),
