@@ -179,17 +179,25 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     args.append(Arg(conninfo(db), "--dbname="))
     tools = ["pg_dump"]
     pre = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -rf --", Arg(part), "&&")
+    writers = ctx.writers_of(db.name)
+    if writers:
+        pre = _no_other_clients(ctx, db, writers) + sh("&&") + pre
+        tools.append("psql")
     if fmt == "directory":
         # pg_dump writes the directory itself, so it is written by the run_as user.
         tool = tool_command(ctx, db, tuple(args) + (Arg(part, "--file="),), tools)
         body = pre + (Sub(tool),)
+    elif piped:
+        # sh has no pipefail: pg_dump's own status comes out on fd 3, so its failure (a missing
+        # database, a refused login) is reported as itself, not as a short file afterwards.
+        tool = tool_command(ctx, db, tuple(args), tools)
+        body = pre + sh("rc=$( { {", Sub(tool), "; echo \"$?\" >&3; } |",
+                        "gzip -c" if compress == "gzip" else ZSTD, ">", Arg(part), "; } 3>&1 ) &&",
+                        '{ [ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }; }')
+        tools.append("gzip" if compress == "gzip" else "zstd")
     else:
         tool = tool_command(ctx, db, tuple(args), tools)
-        body = pre + (Sub(tool),)
-        if piped:
-            body += sh("|", "gzip -c" if compress == "gzip" else ZSTD)
-            tools.append("gzip" if compress == "gzip" else "zstd")
-        body += sh(">", Arg(part))
+        body = pre + (Sub(tool),) + sh(">", Arg(part))
     # pg_dump's exit status alone is not trusted (a pipe into gzip or zstd hides it; sh has no pipefail;
     # a full disk or a killed dump can leave a short file): the part is read back before the rename.
     body += _verify_dump(ctx, db, fmt, compress, part, path)
@@ -200,6 +208,21 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
                    watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
+
+
+def _no_other_clients(ctx: CompileContext, db: Postgres, writers) -> Tuple:
+    """`{ CHECK; }` failing when another client is still connected to the database: a service the plan
+    stopped (`writers`) may not really have stopped, and a dump now would miss what it still writes."""
+    sql = ("select string_agg(format('%s (pid %s, %s, since %s)', usename, pid, coalesce(nullif(application_name, ''),"
+           " client_addr::text, 'local socket'), date_trunc('second', backend_start)), '; ') from pg_stat_activity"
+           " where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'")
+    query = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -A -t"), Arg(conninfo(db), "--dbname="),
+                                   Arg(sql, "--command=")), ("psql",))
+    stopped = ", ".join(writers)
+    return sh("{ others=$(", Sub(query), ") || exit 1; [ -z \"$others\" ] || { printf '%s\\n'",
+              Arg(f"mdsl: {db.name} still has clients after {stopped} stopped: "), "\"$others\"",
+              Arg("mdsl: stop whatever still writes it (or check that the stop really stopped it), then run again"),
+              ">&2; exit 1; }; }")
 
 
 # The last lines pg_dump writes in plain format (PostgreSQL 9.x to 17); a plain dump without them
