@@ -87,6 +87,12 @@ def _password_files(db: Postgres) -> Tuple[Tuple[str, SecretText], ...]:
 
 # The variable naming the env file of a database inside a container.
 CONTAINER_ENV = "MDSL_PGENV"
+_CLIENTS = ("pg_dump", "pg_restore", "psql", "createdb", "dropdb")
+
+
+def _on_host(db: Postgres, tools) -> Tuple[str, ...]:
+    """The programs a command needs on the database's host: not PostgreSQL's own for a database in a container."""
+    return tuple(t for t in tools if not (db.container and t in _CLIENTS))
 
 
 def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
@@ -204,7 +210,7 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     tools.append("pg_restore" if fmt != "plain" else "tail")
     body += sh("&& mv -f -T --", Arg(part), Arg(path))
     ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress))
-    cmd = ctx.command(host, body, tools=tuple(tools) + ("mkdir", "mv", "rm"))
+    cmd = ctx.command(host, body, tools=_on_host(db, tools) + ("mkdir", "mv", "rm"))
     return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
                    watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
@@ -311,7 +317,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         else:
             body = setup + sh("&&", Sub(psql), "<", src)
         unzip = {"gzip": ("gzip",), "zstd": ("zstd",)}.get(known.compress, ())
-        cmd = ctx.command(db.host, body, tools=("tail", "grep") + unzip)
+        cmd = ctx.command(db.host, body, tools=_on_host(db, ("tail", "grep") + unzip))
         return [Shell(cmd, f"restore {db.name}: psql (plain dump)", step_timeout(step, DEFAULT_TIMEOUT))], []
 
     made = {"part": False, "auto": False}  # what the bodies below use: a part file, the CPU count
@@ -367,7 +373,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         what = "pg_restore (format read from the file)"
     if made["auto"]:
         body = auto_jobs() + body  # nproc is optional (the fallback covers a host without it): not a tool
-    cmd = ctx.command(db.host, body, tools=tools)
+    cmd = ctx.command(db.host, body, tools=_on_host(db, tools))
     dests = [RestorePart(db.host, tmp, None, Location(host, path), if_zstd=known is None)] if made["part"] else []
     return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))], dests
 
