@@ -51,7 +51,7 @@ if [ ! -s "$data/PG_VERSION" ]; then
   echo "host all all 127.0.0.1/32 trust" >> "$data/pg_hba.conf"
 fi
 exec postgres -D "$data" -c listen_addresses=127.0.0.1 -c unix_socket_directories=/var/run/postgresql \\
-  -c fsync=off -c full_page_writes=off
+  -c fsync=off -c full_page_writes=off "$@"
 """
 
 
@@ -82,13 +82,18 @@ def _copy(src: str, root: Path) -> None:
     shutil.copy2(os.path.realpath(src), dst)
 
 
-def build_rootfs(root: Path, app_script: Path) -> Path:
-    """A directory to `docker import`: sh and a few tools, PostgreSQL 15, python3 and the app, their libraries."""
-    programs = list(_PROGRAMS) + [str(PG_BIN / p) for p in _PG_PROGRAMS]
+def copy_programs(root: Path, programs) -> Path:
+    """Host programs and the libraries `ldd` names, at their paths under `root` (a small image's content)."""
     for p in programs:
         _copy(p, root)
         for lib in _libraries(p):
             _copy(lib, root)
+    return root
+
+
+def build_rootfs(root: Path, app_script: Path) -> Path:
+    """A directory to `docker import`: sh and a few tools, PostgreSQL 15, python3 and the app, their libraries."""
+    copy_programs(root, list(_PROGRAMS) + [str(PG_BIN / p) for p in _PG_PROGRAMS])
     for so in PG_LIB.glob("*.so"):  # plpgsql, dict_snowball, the encoding conversions initdb loads
         if so.name.startswith("llvmjit"):  # JIT: 100 MB of LLVM that a test database never uses
             continue
