@@ -42,10 +42,12 @@ COMPOSE = (
 PROJECT_NAME = (
     "mdsl_project() { ( cd -- \"$(dirname -- \"$1\")\" || exit 1;"
     " if docker compose version >/dev/null 2>&1; then"
-    " docker compose -f \"$1\" config --format json | sed -n 's/^  \"name\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' | head -n 1;"
+    " docker compose -f \"$1\" config --format json"
+    " | sed -n 's/^  \"name\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' | head -n 1;"
     " else p=${COMPOSE_PROJECT_NAME:-};"
     " if [ -z \"$p\" ] && [ -f .env ]; then"
-    " p=$(sed -n 's/^[[:space:]]*COMPOSE_PROJECT_NAME[[:space:]]*=[[:space:]]*//p' .env | tail -n 1 | tr -d \"\\\"'\\r\");"
+    " p=$(sed -n 's/^[[:space:]]*COMPOSE_PROJECT_NAME[[:space:]]*=[[:space:]]*//p' .env"
+    " | tail -n 1 | tr -d \"\\\"'\\r\");"
     " fi; [ -n \"$p\" ] || p=$(basename -- \"$PWD\");"
     " printf '%s\\n' \"$p\" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_\\n-'; fi ); };"
 )
@@ -83,7 +85,8 @@ def _project_name(s: Service) -> Tuple[Part, ...]:
 
 def _compose_running(s: Service) -> Tuple[Part, ...]:
     """Succeeds when every container of the (listed) services runs, healthy where it has a healthcheck."""
-    check_ids = sh('[ -n "$ids" ] || { echo "mdsl: no container of', Lit('${mdsl_s:-the project}'), 'yet" >&2; exit 1; };',
+    check_ids = sh('[ -n "$ids" ] || { echo "mdsl: no container of', Lit('${mdsl_s:-the project}'),
+                   'yet" >&2; exit 1; };',
                    'for id in $ids; do st=$(docker inspect', _STATE, '-- "$id") || exit 2;',
                    f'case "$st" in {_UP}) ;; *) echo "mdsl: $id is $st" >&2; exit 1;; esac; done')
     if s.compose_services:

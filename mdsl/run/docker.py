@@ -194,7 +194,8 @@ class DockerChecks:
         if self.needs.started_before(db.host, self.needs.databases.get(db.name, 0)):
             return ""
         state = "is not running" if r.ok else "does not exist"
-        return f"container `{db.container}` {state} on `{db.host}`, and no step before the database's first use starts it"
+        return (f"container `{db.container}` {state} on `{db.host}`, and no step before the database's first use "
+                "starts it")
 
     # -- P408: a volume the plan reads
 

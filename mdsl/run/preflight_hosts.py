@@ -245,7 +245,8 @@ class HostChecks:
         for key, (kind, path) in wanted.items():
             p = Arg(path)
             if kind == "volume":  # `path` is the volume's name: measured at its mountpoint
-                probe = sh("p=$(docker volume inspect --format '{{.Mountpoint}}' --", p, ") && du -sb -- \"$p\" | cut -f1")
+                probe = sh("p=$(docker volume inspect --format '{{.Mountpoint}}' --", p,
+                           ") && du -sb -- \"$p\" | cut -f1")
             elif kind == "zstd":
                 # As the restore decides when it runs: a directory or pg_dump's archive is read in place.
                 probe = sh("if [ -d", p, "]; then echo 0; elif [ -e", p, "]; then if [ \"$(head -c 5 <", p,

@@ -19,7 +19,9 @@ HEAD = """plan "docker"
 host a { ssh = "root@10.0.0.1" }
 host b { ssh = "root@10.0.0.2" }
 host here { local = true }
-service old_app on a { compose = "/srv/my app/docker-compose.yml"  services = ["server", "ml"]  writes = [old_cache, old_pg] }
+service old_app on a {
+  compose = "/srv/my app/docker-compose.yml"  services = ["server", "ml"]  writes = [old_cache, old_pg]
+}
 service old_all on a { compose = "/srv/my app/docker-compose.yml" }
 service new_app on b { compose = "/srv/immich/docker-compose.yml"  writes = [new_cache, new_pg]  initially = stopped }
 service vw on a { container = "vaultwarden" }
@@ -28,7 +30,9 @@ volume new_cache on b { docker = "immich_model-cache"  fresh = true }
 volume here_cache on here { docker = "immich_model-cache"  fresh = true }
 dir old_dir on a { path = "/srv/data" }
 postgres old_pg on a { container = "immich_postgres"  database = "immich"  user = "postgres" }
-postgres new_pg on b { container = "immich_postgres"  database = "immich"  user = "postgres"  password = env("PW")  fresh = true }
+postgres new_pg on b {
+  container = "immich_postgres"  database = "immich"  user = "postgres"  password = env("PW")  fresh = true
+}
 """
 
 
@@ -159,7 +163,8 @@ def test_a_container_databases_password_travels_in_an_env_file_never_in_argv():
 
 
 def test_hostile_names_stay_single_words():
-    bound = resolve(parse_text(HEAD.replace("/srv/my app/", "/srv/a'b;$(x)/") + "steps {\n  stop old_app\n}\n", "x.plan"))
+    text = HEAD.replace("/srv/my app/", "/srv/a'b;$(x)/") + "steps {\n  stop old_app\n}\n"
+    bound = resolve(parse_text(text, "x.plan"))
     cp = compile_plan(bound)
     [act, _] = [a.command.render() for s in cp.leaves() for a in s.actions]
     assert "'/srv/a'\"'\"'b;$(x)/docker-compose.yml'" in act

@@ -127,7 +127,8 @@ def build_rootfs(root: Path, app_script: Path) -> Path:
     shutil.copy2(app_script, root / "app" / app_script.name)
     etc = root / "etc"
     etc.mkdir(exist_ok=True)
-    (etc / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\npostgres:x:{PG_UID}:{PG_UID}::/var/lib/postgresql:/bin/sh\n"
+    (etc / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\n"
+                                f"postgres:x:{PG_UID}:{PG_UID}::/var/lib/postgresql:/bin/sh\n"
                                 f"app:x:{APP_UID}:{APP_UID}::/app:/bin/sh\n")
     (etc / "group").write_text(f"root:x:0:\npostgres:x:{PG_UID}:\napp:x:{APP_UID}:\n")
     for d, mode, uid in (("tmp", 0o1777, 0), ("var/run/postgresql", 0o775, PG_UID),
