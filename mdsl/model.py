@@ -58,6 +58,7 @@ class Resource:
     kind = "?"
     is_data = True
     is_database = False
+    is_dir = False  # a tree of files: a `dir`, or a Docker `volume` (archived, extracted and synced alike)
 
 
 @frozen
@@ -85,6 +86,18 @@ class Dir(Resource):
     mode: Optional[str] = None
     derived: Tuple[Derived, ...] = ()
     kind = "dir"
+    is_dir = True
+
+
+@frozen
+class Volume(Dir):
+    """A named Docker volume: a dir whose path is its mountpoint, which Docker tells at apply time.
+
+    `path` stays empty (no step can name a location inside it); its files keep their numeric owners.
+    """
+
+    docker: str = ""  # the volume's name as `docker volume ls` shows it
+    kind = "volume"
 
 
 @frozen
@@ -109,6 +122,9 @@ class Service(Resource):
     writes: Tuple[str, ...] = ()
     reads: Tuple[str, ...] = ()
     initially_running: bool = True
+    compose: Optional[str] = None  # a Compose project's file: stopped and started with `docker compose`
+    compose_services: Tuple[str, ...] = ()  # some of the project's services (none: all of them)
+    container: Optional[str] = None  # one Docker container: `docker stop` / `docker start`
     kind = "service"
     is_data = False
 

@@ -96,7 +96,7 @@ class PlanIndex:
         self._links = _Subpaths()
         self._lanes = False
         for r in bound.resources.values():
-            if r.kind == "dir":
+            if r.is_dir:
                 for d in r.derived:
                     self._named.setdefault(r.name, set()).add(d.subpath)
         self._number(bound.steps)
@@ -226,7 +226,7 @@ class PlanIndex:
         for r in self.bound.resources.values():
             if not r.is_data:
                 continue
-            if r.kind != "dir":
+            if not r.is_dir:
                 pieces[r.name] = (Piece(r, None, None, rest=False),)
                 continue
             subs = sorted(by_root.get(self._links.find(r.name), ()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 from typing import Dict, List, Optional, Tuple
 
+from mdsl import docker
 from mdsl.check.rules.base import Rule
 from mdsl.check.rules.e_plan import E102, E103, E104, E105, E106
 from mdsl.findings import Finding
@@ -34,12 +35,14 @@ _SCHEMAS = {
     "service": {
         "systemd": ("strs", False), "start": ("str", False), "stop": ("str", False),
         "status": ("str", False), "writes": ("names", False), "reads": ("names", False),
-        "initially": ("state", False),
+        "initially": ("state", False), **docker.SERVICE_SCHEMA,
     },
+    "volume": docker.VOLUME_SCHEMA,
     **{kind: store.schema for kind, store in STORES.items()},
 }
 DATABASE_KINDS = tuple(STORES)
-DATA_KINDS = DATABASE_KINDS + ("dir", "file")
+DIR_KINDS = ("dir", "volume")
+DATA_KINDS = DATABASE_KINDS + DIR_KINDS + ("file",)
 
 # Options every step takes, and per step keyword.
 _COMMON_OPTIONS = {"timeout": "int"}
@@ -68,7 +71,7 @@ _TYPE_WORDS = {
 # What each step's names must be, in the order they are checked: a location, or a declaration of a role.
 _ROLES = {
     "service": (("service",), "a service"), "database": (DATABASE_KINDS, "a database"),
-    "dir": (("dir",), "a dir"), "host": (("host",), "a host"),
+    "dir": (DIR_KINDS, "a dir or volume"), "host": (("host",), "a host"),
 }
 _STEP_NAMES = {
     A.Stop: (("services", "service"),), A.Start: (("services", "service"),), A.Restart: (("services", "service"),),
@@ -225,12 +228,15 @@ class _Resolver:
 
     def resource(self, d: A.ResourceDecl, at) -> Resource:
         b = Binding(d, at, lambda message, span, help: self.err(E106, message, span, help=help))
-        if d.derived and d.kind != "dir":
+        if d.derived and d.kind not in DIR_KINDS:
             self.err(E106, f"`derived` belongs to a dir, not a {d.kind}", d.derived[0].span)
         store = STORES.get(d.kind)
         if store is not None:
             return store.bind(b)
-        if d.kind == "dir":
+        why = docker.owner_error(at.get("owner")) if d.kind in ("dir", "file") else None
+        if why:
+            b.error(why, "owner")
+        if d.kind in DIR_KINDS:
             derived = []
             for dv in d.derived:
                 sub = normpath(dv.subpath.value)
@@ -238,6 +244,8 @@ class _Resolver:
                     self.err(E106, "a `derived` subpath must be relative and inside the dir", dv.subpath.span)
                     continue
                 derived.append(Derived(sub, dv.rebuild.value, dv.span))
+            if d.kind == "volume":
+                return docker.bind_volume(b, tuple(derived))
             return Dir(path=b.path(), owner=at.get("owner"), mode=at.get("mode"), derived=tuple(derived),
                        **b.common())
         if d.kind == "file":
@@ -249,19 +257,23 @@ class _Resolver:
         writes = self.data_refs(at.get("writes", ()), "a service's `writes`")
         reads = self.data_refs(at.get("reads", ()), "a service's `reads`")
         systemd = at.get("systemd", ())
-        if systemd and any(k in at for k in ("start", "stop", "status")):
+        run_by_docker = docker.bind_service(b)  # compose/container, checked there; None for other services
+        if run_by_docker is not None:
+            pass
+        elif systemd and any(k in at for k in ("start", "stop", "status")):
             self.err(E106, f"service `{d.name.name}` has both `systemd` units and start/stop commands",
                      d.name.span, help="use `systemd = [...]` or `start`/`stop`/`status`, not both")
         elif not systemd and not ("start" in at and "stop" in at):
-            self.err(E106, f"service `{d.name.name}` needs `systemd = [units]` or `start` and `stop` commands",
-                     d.name.span, label="how is it started and stopped?")
+            self.err(E106, f"service `{d.name.name}` needs `systemd = [units]`, `start` and `stop` commands, "
+                     "`compose` or `container`", d.name.span, label="how is it started and stopped?")
         for u in systemd:
             if not u or u.startswith("-") or any(c.isspace() for c in u) or "/" in u:
                 self.err(E106, f"`{u}` is not a systemd unit name", self._attr_span(d, "systemd"))
         initially = at.get("initially")
         return Service(systemd=tuple(systemd), start=at.get("start"), stop=at.get("stop"),
                        status=at.get("status"), writes=writes, reads=reads,
-                       initially_running=(initially is None or initially.name == "running"), **b.common())
+                       initially_running=(initially is None or initially.name == "running"),
+                       **(run_by_docker or {}), **b.common())
 
     def data_refs(self, refs, where) -> Tuple[str, ...]:
         out = []

@@ -365,7 +365,7 @@ class Walk:
             self._use(facts, name, f"{'moves' if moves else 'copies'} {name}")
             if moves and facts.src_ref.sub is None:
                 self._lose_source(facts, name, f"moves {name} away")
-        kind = src.kind if src.resource is None else (DIR_COPY if src.resource.kind == "dir" else None)
+        kind = src.kind if src.resource is None else (DIR_COPY if src.resource.is_dir else None)
         dst = facts.dst = self.dest(self.ref(s.dest), kind)
         if dst.resource is not None:
             facts.into = dst.resource
@@ -465,7 +465,7 @@ class Walk:
             src.consumed = True
         if dst.resource is not None:
             self._arrive(s, dst, pieces)
-            st.put(dst, pieces, self.pos, replace=dst.resource.kind != "dir")
+            st.put(dst, pieces, self.pos, replace=not dst.resource.is_dir)
         else:
             st.put(dst, pieces, self.pos, replace=True)
         dst.kind, dst.fmt, dst.producer, dst.verified, dst.gone = kind, fmt, s, verified, None

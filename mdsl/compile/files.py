@@ -17,6 +17,7 @@ from mdsl.compile.context import (
     DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, normalize, option_value, parent, step_timeout,
 )
 from mdsl.compile.parts import Arg, CompileError, Lit, sh
+from mdsl.compile.docker import dir_root, is_volume, remote_in_volume, remote_rsync_path
 from mdsl.syntax import ast as A
 
 _COMPRESS_BY_SUFFIX = ((".tar.zst", "zstd"), (".tzst", "zstd"), (".tar.gz", "gzip"), (".tgz", "gzip"),
@@ -63,9 +64,11 @@ def archive(ctx: CompileContext, step: A.Archive, d: Dir, host: str, path: str):
     comp = archive_compression(step, path)
     part = path + ".part"
     tools = ["tar", "mkdir", "mv", "rm"] + (["gzip"] if comp == "gzip" else ["zstd"] if comp == "zstd" else [])
+    tools += ["docker"] if is_volume(d) else []
+    find, root = dir_root(ctx, d, "mdsl_dir")
     cmd = ctx.command(host, sh(
-        "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
-        "tar --no-unquote -C", Arg(d.path), *_excludes_for_tar(option_value(step, "exclude", ())),
+        "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&", *find,
+        "tar --no-unquote", *_numeric(d), "-C", root, *_excludes_for_tar(option_value(step, "exclude", ())),
         *_tar_compress_flags(comp, False), "-cf", Arg(part), ". &&",
         "mv -f -T --", Arg(part), Arg(path),
     ), tools=tools)
@@ -75,17 +78,22 @@ def archive(ctx: CompileContext, step: A.Archive, d: Dir, host: str, path: str):
             [Destination(host, path, None, d.name)])
 
 
-def _empty(d: Dir):
+def _numeric(d: Dir):
+    # A volume's files belong to the image's numeric users (999 for postgres), never to the host's names.
+    return (Lit("--numeric-owner"),) if is_volume(d) else ()
+
+
+def _empty(root):
     # Everything inside the dir, not the dir itself (its mode and ownership stay).
-    return sh("find", Arg(d.path), "-mindepth 1 -maxdepth 1 -exec rm -rf -- '{}' + &&")
+    return sh("find", root, "-mindepth 1 -maxdepth 1 -exec rm -rf -- '{}' + &&")
 
 
-def _own(d: Dir):
+def _own(d: Dir, root):
     out = ()
     if d.owner:
-        out += sh("&& chown -R --", Arg(d.owner), Arg(d.path))
+        out += sh("&& chown -R --", Arg(d.owner), root)
     if d.mode:
-        out += sh("&& chmod --", Arg(d.mode), Arg(d.path))
+        out += sh("&& chmod --", Arg(d.mode), root)
     return out
 
 
@@ -102,10 +110,13 @@ def extract(ctx: CompileContext, step: A.Extract, d: Dir, host: str, path: str):
     replace = bool(option_value(step, "replace", False))
     tools = ["tar", "mkdir", "find", "rm"] + (["chown"] if d.owner else []) + (
         ["zstd"] if comp == "zstd" else ["gzip"] if comp == "gzip" else [])
+    find, root = dir_root(ctx, d, "mdsl_dir", create=True)
+    make = find if is_volume(d) else sh("mkdir -p --", root, "&&")
     cmd = ctx.command(host, sh(
-        "mkdir -p --", Arg(d.path), "&&", *(_empty(d) if replace else ()),
-        "tar --no-unquote -C", Arg(d.path), *_tar_compress_flags(comp, True), "-xpf", Arg(path), *_own(d),
-    ), tools=tools)
+        *make, *(_empty(root) if replace else ()),
+        "tar --no-unquote", *_numeric(d), "-C", root, *_tar_compress_flags(comp, True), "-xpf", Arg(path),
+        *_own(d, root),
+    ), tools=tools + (["docker"] if is_volume(d) else []))
     return [Shell(cmd, f"extract into {d.name}" + (" (emptied first)" if replace else ""),
                   step_timeout(step, DEFAULT_TIMEOUT))]
 
@@ -180,7 +191,7 @@ _SLACK = 2
 _MARK_RECENT = "! -type d -newermt \"@$t\" -exec touch -h -d @0 -- {} +"
 
 
-def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir) -> Tuple[Tuple, Tuple]:
+def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir, b_root) -> Tuple[Tuple, Tuple]:
     """(what starts the live pass: `t` = the source's clock, what ends it: stale target files to mtime 0)."""
     if remote_src is not None:  # the target pulls: ask the source for its clock
         clock = (Lit("t=$("), Lit(ssh_command(remote_src)), Arg(remote_src.login), Lit("date +%s) &&"))
@@ -189,10 +200,13 @@ def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir) 
     start = (Lit("("), *clock, Lit(f"t=$((t - {_SLACK})) || exit 1;"))
     if remote_dst is not None:  # the source pushes: mark on the target through ssh (one remote shell line)
         sudo = (Lit("sudo -n"),) if _sudo_without_password(remote_dst) else ()
-        mark = (Lit(ssh_command(remote_dst)), Arg(remote_dst.login), *sudo, Lit("find -P"),
-                Arg(shlex.quote(b.path)), Lit(_MARK_RECENT))
+        if is_volume(b):  # found in its mountpoint there: `find -P .`
+            find = (Arg(remote_in_volume(b, _sudo_without_password(remote_dst), "find")), Lit("-P ."))
+        else:
+            find = (*sudo, Lit("find -P"), Arg(shlex.quote(b.path)))
+        mark = (Lit(ssh_command(remote_dst)), Arg(remote_dst.login), *find, Lit(_MARK_RECENT))
     else:
-        mark = (Lit("find -P"), Arg(b.path), Lit(_MARK_RECENT))
+        mark = (Lit("find -P"), b_root, Lit(_MARK_RECENT))
     end = (Lit(_LIVE_24 + ' if [ "$rc" -eq 0 ]; then'), *mark,
            Lit('|| { echo "mdsl: cannot mark the files the live pass may have torn" >&2; rc=1; }; fi; exit "$rc")'))
     return start, end
@@ -212,9 +226,11 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     if live:
         ctx.live_pairs.add(pair)
     runner, remote_src, remote_dst = _where_to_run(ctx, a.host, b.host)
-    src = remote(remote_src, a.path.rstrip("/") + "/") if remote_src else a.path.rstrip("/") + "/"
-    dst = remote(remote_dst, b.path.rstrip("/") + "/") if remote_dst else b.path.rstrip("/") + "/"
+    find_src, src = _sync_end(ctx, a, remote_src, "mdsl_src", False)
+    find_dst, dst = _sync_end(ctx, b, remote_dst, "mdsl_dst", True)
     args = [Lit("rsync -a --protect-args")]
+    if is_volume(a) or is_volume(b):
+        args.append(Lit("--numeric-ids"))  # a volume's files belong to the image's numeric users
     if mirror:
         args.append(Lit("--delete"))
     for s in option_value(step, "exclude", ()):
@@ -224,19 +240,42 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     other = remote_src or remote_dst
     if other is not None:
         args.append(Arg(ssh_command(other), "--rsh="))
-        if _sudo_without_password(other):
+        far = a if remote_src else b
+        if is_volume(far):  # the far rsync runs in the volume's mountpoint (made first, if it is the target)
+            args.append(Arg(remote_rsync_path(ctx, far, _sudo_without_password(other), far is b), "--rsync-path="))
+        elif _sudo_without_password(other):
             args.append(Lit("--rsync-path='sudo -n rsync'"))
-    rsync = (*args, Lit("--"), Arg(src), Arg(dst))
+    rsync = (*args, Lit("--"), src, dst)
     if live:
-        start, end = _live_marks(remote_src, remote_dst, b)
+        start, end = _live_marks(remote_src, remote_dst, b, _root_word(dst))
         rsync = (*start, *rsync, Lit(";"), *end)
-    mk = () if remote_dst else sh("mkdir -p --", Arg(b.path), "&&")
-    cmd = ctx.command(runner, (*mk, *rsync) + tuple(
-        sh("&& chmod --", Arg(b.mode), Arg(b.path)) if (b.mode and not remote_dst) else ()),
-        tools=("rsync",) + (("ssh",) if other else ()))
+    mk = find_src + find_dst
+    if not remote_dst and not is_volume(b):
+        mk += sh("mkdir -p --", Arg(b.path), "&&")
+    chmod = sh("&& chmod --", Arg(b.mode), _root_word(dst)) if (b.mode and not remote_dst) else ()
+    docker = ("docker",) if (is_volume(a) and not remote_src) or (is_volume(b) and not remote_dst) else ()
+    cmd = ctx.command(runner, (*mk, *rsync) + chmod, tools=("rsync",) + (("ssh",) if other else ()) + docker)
     what = f"rsync {a.name} -> {b.name}" + (" (live pass)" if live else " (final pass)" if mirror else "")
-    return ([Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)],
-            [Destination(b.host, b.path, None, a.name)])
+    dests = [] if is_volume(b) else [Destination(b.host, b.path, None, a.name)]
+    return [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)], dests
+
+
+def _sync_end(ctx: CompileContext, d: Dir, far: Optional[Host], var: str, create: bool):
+    """(shell that finds the dir here, rsync's word for its content): `PATH/`, `"$var/"` for a volume
+    here, `login:PATH/` or `login:./` (a volume there, whose mountpoint the far rsync starts in)."""
+    if far is not None:
+        return (), Arg(remote(far, "./" if is_volume(d) else d.path.rstrip("/") + "/"))
+    find, root = dir_root(ctx, d, var, create=create)
+    if is_volume(d):
+        return find, Lit(f'"${var}/"')
+    return find, Arg(d.path.rstrip("/") + "/")
+
+
+def _root_word(content_word):
+    """The dir itself from rsync's word for its content (`"$var/"` -> `"$var"`, `PATH/` -> `PATH`)."""
+    if isinstance(content_word, Lit):
+        return Lit(content_word.text.replace('/"', '"'))
+    return Arg(content_word.value.rstrip("/") or "/")
 
 
 def transfer(ctx: CompileContext, step: A.Transfer, src: Location, dst: Location):

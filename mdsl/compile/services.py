@@ -1,4 +1,5 @@
-"""Services: systemd units (`systemctl`), or the operator's start/stop/status commands."""
+"""Services: systemd units (`systemctl`), the operator's start/stop/status commands, or Docker
+(a Compose project or one container: mdsl/docker/commands.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from mdsl.model import Service
 from mdsl.compile.actions import Poll, Shell
 from mdsl.compile.context import SERVICE_TIMEOUT, CompileContext, step_timeout
 from mdsl.compile.parts import Arg, Lit, sh
+from mdsl.compile import docker
 from mdsl.syntax import ast as A
 
 
@@ -19,6 +21,8 @@ def _control(ctx: CompileContext, step: A.Step, s: Service, verb: str, running: 
     """`verb` the service, then wait until systemctl is-active (or its status command) says `running`."""
     t = step_timeout(step, SERVICE_TIMEOUT)
     state = f"{s.name} {'running' if running else 'stopped'}"
+    if s.compose or s.container:
+        return docker.control(ctx, step, s, verb)
     if s.systemd:
         # systemctl start/stop waits for the units; is-active afterwards must agree.
         return [Shell(ctx.command(s.host, sh(f"systemctl {verb} --", *_units(s)), tools=("systemctl",)),

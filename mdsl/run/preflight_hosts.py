@@ -15,8 +15,9 @@ from mdsl.findings import Finding, Severity
 from mdsl.model import Database, Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
 from mdsl.check.rules.base import Rule
-from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408
+from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P409
 from mdsl.compile.context import CompileContext
+from mdsl.run.docker import DockerChecks
 from mdsl.run.preflight_needs import DestNeed, Needs
 from mdsl.stores.base import DatabaseProbe
 from mdsl.stores.registry import all_probes, probes_of
@@ -65,6 +66,7 @@ class HostChecks:
         self.needs, self.ctx, self.executor, self.host, self.b = needs, ctx, executor, host, backend
         self.facts = HostFacts()
         self.name = host.name
+        self.docker = DockerChecks(self, needs.docker)
 
     def cmd(self, parts, run_as: Optional[str] = None) -> Command:
         return self.ctx.command(self.name, parts, run_as=run_as)
@@ -84,8 +86,8 @@ class HostChecks:
                 e.hint or "check the host's `ssh`, `port`, `identity` and `known_hosts`", label="unreachable"))
             return self.facts
         self.facts.reachable = True
-        checks = ((P402, self.tools), (P403, self.versions), (P406, self.databases), (P404, self.sizes),
-                  (P407, self.destinations), (P405, self.services), (P408, self.sources))
+        checks = ((P402, self.tools), (P409, self.docker.go), (P403, self.versions), (P406, self.databases),
+                  (P404, self.sizes), (P407, self.destinations), (P405, self.services), (P408, self.sources))
         try:
             for code, check in checks:
                 try:
@@ -206,6 +208,13 @@ class HostChecks:
                                                 [f"tried: {probes.auth_text(db)}"], label=label))
 
     def _probe(self, db: Database) -> DatabaseProbe:
+        if getattr(db, "container", None):
+            why = self.docker.database_reachable(db)
+            if why == "":  # not running yet, but an earlier step starts Docker services there
+                return DatabaseProbe(False, skipped=True)
+            if why is not None:
+                return DatabaseProbe(False, error=why, help="start the container first, or start its service "
+                                     "in an earlier step; `container` names it as `docker ps` shows it")
         try:
             return probes_of(db).probe(self.ctx, self.run, db)
         except KeyError as e:  # the password's env var / file is missing on this machine
@@ -233,11 +242,14 @@ class HostChecks:
             if src is None:
                 continue
             kind, key, host, path = src
-            if host == self.name and kind in ("dir", "file", "zstd"):
+            if host == self.name and kind in ("dir", "file", "zstd", "volume"):
                 wanted[key] = (kind, path)
         for key, (kind, path) in wanted.items():
             p = Arg(path)
-            if kind == "zstd":
+            if kind == "volume":  # `path` is the volume's name: measured at its mountpoint
+                probe = sh("p=$(docker volume inspect --format '{{.Mountpoint}}' --", p,
+                           ") && du -sb -- \"$p\" | cut -f1")
+            elif kind == "zstd":
                 # As the restore decides when it runs: a directory or pg_dump's archive is read in place.
                 probe = sh("if [ -d", p, "]; then echo 0; elif [ -e", p, "]; then if [ \"$(head -c 5 <", p,
                            "| tr -cd A-Z)\" = PGDMP ]; then echo 0; else stat -L -c %s --", p, "; fi; fi")

@@ -10,7 +10,8 @@ from attrs import define, field, frozen
 
 from mdsl.compile.actions import Location
 from mdsl.compile.context import option_value
-from mdsl.model import BoundPlan, Database, Service
+from mdsl.model import BoundPlan, Database, Service, Volume
+from mdsl.run.docker import DockerNeeds
 from mdsl.stores.postgres.commands import RestorePart
 from mdsl.stores.registry import probes_of
 from mdsl.syntax import ast as A
@@ -74,6 +75,7 @@ class Needs:
     copied_from: Dict[Tuple[str, str], Tuple[str, str]] = field(factory=dict)
     resources: Dict[str, object] = field(factory=dict)  # the plan's declarations, by name
     sources: List[SourceNeed] = field(factory=list)
+    docker: DockerNeeds = field(factory=DockerNeeds)
 
     def size_source(self, d: DestNeed) -> Optional[Tuple[str, str, str, str]]:
         """(kind, key, host, path) of what decides how much lands at `d`.
@@ -97,6 +99,8 @@ class Needs:
             return None
         if r.is_database:
             return "database", r.name, r.host, ""
+        if isinstance(r, Volume):
+            return "volume", r.name, r.host, r.docker
         return ("dir" if r.kind == "dir" else "file"), r.name, r.host, r.path
 
 
@@ -131,6 +135,8 @@ class _NeedsWalk:
     def read(self, t: A.Target, step: A.Step, is_dir: bool) -> None:
         """A step reads `t`: a source to prove, unless an earlier step put it there."""
         n, place = self.needs, self.bound.place(t)
+        if isinstance(self.bound.resources.get(place.resource), Volume):
+            return  # Docker's checks prove it (mdsl/run/docker.py)
         if place.resource is not None and place.subpath is None:
             if place.resource not in n.written:
                 n.sources.append(SourceNeed(place.host, place.path, is_dir, step, place.resource))
@@ -150,6 +156,7 @@ class _NeedsWalk:
                                     order, temporary=part, if_zstd=part and d.if_zstd))
         if db is not None:
             n.databases.setdefault(db.name, db)
+        n.docker.step(order, step, self.bound.resources)
         if isinstance(step, (A.Stop, A.Start, A.Restart)):
             for s in step.services:
                 svc = self.bound.resources.get(s.name)

@@ -227,6 +227,7 @@ class SshHost:
         # a killed apply could not remove is removed with the base dir, never left in /tmp.
         self.tmpdir = confdir / "tmp"
         self.authorized_keys = authorized_keys
+        self.env: dict[str, str] = {}  # more variables for the host's sessions (DOCKER_HOST: dockerd.py)
         self.port: int = 0
         self._proc: subprocess.Popen | None = None
         self._ref: ProcRef | None = None
@@ -280,7 +281,7 @@ class SshHost:
                     "PubkeyAuthentication yes",
                     "PermitRootLogin prohibit-password",
                     # bash skips ~/.bashrc (pyenv init, ~85 ms) for ssh commands when SHLVL>=2
-                    f"SetEnv SHLVL=1 TMPDIR={self.tmpdir}",
+                    f"SetEnv SHLVL=1 TMPDIR={self.tmpdir}" + "".join(f" {k}={v}" for k, v in self.env.items()),
                     "PrintMotd no",
                     "PrintLastLog no",
                     "X11Forwarding no",

@@ -99,7 +99,7 @@ def _lost_help(step: A.Step, place: Place, lost: List[Piece]) -> str:
                 f"otherwise copy it somewhere first")
     if place.resource is None:
         return "restore, extract or transfer this artifact before deleting it"
-    if any(p.subpath is not None for p in lost) and res.kind == "dir" and place.resource is res:
+    if any(p.subpath is not None for p in lost) and res.is_dir and place.resource is res:
         sub = min(p.subpath for p in lost if p.subpath is not None)
         return (f"archive or move it first (`move` keeps it on the host), or, if it can be rebuilt where the "
                 f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
@@ -135,7 +135,7 @@ def left_behind(walk) -> Iterator[Finding]:
         if not r.is_data:
             continue
         place = st.places[name]
-        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.kind == "dir"}
+        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.is_dir}
         for origin in sorted(origins):
             if walk.bound.resources[origin].fresh:
                 continue

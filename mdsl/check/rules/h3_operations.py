@@ -111,8 +111,8 @@ def unowned(facts, walk) -> Iterator[Finding]:
     d, step = facts.into, facts.step
     if isinstance(step, A.Restore) and not store_of(d).is_file:
         return  # a database server owns its files
-    if d.owner is not None:
-        return
+    if d.owner is not None or d.kind == "volume":
+        return  # a volume's files keep their numeric owners: the image's users, the same on every host
     pieces = walk.pieces[step.source.name] if isinstance(step, A.Sync) else facts.pieces
     hosts = walk.bound.hosts
     origins = {p.resource.host for p in pieces} | {d.host}
@@ -125,9 +125,11 @@ def unowned(facts, walk) -> Iterator[Finding]:
             notes=("the app opens the file as its own user, which then cannot read or write it",),
             help=f'declare `owner = "user:group"` (and `mode`, if not 0600) on {d.name}')
         return
+    # Files that come out of a volume keep their numeric owners (tar --numeric-owner, rsync --numeric-ids).
+    how = ("their numeric ids, from a Docker volume" if any(p.resource.kind == "volume" for p in pieces)
+           else "by name where the target has that user, else by numeric id")
     yield H302.finding(
-        f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, by name where "
-        "the target has that user, else by numeric id", step.span,
+        f"`{step.keyword}` into {d.name}, which has no `owner`: files keep the source's owners, {how}", step.span,
         label=f"{d.name} declares no owner to chown to",
         notes=("user and group ids differ between machines: the app's user may be 991 on one and 998 on "
                "the other, or be missing under that name",),

@@ -55,10 +55,14 @@ P404 = Rule(
 )
 
 P405 = Rule(
-    "P405", "a systemd unit or service command does not exist", ERROR,
+    "P405", "a systemd unit, service command, container or Compose project does not exist", ERROR,
     summary=(
         "Every unit named in a service's `systemd = [...]` must exist on its host (and every start/"
-        "stop/status command must be runnable), or stopping and starting services fails midway."),
+        "stop/status command must be runnable), or stopping and starting services fails midway. "
+        "Likewise every `container` a service names, and every Compose project (`compose`) with the "
+        "`services` listed from it. An image a project the plan starts needs that is not on the host "
+        "is a warning: `docker compose up` would pull it during the downtime, or fail where no "
+        "registry answers."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
     fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
     source="unit names differ between a hand-built install and a distribution's module, and the seed moved "
@@ -101,3 +105,33 @@ P408 = Rule(
     source="issue #16: a missing source passed preflight and the site stayed down after the stop.",
     also=(WARNING,),
 )
+
+P409 = Rule(
+    "P409", "Docker does not answer on a host that needs it", ERROR,
+    summary=(
+        "A host with a Compose or container service, a `volume`, or a database inside a `container` "
+        "needs its Docker daemon to answer the login user: through the `docker` group, or as root "
+        "(`sudo = true` on the host). A volume's files are read and written at its mountpoint under "
+        "Docker's data root, which only root can enter."),
+    bad="The new host's login user is not in the `docker` group, and the host has no `sudo = true`.",
+    fixed="Add the user to the `docker` group (and log in again), or declare `sudo = true` on the host.",
+    source="Docker's socket is root's (or the docker group's); most Compose installs are run with sudo.",
+)
+
+P410 = Rule(
+    "P410", "a Compose project will not use the volumes the plan fills", ERROR,
+    summary=(
+        "Compose prefixes every volume with the project's name: COMPOSE_PROJECT_NAME (in the "
+        "environment or the project's `.env`), the file's top-level `name:` (v2), else the "
+        "directory's name, lowercased. The same compose file deployed from `/srv/immich2` instead of "
+        "`/srv/immich` uses `immich2_model-cache`, so after the plan filled `immich_model-cache` the "
+        "app starts on new, empty volumes (and may initialise them). Preflight asks Compose on the "
+        "target which names the project will use and compares them with the volumes the plan fills "
+        "there, before anything is stopped. `mdsl check` warns of what it can tell from the plan "
+        "alone (H308)."),
+    bad="The plan fills `immich_model-cache` on new, where the project lives in /srv/immich2/docker-compose.yml.",
+    fixed="Deploy it in /srv/immich (or set `name: immich`, or COMPOSE_PROJECT_NAME=immich in its `.env`).",
+    source="Compose's documentation on project names; a classic way to lose a Compose app's data in a move.",
+)
+
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410)

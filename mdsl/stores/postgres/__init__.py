@@ -10,6 +10,7 @@ from typing import Optional, Union
 
 from attrs import frozen
 
+from mdsl.docker import CONTAINER_SCHEMA, bind_container
 from mdsl.model import Database
 from mdsl.stores.base import Binding, StoreKind
 from mdsl.syntax import ast as A
@@ -27,6 +28,7 @@ class Postgres(Database):
     password: Optional[Union[A.Secret, A.Str]] = None
     run_as: Optional[str] = None
     bin: Optional[str] = None
+    container: Optional[str] = None  # its client programs run inside this Docker container (`docker exec -i`)
     kind = "postgres"
 
 
@@ -46,7 +48,7 @@ def bind(b: Binding) -> Postgres:
         b.error(f"`{b.name}` has both `tcp` and `socket`", "socket", help="a database is reached one way: keep one")
     return Postgres(database=at.get("database", ""), user=at.get("user"), tcp_host=tcp_host, tcp_port=tcp_port,
                     socket=at.get("socket"), password=at.get("password"), run_as=at.get("run_as"),
-                    bin=at.get("bin"), **b.common())
+                    bin=at.get("bin"), container=bind_container(b), **b.common())
 
 
 def dump_format(step: A.Dump) -> str:
@@ -63,7 +65,7 @@ STORE = StoreKind(
     schema={
         "database": ("str", True), "user": ("str", False), "tcp": ("str", False), "socket": ("str", False),
         "port": ("int", False), "password": ("secret", False), "run_as": ("str", False), "fresh": ("bool", False),
-        "bin": ("str", False),
+        "bin": ("str", False), **CONTAINER_SCHEMA,
     },
     bind=bind,
     dump_options={"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},

@@ -5,7 +5,10 @@ every value libpq-quoted, the whole word shell-quoted), so a database name
 like `x host=evil` stays a name. A password never reaches argv: it goes into
 a 0600 PGPASSFILE made for the command. With `run_as` (peer auth over the
 socket, as the seed's NixOS host) only the PostgreSQL tool runs as that user;
-the dump file is written by the connecting user, through a redirect.
+the dump file is written by the connecting user, through a redirect. With `container` every
+PostgreSQL program runs inside that container (`docker exec -i`, the server's own version, no
+client on the host): dumps and plain restores travel on stdin/stdout, and a parallel restore reads
+a copy of the dump made inside the container (removed when the step ends).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mdsl.compile.context import (
     DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout,
 )
 from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
+from mdsl.compile.docker import in_container
 from mdsl.syntax import ast as A
 
 
@@ -75,13 +79,29 @@ def _password_files(db: Postgres) -> Tuple[Tuple[str, SecretText], ...]:
     if not isinstance(db.password, A.Secret):
         raise CompileError(f"the password of `{db.name}` is a literal; use env(\"NAME\") or file(\"PATH\")",
                            db.password.span)
+    if db.container:  # `docker exec --env-file`: a 0600 file of `PGPASSWORD=...`
+        return ((CONTAINER_ENV, SecretText([Lit("PGPASSWORD="), SecretArg(db.password), Lit("\n")])),)
     # host:port:database:user:password, the wildcard fields matching this connection only.
     return (("PGPASSFILE", SecretText([Lit("*:*:*:*:"), SecretArg(db.password, escape="pgpass"), Lit("\n")])),)
 
 
+# The variable naming the env file of a database inside a container.
+CONTAINER_ENV = "MDSL_PGENV"
+_CLIENTS = ("pg_dump", "pg_restore", "psql", "createdb", "dropdb")
+
+
+def _on_host(db: Postgres, tools) -> Tuple[str, ...]:
+    """The programs a command needs on the database's host: not PostgreSQL's own for a database in a container."""
+    return tuple(t for t in tools if not (db.container and t in _CLIENTS))
+
+
 def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
-    """A PostgreSQL client command as the database's `run_as` user, with its PGPASSFILE."""
+    """A PostgreSQL client command as the database's `run_as` user (or inside its container), with its password file."""
     h = ctx.host(db.host)
+    if db.container:
+        env_file = CONTAINER_ENV if db.password is not None else None
+        return Command(db.host, in_container(db.container, tuple(parts), env_file=env_file), sudo=h.sudo,
+                       sudo_password=h.sudo_password, tools=("docker",), secret_files=_password_files(db), argv=True)
     return Command(db.host, parts, run_as=db.run_as, sudo=h.sudo, sudo_password=h.sudo_password, tools=tools,
                    secret_files=_password_files(db), argv=True)
 
@@ -146,6 +166,9 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     version can do (`compress = gzip` keeps pg_dump's own compression, a file pg_restore reads as is).
     """
     fmt = option_value(step, "format", "custom")
+    if fmt == "directory" and db.container:
+        raise CompileError(f"`format = directory` would write the dump inside container `{db.container}`, not on "
+                           f"`{db.host}`", step.span, help=f"dump `{db.name}` in the custom or plain format")
     jobs = option_value(step, "jobs")
     compress = dump_compression(fmt, option_value(step, "compress"))
     piped = (fmt == "plain" and compress in ("gzip", "zstd")) or (fmt == "custom" and compress == "zstd")
@@ -187,7 +210,7 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     tools.append("pg_restore" if fmt != "plain" else "tail")
     body += sh("&& mv -f -T --", Arg(part), Arg(path))
     ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress))
-    cmd = ctx.command(host, body, tools=tuple(tools) + ("mkdir", "mv", "rm"))
+    cmd = ctx.command(host, body, tools=_on_host(db, tools) + ("mkdir", "mv", "rm"))
     return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
                    watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
@@ -233,6 +256,11 @@ def _verify_dump(ctx: CompileContext, db: Postgres, fmt: str, compress: Optional
     # reading every data block into /dev/null does not. A directory dump is read by its writer.
     # A zstd-compressed archive is read through zstd (its own checksum checked on the way).
     zstd = fmt == "custom" and compress == "zstd"
+    if db.container:  # the file is the host's: read on stdin inside the container
+        read = tool_command(ctx, db, (_tool(db, "pg_restore"), Lit("-f /dev/null")), ("pg_restore",))
+        reader = sh(UNZSTD, "<", Arg(part), "|", Sub(read)) if zstd else sh(Sub(read), "<", Arg(part))
+        return sh("&& {", *reader, "|| { echo", Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"),
+                  ">&2; exit 1; }; }")
     read = Command(db.host, (_tool(db, "pg_restore"), Lit("-f /dev/null")) + (() if zstd else (Lit("--"), Arg(part))),
                    run_as=db.run_as if fmt == "directory" else None, sudo=h.sudo, sudo_password=h.sudo_password,
                    tools=("pg_restore",), argv=True)
@@ -289,7 +317,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         else:
             body = setup + sh("&&", Sub(psql), "<", src)
         unzip = {"gzip": ("gzip",), "zstd": ("zstd",)}.get(known.compress, ())
-        cmd = ctx.command(db.host, body, tools=("tail", "grep") + unzip)
+        cmd = ctx.command(db.host, body, tools=_on_host(db, ("tail", "grep") + unzip))
         return [Shell(cmd, f"restore {db.name}: psql (plain dump)", step_timeout(step, DEFAULT_TIMEOUT))], []
 
     made = {"part": False, "auto": False}  # what the bodies below use: a part file, the CPU count
@@ -308,6 +336,8 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         args = _restore_args(db, replace) + jobs_arg
         args.append(Arg(conninfo(db), "--dbname="))
         setup = _exists_or_create(ctx, db)
+        if db.container:
+            return _restore_in_container(ctx, db, kind, parallel, args, setup, path)
         if kind == "zstd" and parallel:
             # pg_restore -j needs a seekable file: decompressed first, before anything in the database changes.
             made["part"] = True
@@ -343,9 +373,40 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         what = "pg_restore (format read from the file)"
     if made["auto"]:
         body = auto_jobs() + body  # nproc is optional (the fallback covers a host without it): not a tool
-    cmd = ctx.command(db.host, body, tools=tools)
+    cmd = ctx.command(db.host, body, tools=_on_host(db, tools))
     dests = [RestorePart(db.host, tmp, None, Location(host, path), if_zstd=known is None)] if made["part"] else []
     return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))], dests
+
+
+def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel: bool, args: list, setup: Tuple,
+                          path: str) -> Tuple:
+    """pg_restore inside the database's container: from stdin, or (parallel) from a copy made inside it.
+
+    A zstd dump is tested whole (`zstd -t`) first: piped into the container, a cut file would only
+    show as a short copy (sh has no pipefail).
+    """
+    src = Arg(path)
+    if kind == "directory":
+        return sh("echo", Arg(f"mdsl: {path} is a directory dump, which pg_restore inside container "
+                              f"{db.container} cannot read"), ">&2; exit 1")
+    test = sh("zstd -q -t <", src, "&&") if kind == "zstd" else ()
+    if not parallel:
+        tool = tool_command(ctx, db, tuple(args), ("pg_restore",))
+        feed = sh(UNZSTD, "<", src, "|", Sub(tool)) if kind == "zstd" else sh(Sub(tool), "<", src)
+        return test + setup + sh("&&") + feed
+    h = ctx.host(db.host)
+    tmp = Lit('"$mdsl_tmp"')
+
+    def inside(parts, stdin: bool) -> Command:
+        return Command(db.host, in_container(db.container, parts, stdin=stdin), sudo=h.sudo,
+                       sudo_password=h.sudo_password, tools=("docker",), argv=True)
+
+    copy = inside(sh("sh -c", Arg('umask 077 && cat > "$1"'), "mdsl-copy", tmp), True)
+    remove = inside(sh("rm -f --", tmp), False)
+    tool = tool_command(ctx, db, tuple(args) + (Lit("--"), tmp), ("pg_restore",))
+    feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
+    return sh("mdsl_tmp=/tmp/mdsl-restore.$$;", *test, "{", *feed, "&&", *setup, "&&", Sub(tool), "; }; rc=$?;",
+              Sub(remove), '; [ "$rc" -eq 0 ]')
 
 
 def _restore_args(db: Postgres, replace: bool) -> list:

@@ -108,7 +108,13 @@ def _auth_help(err: str, db: Postgres) -> str:
 
 
 def version_words(db: Postgres, dumps: bool, restores_archive: bool) -> List[str]:
-    """The clients whose `--version` P403 compares: pg_dump where it dumps, pg_restore where it restores."""
+    """The clients whose `--version` P403 compares: pg_dump where it dumps, pg_restore where it restores.
+
+    None for a database inside a container: its tools are its server's own version, so the servers'
+    versions (compared by `pair_findings`) say it all.
+    """
+    if db.container:
+        return []
     return ([tool_word(db, "pg_dump")] if dumps else []) + ([tool_word(db, "pg_restore")] if restores_archive else [])
 
 

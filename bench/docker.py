@@ -1,0 +1,204 @@
+"""Target 13: a named Docker volume moved between Docker hosts, mdsl against the by-hand way; and a database
+inside a container dumped and restored against the same database on the host.
+
+    python3 bench/docker.py                # 20,000 files, 1 GiB volume; ~1.1 M-row database; 2 rounds
+    python3 bench/docker.py --quick        # 5,000 files, 256 MiB; a small database; 1 round
+    python3 bench/docker.py --write-docs   # put the figures into docs/performance.md
+
+Two sshd test hosts on 127.0.77.2 (a) and .3 (b), each with its own dockerd
+(tests/e2e/dockerd.py) and DOCKER_HOST. The volume `bench_data` on a holds the
+tree of bench/files.py (half small compressible text, half incompressible
+media). Each round, in turn, with the target volume removed before each way:
+
+  by-hand      what the Docker documentation and most guides do, piped over ssh:
+               ssh a 'docker run --rm -v bench_data:/v IMG tar czf - -C /v .' |
+               ssh b 'docker run --rm -i -v bench_data:/v IMG tar xzf - -C /v'
+               (IMG: a small image of this machine's sh, tar and gzip, standing in for busybox)
+  mdsl-sync    `mdsl apply` of `sync old to new` (rsync between the mountpoints, numeric ids,
+               the target volume created with its labels), check and preflight included
+  mdsl-archive `mdsl apply` of archive (zstd) + transfer (sha256 both ends) + extract
+
+The database: the Mastodon-like dataset of tests/e2e/hosts.py, once in a
+PostgreSQL 15 cluster on the host and once in a container of the same
+PostgreSQL 15 (same settings), each dumped and restored into a new database on
+the same host by `mdsl apply` (mdsl's defaults: zstd custom dump, pg_restore -j).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import (
+    E2E, MiB, BenchHosts, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table,
+    write_doc_block,
+)
+from files import make_tree
+
+sys.path.insert(0, str(E2E))
+from dockerd import IMAGE, Dockerd, build_rootfs, copy_programs  # noqa: E402
+
+TOOLS_IMAGE = "mdsl-bench/tools:1"
+PG_SETTINGS = ["-c", "synchronous_commit=off", "-c", "shared_buffers=32MB", "-c", "max_connections=50",
+               "-c", "max_wal_size=1GB"]
+
+
+def volume_way(H, daemons, runs: int, n_files: int, total: int):
+    a, b = H.cluster.a, H.cluster.b
+    da, db = daemons
+    da.docker("volume", "create", "bench_data")
+    src = Path(da.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "bench_data").stdout.strip())
+    print(f"making {n_files} files, {total // MiB} MiB, in volume bench_data on a")
+    make_tree(str(src), n_files, total)
+    real = int(subprocess.run(["du", "-sb", str(src)], capture_output=True, text=True).stdout.split()[0])
+
+    def plan(steps: str, name: str) -> Path:
+        p = H.base / f"{name}.plan"
+        p.write_text(f'''plan "volume bench"
+{H.host_decl("a")}
+{H.host_decl("b")}
+volume old on a {{ docker = "bench_data" }}
+volume new on b {{ docker = "bench_data"  fresh = true }}
+steps {{
+{steps}
+}}
+''')
+        return p
+
+    sync_plan = plan("  sync old to new", "sync")
+    archive_plan = plan(f'  archive old to a:"{a.root}/v.tar.zst"\n  transfer a:"{a.root}/v.tar.zst" to '
+                        f'b:"{b.root}/v.tar.zst"\n  extract b:"{b.root}/v.tar.zst" into new', "archive")
+
+    def clean():
+        db.docker("volume", "rm", "-f", "bench_data", check=False)
+        subprocess.run(["rm", "-f", f"{a.root}/v.tar.zst", f"{b.root}/v.tar.zst"])
+
+    def by_hand(side) -> float:
+        t = time.monotonic()
+        out = subprocess.Popen(H.ssh_base("a") + [f"docker run --rm --network none -v bench_data:/v {TOOLS_IMAGE} "
+                                                  "tar czf - -C /v ."], stdout=subprocess.PIPE)
+        subprocess.run(H.ssh_base("b") + [f"docker run --rm -i --network none -v bench_data:/v {TOOLS_IMAGE} "
+                                          "tar xzf - -C /v"], stdin=out.stdout, check=True)
+        out.stdout.close()
+        assert out.wait() == 0
+        return time.monotonic() - t
+
+    def mdsl(p: Path):
+        return lambda side: mdsl_apply(p).seconds
+
+    print(f"{runs} round(s), {real / MiB:.0f} MiB; {load()}")
+    res = alternate(runs, {"by-hand": by_hand, "mdsl-sync": mdsl(sync_plan), "mdsl-archive": mdsl(archive_plan)},
+                    before=clean)
+    dst = Path(db.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "bench_data").stdout.strip())
+    diff = subprocess.run(["diff", "-rq", str(src), str(dst)], capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stdout[-2000:]
+    hand = res["by-hand"]
+    rows = [[f"`{x.name}`", f"{x.med:.1f}", ", ".join(f"{v:.1f}" for v in x.seconds), f"{x.med / hand.med:.2f}"]
+            for x in (hand, res["mdsl-sync"], res["mdsl-archive"])]
+    return "\n".join([
+        f"Volume: {n_files} files, {real / MiB:.0f} MiB (half small text, half incompressible media) from a "
+        f"Docker volume on a to one on b; median of {runs} alternating round(s).", "",
+        table(["way", "median s", "runs (s)", "ratio to by-hand"], rows), "",
+        f"- ratio mdsl (sync) / by hand (helper containers, tar czf over ssh): "
+        f"**{res['mdsl-sync'].med / hand.med:.2f}**; archive (zstd) + transfer + extract: "
+        f"{res['mdsl-archive'].med / hand.med:.2f}"])
+
+
+def database_way(H, daemons, runs: int, rows: int):
+    a = H.cluster.a
+    da = daemons[0]
+    host_pg = H.postgres("host")
+    host_pg.createdb("app")
+    host_pg.load_dataset("app", rows=rows)
+    da.docker("run", "-d", "--name", "benchpg", "--network", "none", "--user", "999:999", "-v",
+              "benchpg:/var/lib/postgresql/data", IMAGE, "/usr/local/bin/db-entry", *PG_SETTINGS)
+    for _ in range(300):
+        if da.docker("exec", "benchpg", "pg_isready", "-q", check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    da.docker("exec", "benchpg", "createdb", "-U", "postgres", "app")
+    dump = subprocess.Popen([str(host_pg.bindir / "pg_dump"), "-Fc", "-Z0", "-h", str(host_pg.sockdir),
+                             "-p", str(host_pg.port), "-U", "postgres", "app"], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "exec", "-i", "benchpg", "pg_restore", "-U", "postgres", "-d", "app"],
+                   stdin=dump.stdout, env=da.env, check=True)
+    dump.stdout.close()
+    dump.wait()
+    size = int(da.docker("exec", "benchpg", "psql", "-X", "-A", "-t", "-U", "postgres", "-d", "app", "-c",
+                         "select pg_database_size('app')").stdout.strip())
+
+    def plan(decls: str, name: str) -> Path:
+        p = H.base / f"db-{name}.plan"
+        p.write_text(f'''plan "db bench"
+{H.host_decl("a")}
+{decls}
+steps {{
+  dump old to a:"{a.root}/{name}.dump"
+  restore a:"{a.root}/{name}.dump" into new replace
+}}
+''')
+        return p
+
+    sock = f'socket = "{host_pg.sockdir}"  port = {host_pg.port}  bin = "{host_pg.bindir}"'
+    on_host = plan(f'postgres old on a {{ database = "app"  user = "postgres"  {sock} }}\n'
+                   f'postgres new on a {{ database = "copy"  user = "postgres"  {sock}  fresh = true }}', "host")
+    in_container = plan('postgres old on a { container = "benchpg"  database = "app"  user = "postgres" }\n'
+                        'postgres new on a { container = "benchpg"  database = "copy"  user = "postgres"  '
+                        'fresh = true }', "container")
+
+    def clean():
+        subprocess.run(["rm", "-f", f"{a.root}/host.dump", f"{a.root}/container.dump"])
+
+    res = alternate(runs, {"on the host": lambda s: mdsl_apply(on_host).seconds,
+                           "in a container": lambda s: mdsl_apply(in_container).seconds}, before=clean)
+    host, cont = res["on the host"], res["in a container"]
+    rows_md = [[f"`{x.name}`", f"{x.med:.1f}", ", ".join(f"{v:.1f}" for v in x.seconds)] for x in (host, cont)]
+    return "\n".join([
+        f"Database: the Mastodon-like dataset ({rows} statuses, {size / MiB:.0f} MiB on disk), dumped and "
+        f"restored into a new database on the same host by `mdsl apply` (mdsl's defaults); median of {runs} "
+        "alternating round(s).", "",
+        table(["where", "median s", "runs (s)"], rows_md), "",
+        f"- ratio in a container (`container = ...`, docker exec) / on the host: **{cont.med / host.med:.2f}**"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    n_files, total = (5000, 256 * MiB) if args.quick else (20000, 1024 * MiB)
+    rows = 100_000 if args.quick else 1_000_000
+    runs = args.runs or (1 if args.quick else 2)
+    compile_bytecode()
+    with BenchHosts(2) as H:
+        rootfs = build_rootfs(H.base / "rootfs", E2E / "compose_app.py")
+        tools = copy_programs(H.base / "tools", ["/bin/sh", "/bin/tar", "/bin/gzip"])
+        daemons = []
+        try:
+            for h in H.cluster:
+                d = Dockerd(H.base / "docker" / h.name, h.name).start()
+                daemons.append(d)
+                d.import_image(rootfs)
+                d.import_image(tools, TOOLS_IMAGE)
+                h.env["DOCKER_HOST"] = d.host
+                h.restart()
+            H.cluster.write_client_files()
+            volume = volume_way(H, daemons, runs, n_files, total)
+            database = database_way(H, daemons, runs, rows)
+        finally:
+            for d in daemons:
+                d.destroy()
+        end_load = load()
+    text = f"{volume}\n\n{database}\n\n{machine()}; {end_load} at the end."
+    print()
+    print(text)
+    if args.write_docs:
+        write_doc_block("docker", f"`{command_line()}`\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

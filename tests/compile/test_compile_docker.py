@@ -1,0 +1,171 @@
+"""Docker's commands: Compose and container services, volumes (mountpoint, creation with Compose's labels,
+numeric owners), and PostgreSQL inside a container. Every command is valid shell (`sh -n`) and every
+user value is one quoted word."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from mdsl.check.resolve import resolve
+from mdsl.compile import compile_plan
+from mdsl.compile.actions import Poll, Shell
+from mdsl.compile.parts import CompileError
+from mdsl.syntax.parser import parse_text
+
+HEAD = """plan "docker"
+host a { ssh = "root@10.0.0.1" }
+host b { ssh = "root@10.0.0.2" }
+host here { local = true }
+service old_app on a {
+  compose = "/srv/my app/docker-compose.yml"  services = ["server", "ml"]  writes = [old_cache, old_pg]
+}
+service old_all on a { compose = "/srv/my app/docker-compose.yml" }
+service new_app on b { compose = "/srv/immich/docker-compose.yml"  writes = [new_cache, new_pg]  initially = stopped }
+service vw on a { container = "vaultwarden" }
+volume old_cache on a { docker = "immich_model-cache" }
+volume new_cache on b { docker = "immich_model-cache"  fresh = true }
+volume here_cache on here { docker = "immich_model-cache"  fresh = true }
+dir old_dir on a { path = "/srv/data" }
+postgres old_pg on a { container = "immich_postgres"  database = "immich"  user = "postgres" }
+postgres new_pg on b {
+  container = "immich_postgres"  database = "immich"  user = "postgres"  password = env("PW")  fresh = true
+}
+"""
+
+
+def compiled(steps: str):
+    bound = resolve(parse_text(HEAD + "steps {\n" + steps + "\n}\n", "docker.plan"))
+    assert bound.ok, [f.message for f in bound.findings]
+    return compile_plan(bound)
+
+
+def texts(steps: str, kind=None) -> list:
+    cp = compiled(steps)
+    return [a.command.render() for s in cp.leaves() for a in s.actions
+            if isinstance(a, (Shell, Poll)) and (kind is None or isinstance(a, kind))]
+
+
+def valid_shell(text: str) -> None:
+    r = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
+    assert r.returncode == 0, (text, r.stderr)
+
+
+def test_a_compose_service_stops_its_listed_services_and_waits_until_docker_says_they_stopped():
+    act, poll = texts("  stop old_app")
+    for t in (act, poll):
+        valid_shell(t)
+    assert act.startswith("cd -- '/srv/my app' && if docker compose version")
+    assert "mdsl_compose -f '/srv/my app/docker-compose.yml' stop -- server ml" in act
+    # the check asks Docker by Compose's labels, for the project name Compose itself uses
+    assert "mdsl_p=$(mdsl_project '/srv/my app/docker-compose.yml' )" in poll
+    assert "for mdsl_s in server ml ;" in poll and "running*|restarting*|paused*" in poll
+
+
+def test_a_compose_service_starts_with_up_and_no_deps_and_waits_for_running_and_healthy():
+    act, poll = texts("  start old_app")
+    assert "up -d --no-deps -- server ml" in act
+    assert '"running "|"running healthy"' in poll
+    whole, _ = texts("  start old_all")
+    assert whole.endswith("up -d")  # every service of the project, with their dependencies
+
+
+def test_a_container_service_is_docker_stop_and_start():
+    stop, stopped, start, running = texts("  stop vw\n  start vw")
+    assert "docker stop -- vaultwarden" in stop and "docker start -- vaultwarden" in start
+    assert stopped.startswith("for id in vaultwarden ;") and "running*" in stopped
+    assert "-- vaultwarden ) || exit 2;" in running
+    for t in (stop, stopped, start, running):
+        valid_shell(t)
+
+
+def test_a_volume_is_archived_at_its_mountpoint_with_numeric_owners():
+    [archive] = texts('  archive old_cache to a:"/root/cache.tar.zst"')
+    valid_shell(archive)
+    assert "mdsl_dir=$(docker volume inspect --format '{{.Mountpoint}}' -- immich_model-cache )" in archive
+    assert 'tar --no-unquote --numeric-owner -C "$mdsl_dir"' in archive
+    assert "docker volume create" not in archive  # a source is never created
+
+
+def test_a_volume_filled_by_extract_is_created_with_the_labels_of_the_compose_project_declaring_it():
+    [extract] = texts('  extract b:"/root/cache.tar.zst" into new_cache')
+    valid_shell(extract)
+    assert "docker volume inspect -- immich_model-cache >/dev/null 2>&1 ||" in extract
+    # the compose files of the plan's services on b, and only those
+    assert "for f in /srv/immich/docker-compose.yml ;" in extract and "my app" not in extract
+    assert 'if [ "${p}_$k" = immich_model-cache ]' in extract
+    assert "--label com.docker.compose.project=$p --label com.docker.compose.volume=$k" in extract
+    assert extract.index("docker volume create") < extract.index("tar --no-unquote --numeric-owner")
+
+
+def test_a_volume_synced_between_hosts_is_reached_at_both_mountpoints_with_numeric_ids():
+    [sync] = texts("  sync old_cache to new_cache")
+    valid_shell(sync)
+    words = shlex.split(sync)
+    assert "--numeric-ids" in words
+    # the source's mountpoint here, the target's through the far rsync, which starts in it (made first)
+    assert '"$mdsl_src/"' in sync and words[-1] == "root@10.0.0.2:./"
+    [rsync_path] = [w for w in words if w.startswith("--rsync-path=")]
+    far = rsync_path[len("--rsync-path="):]
+    valid_shell(far)
+    script = shlex.split(far)[2]
+    assert "docker volume create" in script and script.endswith('cd "$mdsl_dir" && exec rsync "$@"')
+
+
+def test_a_live_sync_into_a_far_volume_marks_its_files_there():
+    [live] = texts("  sync old_cache to new_cache live")
+    valid_shell(live)
+    assert "find \"$@\"" in live and "-P . ! -type d" in live
+
+
+def test_a_volume_synced_into_a_local_one():
+    [sync] = texts("  sync old_cache to here_cache")
+    valid_shell(sync)
+    assert '"$mdsl_dst/"' in sync and "root@10.0.0.1:./" in sync
+
+
+def test_a_database_in_a_container_is_dumped_and_read_back_through_docker_exec():
+    cp = compiled('  dump old_pg to a:"/root/immich.dump"')
+    [step] = list(cp.leaves())
+    [dump] = [a.command.render() for a in step.actions]
+    valid_shell(dump)
+    assert "docker exec -i immich_postgres pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=immich' ;" in dump
+    assert "zstd -q -dc < /root/immich.dump.part | docker exec -i immich_postgres pg_restore -f /dev/null" in dump
+    tools = dict(step.tools)["a"]
+    assert "docker" in tools and "pg_dump" not in tools  # no PostgreSQL client needed on the host
+
+
+def test_a_directory_dump_of_a_container_database_is_refused():
+    with pytest.raises(CompileError, match="inside container `immich_postgres`"):
+        compiled('  dump old_pg to a:"/root/immich.d" format = directory')
+
+
+def test_a_parallel_restore_into_a_container_reads_a_copy_made_inside_it_and_removes_it():
+    [restore] = texts('  restore b:"/root/immich.dump" into new_pg')
+    valid_shell(restore.replace("<0600 temp file: PGPASSWORD=***>", "/tmp/x"))
+    assert "zstd -q -t < /root/immich.dump &&" in restore
+    assert "docker exec -i immich_postgres sh -c 'umask 077 && cat > \"$1\"' mdsl-copy \"$mdsl_tmp\"" in restore
+    assert '-j "$mdsl_jobs"' in restore and 'rc=$?; docker exec immich_postgres rm -f -- "$mdsl_tmp"' in restore
+
+
+def test_a_container_databases_password_travels_in_an_env_file_never_in_argv():
+    cp = compiled('  restore b:"/root/immich.dump" into new_pg jobs = 1')
+    [step] = list(cp.leaves())
+    [cmd] = [a.command for a in step.actions]
+    shown = cmd.render()
+    assert "MDSL_PGENV=<0600 temp file: PGPASSWORD=***>" in shown
+    assert "--env-file \"$MDSL_PGENV\"" in shown
+    secret_files = [f for f in cmd.all_secret_files()]
+    assert secret_files and all(f.var == "MDSL_PGENV" for f in secret_files)
+    assert secret_files[0].content.reveal(lambda s: "hunter2") == b"PGPASSWORD=hunter2\n"
+
+
+def test_hostile_names_stay_single_words():
+    text = HEAD.replace("/srv/my app/", "/srv/a'b;$(x)/") + "steps {\n  stop old_app\n}\n"
+    bound = resolve(parse_text(text, "x.plan"))
+    cp = compile_plan(bound)
+    [act, _] = [a.command.render() for s in cp.leaves() for a in s.actions]
+    assert "'/srv/a'\"'\"'b;$(x)/docker-compose.yml'" in act
+    valid_shell(act)

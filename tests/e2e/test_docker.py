@@ -1,0 +1,262 @@
+"""Docker and Compose end to end: two Docker hosts (one dockerd each, tests/e2e/dockerd.py), reached as the
+sshd test hosts `a` and `b` (each with its own DOCKER_HOST).
+
+An Immich-like Compose project (a PostgreSQL container with a named volume; an app container that
+writes rows and files into a bind mount and a named volume until it is stopped) moves from a to b
+while it runs until the stop: afterwards rows, files, numeric owners and the volume's Compose labels
+match, and `docker-compose up` on b uses the filled volumes. The same project deployed on b from a
+directory with another name is refused by preflight before anything changes (P410). A single
+container's volume moves through an archive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dockerd import APP_UID, IMAGE, Dockerd, build_rootfs
+from hosts import plan_str
+from reliability_helpers import human, mdsl, no_traceback, output
+
+pytestmark = pytest.mark.e2e
+
+APP = Path(__file__).resolve().with_name("compose_app.py")
+
+COMPOSE_FILE = f"""version: "2.4"
+services:
+  database:
+    image: {IMAGE}
+    container_name: immich_postgres
+    command: ["/usr/local/bin/db-entry"]
+    user: "999:999"
+    network_mode: none
+    stop_signal: SIGINT
+    volumes: ["pgdata:/var/lib/postgresql/data"]
+    healthcheck:
+      test: ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "postgres"]
+      interval: 1s
+      timeout: 5s
+      retries: 60
+  immich-server:
+    image: {IMAGE}
+    command: ["python3", "/app/compose_app.py"]
+    user: "{APP_UID}:{APP_UID}"
+    network_mode: "service:database"
+    volumes: ["./library:/library", "model-cache:/cache"]
+    environment: {{PGHOST: 127.0.0.1, PGUSER: postgres}}
+volumes:
+  pgdata:
+  model-cache:
+"""
+
+
+@pytest.fixture(scope="module")
+def docker_daemons(_ssh_daemons, e2e_base):
+    """One dockerd per test host, the test image imported into each; each host's sessions get its DOCKER_HOST."""
+    rootfs = build_rootfs(e2e_base / "docker-rootfs", APP)
+    daemons: dict[str, Dockerd] = {}
+    try:
+        for h in _ssh_daemons:
+            daemons[h.name] = Dockerd(e2e_base / "docker" / h.name, h.name).start()
+            daemons[h.name].import_image(rootfs)
+            h.env["DOCKER_HOST"] = daemons[h.name].host
+            h.restart()
+        _ssh_daemons.write_client_files()
+        yield daemons
+    finally:
+        for h in _ssh_daemons:
+            if h.env.pop("DOCKER_HOST", None) is not None:
+                h.restart()
+        _ssh_daemons.write_client_files()
+        for d in daemons.values():
+            d.destroy()
+
+
+@pytest.fixture
+def docker_hosts(ssh_hosts, docker_daemons):
+    """The sshd hosts with their Docker daemons: no container or volume left from another test."""
+    for d in docker_daemons.values():
+        d.remove_all()
+    yield ssh_hosts, docker_daemons
+    for d in docker_daemons.values():
+        d.remove_all()
+
+
+def _project(root: Path, dirname: str = "immich") -> Path:
+    project = root / "srv" / dirname
+    (project / "library").mkdir(parents=True)
+    os.chown(project / "library", APP_UID, APP_UID)
+    (project / "docker-compose.yml").write_text(COMPOSE_FILE)
+    return project
+
+
+def _rows(d: Dockerd) -> int:
+    r = d.docker("exec", "immich_postgres", "psql", "-X", "-A", "-t", "-U", "postgres", "-d", "immich",
+                 "-c", "select count(*) from assets")
+    return int(r.stdout.strip())
+
+
+def _wait_rows(d: Dockerd, at_least: int, timeout: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = d.docker("exec", "immich_postgres", "psql", "-X", "-A", "-t", "-U", "postgres", "-d", "immich",
+                     "-c", "select count(*) from assets", check=False)
+        if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout.strip()) >= at_least:
+            return int(r.stdout.strip())
+        time.sleep(0.3)
+    raise AssertionError(f"the app wrote fewer than {at_least} rows in {timeout}s")
+
+
+def _volume(d: Dockerd, name: str) -> dict:
+    return json.loads(d.docker("volume", "inspect", name).stdout)[0]
+
+
+def _files(path: Path) -> dict:
+    """name -> (content, uid, gid) of the files directly in path."""
+    return {p.name: (p.read_bytes(), p.stat().st_uid, p.stat().st_gid) for p in path.iterdir() if p.is_file()}
+
+
+def _plan(ssh_hosts, old: Path, new: Path) -> str:
+    a, b = ssh_hosts.a, ssh_hosts.b
+    dump_a, dump_b = a.root / "immich.dump", b.root / "immich.dump"
+    return f"""plan "Immich-like Compose project from a to b"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+service old_app on a {{
+  compose  = {plan_str(str(old / "docker-compose.yml"))}
+  services = ["immich-server"]
+  writes   = [old_pg, old_library, old_cache]
+}}
+service old_db on a {{ compose = {plan_str(str(old / "docker-compose.yml"))}  services = ["database"] }}
+postgres old_pg on a {{ container = "immich_postgres"  database = "immich"  user = "postgres" }}
+dir old_library on a {{ path = {plan_str(str(old / "library"))} }}
+volume old_cache on a {{ docker = "immich_model-cache" }}
+
+service new_db on b {{
+  compose   = {plan_str(str(new / "docker-compose.yml"))}
+  services  = ["database"]
+  initially = stopped
+}}
+service new_app on b {{
+  compose   = {plan_str(str(new / "docker-compose.yml"))}
+  services  = ["immich-server"]
+  writes    = [new_pg, new_library, new_cache]
+  initially = stopped
+}}
+postgres new_pg on b {{ container = "immich_postgres"  database = "immich"  user = "postgres"  fresh = true }}
+dir new_library on b {{ path = {plan_str(str(new / "library"))}  owner = "{APP_UID}:{APP_UID}"  fresh = true }}
+volume new_cache on b {{ docker = "immich_model-cache"  fresh = true }}
+
+steps {{
+  stop old_app
+  dump old_pg to a:{plan_str(str(dump_a))}
+  transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
+  sync old_library to new_library
+  sync old_cache to new_cache
+  start new_db
+  restore b:{plan_str(str(dump_b))} into new_pg
+  start new_app
+}}
+"""
+
+
+def test_a_compose_project_moves_to_another_docker_host_while_it_writes_until_the_stop(docker_hosts, tmp_path):
+    ssh_hosts, daemons = docker_hosts
+    da, db = daemons["a"], daemons["b"]
+    old, new = _project(ssh_hosts.a.root), _project(ssh_hosts.b.root)
+    (new / "library").rmdir()  # the plan makes it, owned by the app's uid
+    da.compose(old, "up", "-d")
+    before = _wait_rows(da, 30)
+    plan = tmp_path / "immich.plan"
+    plan.write_text(_plan(ssh_hosts, old, new))
+
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    text = output(r)
+    no_traceback(text)
+    assert r.returncode == 0, human(text)
+
+    # the app wrote until the stop, then everything it wrote arrived: one row per file, on both sides
+    rows = _rows(da)
+    assert rows > before
+    assert _rows(db) >= rows  # the new app runs and writes on top
+    library_a, cache_a = _files(old / "library"), _files(Path(_volume(da, "immich_model-cache")["Mountpoint"]))
+    assert len(library_a) == len(cache_a) == rows
+    assert {uid for _, uid, _ in library_a.values()} == {APP_UID}
+    started = db.docker("logs", "immich_immich-server_1").stdout
+    assert f"started: {rows} rows, {rows} library files, {rows} cache files" in started, started
+    library_b = _files(new / "library")
+    cache_b = _files(Path(_volume(db, "immich_model-cache")["Mountpoint"]))
+    assert {k: v for k, v in library_b.items() if k in library_a} == library_a  # content and numeric owners
+    assert {k: v for k, v in cache_b.items() if k in cache_a} == cache_a
+    labels = _volume(db, "immich_model-cache")["Labels"]
+    assert labels["com.docker.compose.project"] == "immich"
+    assert labels["com.docker.compose.volume"] == "model-cache"
+
+    # the whole project brought up by hand on b adopts the filled volume: nothing new is created
+    up = db.compose(new, "up", "-d")
+    assert "Creating volume" not in up.stderr, up.stderr
+    assert sorted(db.docker("volume", "ls", "-q").stdout.split()) == ["immich_model-cache", "immich_pgdata"]
+
+
+def test_the_project_name_hazard_is_refused_before_anything_changes(docker_hosts, tmp_path):
+    ssh_hosts, daemons = docker_hosts
+    da, db = daemons["a"], daemons["b"]
+    old, new = _project(ssh_hosts.a.root), _project(ssh_hosts.b.root, "immich2")
+    da.compose(old, "up", "-d")
+    _wait_rows(da, 10)
+    plan = tmp_path / "immich.plan"
+    plan.write_text(_plan(ssh_hosts, old, new))
+
+    checked = mdsl("check", str(plan))
+    assert "H308" in output(checked)  # what the plan alone tells: /srv/immich2 makes project immich2
+
+    r = mdsl("apply", "--yes", str(plan), timeout=300)
+    text = human(output(r))
+    assert r.returncode != 0
+    assert "P410" in text and "`immich_model-cache`" in text and "`immich2_model-cache`" in text, text
+    # nothing changed: the old app still writes, no volume or container was made on b
+    n = _rows(da)
+    _wait_rows(da, n + 5)
+    assert db.docker("volume", "ls", "-q").stdout.split() == []
+    assert db.docker("ps", "-a", "-q").stdout.split() == []
+
+
+def test_a_containers_volume_moves_through_an_archive_with_numeric_owners(docker_hosts, tmp_path):
+    ssh_hosts, daemons = docker_hosts
+    da, db = daemons["a"], daemons["b"]
+    for d in (da, db):  # the container exists on both hosts (with its volume, empty on b)
+        d.docker("create", "--name", "vaultwarden", "--network", "none", "--user", "1000:1000", "--stop-signal",
+                 "SIGKILL", "-v", "vw-data:/cache", IMAGE, "sleep", "1000")
+    da.docker("start", "vaultwarden")
+    da.docker("exec", "vaultwarden", "sh", "-c", "echo secret > /cache/db.sqlite3 && mkdir /cache/attachments && "
+              "echo a > /cache/attachments/x")
+    archive_a, archive_b = ssh_hosts.a.root / "vw.tar.zst", ssh_hosts.b.root / "vw.tar.zst"
+    plan = tmp_path / "vw.plan"
+    plan.write_text(f"""plan "vaultwarden"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+service old_vw on a {{ container = "vaultwarden"  writes = [old_data] }}
+service new_vw on b {{ container = "vaultwarden"  writes = [new_data]  initially = stopped }}
+volume old_data on a {{ docker = "vw-data" }}
+volume new_data on b {{ docker = "vw-data"  fresh = true }}
+steps {{
+  stop old_vw
+  archive old_data to a:{plan_str(str(archive_a))}
+  transfer a:{plan_str(str(archive_a))} to b:{plan_str(str(archive_b))}
+  extract b:{plan_str(str(archive_b))} into new_data
+  start new_vw
+}}
+""")
+    r = mdsl("apply", "--yes", str(plan), timeout=300)
+    assert r.returncode == 0, human(output(r))
+    assert da.docker("inspect", "--format", "{{.State.Running}}", "vaultwarden").stdout.strip() == "false"
+    assert db.docker("inspect", "--format", "{{.State.Running}}", "vaultwarden").stdout.strip() == "true"
+    out = db.docker("exec", "vaultwarden", "sh", "-c", "cat /cache/db.sqlite3 /cache/attachments/x").stdout
+    assert out == "secret\na\n"
+    mount_b = Path(_volume(db, "vw-data")["Mountpoint"])
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [mount_b / "db.sqlite3", mount_b / "attachments" / "x"]}
+    assert owners == {(1000, 1000)}
