@@ -56,7 +56,8 @@ _DUMP_WRAPPER = (
     'if [ -n "${MDSL_REDIS_AUTH:-}" ]; then REDISCLI_AUTH=$(cat -- "$MDSL_REDIS_AUTH") || exit 1; '
     'export REDISCLI_AUTH; fi; part=$1; shift; '
     'd=$(redis-cli "$@" CONFIG GET repl-diskless-sync-delay 2>/dev/null | sed -n 2p); '
-    'case "$d" in ""|*[!0-9]*) d=;; 0) ;; *) redis-cli "$@" CONFIG SET repl-diskless-sync-delay 0 >/dev/null 2>&1;; esac; '
+    'case "$d" in ""|*[!0-9]*) d=;; 0) ;; '
+    '*) redis-cli "$@" CONFIG SET repl-diskless-sync-delay 0 >/dev/null 2>&1;; esac; '
     'redis-cli "$@" --rdb "$part" >/dev/null; rc=$?; '
     'case "$d" in ""|0) ;; *) redis-cli "$@" CONFIG SET repl-diskless-sync-delay "$d" >/dev/null 2>&1;; esac; '
     'exit $rc'
@@ -150,7 +151,8 @@ def connect():
         else:
             s = socket.create_connection((args[1], int(args[3])), timeout=30); rest = args[4:]
     except OSError as e:
-        fail("cannot connect to Redis at %s: %s" % (args[1] if args[0] == "-s" else args[1] + ":" + args[3], e.strerror or e))
+        where = args[1] if args[0] == "-s" else args[1] + ":" + args[3]
+        fail("cannot connect to Redis at %s: %s" % (where, e.strerror or e))
     c = Conn(s)
     pw = os.environ.get("MDSL_REDIS_AUTH")
     try:
@@ -196,7 +198,8 @@ if info(c, "replication").get("role") != "master":
 if how == "empty":
     keyspace = info(c, "keyspace")
     if keyspace:
-        fail("the target already holds keys (%s); add `replace` to the restore to remove them" % ", ".join(sorted(keyspace)))
+        fail("the target already holds keys (%s); add `replace` to the restore to remove them"
+             % ", ".join(sorted(keyspace)))
 old_auth = config(c, "masterauth")
 if old_auth is None:
     fail("the target does not allow CONFIG (needed to replicate the snapshot into it)")
@@ -209,7 +212,9 @@ try:
     c.call("REPLICAOF", "127.0.0.1", port)
     deadline = time.monotonic() + 60
     while not served:
-        if time.monotonic() > deadline: fail("the target did not connect to the snapshot's one-shot master at 127.0.0.1:%d (a server in another network namespace cannot)" % port)
+        if time.monotonic() > deadline:
+            fail("the target did not connect to the snapshot's one-shot master at 127.0.0.1:%d "
+                 "(a server in another network namespace cannot)" % port)
         try:
             peer, _ = listener.accept()
         except socket.timeout:

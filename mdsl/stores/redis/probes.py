@@ -86,7 +86,9 @@ def parse_version(text: str) -> Optional[Tuple[int, int]]:
 def dump_findings(db: Redis, step: A.Step, version, probe_of) -> List[Finding]:
     """P403: a redis-check-rdb older than the server cannot read its snapshot (the dump's read-back fails)."""
     found, v = probe_of(db), version(db.host, "redis-check-rdb")
-    if isinstance(found, RedisProbe) and found.ok and found.server_version and v and v < divmod(found.server_version // 100, 100):
+    known = isinstance(found, RedisProbe) and found.ok and found.server_version
+    server = divmod(found.server_version // 100, 100) if known else None
+    if server and v and v < server:
         return [_p403(f"redis-check-rdb on `{db.host}` ({v[0]}.{v[1]}) is older than the server of `{db.name}` "
                       f"({found.version_text}): it cannot read the snapshot", step.span,
                       f"install redis-tools {found.version_text} or newer on `{db.host}`", "redis-tools too old")]
