@@ -64,8 +64,9 @@ class Secret:
 @frozen
 class Derived:
     """A subpath of a data dir the app can rebuild: what it holds, what users miss until it is
-    rebuilt, and how (`rebuild`, recognised in a plan's `run` steps by `rebuild_match`; `automatic`
-    when the app refetches it by itself on demand)."""
+    rebuilt, and how (`rebuild`, recognised in a plan's `run` steps by `rebuild_match`; without a
+    `rebuild_match` it is a manual step, e.g. a job started in the web interface; `automatic` when
+    the app refetches it by itself on demand)."""
 
     subpath: str
     holds: str
@@ -143,6 +144,7 @@ class Invariant:
     change: Optional[str]
     broken: str
     help: str
+    layouts: Tuple[str, ...]  # only between these layouts (empty: any)
     source: Source
 
 
@@ -200,7 +202,8 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, bool]]] = {
                 **_SOURCE_KEYS},
     "secret": {"lost": ("str", True), **_SOURCE_KEYS},
     "invariant": {"id": ("str", True), "kind": ("str", True), "role": ("str", False), "setting": ("str", False),
-                  "change": ("str", False), "broken": ("str", True), "help": ("str", False), **_SOURCE_KEYS},
+                  "change": ("str", False), "broken": ("str", True), "help": ("str", False),
+                  "layouts": ("strs", False), **_SOURCE_KEYS},
     "command": {"id": ("str", True), "when": ("str", True), "run": ("str", True), "run_in": ("map", False),
                 "match": ("str", True), "why": ("str", True), "severity": ("str", False), "after": ("str", False),
                 "needs": ("str", False), **_SOURCE_KEYS},
@@ -224,6 +227,12 @@ class _Reader:
 
     def fail(self, where: str, message: str) -> ProfileError:
         return ProfileError(f"{self.file}: {where}: {message}")
+
+    def source(self, data: dict, where: str) -> Source:
+        """The fact's source; an unconfirmed fact must say why (`note`)."""
+        if data.get("confirmed") is False and not data.get("note"):
+            raise self.fail(where, "`confirmed = false` needs a `note` saying what could not be checked")
+        return Source(data["source"], data.get("confirmed", True), data.get("note", ""))
 
     def table(self, data, kind: str, where: str) -> dict:
         if not isinstance(data, dict):
@@ -266,10 +275,6 @@ class _Reader:
             raise self.fail(where, f"not a regular expression: {exc}") from None
 
 
-def _source(data: dict) -> Source:
-    return Source(data["source"], data.get("confirmed", True), data.get("note", ""))
-
-
 def _strs(value) -> Tuple[str, ...]:
     if value is None:
         return ()
@@ -293,12 +298,10 @@ def _roles(r: _Reader, data: dict, secrets: Mapping[str, Secret]) -> Dict[str, R
             dw = f"{where}.derived[{i}]"
             r.table(d, "derived", dw)
             r.regex(d.get("rebuild_match"), f"{dw}.rebuild_match")
-            if d.get("rebuild") and not d.get("rebuild_match"):
-                raise r.fail(dw, "a `rebuild` command needs `rebuild_match` to recognise it in a plan")
             derived.append(Derived(d["subpath"].strip("/"), d["holds"], d["lost"], d.get("rebuild", ""),
-                                   d.get("rebuild_match"), d.get("automatic", False), _source(d)))
+                                   d.get("rebuild_match"), d.get("automatic", False), r.source(d, dw)))
         out[name] = Role(name, raw["kind"], stores, raw["holds"], raw["lost"], tuple(raw.get("secrets", ())),
-                         tuple(derived), raw.get("optional", False), _source(raw))
+                         tuple(derived), raw.get("optional", False), r.source(raw, where))
     return out
 
 
@@ -321,14 +324,14 @@ def _layouts(r: _Reader, data: dict, roles: Mapping[str, Role]) -> Dict[str, Lay
                                             f"({', '.join(roles[role].stores) or 'none'})")
             places[role] = Place(role, p.get("kind"), p.get("path"), tuple(p.get("match", ())),
                                  p.get("store"), p.get("database"), p.get("user"), p.get("auth"), p.get("fixed", False),
-                                 p.get("generated"), _source(p))
+                                 p.get("generated"), r.source(p, pw))
         out[name] = Layout(name, raw["title"], tuple(raw.get("units", ())), tuple(raw.get("compose_services", ())),
                            raw.get("user"), tuple(raw.get("fingerprints", ())), places,
-                           tuple(raw.get("does", ())), _source(raw))
+                           tuple(raw.get("does", ())), r.source(raw, where))
     return out
 
 
-def _invariants(r: _Reader, data: List[dict], roles: Mapping[str, Role]) -> Tuple[Invariant, ...]:
+def _invariants(r: _Reader, data: List[dict], roles: Mapping[str, Role], layouts) -> Tuple[Invariant, ...]:
     out = []
     for i, raw in enumerate(data):
         where = f"invariants[{i}]"
@@ -339,8 +342,11 @@ def _invariants(r: _Reader, data: List[dict], roles: Mapping[str, Role]) -> Tupl
             raise r.fail(f"{where}.role", f"a {raw['kind']} invariant names one of the roles: {', '.join(roles)}")
         if raw["kind"] == "setting" and not (raw.get("setting") and raw.get("change")):
             raise r.fail(where, "a setting invariant needs `setting` and `change` (how a command changes it)")
+        for layout in raw.get("layouts", ()):
+            if layout not in layouts:
+                raise r.fail(f"{where}.layouts", f"`{layout}` is not a layout of this app")
         out.append(Invariant(raw["id"], raw["kind"], raw.get("role"), raw.get("setting"), raw.get("change"),
-                             raw["broken"], raw.get("help", ""), _source(raw)))
+                             raw["broken"], raw.get("help", ""), tuple(raw.get("layouts", ())), r.source(raw, where)))
     return tuple(out)
 
 
@@ -361,7 +367,7 @@ def _commands(r: _Reader, data: List[dict], roles, layouts) -> Tuple[Command, ..
             if layout not in layouts:
                 raise r.fail(f"{where}.run_in.{layout}", "not a layout of this app")
         out.append(Command(raw["id"], raw["when"], raw["run"], dict(raw.get("run_in", {})), raw["match"], raw["why"],
-                           raw.get("severity", "warning"), raw.get("after"), raw.get("needs"), _source(raw)))
+                           raw.get("severity", "warning"), raw.get("after"), raw.get("needs"), r.source(raw, where)))
     return tuple(out)
 
 
@@ -376,10 +382,10 @@ def parse_profile(text: str, file: str) -> Profile:
     secrets = {}
     for key, raw in data.get("secrets", {}).items():
         r.table(raw, "secret", f"secrets.{key}")
-        secrets[key] = Secret(key, raw["lost"], _source(raw))
+        secrets[key] = Secret(key, raw["lost"], r.source(raw, f"secrets.{key}"))
     roles = _roles(r, data["roles"], secrets)
     layouts = _layouts(r, data["layouts"], roles)
-    invariants = _invariants(r, data.get("invariants", []), roles)
+    invariants = _invariants(r, data.get("invariants", []), roles, layouts)
     commands = _commands(r, data.get("commands", []), roles, layouts)
     for name, layout in layouts.items():
         for cmd in layout.does:
