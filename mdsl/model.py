@@ -109,6 +109,8 @@ class Service(Resource):
     writes: Tuple[str, ...] = ()
     reads: Tuple[str, ...] = ()
     initially_running: bool = True
+    app: Optional[str] = None  # the app it runs (a profile under mdsl/apps/profiles), and how it is installed
+    layout: Optional[str] = None
     kind = "service"
     is_data = False
 

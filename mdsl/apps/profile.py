@@ -89,6 +89,7 @@ class Role:
     secrets: Tuple[str, ...]  # secret keys it holds (keys of Profile.secrets)
     derived: Tuple[Derived, ...]
     optional: bool  # it may not exist (Vaultwarden's config.json)
+    inside: Optional[str]  # the dir role it lives in, so it travels with that dir when not declared itself
     source: Source
 
 
@@ -196,7 +197,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, bool]]] = {
                 "commands": ("tables", False), "layouts": ("table", True)},
     "role": {"kind": ("str", True), "store": ("str-or-strs", False), "holds": ("str", True),
              "lost": ("str", True), "secrets": ("strs", False), "derived": ("tables", False),
-             "optional": ("bool", False), **_SOURCE_KEYS},
+             "optional": ("bool", False), "inside": ("str", False), **_SOURCE_KEYS},
     "derived": {"subpath": ("str", True), "holds": ("str", True), "lost": ("str", True),
                 "rebuild": ("str", False), "rebuild_match": ("str", False), "automatic": ("bool", False),
                 **_SOURCE_KEYS},
@@ -301,7 +302,10 @@ def _roles(r: _Reader, data: dict, secrets: Mapping[str, Secret]) -> Dict[str, R
             derived.append(Derived(d["subpath"].strip("/"), d["holds"], d["lost"], d.get("rebuild", ""),
                                    d.get("rebuild_match"), d.get("automatic", False), r.source(d, dw)))
         out[name] = Role(name, raw["kind"], stores, raw["holds"], raw["lost"], tuple(raw.get("secrets", ())),
-                         tuple(derived), raw.get("optional", False), r.source(raw, where))
+                         tuple(derived), raw.get("optional", False), raw.get("inside"), r.source(raw, where))
+    for name, role in out.items():
+        if role.inside is not None and (role.inside not in out or out[role.inside].kind != "dir"):
+            raise r.fail(f"roles.{name}.inside", f"`{role.inside}` is not a dir role of this app")
     return out
 
 
