@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Dict, Optional, Tuple
 
-from mdsl.check.rules import e_plan, h1_loss, h2_order, h3_operations, p_preflight
+from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_operations, p_preflight
 from mdsl.check.rules.base import Rule
 
 RULES: Tuple[Rule, ...] = (
@@ -19,6 +19,8 @@ RULES: Tuple[Rule, ...] = (
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307,
+    # A1: the app's own hazards, from its profile
+    *a_apps.RULES,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
     p_preflight.P406, p_preflight.P407,
@@ -31,6 +33,7 @@ _FAMILIES = {
     "H1": "data loss",
     "H2": "consistency and order",
     "H3": "operations",
+    "A1": "the app's own hazards (its profile)",
     "P": "preflight, checked at apply time before the first step changes anything",
 }
 

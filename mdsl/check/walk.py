@@ -16,7 +16,7 @@ import bisect
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.model import BoundPlan, Resource, normpath
-from mdsl.check.rules import h1_loss, h2_order, h3_operations
+from mdsl.check.rules import a_apps, h1_loss, h2_order, h3_operations
 from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, Piece, Place, PlaceKey,
                               Provisional, State, covers)
 from mdsl.findings import Finding
@@ -303,6 +303,7 @@ class Walk:
         h2_order.provisional_at_end(self)
         h1_loss.at_end(self)
         h3_operations.at_end(self)
+        self.findings.extend(a_apps.at_end(self))  # the app's own hazards, on the walk's results
         return self.findings
 
     def dispatch(self, step: A.Step) -> None:
