@@ -379,7 +379,7 @@ class _Judge:
                     notes = [f"it holds {d.holds}", d.source.show()]
                     if d.automatic:
                         yield A103.finding(span=span, severity=Severity.INFO,
-                                           message=f"{what} stays behind; {move.title} refetches it on demand",
+                                           message=f"{what} stays behind; {move.title} rebuilds it by itself when it is needed",
                                            label=f"{d.subpath} left behind", notes=[f"until then: {d.lost}"] + notes)
                         continue
                     if not d.rebuild_match:
