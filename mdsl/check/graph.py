@@ -2,7 +2,10 @@
 
 Nodes are declared data (databases, dirs, files) and artifacts (a path on a
 host); an edge is a step that moves data from one to the other, labelled with
-the step's number and keyword. Pure: built from the bound plan, no I/O.
+the step's number and keyword. A subpath a copy excludes gets a node of its
+own with what becomes of it: left behind, or rebuilt where the data goes by
+its `derived` command (what the seed lost was exactly such a subpath). Pure:
+built from the bound plan, no I/O.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from mdsl.model import BoundPlan
 from mdsl.syntax import ast as A
 
 Edge = Tuple[str, str, str]  # (from node, to node, label)
+# Where data ends that no host keeps: drawn without a box, and the edges into them in red / dashed.
+DELETED, LEFT_BEHIND, REBUILT = "(deleted)", "(left behind)", "(rebuilt)"
+SINKS = (DELETED, LEFT_BEHIND, REBUILT)
 
 
 def _steps(steps, prefix=""):
@@ -27,53 +33,77 @@ def _steps(steps, prefix=""):
 
 def lineage(bound: BoundPlan) -> Tuple[Dict[str, Tuple[str, str]], List[Edge]]:
     """Nodes (id -> (label, host)) and edges of the plan's data flow."""
-    nodes: Dict[str, Tuple[str, str]] = {}
+    graph = _Lineage(bound)
+    for sid, step in _steps(bound.steps):
+        graph.step(sid, step)
+    for sink, label in ((DELETED, "deleted"), (LEFT_BEHIND, "left behind"), (REBUILT, "rebuilt where the data goes")):
+        if any(e[1] == sink for e in graph.edges):
+            graph.nodes[sink] = (label, "")
+    return graph.nodes, graph.edges
 
-    def res(name: str) -> str:
-        r = bound.resources[name]
+
+class _Lineage:
+    def __init__(self, bound: BoundPlan):
+        self.bound = bound
+        self.nodes: Dict[str, Tuple[str, str]] = {}
+        self.edges: List[Edge] = []
+
+    def res(self, name: str) -> str:
+        r = self.bound.resources[name]
         path = getattr(r, "path", "") or getattr(r, "database", "")
-        nodes.setdefault(name, (f"{name}\n{r.kind} {path}".rstrip(), r.host))
+        self.nodes.setdefault(name, (f"{name}\n{r.kind} {path}".rstrip(), r.host))
         return name
 
-    def loc(target: A.Target) -> str:
-        place = bound.place(target)
+    def loc(self, target: A.Target) -> str:
+        place = self.bound.place(target)
         if place.resource is not None:
-            node = res(place.resource)
+            node = self.res(place.resource)
             if place.subpath:
                 sub = f"{place.resource}/{place.subpath}"
-                nodes.setdefault(sub, (f"{sub}\n{place.path}", place.host))
+                self.nodes.setdefault(sub, (f"{sub}\n{place.path}", place.host))
                 return sub
             return node
         key = f"{place.host}:{place.path}"
-        nodes.setdefault(key, (f"{place.host}:{place.path}", place.host))
+        self.nodes.setdefault(key, (f"{place.host}:{place.path}", place.host))
         return key
 
-    edges: List[Edge] = []
-    for sid, s in _steps(bound.steps):
+    def excluded(self, step, sid: str, name: str, what: str) -> str:
+        """Edges for the subpaths `step` leaves out of dir `name`; the copy's label says which."""
+        opt = step.option("exclude")
+        if opt is None:
+            return what
+        d = self.bound.resources[name]
+        rebuilds = {derived.subpath: derived.rebuild for derived in d.derived}
+        subs = [v.value for v in opt.value.items]
+        for sub in subs:
+            node = f"{name}/{sub}"
+            self.nodes.setdefault(node, (f"{node}\n{d.path}/{sub}", d.host))
+            rebuild = rebuilds.get(sub)
+            if rebuild is None:
+                self.edges.append((node, LEFT_BEHIND, f"{sid} {step.keyword}: excluded, not copied"))
+            else:
+                self.edges.append((node, REBUILT, f"{sid} {step.keyword}: excluded; rebuilt by `{rebuild}`"))
+        return what + " (without " + ", ".join(subs) + ")"
+
+    def step(self, sid: str, s: A.Step) -> None:
         what = f"{sid} {s.keyword}"
         if isinstance(s, A.Dump):
-            edges.append((res(s.db.name), loc(s.to), what))
+            self.edges.append((self.res(s.db.name), self.loc(s.to), what))
         elif isinstance(s, A.Archive):
-            excl = s.option("exclude")
-            if excl is not None:
-                what += " (without " + ", ".join(v.value for v in excl.value.items) + ")"
-            edges.append((res(s.dir.name), loc(s.to), what))
-        elif isinstance(s, A.Restore):
-            edges.append((loc(s.source), res(s.db.name), what))
-        elif isinstance(s, A.Extract):
-            edges.append((loc(s.source), res(s.dir.name), what))
+            what = self.excluded(s, sid, s.dir.name, what)
+            self.edges.append((self.res(s.dir.name), self.loc(s.to), what))
+        elif isinstance(s, (A.Restore, A.Extract)):
+            into = s.db if isinstance(s, A.Restore) else s.dir
+            self.edges.append((self.loc(s.source), self.res(into.name), what))
         elif isinstance(s, A.Sync):
-            edges.append((res(s.source.name), res(s.dest.name), what + (" live" if s.live else "")))
+            what = self.excluded(s, sid, s.source.name, what + (" live" if s.live else ""))
+            self.edges.append((self.res(s.source.name), self.res(s.dest.name), what))
         elif isinstance(s, (A.Transfer, A.Move)):
-            edges.append((loc(s.source), loc(s.dest), what))
+            self.edges.append((self.loc(s.source), self.loc(s.dest), what))
         elif isinstance(s, A.Delete):
-            node = loc(s.target)
-            edges.append((node, "(deleted)", what))
+            self.edges.append((self.loc(s.target), DELETED, what))
         elif isinstance(s, A.Drop):
-            edges.append((res(s.db.name), "(deleted)", what))
-    if any(e[1] == "(deleted)" for e in edges):
-        nodes["(deleted)"] = ("deleted", "")
-    return nodes, edges
+            self.edges.append((self.res(s.db.name), DELETED, what))
 
 
 def _q(text: str) -> str:
@@ -93,12 +123,13 @@ def to_dot(bound: BoundPlan) -> str:
             out.append(f"  subgraph cluster_{i} {{ label={_q(host)};")
         for nid in ids:
             label = nodes[nid][0]
-            shape = ", shape=none" if nid == "(deleted)" else ""
+            shape = ", shape=none" if nid in SINKS else ""
             out.append(f"    {_q(nid)} [label={_q(label)}{shape}];")
         if host:
             out.append("  }")
     for a, b, what in edges:
-        style = ", color=red" if b == "(deleted)" else ""
+        style = {DELETED: ", color=red", LEFT_BEHIND: ", color=red, style=dashed",
+                 REBUILT: ", style=dashed"}.get(b, "")
         out.append(f"  {_q(a)} -> {_q(b)} [label={_q(what)}{style}];")
     out.append("}")
     return "\n".join(out) + "\n"

@@ -55,6 +55,10 @@ class CompileContext:
             return r.host, r.path
         return target.host.name, normalize(target.path.value, target.span)
 
+    def writers_of(self, name: str) -> Tuple[str, ...]:
+        """The services that declare they write `name`: a copy of it relies on their having stopped."""
+        return tuple(r.name for r in self.bound.resources.values() if name in getattr(r, "writes", ()))
+
     def remember(self, host: str, path: str, fmt: ArtifactFormat) -> None:
         """Note what an artifact holds."""
         self.formats[(host, path)] = fmt

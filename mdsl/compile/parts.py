@@ -65,7 +65,15 @@ def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-_ESCAPES: Dict[Optional[str], Callable[[str], str]] = {None: lambda v: v, "pgpass": _pgpass_escape}
+def _mycnf_escape(value: str) -> str:
+    # A MySQL/MariaDB option file value in double quotes: `\\`, `"` and line breaks backslash-escaped;
+    # `#`, `;`, `'` and spaces are literal inside the quotes.
+    return ('"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+            + '"')
+
+
+_ESCAPES: Dict[Optional[str], Callable[[str], str]] = {None: lambda v: v, "pgpass": _pgpass_escape,
+                                                       "mycnf": _mycnf_escape}
 
 
 @frozen

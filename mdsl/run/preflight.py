@@ -106,6 +106,7 @@ class Preflight:
             size = self.estimate(d, facts)
             if size is None or (d.temporary and size == 0):
                 continue
+            size = max(0, size - f.landed.get(i, 0))
             avail, mount = f.space[i]
             groups.setdefault((d.host, mount), []).append((i, d, size))
             free[(d.host, mount)] = avail

@@ -40,6 +40,9 @@ class HostFacts:
     dbs: Dict[str, DatabaseProbe] = field(factory=dict)
     sizes: Dict[str, Optional[int]] = field(factory=dict)  # resource name or "@path" -> bytes
     space: Dict[int, Tuple[int, str]] = field(factory=dict)  # dest index -> (free bytes, mount point)
+    # dest index -> bytes of `PATH.part` an interrupted run left: a resumed copy continues it, a fresh one
+    # removes it first, so either way that room is the destination's already
+    landed: Dict[int, int] = field(factory=dict)
     findings: List[Finding] = field(factory=list)
 
 
@@ -113,6 +116,9 @@ class HostChecks:
         for w in words:
             if "/" in w:
                 parts += sh("[ -x", Arg(w), "] || printf '%s\\n'", Arg(w), ";")
+            elif "|" in w:  # alternatives (`mariadb-dump|mysqldump`): one of them is enough
+                found = " || ".join("command -v " + Arg(name).render() for name in w.split("|"))
+                parts += sh("{", found, "; } >/dev/null 2>&1 || printf '%s\\n'", Arg(w), ";")
             else:
                 parts += sh("command -v", Arg(w), ">/dev/null 2>&1 || printf '%s\\n'", Arg(w), ";")
         parts += sh("true")
@@ -137,7 +143,8 @@ class HostChecks:
                 msg = f"`{word}` does not exist or is not executable on `{self.name}`"
                 help = f"fix `bin` of the database (the directory holding {first.name}), or install it"
             else:
-                msg = f"`{word}` is not installed on `{self.name}` (not found on its PATH)"
+                shown = "` or `".join(word.split("|"))
+                msg = f"`{shown}` is not installed on `{self.name}` (not found on its PATH)"
                 pkg = _PACKAGES.get(word)
                 help = f"install it (Debian/Ubuntu: `apt install {pkg}`)" if pkg else "install it"
                 store_help = next((probes.TOOL_HELP for probes in all_probes() if word in probes.CLIENTS), "")
@@ -257,12 +264,16 @@ class HostChecks:
             self._writable(user, ds)
 
     def _free_space(self, mine: List[Tuple[int, DestNeed]]) -> None:
-        """P404's measure: free bytes and mount point where each destination lands (df needs no rights on it)."""
+        """P404's measure: free bytes and mount point where each destination lands (df needs no rights on it),
+        and what a `.part` left there by an interrupted run already holds."""
         parts: list = []
         for i, d in mine:
             parts += sh("p=" + Arg(d.path).render() + ";",
                         'while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done;',
                         f"printf '{i} ';", 'df -Pk -- "$p" | tail -n 1;')
+            if d.file_like:
+                parts += sh("[ -f", Arg(d.path + ".part"), f"] && printf 'part {i} %s\\n'",
+                            '"$(stat -c %s --', Arg(d.path + ".part"), ')";')
         parts += sh("true")
         try:
             r = self.run(self.cmd(parts))
@@ -270,7 +281,9 @@ class HostChecks:
             return
         for line in r.stdout.splitlines():
             f = line.split()
-            if len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
+            if len(f) == 3 and f[0] == "part" and f[1].isdigit() and f[2].isdigit():
+                self.facts.landed[int(f[1])] = int(f[2])
+            elif len(f) >= 7 and f[0].isdigit() and f[4].isdigit():
                 self.facts.space[int(f[0])] = (int(f[4]) * 1024, " ".join(f[6:]))
 
     def _writable(self, user: Optional[str], ds: List[Tuple[int, DestNeed]]) -> None:

@@ -6,12 +6,14 @@ import importlib
 from typing import Dict, List
 
 from mdsl.model import Database
-from mdsl.stores import postgres, sqlite
+from mdsl.stores import mysql, postgres, redis, sqlite
 from mdsl.stores.base import StoreKind
 
 STORES: Dict[str, StoreKind] = {store.kind: store for store in (
     postgres.STORE,
     sqlite.STORE,
+    mysql.STORE,
+    redis.STORE,
 )}
 
 

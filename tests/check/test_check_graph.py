@@ -38,3 +38,25 @@ def test_cli_graph_exit_codes(tmp_path, capsys):
     bad.write_text("steps { stop nothing }\n")
     assert main(["graph", str(bad)]) == 2
     assert "E102" in capsys.readouterr().out
+
+
+def test_excluded_and_derived_subpaths_show_what_becomes_of_them(tmp_path):
+    plan = tmp_path / "cache.plan"
+    plan.write_text('''host old { ssh = "root@192.0.2.1" }
+host new { ssh = "root@192.0.2.2" }
+dir old_files on old {
+  path = "/srv/app/public"
+  derived "cache" rebuild "app media refresh"
+}
+dir new_files on new { path = "/srv/app/public"  owner = "app:app"  fresh = true }
+steps {
+  sync old_files to new_files exclude "cache", "tmp"
+}
+''')
+    nodes, edges = lineage(resolve(parse_file(str(plan))))
+    assert ("old_files/cache", "(rebuilt)", "1 sync: excluded; rebuilt by `app media refresh`") in edges
+    assert ("old_files/tmp", "(left behind)", "1 sync: excluded, not copied") in edges
+    assert ("old_files", "new_files", "1 sync (without cache, tmp)") in edges
+    assert nodes["old_files/tmp"] == ("old_files/tmp\n/srv/app/public/tmp", "old")
+    dot = to_dot(resolve(parse_file(str(plan))))
+    assert '"old_files/tmp" -> "(left behind)"' in dot and "style=dashed" in dot

@@ -54,7 +54,10 @@ def words(text: str) -> list:
 def test_default_custom_dump_is_pg_dump_without_compression_piped_into_zstd():
     cp = migrate()
     [dump] = commands(cp, "dump")
-    assert "pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=old' | zstd -q -T0 -3 -c > /srv/db.dump.part" in dump
+    assert ("{ { pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=old' ; echo \"$?\" >&3; } | "
+            "zstd -q -T0 -3 -c > /srv/db.dump.part ; } 3>&1 )") in dump
+    # pg_dump's own exit status decides, not only the read-back (sh has no pipefail)
+    assert '[ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }' in dump
     # read back whole through zstd before the rename
     assert "zstd -q -dc < /srv/db.dump.part | pg_restore -f /dev/null ||" in dump
     assert dump.index("pg_restore -f /dev/null") < dump.index("mv -f -T -- /srv/db.dump.part /srv/db.dump")

@@ -183,3 +183,56 @@ def writer(pg_source, ssh_hosts) -> Writer:
         yield w
     finally:
         w.close()
+
+
+# ---------------------------------------------------------------- MariaDB and Redis (issue 12)
+# Servers from dbservers.py: `mariadb_source` (Nextcloud-like database `nextcloud`, user `nextcloud`
+# with MDSL_E2E_MYSQL_PASSWORD over TCP), `mariadb_target` (empty `nextcloud`, root by unix_socket),
+# `redis_source` (sample keys in databases 0 and 3, MDSL_E2E_REDIS_PASSWORD), `redis_target` (no
+# password, keys of its own that a `replace` restore must remove). Each is a fresh running server.
+
+from dbservers import MariaTemplates, RedisServer, missing_tools  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mariadb_templates(e2e_base):
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"e2e tests need {', '.join(missing)}; .ci/run installs them (or deselect with -m 'not e2e')")
+    templates = MariaTemplates.build(e2e_base, secrets.token_urlsafe(12) + "#;'\"")
+    yield templates
+    templates.close()
+
+
+@pytest.fixture
+def mariadb_source(mariadb_templates, monkeypatch):
+    monkeypatch.setenv("MDSL_E2E_MYSQL_PASSWORD", mariadb_templates.password)
+    yield from _running(mariadb_templates.source)
+
+
+@pytest.fixture
+def mariadb_target(mariadb_templates):
+    yield from _running(mariadb_templates.target)
+
+
+@pytest.fixture
+def redis_source(e2e_base, monkeypatch):
+    password = secrets.token_urlsafe(12) + " #\"'"
+    monkeypatch.setenv("MDSL_E2E_REDIS_PASSWORD", password)
+    server = RedisServer(e2e_base, f"source-{secrets.token_hex(4)}", password=password).start()
+    try:
+        server.load_sample(2000)
+        server.load_sample(300, db=3, prefix="sidekiq")
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def redis_target(e2e_base):
+    server = RedisServer(e2e_base, f"target-{secrets.token_hex(4)}").start()
+    try:
+        server.load_sample(50, prefix="stale")
+        yield server
+    finally:
+        server.destroy()

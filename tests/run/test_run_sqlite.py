@@ -92,3 +92,29 @@ def test_a_restore_without_owner_is_h302_on_other_machines(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mdsl", "check", str(plan)], capture_output=True, text=True,
                        env=env, timeout=60)
     assert "warning[H302]: `restore` into new_db, which has no `owner`" in r.stdout, r.stdout
+
+
+def test_a_stop_that_did_not_stop_is_caught_before_the_backup(tmp_path):
+    source = tmp_path / "old" / "app.db"
+    _wal_source(source)
+    # the app "stopped" by a stop command that did nothing: it still holds the database open
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f'''
+        import sqlite3, sys, time
+        conn = sqlite3.connect({str(source)!r})
+        conn.execute("select count(*) from t").fetchone()
+        print("open", flush=True)
+        time.sleep(60)
+        ''')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        plan = tmp_path / "move.plan"
+        plan.write_text(_move_plan(tmp_path, 'owner = "root:root"').replace(
+            "steps {", 'service old_app on a { start = "true"  stop = "true"  status = "false"  writes = [old_db] }\n'
+                       'steps {\n  stop old_app'))
+        r = _apply(plan, tmp_path)
+        assert r.returncode == 1, r.stderr
+        assert f"{source} is still open by " in r.stderr and f"(pid {holder.pid}) after old_app stopped" in r.stderr
+        assert not (tmp_path / "old" / "app.bak").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -86,10 +86,10 @@ def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
                    secret_files=_password_files(db), argv=True)
 
 
-# Measured in bench/database.py (docs/performance.md, target 4): on 1.1 GB of Mastodon-like rows,
-# `pg_dump -Fc` spends most of its time in its own gzip (level 6, one core: 23.9 s); `-Z0` piped
-# into `zstd -T0` (level 3) makes a file 2% larger in 6.9 s, and pg_restore with two jobs from the
-# decompressed file beats the serial stream (13.2 vs 18.1 s). PostgreSQL 15 has no zstd of its own.
+# `pg_dump -Fc` spends most of its time in its own single-core gzip; `-Z0` piped into multi-threaded
+# zstd makes a file about as small in a fraction of the time, and pg_restore with several jobs from
+# the decompressed file beats the serial stream (docs/performance.md, target 4, bench/database.py).
+# PostgreSQL 15 has no zstd of its own.
 ZSTD = "zstd -q -T0 -3 -c"
 UNZSTD = "zstd -q -dc"
 
@@ -101,14 +101,12 @@ RESTORE_JOBS_FALLBACK = 2
 RESTORE_JOBS_VAR = "mdsl_jobs"
 
 # The decompressed copy a parallel restore of a zstd dump makes beside it, removed when the restore
-# ends, is the dump's uncompressed size: 3.6x the zstd file on the bench's Mastodon-like rows
-# (docs/performance.md, target 4), 5x on the issue's production data. Preflight (P404) counts
-# RESTORE_PART_FACTOR x the measured size of a zstd dump found on a host: the larger of the two
-# ratios known, with P404's margin (x1.2) on top. Nothing cheaper tells the real size (the zstd
-# CLI writes no content size into a frame it compresses from a pipe; decompressing it to count
-# would read the whole dump). A dump the plan makes is estimated by its database's size
-# (pg_database_size, indexes included, which the -Z0 archive stays below: 796 MiB for a 1118 MiB
-# database on the bench), as the dump itself is, and that estimate is used as is.
+# ends, is the dump's uncompressed size. Preflight (P404) counts RESTORE_PART_FACTOR x the measured
+# size of a zstd dump found on a host: the largest compression ratio measured (docs/performance.md,
+# target 4), with P404's margin on top. Nothing cheaper tells the real size (the zstd CLI writes no
+# content size into a frame it compresses from a pipe; decompressing it to count would read the
+# whole dump). A dump the plan makes is estimated by its database's size (pg_database_size, indexes
+# included, which the -Z0 archive stays below), as the dump itself is.
 RESTORE_PART_SUFFIX = ".restore.part"
 RESTORE_PART_FACTOR = 5
 
@@ -164,17 +162,25 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     args.append(Arg(conninfo(db), "--dbname="))
     tools = ["pg_dump"]
     pre = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -rf --", Arg(part), "&&")
+    writers = ctx.writers_of(db.name)
+    if writers:
+        pre = _no_other_clients(ctx, db, writers) + sh("&&") + pre
+        tools.append("psql")
     if fmt == "directory":
         # pg_dump writes the directory itself, so it is written by the run_as user.
         tool = tool_command(ctx, db, tuple(args) + (Arg(part, "--file="),), tools)
         body = pre + (Sub(tool),)
+    elif piped:
+        # sh has no pipefail: pg_dump's own status comes out on fd 3, so its failure (a missing
+        # database, a refused login) is reported as itself, not as a short file afterwards.
+        tool = tool_command(ctx, db, tuple(args), tools)
+        body = pre + sh("rc=$( { {", Sub(tool), "; echo \"$?\" >&3; } |",
+                        "gzip -c" if compress == "gzip" else ZSTD, ">", Arg(part), "; } 3>&1 ) &&",
+                        '{ [ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }; }')
+        tools.append("gzip" if compress == "gzip" else "zstd")
     else:
         tool = tool_command(ctx, db, tuple(args), tools)
-        body = pre + (Sub(tool),)
-        if piped:
-            body += sh("|", "gzip -c" if compress == "gzip" else ZSTD)
-            tools.append("gzip" if compress == "gzip" else "zstd")
-        body += sh(">", Arg(part))
+        body = pre + (Sub(tool),) + sh(">", Arg(part))
     # pg_dump's exit status alone is not trusted (a pipe into gzip or zstd hides it; sh has no pipefail;
     # a full disk or a killed dump can leave a short file): the part is read back before the rename.
     body += _verify_dump(ctx, db, fmt, compress, part, path)
@@ -185,6 +191,21 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
                    watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
+
+
+def _no_other_clients(ctx: CompileContext, db: Postgres, writers) -> Tuple:
+    """`{ CHECK; }` failing when another client is still connected to the database: a service the plan
+    stopped (`writers`) may not really have stopped, and a dump now would miss what it still writes."""
+    sql = ("select string_agg(format('%s (pid %s, %s, since %s)', usename, pid, coalesce(nullif(application_name, ''),"
+           " client_addr::text, 'local socket'), date_trunc('second', backend_start)), '; ') from pg_stat_activity"
+           " where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'")
+    query = tool_command(ctx, db, (_tool(db, "psql"), Lit("-X -w -q -A -t"), Arg(conninfo(db), "--dbname="),
+                                   Arg(sql, "--command=")), ("psql",))
+    stopped = ", ".join(writers)
+    return sh("{ others=$(", Sub(query), ") || exit 1; [ -z \"$others\" ] || { printf '%s\\n'",
+              Arg(f"mdsl: {db.name} still has clients after {stopped} stopped: "), "\"$others\"",
+              Arg("mdsl: stop whatever still writes it (or check that the stop really stopped it), then run again"),
+              ">&2; exit 1; }; }")
 
 
 # The last lines pg_dump writes in plain format (PostgreSQL 9.x to 17); a plain dump without them

@@ -37,6 +37,23 @@ CHECK_SCRIPT = (
     "sys.exit(0 if r == \"ok\" else \"integrity check failed: \" + r)"
 )
 
+# Before a backup that relies on the plan's stop of the database's writers: no process holds the file
+# (or its -wal or -journal) open. Read from /proc, so no fuser is needed; as a non-root login user only
+# the user's own processes are visible, which is what that user could stop anyway.
+HOLDERS_SCRIPT = (
+    "import os, sys; p = os.path.realpath(sys.argv[1]); names = {p, p + \"-wal\", p + \"-journal\"}; "
+    "me = os.getpid(); found = []\n"
+    "for pid in filter(str.isdigit, os.listdir(\"/proc\")):\n"
+    "    try: links = {os.readlink(f\"/proc/{pid}/fd/{fd}\") for fd in os.listdir(f\"/proc/{pid}/fd\")}\n"
+    "    except OSError: continue\n"
+    "    if int(pid) != me and links & names:\n"
+    "        try: comm = open(f\"/proc/{pid}/comm\").read().strip()\n"
+    "        except OSError: comm = \"?\"\n"
+    "        found.append(f\"{comm} (pid {pid})\")\n"
+    "found and sys.exit(f\"mdsl: {sys.argv[1]} is still open by {', '.join(found)} after {sys.argv[2]} stopped: \"\n"
+    "                   \"stop whatever still writes it (or check that the stop really stopped it), then run again\")"
+)
+
 PYTHON = "python3"
 
 
@@ -51,8 +68,10 @@ def dump(ctx: CompileContext, step: A.Dump, db: Sqlite, host: str, path: str):
         raise CompileError(f"`dump` of {db.name} writes on its own host `{db.host}`, not `{host}`", step.span,
                            help="dump where the database is, then `transfer`")
     part = path + ".part"
+    writers = ctx.writers_of(db.name)
+    guard = sh(PYTHON, "-c", script(HOLDERS_SCRIPT), Arg(db.path), Arg(", ".join(writers)), "&&") if writers else ()
     cmd = ctx.command(host, sh(
-        "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
+        *guard, "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
         PYTHON, "-c", script(BACKUP_SCRIPT), Arg(db.path), Arg(part),
         "&&", PYTHON, "-c", script(CHECK_SCRIPT), Arg(part),
         "&& mv -f -T --", Arg(part), Arg(path),
