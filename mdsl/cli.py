@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="show the documentation page of a finding code",
                        description="Show what a finding means, a bad plan and the fixed plan. Without CODE, list the codes.")
-    e.add_argument("code", nargs="?", metavar="CODE", help="a finding code, e.g. H101, or an app, e.g. mastodon")
+    e.add_argument("code", nargs="?", metavar="CODE",
+                   help="a finding code, e.g. H101, or an app, e.g. mastodon")
     e.set_defaults(handler=_explain)
 
     f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import List
 
-from mdsl.apps.profile import Profile, Source
+from mdsl.apps.profile import Layout, Place, Profile, Source
 
 _WIDTH = 92
 
@@ -45,25 +45,31 @@ def page(p: Profile) -> str:
             _fact(out, f"{cmd.id}, {cmd.when} ({cmd.severity}): `{cmd.run}`: {cmd.why}.", cmd.source)
     out += ["", "## Layouts", ""]
     for name, layout in p.layouts.items():
-        _fact(out, f'layout = "{name}": {layout.title}.', layout.source)
-        if layout.units:
-            out.append(f"    units: {', '.join(layout.units)}")
-        if layout.compose_services:
-            out.append(f"    compose services: {', '.join(layout.compose_services)}")
-        if layout.does:
-            out.append(f"    runs by itself: {', '.join(layout.does)}")
-        for role, place in layout.places.items():
-            where = [x for x in (place.path, place.database and f"database {place.database}",
-                                 place.user and f"user {place.user}") if x]
-            if not place.path and place.match:
-                where.append("paths like " + ", ".join(place.match))
-            text = f"{role}: " + ("; ".join(where) or "(anywhere)")
-            if place.auth:
-                text += f"; login: {place.auth}"
-            if place.fixed:
-                text += "; fixed by the layout"
-            if place.generated:
-                text += f"; when missing: {place.generated}"
-            _fact(out, text, place.source, indent=4)
-        out.append("")
+        _layout(out, name, layout)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _layout(out: List[str], name: str, layout: Layout) -> None:
+    _fact(out, f'layout = "{name}": {layout.title}.', layout.source)
+    for what, items in (("units", layout.units), ("compose services", layout.compose_services),
+                        ("runs by itself", layout.does)):
+        if items:
+            out.append(f"    {what}: {', '.join(items)}")
+    for role, place in layout.places.items():
+        _fact(out, f"{role}: {_place(place)}", place.source, indent=4)
+    out.append("")
+
+
+def _place(place: Place) -> str:
+    where = [x for x in (place.path, place.database and f"database {place.database}",
+                         place.user and f"user {place.user}") if x]
+    if not place.path and place.match:
+        where.append("paths like " + ", ".join(place.match))
+    text = "; ".join(where) or "(anywhere)"
+    if place.auth:
+        text += f"; login: {place.auth}"
+    if place.fixed:
+        text += "; fixed by the layout"
+    if place.generated:
+        text += f"; when missing: {place.generated}"
+    return text

@@ -46,20 +46,21 @@ MISTAKES = [
      "/var/lib/mastodon/public-system"),
     ("mastodon", "into new_db replace jobs = 2", "into new_db jobs = 2", "A102", "empty database"),
     ("mastodon", '  cutover: start new_app\n',
-     '  run beetroot "sed -i s/^LOCAL_DOMAIN=.*/LOCAL_DOMAIN=beetroot.example/ /var/lib/mastodon/secrets/env.production"'
-     ' writes = [new_env]\n  cutover: start new_app\n', "A102", "new ones"),
+     '  run beetroot "sed -i s/^LOCAL_DOMAIN=.*/LOCAL_DOMAIN=beetroot.example/'
+     ' /var/lib/mastodon/secrets/env.production" writes = [new_env]\n  cutover: start new_app\n', "A102", "new ones"),
     # Nextcloud: the data directory's path, maintenance mode, the config's secrets
     ("nextcloud", 'path  = "/var/www/nextcloud/data"           # the bigger disk\'s mount point',
      'path  = "/srv/nextcloud/data"', "A102", "not supported"),
     ("nextcloud", '  maintenance: run old "sudo -u www-data php /var/www/nextcloud/occ maintenance:mode --on"'
      ' writes = [old_config]\n', "", "A104", "sync clients"),
-    ("nextcloud", '  run new "sudo -u www-data php /var/www/nextcloud/occ maintenance:mode --off" writes = [new_config]\n',
+    ("nextcloud",
+     '  run new "sudo -u www-data php /var/www/nextcloud/occ maintenance:mode --off" writes = [new_config]\n',
      "", "A104", "locked"),
     ("nextcloud", "  transfer old_config to new_config\n", "", "A101", "passwords"),
     ("nextcloud", "    sync old_data to new_data\n", "", "A105", "files"),
     # Gitea: hooks, app.ini's secrets, the repositories
-    ("gitea", '  run new "sudo -u git gitea admin regenerate hooks --config /etc/gitea/app.ini" reads = [new_ini]'
-     ' writes = [new_repos]\n', "", "A104", "push"),
+    ("gitea", '  run new "sudo -u git gitea admin regenerate hooks --config /etc/gitea/app.ini"'
+     ' reads = [new_ini] writes = [new_repos]\n', "", "A104", "push"),
     ("gitea", "  transfer old_ini to new_ini\n", "", "A101", "2FA"),
     ("gitea", "    sync old_repos to new_repos\n", "", "A105", "history"),
     # Forgejo: moving to the NixOS module, which regenerates hooks itself but has its own secrets
@@ -74,7 +75,8 @@ MISTAKES = [
      "avatars"),
     # Vaultwarden: rsa_key.pem and the attachments live in the data folder
     ("vaultwarden", "  sync old_data to new_data\n", "", "A101", "logged out"),
-    ("vaultwarden", "sync old_data to new_data", 'sync old_data to new_data exclude "attachments"', "A105", "attachments"),
+    ("vaultwarden", "sync old_data to new_data", 'sync old_data to new_data exclude "attachments"', "A105",
+     "attachments"),
     # Immich: fresh database, derived thumbnails (a manual job: an info), originals
     ("immich", "into new_db replace", "into new_db", "A102", "fresh install"),
     ("immich", "sync old_upload to new_upload", 'sync old_upload to new_upload exclude "thumbs"', "A103",
@@ -109,7 +111,8 @@ def test_the_seed_as_it_went_named_as_mastodon_shows_what_the_profile_knew():
     with fresh secrets (no .env was copied), the feeds are never rebuilt, and the units are the
     source install's."""
     text = SEED.read_text(encoding="utf-8")
-    text = text.replace('service old_app on ubuntu {\n', 'service old_app on ubuntu {\n  app = "mastodon"  layout = "source"\n')
+    text = text.replace('service old_app on ubuntu {\n',
+                        'service old_app on ubuntu {\n  app = "mastodon"  layout = "source"\n')
     text = text.replace('service new_app on beetroot {\n',
                         'service new_app on beetroot {\n  app = "mastodon"  layout = "nixos"\n')
     codes = sorted({f.code for f in findings_of(text, "seed.plan")})

@@ -4,6 +4,7 @@ naming the file and the key."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ URL_OR_ISSUE = re.compile(r"^(https://\S+|[\w.-]+/[\w.-]+#\d+)$")
 
 
 def test_the_issue_s_apps_all_have_a_profile():
-    assert REQUIRED <= set(APPS)
+    assert set(APPS) >= REQUIRED
 
 
 def _facts(p):
@@ -129,3 +130,9 @@ def test_a_broken_profile_names_file_and_key(edit, where, what):
 def test_not_toml_at_all_names_the_file():
     with pytest.raises(ProfileError, match=r"^demo\.toml: not valid TOML"):
         parse_profile("name = ", "demo.toml")
+
+
+def test_the_language_reference_lists_every_app():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Naming the app"):doc.index("## Suppressing a finding")]
+    assert all(name in section for name in APPS), [n for n in APPS if n not in section]

@@ -65,7 +65,8 @@ A103 = Rule(
     bad=MASTODON.replace('compress = zstd\n', 'compress = zstd exclude "cache"\n', 1),
     fixed=MASTODON.replace('compress = zstd\n', 'compress = zstd exclude "cache"\n', 1).replace(
         'owner = "mastodon:mastodon" }\ndir new_system',
-        'owner = "mastodon:mastodon"\n  derived "cache" rebuild "mastodon-tootctl accounts refresh --all" }\ndir new_system').replace(
+        'owner = "mastodon:mastodon"\n  derived "cache" rebuild "mastodon-tootctl accounts refresh --all" }\n'
+        'dir new_system').replace(
         '  start new_app\n', '  start new_app\n  run new "mastodon-tootctl accounts refresh --all" reads = [new_db]\n'),
     source="the seed (gianarb, 'From Ubuntu to NixOS, the story of a mastodon migration'): the cache "
            "folder held every remote avatar; it took `tootctl accounts refresh` to get them back.",
@@ -379,7 +380,7 @@ class _Judge:
                     notes = [f"it holds {d.holds}", d.source.show()]
                     if d.automatic:
                         yield A103.finding(span=span, severity=Severity.INFO,
-                                           message=f"{what} stays behind; {move.title} rebuilds it by itself when it is needed",
+                                           message=f"{what} stays behind; {move.title} rebuilds it by itself",
                                            label=f"{d.subpath} left behind", notes=[f"until then: {d.lost}"] + notes)
                         continue
                     if not d.rebuild_match:

@@ -53,7 +53,8 @@ dir old_system on old { path = "/home/mastodon/live/public/system"  owner = "mas
 dir new_system on new { path = "/var/lib/mastodon/public-system"  owner = "mastodon:mastodon"  fresh = true }
 file old_env on old { path = "/home/mastodon/live/.env.production"  secret = true }
 file new_env on new {
-  path = "/var/lib/mastodon/secrets/env.production"  owner = "mastodon:mastodon"  mode = "0600"  secret = true  fresh = true
+  path  = "/var/lib/mastodon/secrets/env.production"
+  owner = "mastodon:mastodon"  mode = "0600"  secret = true  fresh = true
 }
 
 service old_app on old {
