@@ -49,7 +49,7 @@ MISTAKES = [
      '  run beetroot "sed -i s/^LOCAL_DOMAIN=.*/LOCAL_DOMAIN=beetroot.example/'
      ' /var/lib/mastodon/secrets/env.production" writes = [new_env]\n  cutover: start new_app\n', "A102", "new ones"),
     # Nextcloud: the data directory's path, maintenance mode, the config's secrets
-    ("nextcloud", 'path  = "/var/www/nextcloud/data"           # the bigger disk\'s mount point',
+    ("nextcloud", 'path  = "/var/www/nextcloud/data"  # the bigger disk\'s mount point',
      'path  = "/srv/nextcloud/data"', "A102", "not supported"),
     ("nextcloud", '  maintenance: run old "sudo -u www-data php /var/www/nextcloud/occ maintenance:mode --on"'
      ' writes = [old_config]\n', "", "A104", "sync clients"),

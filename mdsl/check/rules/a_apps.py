@@ -160,6 +160,7 @@ class _Judge:
         self.bound = walk.bound
         self.decls = {d.name.name: d for d in walk.bound.plan.decls}
         self.start = when.first(when.starts, move.target.names) if move.target else None
+        self.target_data = on_host(self.bound, move.target.host) if move.target else []
 
     # ------------------------------------------------------------ helpers
 
@@ -171,7 +172,7 @@ class _Judge:
         if self.move.target is None:
             return None
         best = None
-        for r in on_host(self.bound, self.move.target.host):
+        for r in self.target_data:
             step = self.walk.first_arrival.get((r.name, origin))
             if step is not None:
                 pos = self.when.pos(step)
@@ -182,7 +183,7 @@ class _Judge:
     def receivers(self, origin: str) -> List[Tuple[str, A.Step]]:
         """Declared places on the new host that received `origin`'s data, with the step that first did."""
         out = []
-        for r in on_host(self.bound, self.move.target.host):
+        for r in self.target_data:
             step = self.walk.first_arrival.get((r.name, origin))
             if step is not None:
                 out.append((r.name, step))
