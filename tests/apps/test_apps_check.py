@@ -117,3 +117,14 @@ def test_the_seed_as_it_went_named_as_mastodon_shows_what_the_profile_knew():
                         'service new_app on beetroot {\n  app = "mastodon"  layout = "nixos"\n')
     codes = sorted({f.code for f in findings_of(text, "seed.plan")})
     assert codes == ["A101", "A103", "A104", "A106", "H101", "H302"], codes
+
+
+def test_h301_lets_the_app_run_on_under_its_new_layout_s_units_only():
+    """Moving to the NixOS module renames the units (H301 stays quiet, A106 checks the new names);
+    between two hosts of the same layout a forgotten unit is still H301."""
+    from mdsl.check.rules.a_examples import GITEA, MASTODON
+
+    assert "H301" not in {f.code for f in findings_of(MASTODON, "m.plan")}
+    forgot = GITEA.replace('systemd = ["gitea"]  writes = [old_db', 'systemd = ["gitea", "gitea-backup.timer"]'
+                                                                  '  writes = [old_db')
+    assert "H301" in {f.code for f in findings_of(forgot, "g.plan")}
