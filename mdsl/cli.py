@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="show the documentation page of a finding code",
                        description="Show what a finding means, a bad plan and the fixed plan. Without CODE, list the codes.")
-    e.add_argument("code", nargs="?", metavar="CODE", help="a finding code, e.g. H101")
+    e.add_argument("code", nargs="?", metavar="CODE",
+                   help="a finding code, e.g. H101, or an app, e.g. mastodon")
     e.set_defaults(handler=_explain)
 
     f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",
@@ -194,15 +195,25 @@ def _explain(args) -> int:
         width = max((len(c) for c in codes), default=4)
         for r in rules:
             _out(f"{r.code:<{width}}  {r.severity.label:<7}  {r.title}\n")
-        _out("\nrun `mdsl explain CODE` for a code's page\n")
+        from mdsl.apps import profile as app_profiles
+
+        _out("\nrun `mdsl explain CODE` for a code's page, `mdsl explain APP` for an app's profile ("
+             + ", ".join(app_profiles.names()) + ")\n")
         return EXIT_OK
     code = args.code.strip().upper()
     if code not in codes:
+        from mdsl.apps import page as app_page, profile as app_profiles
+
+        prof = app_profiles.load(args.code.strip().lower())
+        if prof is not None:  # `mdsl explain mastodon`: the app's profile, each fact with its source
+            _out(app_page.page(prof))
+            return EXIT_OK
         import difflib
 
         from mdsl.render import safe
 
-        close = difflib.get_close_matches(code, codes, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(code, codes, n=3, cutoff=0.5) or difflib.get_close_matches(
+            args.code.strip().lower(), app_profiles.names(), n=1, cutoff=0.6)
         _err(f"unknown finding code `{safe(args.code)}`")
         if close:
             names = [f"`{c}`" for c in close]

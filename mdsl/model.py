@@ -125,6 +125,8 @@ class Service(Resource):
     compose: Optional[str] = None  # a Compose project's file: stopped and started with `docker compose`
     compose_services: Tuple[str, ...] = ()  # some of the project's services (none: all of them)
     container: Optional[str] = None  # one Docker container: `docker stop` / `docker start`
+    app: Optional[str] = None  # the app it runs (a profile under mdsl/apps/profiles), and how it is installed
+    layout: Optional[str] = None
     kind = "service"
     is_data = False
 

@@ -5,10 +5,11 @@ every check of the symbolic walk, in the order the walk runs them."""
 from __future__ import annotations
 
 import textwrap
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from mdsl.check.rules import e_plan, h1_loss, h2_order, h3_docker, h3_operations, p_preflight
+from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_operations, p_preflight
 from mdsl.check.rules.base import Check, Rule
+from mdsl.findings import Finding
 
 RULES: Tuple[Rule, ...] = (
     # E: the plan cannot be understood (parser, resolver, suppressions)
@@ -20,6 +21,8 @@ RULES: Tuple[Rule, ...] = (
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308,
+    # A1: the app's own hazards, from its profile
+    *a_apps.RULES,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
     p_preflight.P406, p_preflight.P407, p_preflight.P408, p_preflight.P409, p_preflight.P410,
@@ -29,6 +32,10 @@ RULES: Tuple[Rule, ...] = (
 # hands every step to the checks that declared its kind, in this order.
 CHECKS: Tuple[Check, ...] = h1_loss.CHECKS + h2_order.CHECKS + h3_operations.CHECKS + h3_docker.CHECKS
 
+# What runs after the walk, on its results: an app's hazards judge the whole move (several A1xx codes
+# per app), not one step or one rule at a time.
+AFTER_WALK: Tuple[Callable[..., Iterable[Finding]], ...] = (a_apps.at_end,)
+
 _BY_CODE: Dict[str, Rule] = {r.code: r for r in RULES}
 
 _FAMILIES = {
@@ -36,6 +43,7 @@ _FAMILIES = {
     "H1": "data loss",
     "H2": "consistency and order",
     "H3": "operations",
+    "A1": "the app's own hazards (its profile)",
     "P": "preflight, checked at apply time before the first step changes anything",
 }
 

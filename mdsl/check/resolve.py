@@ -8,6 +8,7 @@ import difflib
 from typing import Dict, List, Optional, Tuple
 
 from mdsl import docker
+from mdsl.apps import profile as profiles
 from mdsl.check.rules.base import Rule
 from mdsl.check.rules.e_plan import E102, E103, E104, E105, E106
 from mdsl.findings import Finding
@@ -35,7 +36,7 @@ _SCHEMAS = {
     "service": {
         "systemd": ("strs", False), "start": ("str", False), "stop": ("str", False),
         "status": ("str", False), "writes": ("names", False), "reads": ("names", False),
-        "initially": ("state", False), **docker.SERVICE_SCHEMA,
+        "initially": ("state", False), "app": ("str", False), "layout": ("str", False), **docker.SERVICE_SCHEMA,
     },
     "volume": docker.VOLUME_SCHEMA,
     **{kind: store.schema for kind, store in STORES.items()},
@@ -270,10 +271,42 @@ class _Resolver:
             if not u or u.startswith("-") or any(c.isspace() for c in u) or "/" in u:
                 self.err(E106, f"`{u}` is not a systemd unit name", self._attr_span(d, "systemd"))
         initially = at.get("initially")
+        app, layout = self.app_of(d, at)
         return Service(systemd=tuple(systemd), start=at.get("start"), stop=at.get("stop"),
                        status=at.get("status"), writes=writes, reads=reads,
                        initially_running=(initially is None or initially.name == "running"),
-                       **(run_by_docker or {}), **b.common())
+                       app=app, layout=layout, **(run_by_docker or {}), **b.common())
+
+    def app_of(self, d: A.ResourceDecl, at) -> Tuple[Optional[str], Optional[str]]:
+        """`app = "NAME"` and `layout = "LAYOUT"`: a profile mdsl ships, and one of its layouts."""
+        app, layout = at.get("app"), at.get("layout")
+        if app is None:
+            if layout is not None:
+                self.err(E106, f"`layout` of service `{d.name.name}` needs `app`", self._attr_span(d, "layout"),
+                         help='name the app too, e.g. `app = "mastodon"`')
+            return None, None
+        try:
+            prof = profiles.load(app)
+        except profiles.ProfileError as exc:
+            self.err(E106, f"the profile of `{app}` cannot be read: {exc}", self._attr_span(d, "app"))
+            return None, None
+        if prof is None:
+            sugg = _suggest(app, profiles.names())
+            self.err(E106, f"mdsl has no profile of an app called `{app}`", self._attr_span(d, "app"),
+                     label="unknown app",
+                     help=f"did you mean `{sugg}`?" if sugg else "apps: " + ", ".join(profiles.names()))
+            return None, None
+        if layout is None or layout not in prof.layouts:
+            choices = "; ".join(f'"{n}": {lay.title}' for n, lay in prof.layouts.items())
+            if layout is None:
+                self.err(E106, f"service `{d.name.name}` runs {prof.title} but does not say how it is installed",
+                         self._attr_span(d, "app"), label="which layout?", help=f"add `layout = ...`, one of {choices}")
+            else:
+                sugg = _suggest(layout, prof.layouts)
+                self.err(E106, f"{prof.title} has no layout `{layout}`", self._attr_span(d, "layout"),
+                         label="unknown layout", help=f"did you mean `{sugg}`?" if sugg else f"layouts: {choices}")
+            return None, None
+        return app, layout
 
     def data_refs(self, refs, where) -> Tuple[str, ...]:
         out = []

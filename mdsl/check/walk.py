@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Set, Tuple
 
 from mdsl.check.blocks import touches, walk_lane, walk_parallel
-from mdsl.check.catalog import CHECKS
+from mdsl.check.catalog import AFTER_WALK, CHECKS
 from mdsl.check.facts import FINAL_EXCLUDES, SOURCE_GONE, USED, BrokenLivePass, StepFacts, Survivors
 from mdsl.check.index import PlanIndex, Ref, excludes, names
 from mdsl.check.rules.base import PlanEnd, PlanText
@@ -109,6 +109,8 @@ class Walk:
             self.pos = self.index.positions[id(step)]
             self.dispatch(step)
         for judge in _JUDGES_BY_STEP.get(PlanEnd, ()):
+            self.findings.extend(judge(self))
+        for judge in AFTER_WALK:  # the app's own hazards (A1xx), on the walk's results
             self.findings.extend(judge(self))
         self.state.provisional.clear()
         return self.findings

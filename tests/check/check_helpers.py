@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 
 _EXPECT = re.compile(r"#\s*expect:\s*(.*)$")
-_CODE = re.compile(r"\b[EHP]\d{3}\b")
+_CODE = re.compile(r"\b[EHPA]\d{3}\b")
 _LINE = re.compile(r"\bline\s+(\d+)\b")
 
 

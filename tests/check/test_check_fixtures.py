@@ -11,7 +11,7 @@ from mdsl.check import catalog
 from mdsl.findings import Severity
 from check_helpers import FIXTURES, expectations, findings_of, observed
 
-FILES = sorted(FIXTURES.glob("[EH][0-9][0-9][0-9]/*.plan"))
+FILES = sorted(FIXTURES.glob("[EHA][0-9][0-9][0-9]/*.plan"))
 
 
 def _id(p):
@@ -46,5 +46,5 @@ def test_every_code_has_bad_and_good_fixtures():
 def test_no_fixture_for_an_unknown_code():
     codes = {r.code for r in catalog.RULES}
     for d in FIXTURES.iterdir():
-        if d.is_dir() and d.name[:1] in "EHP" and d.name[1:].isdigit():
+        if d.is_dir() and d.name[:1] in "EHPA" and d.name[1:].isdigit():
             assert d.name in codes, f"tests/fixtures/{d.name} names no catalogued code"

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CODE_RE = re.compile(r"^[EHP][0-9]{3}$")
+CODE_RE = re.compile(r"^[EHPA][0-9]{3}$")
 
 
 # ---------------------------------------------------------------- seeds

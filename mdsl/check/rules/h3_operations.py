@@ -48,6 +48,8 @@ def runs_nowhere(walk) -> Iterator[Finding]:
     for svc in res.values():
         if svc.kind != "service" or not svc.initially_running:
             continue
+        if svc.app and any(res[n].app == svc.app and res[n].layout != svc.layout for n in running):
+            continue  # the app runs on under another layout's unit names (A106 holds them to its profile)
         if svc.systemd:
             missing = [u for u in svc.systemd if u not in units]
         else:
