@@ -24,14 +24,14 @@ from typing import Callable, Dict, List, Optional, TextIO, Tuple
 from attrs import frozen
 
 from mdsl.check.resolve import BoundPlan, Host
-from mdsl.compile.actions import Gate, hash_command, parse_hash_answer, untrusted_answer
+from mdsl.compile.actions import Gate
 from mdsl.compile.plan import CompiledPlan, CompiledStep
 from mdsl.findings import Severity
 from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import Backend, BackendError
 from mdsl.run.console import Console, human_bytes, tty_ask
-from mdsl.run.errors import Refused, StepFailed
+from mdsl.run.errors import Refused, StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan, render_findings
@@ -40,6 +40,7 @@ from mdsl.run.progress import Progress
 from mdsl.run.schedule import Schedule, invalidate_from, make_schedule
 from mdsl.run.secrets import SecretStore
 from mdsl.run.steps import STDERR_TAIL, StepRunner, Stats
+from mdsl.run.transfer import remote_hash
 
 
 @frozen
@@ -328,14 +329,12 @@ class Apply:
                     return
 
     def _artifact_mismatch(self, executor: Executor, a: J.ArtifactRecord) -> Optional[str]:
-        h = self.hosts[a.host]
-        res = executor.run(hash_command(a.host, a.path, sudo=h.sudo, sudo_password=h.sudo_password))
-        if not res.ok:
+        try:
+            sha, size = remote_hash(executor, self.hosts[a.host], a.path)
+        except TransferError as exc:
+            if exc.exit is None:  # an answer of another shape
+                raise Refused(exc.message) from None
             return f'{a.host}:"{a.path}" is gone'
-        got = parse_hash_answer(res.stdout)
-        if got is None:
-            raise Refused(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout))
-        sha, size = got
         if a.sha256 is not None and sha != a.sha256:
             return f'{a.host}:"{a.path}" changed (sha256 {sha[:12]}..., journal {a.sha256[:12]}...)'
         if int(size) != a.size:
