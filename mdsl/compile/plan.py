@@ -72,10 +72,6 @@ class CompiledStep:
             return [lane for m in self.members for lane in m.lanes()]
         return [[self]]
 
-    def tools_on(self, host: str) -> Tuple[str, ...]:
-        """Programs this step needs on `host`."""
-        return dict(self.tools).get(host, ())
-
     def describe(self) -> List[str]:
         """The exact commands, secrets masked, one line each."""
         out = []

@@ -3,7 +3,7 @@
 Small on purpose (pyinfra's connectors: run, put, get): the apply loop, the
 transfer engine and preflight only ever talk to a host through these methods.
 Secrets never appear in a command line: they reach a host as stdin or as a
-0600 file written through stdin (`write_secret_file`).
+0600 file written through stdin (mdsl.run.executor).
 """
 
 from __future__ import annotations
@@ -128,14 +128,6 @@ class Backend(abc.ABC):
     def bulk_client(self, command: str) -> Optional[BulkClient]:
         """An OpenSSH client that runs `command` here, for bulk bytes; None when this backend has none."""
         return None
-
-    def write_secret_file(self, content: bytes) -> str:
-        """Create a 0600 temp file holding `content` (sent via stdin) and return its path."""
-        res = self.run('umask 077 && f=$(mktemp "${TMPDIR:-/tmp}/mdsl-secret.XXXXXXXX") && cat > "$f" && printf %s "$f"',
-                       stdin=content)
-        if not res.ok or not res.stdout.strip():
-            raise BackendError(self.name, f"cannot create a private temp file: {res.stderr.strip()}")
-        return res.stdout.strip()
 
     def close(self) -> None:
         """Release the connection."""

@@ -342,7 +342,7 @@ class Journal:
             os.write(self._fd, line)
             if sync:
                 # fdatasync: the data and the file's new size, without the mtime/atime inode update fsync
-                # also forces: half the cost per record (0.13 vs 0.27 ms median here, 0.3 vs 4 ms p90).
+                # also forces: half the cost per record (docs/performance.md).
                 _datasync(self._fd)
 
     def reset(self) -> None:

@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from cli_helpers import CLEAN_PLAN, ROOT, STUB_CHECKER, UNRESOLVED_PLAN, run_subprocess
+from cli_helpers import CLEAN_PLAN, MAIN, ROOT, UNRESOLVED_PLAN, run_subprocess
 
 HEAVY = ("fabric", "paramiko", "invoke", "rich", "structlog", "cryptography", "nacl", "mdsl.run", "mdsl.compile")
 
 
 def modules_loaded_by(argv, cwd):
-    code = STUB_CHECKER + (
-        "from mdsl.cli import main\n"
+    code = (
+        "import sys\nfrom mdsl.cli import main\n"
         "import io, contextlib\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    rc = main({list(argv)!r})\n"
@@ -94,7 +94,7 @@ def test_no_traceback_on_garbage_files(tmp_path, fmt):
 def test_a_closed_pipe_is_not_an_error(tmp_path):
     plan = tmp_path / "many.plan"
     plan.write_text("host h { local = true }\nsteps {\n" + "".join(f"  stop s{i}\n" for i in range(3000)) + "}\n")
-    code = STUB_CHECKER + "from mdsl.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
+    code = MAIN
     p = subprocess.Popen([sys.executable, "-c", code, "check", str(plan)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     p.stdout.read(100)
