@@ -226,13 +226,15 @@ class SshBackend(Backend):
                 f"verify {fp} on the host itself (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then add it: "
                 f"`{scan} >> {kh}`; or run apply with --accept-new-host-keys")
         if isinstance(e, paramiko.BadHostKeyException):
+            # known_hosts names a host on another port than 22 `[address]:port`; paramiko's e.hostname is bare
+            entry = e.hostname if port == 22 else f"[{e.hostname}]:{port}"
             return BackendError(
                 self.name,
                 f"HOST KEY CHANGED for {e.hostname}: it presented {e.key.get_name()} {e.key.fingerprint}, "
                 f"but {kh} has {e.expected_key.get_name()} {e.expected_key.fingerprint}. "
                 "Someone may be intercepting the connection; refusing to connect",
                 f"if the host was really reinstalled, verify the new fingerprint on it, then "
-                f"`ssh-keygen -R '{e.hostname}' -f {kh}` and add the new key")
+                f"`ssh-keygen -R {shlex.quote(entry)} -f {shlex.quote(kh)}` and add the new key")
         if isinstance(e, paramiko.BadAuthenticationType):
             return BackendError(self.name, f"{self.target} does not accept public keys (allows: "
                                 f"{', '.join(e.allowed_types)})", "enable PubkeyAuthentication on the host")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import pwd
 import secrets
 import shutil
@@ -392,6 +393,11 @@ def test_changed_host_key_is_refused_even_with_accept_new(ssh_hosts, backends, t
         assert _fingerprint(a.host_public_key) in msg and _fingerprint(other.host_public_key) in msg
         assert "ssh-keygen -R" in ei.value.hint
     assert kh.read_text() == forged + "\n"
+    # the help's command removes exactly that entry (on a port other than 22 it is `[address]:port`)
+    suggested = re.search(r"`(ssh-keygen -R [^`]*)`", ei.value.hint).group(1)
+    assert f"'[{a.address}]:{a.port}'" in suggested
+    subprocess.run(suggested, shell=True, check=True, capture_output=True)
+    assert kh.read_text() == ""
 
 
 # ---------------------------------------------------------------- sudo
