@@ -105,6 +105,24 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     assert p.returncode in (1, 2)
 
 
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_a_closed_pipe_ends_plan_and_status_quietly(tmp_path, command):
+    """`mdsl plan P | head -2`: the reader going away is a normal end, not an internal error."""
+    plan = tmp_path / "many.plan"
+    plan.write_text('host h { local = true }\nsteps {\n' + "".join(f'  run h "true {i}"\n' for i in range(3000)) + "}\n")
+    for _ in range(3):  # the write that meets the closed pipe comes at a different point each time
+        mdsl = subprocess.Popen([sys.executable, "-c", MAIN, command, str(plan)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        head = subprocess.Popen(["head", "-2"], stdin=mdsl.stdout, stdout=subprocess.PIPE)
+        mdsl.stdout.close()  # head alone reads it
+        shown = head.communicate(timeout=60)[0].decode()
+        err = mdsl.stderr.read().decode()
+        mdsl.wait(timeout=60)
+        assert len(shown.splitlines()) == 2
+        assert err == "", err
+        assert mdsl.returncode in (0, 1)
+
+
 def test_output_to_an_ascii_terminal_does_not_crash(tmp_path):
     plan = tmp_path / "p.plan"
     plan.write_text('host a { ssh = "日本" ; }\n', encoding="utf-8")
