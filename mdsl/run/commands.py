@@ -6,7 +6,6 @@ Each returns an exit status: 0 success, 1 failed or refused, 2 unusable plan
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import List
 
@@ -80,66 +79,18 @@ def apply_command(args) -> int:
 
 
 def status_command(args) -> int:
-    """`mdsl status PLAN`: done / failed / pending per step, from the journal."""
+    """`mdsl status PLAN`: done / running / failed / pending per step; exit status 1 when a step failed."""
     from mdsl.run import journal as J
     from mdsl.run.schedule import make_schedule
+    from mdsl.run.status import status_report
 
     loaded = _load(args.plan, "show the status")
     if isinstance(loaded, int):
         return loaded
     compiled, _ = loaded
     jpath = J.journal_path(args.plan)
-    state = J.read_journal(jpath)
-    print(format_status(compiled, state, jpath, make_schedule(compiled, state)))
-    return 0
-
-
-def format_status(compiled, state, jpath: str, sched) -> str:
-    """The text `mdsl status` prints."""
-    from mdsl.run.console import human_bytes
-
-    lines = [f"journal: {jpath}" + ("" if os.path.exists(jpath) else " (none yet: nothing has run)")]
-    if state.runs:
-        lines.append(f"runs: {state.runs}, last started {state.last_run_at}"
-                     + (", finished ok" if state.finished_ok else ""))
-    if state.torn_lines:
-        lines.append(f"note: {state.torn_lines} torn journal line(s) ignored (a crash mid-write)")
-    counts = {"done": 0, "failed": 0, "pending": 0}
-    for top in compiled.steps:
-        if top.is_parallel:
-            lines.append(f"[{top.id}] {top.title}")
-        groups, todo, shown = {}, list(top.members), set()  # a block's lanes, headed like the block
-        while todo:
-            m = todo.pop()
-            if m.members:
-                groups[m.path] = m
-                todo.extend(m.members)
-        for leaf in top.leaves():
-            for k in range(2, len(leaf.path)):
-                g = groups.get(leaf.path[:k])
-                if g is not None and g.path not in shown:
-                    shown.add(g.path)
-                    lines.append("  " * (k - 1) + f"[{g.id}] {g.title}")
-            rec = state.steps.get(leaf.id)
-            st = sched.status.get(leaf.id, "pending")
-            indent = "  " * (len(leaf.path) - 1)
-            if st == "done":
-                word = "done"
-                detail = f"{rec.at}, {rec.seconds or 0:.1f}s"
-                if rec.artifacts:
-                    detail += "; " + ", ".join(
-                        f'{a.host}:"{a.path}" {human_bytes(a.size)}'
-                        + (f" sha256 {a.sha256[:12]}" if a.sha256 else " (secret: size only)")
-                        for a in rec.artifacts)
-            elif rec is not None and rec.status == "failed" and rec.fingerprint == leaf.fingerprint:
-                word, detail = "failed", f"{rec.at}: {rec.error}" + (f" (host {rec.host})" if rec.host else "")
-            elif rec is not None and rec.status == "started":
-                word, detail = "pending", f"started {rec.at} and never finished (interrupted?)"
-            elif st == "changed":
-                word, detail = "pending", "the step changed since it ran: it runs again"
-            else:
-                word, detail = "pending", ""
-            counts["failed" if word == "failed" else word] += 1
-            lines.append(f"{indent}[{leaf.id}] {word:<8} {leaf.title}" + (f"    -- {detail}" if detail else ""))
-    lines.append(f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
-    return "\n".join(lines)
+    live = J.running_apply(J.lock_path(args.plan))
+    state = J.read_journal(jpath)  # after the lock: a step it shows running started in the run that holds it
+    report = status_report(compiled, state, jpath, make_schedule(compiled, state), live)
+    print(report.text)
+    return 1 if report.failed else 0

@@ -38,8 +38,7 @@ _CUTOVER = ("{what} starts the app on the data that was copied: from here on it 
 class Stats:
     """Counters for the summary."""
 
-    ran: int = 0
-    skipped: int = 0
+    ran: int = 0  # leaves
     bytes_moved: int = 0
     lock: threading.Lock = field(factory=threading.Lock)
 
