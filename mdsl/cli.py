@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     c = sub.add_parser("check", help="prove a plan loses no data; report findings",
-                       description="Report every finding about the plans (syntax, names, data loss, order, operations).",
+                       description="Report every finding about the plans "
+                                   "(syntax, names, data loss, order, operations).",
                        epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` reads standard input)")
     c.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
@@ -70,13 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_check)
 
     e = sub.add_parser("explain", help="show the documentation page of a finding code",
-                       description="Show what a finding means, a bad plan and the fixed plan. Without CODE, list the codes.")
+                       description="Show what a finding means, a bad plan and the fixed plan. "
+                                   "Without CODE, list the codes.")
     e.add_argument("code", nargs="?", metavar="CODE", help="a finding code, e.g. H101")
     e.set_defaults(handler=_explain)
 
     f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",
                        description="Rewrite plans in the canonical layout, keeping comments.")
-    f.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` formats standard input to standard output)")
+    f.add_argument("plans", nargs="+", metavar="PLAN",
+                   help="plan files (`-` formats standard input to standard output)")
     f.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 if a plan is not formatted, listing it")
     f.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")

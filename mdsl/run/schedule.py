@@ -67,15 +67,15 @@ def invalidate_from(compiled: CompiledPlan, sched: Schedule, top_index: int, lea
              for m in lane[k:]}
     for i, top in enumerate(compiled.steps):
         for leaf in top.leaves():
-            if i > top_index or leaf.id == leaf_id or leaf.id in later:
-                if sched.status.get(leaf.id) == "done":
-                    sched.status[leaf.id] = "pending"
+            if (i > top_index or leaf.id == leaf_id or leaf.id in later) and sched.status.get(leaf.id) == "done":
+                sched.status[leaf.id] = "pending"
     sched.start = min(sched.start, top_index)
 
 
 def tally(counts: Dict[str, int], total: int) -> str:
     """`5 done, 1 failed, 2 pending of 8 steps` (`running` too while an apply runs)."""
-    words = [f"{counts.get(k, 0)} {k}" for k in ("done", "running", "failed", "pending") if k != "running" or counts.get(k)]
+    shown = ("done", "running", "failed", "pending") if counts.get("running") else ("done", "failed", "pending")
+    words = [f"{counts.get(k, 0)} {k}" for k in shown]
     return ", ".join(words) + f" of {total} steps"
 
 

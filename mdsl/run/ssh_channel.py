@@ -100,10 +100,8 @@ def wrap(command: str, token: str, *, sudo: Optional[SudoWrapper] = None, stdin:
     if sudo is None:
         return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2" + mark + null + command)
     inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2" + mark + null + command)
-    if sudo.password_line is not None:
-        prefix = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- "
-    else:
-        prefix = "sudo -n -- "  # NOPASSWD expected: fail at once instead of waiting for a password
+    # without a password, NOPASSWD is expected: `-n` fails at once instead of waiting for one
+    prefix = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- " if sudo.password_line is not None else "sudo -n -- "
     return "printf 'mdsl:pid=%s\\n' $$ >&2; exec " + prefix + inner
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-from pathlib import Path
 import sys
 
 import pytest
@@ -109,7 +108,8 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
 def test_a_closed_pipe_ends_plan_and_status_quietly(tmp_path, command):
     """`mdsl plan P | head -2`: the reader going away is a normal end, not an internal error."""
     plan = tmp_path / "many.plan"
-    plan.write_text('host h { local = true }\nsteps {\n' + "".join(f'  run h "true {i}"\n' for i in range(3000)) + "}\n")
+    steps = "".join(f'  run h "true {i}"\n' for i in range(3000))
+    plan.write_text('host h { local = true }\nsteps {\n' + steps + "}\n")
     for _ in range(3):  # the write that meets the closed pipe comes at a different point each time
         mdsl = subprocess.Popen([sys.executable, "-c", MAIN, command, str(plan)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
