@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     c = sub.add_parser("check", help="prove a plan loses no data; report findings",
-                       description="Report every finding about the plans (syntax, names, data loss, order, operations).",
+                       description="Report every finding about the plans "
+                                   "(syntax, names, data loss, order, operations).",
                        epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` reads standard input)")
     c.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
@@ -70,14 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_check)
 
     e = sub.add_parser("explain", help="show the documentation page of a finding code",
-                       description="Show what a finding means, a bad plan and the fixed plan. Without CODE, list the codes.")
+                       description="Show what a finding means, a bad plan and the fixed plan. "
+                                   "Without CODE, list the codes.")
     e.add_argument("code", nargs="?", metavar="CODE",
                    help="a finding code, e.g. H101, or an app, e.g. mastodon")
     e.set_defaults(handler=_explain)
 
     f = sub.add_parser("fmt", help="lay out a plan canonically (comments kept)",
                        description="Rewrite plans in the canonical layout, keeping comments.")
-    f.add_argument("plans", nargs="+", metavar="PLAN", help="plan files (`-` formats standard input to standard output)")
+    f.add_argument("plans", nargs="+", metavar="PLAN",
+                   help="plan files (`-` formats standard input to standard output)")
     f.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 if a plan is not formatted, listing it")
     f.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
@@ -91,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("apply", help="check, preflight, then run a plan",
                        description="Check the plan, run preflight checks on every host, then run the steps.")
     a.add_argument("plan", metavar="PLAN")
-    a.add_argument("--dry-run", action="store_true", help="check and preflight only; change nothing")
-    a.add_argument("-y", "--yes", action="store_true", help="do not ask before destructive steps or warnings")
+    a.add_argument("--dry-run", action="store_true",
+                   help="check, connect and preflight, print the commands, run nothing")
+    a.add_argument("-y", "--yes", action="store_true",
+                   help="answer yes to warnings, destructive steps and confirm gates")
     a.add_argument("--from", dest="from_label", metavar="LABEL", help="start at the step with this label")
     a.add_argument("--log-format", choices=("console", "json"), default=None,
-                   help="log format (default: console on a terminal, json otherwise)")
+                   help="log format on stderr (default: console on a terminal, json otherwise)")
     a.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
     a.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
@@ -182,13 +187,8 @@ def _check(args) -> int:
 
 
 def _explain(args) -> int:
-    try:
-        from mdsl.check import catalog
-    except ModuleNotFoundError as exc:
-        if exc.name in ("mdsl.check.catalog",):
-            _err("the findings catalogue is not available in this build of mdsl")
-            return EXIT_UNUSABLE
-        raise
+    from mdsl.check import catalog
+
     rules = list(catalog.RULES)
     codes = [r.code for r in rules]
     if args.code is None:
@@ -333,19 +333,9 @@ def _runner(name: str):
     """A handler that imports the runner only when this command runs."""
 
     def handler(args) -> int:
-        try:
-            from mdsl.run import commands
-        except ModuleNotFoundError as exc:
-            if exc.name in ("mdsl.run.commands", "mdsl.run"):
-                _err(f"`mdsl {name}` is not available in this build of mdsl")
-                return EXIT_UNUSABLE
-            _err(f"`mdsl {name}` needs the Python package `{exc.name}`, which is not installed")
-            return EXIT_UNUSABLE
-        fn = getattr(commands, f"{name}_command", None)
-        if fn is None:
-            _err(f"`mdsl {name}` is not available in this build of mdsl")
-            return EXIT_UNUSABLE
-        return fn(args)
+        from mdsl.run import commands
+
+        return getattr(commands, f"{name}_command")(args)
 
     handler.__name__ = f"_{name}"
     return handler
@@ -354,7 +344,8 @@ def _runner(name: str):
 # ---------------------------------------------------------------- main
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
+def _parse(argv: Optional[Sequence[str]]):
+    """The parsed arguments, or the exit status when there is nothing to run (--help, --version, an error)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -366,41 +357,67 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_UNUSABLE
-    return args.handler(args)
+    return args
 
 
-def _internal_error(exc: BaseException) -> int:
-    # Once apply has read secrets (mdsl.run.log knows them), neither the message nor the traceback shows one.
-    from mdsl.run.log import format_exception
+def _internal_error(exc: BaseException, command: Optional[str]) -> int:
+    """One redacted line on stderr (the redacted traceback with MDSL_DEBUG=1); for apply, also a log event.
 
-    _err(f"internal error: {format_exception(exc, False)}")
+    Once apply has read secrets (mdsl.run.log knows them), neither the message nor the traceback
+    shows one, chained exceptions included. With `apply --log-format json` the event carries the
+    traceback as data (no locals), redacted by the log's processors, so a log collector keeps it.
+    """
+    from mdsl.run import log
+
+    during = f" during `mdsl {command}`" if command else ""
+    _err(f"internal error{during}: {log.format_exception(exc, False)}")
+    if command == "apply" and log.log_format() == "json":
+        try:
+            log.get_logger().error("apply.internal_error", exc_info=exc)
+        except Exception:  # noqa: BLE001 - the report must not fail in turn
+            pass
     sys.stderr.write("This is a bug in mdsl, not in your plan. Please report it with the plan that caused it.\n")
+    if command == "apply":
+        sys.stderr.write("The journal keeps every finished step: `mdsl apply` resumes after the last one.\n")
     if os.environ.get("MDSL_DEBUG"):
-        sys.stderr.write(format_exception(exc, True))
+        sys.stderr.write(log.format_exception(exc, True))
     else:
         sys.stderr.write("Set MDSL_DEBUG=1 to see where it happened.\n")
     return EXIT_UNUSABLE
 
 
+def _quiet_stdout() -> None:
+    """The reader went away (`mdsl plan P | head`): what is still buffered goes nowhere, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `mdsl` with `argv` (default: sys.argv[1:]); returns the exit status, never raises."""
     _forgiving_streams()
+    args = None
     try:
-        code = _main(argv)
+        args = _parse(argv)
+        if isinstance(args, int):
+            return args
+        code = args.handler(args)
         sys.stdout.flush()
         return code
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (`mdsl check big.plan | head`): stop quietly.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
+        _quiet_stdout()
         return EXIT_FINDINGS
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_UNUSABLE
+    except ModuleNotFoundError as exc:
+        if (exc.name or "mdsl").split(".")[0] == "mdsl":
+            return _internal_error(exc, getattr(args, "command", None))
+        _err(f"`mdsl {getattr(args, 'command', '')}` needs the Python package `{exc.name}`, which is not installed")
+        return EXIT_UNUSABLE
     except Exception as exc:  # the promise: no traceback for any input
-        return _internal_error(exc)
+        return _internal_error(exc, getattr(args, "command", None))

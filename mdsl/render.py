@@ -339,15 +339,6 @@ def render_json(findings: Sequence[Finding]) -> str:
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
-def _catalogue_rules():
-    """The catalogue's rules, or () while the catalogue is not installed."""
-    try:
-        from mdsl.check import catalog
-    except ImportError:
-        return None, ()
-    return catalog, tuple(getattr(catalog, "RULES", ()))
-
-
 def _first_paragraph(page: str) -> str:
     """The first paragraph of prose in a page (not a heading, not the `CODE: title` line, not code)."""
     for p in (p.strip() for p in page.strip().split("\n\n")):
@@ -384,18 +375,17 @@ def _artifact_uri(path: str) -> str:
 
 def sarif_document(findings: Sequence[Finding], version: str = "0") -> dict:
     """A SARIF 2.1.0 log with one run: the catalogue as rules, the findings as results."""
-    catalog, rules = _catalogue_rules()
+    from mdsl.check import catalog
+
     driver_rules, index = [], {}
 
     def page_of(code):
-        if catalog is None or not hasattr(catalog, "page"):
-            return None
         try:
             return catalog.page(code)
         except Exception:  # a missing page must not cost the whole report
             return None
 
-    for r in rules:
+    for r in catalog.RULES:
         code = getattr(r, "code", None)
         if not code or code in index:
             continue

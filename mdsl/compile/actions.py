@@ -7,12 +7,11 @@ artifact between hosts (`CopyArtifact`), an HTTP or DNS check, a manual gate.
 
 from __future__ import annotations
 
-import re
 from typing import Optional, Tuple, Union
 
 from attrs import field, frozen
 
-from mdsl.compile.parts import Arg, Command, sh
+from mdsl.compile.parts import Arg, Command
 
 
 @frozen
@@ -195,55 +194,3 @@ class Gate:
 
 
 Action = Union[Shell, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]
-
-
-def hash_command(host: str, path: str, *, sudo: bool = False, sudo_password=None) -> Command:
-    """Print `sha256` then `size` of a file, or of a directory tree (sorted file list with contents).
-
-    A file is hashed with `openssl dgst` where the host has it: coreutils' sha256sum does not use the
-    CPU's SHA extensions (~4x slower here). Same digest either way. A tree keeps `sha256sum` for its
-    per-file lines, whose exact format is part of the tree's digest.
-    """
-    p = Arg(path)
-    return Command(host, sh(
-        "if [ -d", p, "]; then",
-        "(cd", p, "&& find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum) | sha256sum | cut -c1-64;",
-        "du -sb", p, "| cut -f1;",
-        "elif [ -f", p, "]; then",
-        "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; } <", p,
-        "| cut -c1-64; stat -c %s", p, ";",
-        "else echo", Arg(f"mdsl: {path} does not exist"), ">&2; exit 3; fi",
-    ), sudo=sudo, sudo_password=sudo_password, tools=("sha256sum", "find", "sort", "xargs", "du", "stat", "cut"))
-
-
-_HASH_ANSWER = re.compile(r"([0-9a-f]{64})\n([0-9]+)\n?")
-_SIZE_ANSWER = re.compile(r"(file|dir) ([0-9]+)\n?")
-
-
-def parse_hash_answer(stdout: str) -> Optional[Tuple[str, int]]:
-    """(sha256, size) from what `hash_command` printed; None for anything else (a banner, a broken tool)."""
-    m = _HASH_ANSWER.fullmatch(stdout)
-    return (m.group(1), int(m.group(2))) if m else None
-
-
-def parse_size_answer(stdout: str) -> Optional[Tuple[str, int]]:
-    """("file" | "dir", size) from what `size_command` printed; None for anything else."""
-    m = _SIZE_ANSWER.fullmatch(stdout)
-    return (m.group(1), int(m.group(2))) if m else None
-
-
-def untrusted_answer(host: str, what: str, stdout: str) -> str:
-    """The message for an answer that does not have the expected shape."""
-    shown = stdout if len(stdout) <= 160 else stdout[:160] + "..."
-    return (f"{host} answered {what} with {shown!r}, not the expected shape; not trusting it "
-            "(a login banner on stdout, or a broken tool on the host?)")
-
-
-def size_command(host: str, path: str, *, sudo: bool = False, sudo_password=None) -> Command:
-    """Print `file SIZE` or `dir SIZE` for a path (the transfer engine's first question)."""
-    p = Arg(path)
-    return Command(host, sh(
-        "if [ -d", p, "]; then printf 'dir '; du -sb", p, "| cut -f1;",
-        "elif [ -f", p, "]; then printf 'file '; stat -c %s", p, ";",
-        "else echo", Arg(f"mdsl: {path} does not exist"), ">&2; exit 3; fi",
-    ), sudo=sudo, sudo_password=sudo_password, tools=("du", "stat", "cut"))

@@ -24,22 +24,23 @@ from typing import Callable, Dict, List, Optional, TextIO, Tuple
 from attrs import frozen
 
 from mdsl.model import BoundPlan, Host
-from mdsl.compile.actions import Gate, hash_command, parse_hash_answer, untrusted_answer
+from mdsl.compile.actions import Gate
 from mdsl.compile.plan import CompiledPlan, CompiledStep
 from mdsl.findings import Severity
 from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import Backend, BackendError
 from mdsl.run.console import Console, human_bytes, tty_ask
-from mdsl.run.errors import Refused, StepFailed
+from mdsl.run.errors import Refused, StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan, render_findings
 from mdsl.run.preflight import run_preflight
 from mdsl.run.progress import Progress
-from mdsl.run.schedule import Schedule, invalidate_from, make_schedule
+from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_schedule, steps, steps_of
 from mdsl.run.secrets import SecretStore
 from mdsl.run.steps import STDERR_TAIL, StepRunner, Stats
+from mdsl.run.transfer import remote_hash
 
 
 @frozen
@@ -159,8 +160,8 @@ class Apply:
                               + (f" (labels: {', '.join(labels)})" if labels else " (the plan has no labels)"))
             return 2
         if not sched.pending(compiled):
-            self.console.say(f"nothing to do: all {len(list(compiled.leaves()))} steps of {self.opts.plan} are done "
-                             f"(journal {jpath}).")
+            self.console.say(f"nothing to do: every step of {self.opts.plan} is done "
+                             f"({steps(count_steps(compiled))}; journal {jpath}).")
             self.console.say("Run with --restart (or delete the journal) to run it again from the start.")
             return 0
         executor = self._prepare(compiled, sched, state)
@@ -198,7 +199,6 @@ class Apply:
                    t0: float) -> int:
         leaves = list(compiled.leaves())
         pending = sched.pending(compiled)
-        done_before = len(leaves) - len(pending)
         jpath = J.journal_path(self.opts.plan)
         self.journal = J.Journal(jpath)
         if self.opts.restart:
@@ -207,14 +207,14 @@ class Apply:
         self.log.info("apply.start", steps=len(leaves), pending=len(pending))
         title = compiled.bound.plan.title.value if compiled.bound.plan.title else self.opts.plan
         self.console.say(f"mdsl apply {self.opts.plan}: {title}")
-        if done_before:
-            self.console.say(f"resuming: {done_before} of {len(leaves)} steps are done in the journal; "
+        done = count_steps(compiled, lambda leaf: sched.status.get(leaf.id) == "done")
+        if done[1]:
+            self.console.say(f"resuming: {steps_of(done, count_steps(compiled))} are done in the journal; "
                              f"starting at step {compiled.steps[sched.start].id}")
         executor.journal = self.journal
         for b in self.backends.values():
             b.on_started = functools.partial(self._command_started, b)
         stop_leftovers(state, executor, self.hosts, self.console, self.journal)
-        self.stats.skipped = done_before
         total = len(compiled.steps)
         ok = False
         try:
@@ -232,15 +232,13 @@ class Apply:
         finally:
             self.journal.finished(ok)
         tops = sum(1 for top in compiled.steps if any(m in pending for m in top.leaves()))
-        self._summary(tops, time.monotonic() - t0)
+        self._summary((tops, self.stats.ran), count_steps(compiled), time.monotonic() - t0)
         return 0
 
-    def _summary(self, tops: int, elapsed: float) -> None:
+    def _summary(self, ran: Tuple[int, int], whole: Tuple[int, int], elapsed: float) -> None:
         self.console.say("")
-        self.console.say(f"done: {tops} step(s) run"
-                         + (f" ({self.stats.ran} counting each parallel member)" if self.stats.ran != tops else "")
-                         + (f", {self.stats.skipped} already done" if self.stats.skipped else "")
-                         + f"; {human_bytes(self.stats.bytes_moved)} moved between hosts; {elapsed:.1f}s wall time")
+        self.console.say(f"done: ran {steps_of(ran, whole)}; {human_bytes(self.stats.bytes_moved)} moved between "
+                         f"hosts; {elapsed:.1f}s wall time")
         self.console.say(f"journal: {J.journal_path(self.opts.plan)} (`mdsl status {self.opts.plan}`)")
         self.log.info("apply.done", ran=self.stats.ran, bytes=self.stats.bytes_moved, seconds=round(elapsed, 2))
 
@@ -328,14 +326,12 @@ class Apply:
                     return
 
     def _artifact_mismatch(self, executor: Executor, a: J.ArtifactRecord) -> Optional[str]:
-        h = self.hosts[a.host]
-        res = executor.run(hash_command(a.host, a.path, sudo=h.sudo, sudo_password=h.sudo_password))
-        if not res.ok:
+        try:
+            sha, size = remote_hash(executor, self.hosts[a.host], a.path)
+        except TransferError as exc:
+            if exc.exit is None:  # an answer of another shape
+                raise Refused(exc.message) from None
             return f'{a.host}:"{a.path}" is gone'
-        got = parse_hash_answer(res.stdout)
-        if got is None:
-            raise Refused(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout))
-        sha, size = got
         if a.sha256 is not None and sha != a.sha256:
             return f'{a.host}:"{a.path}" changed (sha256 {sha[:12]}..., journal {a.sha256[:12]}...)'
         if int(size) != a.size:

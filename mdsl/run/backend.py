@@ -3,14 +3,15 @@
 Small on purpose (pyinfra's connectors: run, put, get): the apply loop, the
 transfer engine and preflight only ever talk to a host through these methods.
 Secrets never appear in a command line: they reach a host as stdin or as a
-0600 file written through stdin (`write_secret_file`).
+0600 file written through stdin (mdsl.run.executor).
 """
 
 from __future__ import annotations
 
 import abc
 import os
-from typing import Callable, Iterator, Optional
+import re
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 from attrs import frozen
 
@@ -60,6 +61,9 @@ def run_marker(token: str) -> str:
     return "mdsl-run=" + token
 
 
+# What a wrapped command prints on stderr first: its process group (sshd makes each session one).
+PID_MARKER_RE = re.compile(rb"mdsl:pid=(\d+)\n")
+
 RUN_ENV = "MDSL_RUN"  # in the environment of everything a wrapped command starts: the run's token
 
 
@@ -72,6 +76,16 @@ def marker_line(token: str) -> str:
     told apart from other processes (mdsl.run.leftovers).
     """
     return f"{RUN_ENV}={token}; export {RUN_ENV}; trap : EXIT # {run_marker(token)}"
+
+
+@frozen
+class BulkClient:
+    """An OpenSSH client's command line running one wrapped command on a host, for bulk bytes (mdsl.run.pipe)."""
+
+    argv: Tuple[str, ...]
+    release: Callable[[], None]  # the client has ended, or will not run: its session slot is free again
+    kill: Callable[[Iterable[int]], None]  # stop the command's process groups through the control channel
+    first_stdin: Optional[bytes] = None  # written before the stream (sudo's password line)
 
 
 class Backend(abc.ABC):
@@ -111,13 +125,9 @@ class Backend(abc.ABC):
     def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
         """Run `command` with `chunks` as its stdin (bounded memory)."""
 
-    def write_secret_file(self, content: bytes) -> str:
-        """Create a 0600 temp file holding `content` (sent via stdin) and return its path."""
-        res = self.run('umask 077 && f=$(mktemp "${TMPDIR:-/tmp}/mdsl-secret.XXXXXXXX") && cat > "$f" && printf %s "$f"',
-                       stdin=content)
-        if not res.ok or not res.stdout.strip():
-            raise BackendError(self.name, f"cannot create a private temp file: {res.stderr.strip()}")
-        return res.stdout.strip()
+    def bulk_client(self, command: str) -> Optional[BulkClient]:
+        """An OpenSSH client that runs `command` here, for bulk bytes; None when this backend has none."""
+        return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend without a connection has nothing to release
         """Release the connection."""

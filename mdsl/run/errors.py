@@ -20,3 +20,12 @@ class StepFailed(Exception):
         self.message, self.host, self.command, self.exit = message, host, command, exit
         self.stderr, self.hint = stderr, hint
         self.step: Optional[CompiledStep] = None
+
+
+class TransferError(Exception):
+    """A copy, or a question the copy protocol asked a host, failed or was answered in an untrusted shape."""
+
+    def __init__(self, message: str, host: Optional[str] = None, command: Optional[str] = None,
+                 stderr: str = "", exit: Optional[int] = None):
+        super().__init__(message)
+        self.message, self.host, self.command, self.stderr, self.exit = message, host, command, stderr, exit

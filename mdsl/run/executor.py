@@ -10,7 +10,7 @@ import attrs
 from mdsl.compile.parts import Command
 from mdsl.run import journal as J
 from mdsl.run import log
-from mdsl.run.backend import Backend, BackendError, Result
+from mdsl.run.backend import Backend, BackendError, BulkClient, Result
 from mdsl.run.secrets import SecretStore
 
 # The step whose commands this thread runs (a parallel block's members run in copied contexts):
@@ -76,14 +76,12 @@ class Executor:
                                hint="use `via = rsync` or passwordless sudo on that host")
         return self._backend(cmd).read_stream(cmd.render(masked=False), sink, timeout=timeout)
 
-    def openssh(self, cmd: Command) -> Optional[Tuple[List[str], Optional[bytes], Backend]]:
-        """(OpenSSH client argv, first stdin bytes, backend) to run `cmd` for bulk bytes; None when not possible."""
+    def bulk_client(self, cmd: Command) -> Optional[BulkClient]:
+        """An OpenSSH client running `cmd` for bulk bytes (sudo's password line first); None when not possible."""
         if list(cmd.all_secret_files()):
             return None
-        backend = self._backend(cmd)
-        make = getattr(backend, "openssh_argv", None)
-        argv = make(cmd.render(masked=False)) if make is not None else None
-        return (argv, self._stdin(cmd), backend) if argv else None
+        client = self._backend(cmd).bulk_client(cmd.render(masked=False))
+        return attrs.evolve(client, first_stdin=self._stdin(cmd)) if client is not None else None
 
     def write_stream(self, cmd: Command, chunks: Iterator[bytes], timeout: Optional[float] = None) -> Result:
         """Stream into a command's stdin (after the sudo password line, when there is one)."""

@@ -12,6 +12,7 @@ from typing import Callable, List, Tuple
 
 from mdsl import render
 from mdsl.model import BoundPlan
+from mdsl.check import check_plan
 from mdsl.compile.parts import CompileError
 from mdsl.compile.plan import CompiledPlan, compile_plan
 from mdsl.findings import Finding, PlanError, Severity
@@ -31,19 +32,9 @@ def render_findings(findings: List[Finding]) -> str:
 
 
 def check_findings(plan: A.Plan) -> Tuple[BoundPlan, List[Finding]]:
-    """`mdsl check`'s findings; when the symbolic walk is not installed yet, the resolve stage's only."""
-    try:
-        from mdsl.check import check_plan
-
-        res = check_plan(plan)
-        return res.bound, list(res.findings)
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("mdsl.check."):
-            raise
-        from mdsl.check.resolve import resolve
-
-        bound = resolve(plan)
-        return bound, list(bound.findings)
+    """`mdsl check`'s findings, and the bound plan they were found on."""
+    res = check_plan(plan)
+    return res.bound, list(res.findings)
 
 
 def load_plan(path: str, warn: Callable[[str], None], command: str) -> Tuple[CompiledPlan, List[Finding]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from attrs import define, field
 
@@ -67,7 +67,39 @@ def invalidate_from(compiled: CompiledPlan, sched: Schedule, top_index: int, lea
              for m in lane[k:]}
     for i, top in enumerate(compiled.steps):
         for leaf in top.leaves():
-            if i > top_index or leaf.id == leaf_id or leaf.id in later:
-                if sched.status.get(leaf.id) == "done":
-                    sched.status[leaf.id] = "pending"
+            if (i > top_index or leaf.id == leaf_id or leaf.id in later) and sched.status.get(leaf.id) == "done":
+                sched.status[leaf.id] = "pending"
     sched.start = min(sched.start, top_index)
+
+
+def tally(counts: Dict[str, int], total: int) -> str:
+    """`5 done, 1 failed, 2 pending of 8 steps` (`running` too while an apply runs)."""
+    shown = ("done", "running", "failed", "pending") if counts.get("running") else ("done", "failed", "pending")
+    words = [f"{counts.get(k, 0)} {k}" for k in shown]
+    return ", ".join(words) + f" of {total} steps"
+
+
+def steps_of(part: Tuple[int, int], whole: Tuple[int, int]) -> str:
+    """`5 of 8 steps`, counted as the progress counts them (a parallel block is one step), and counting each
+    parallel member too when that differs: `5 of 8 steps (8 of 11 counting each parallel member)`.
+    `part` and `whole` are (top-level steps, leaves)."""
+    text = f"{part[0]} of {whole[0]} steps"
+    if part[0] == part[1] and whole[0] == whole[1]:
+        return text
+    return text + f" ({part[1]} of {whole[1]} counting each parallel member)"
+
+
+def steps(whole: Tuple[int, int]) -> str:
+    """`8 steps`, or `8 steps (11 counting each parallel member)`; `whole` is (top-level steps, leaves)."""
+    text = f"{whole[0]} steps"
+    return text if whole[0] == whole[1] else text + f" ({whole[1]} counting each parallel member)"
+
+
+def count_steps(compiled: CompiledPlan, which: Optional[Callable[[CompiledStep], bool]] = None) -> Tuple[int, int]:
+    """(top-level steps, leaves) of the plan; with `which`, the leaves it accepts and the top-level steps
+    all of whose leaves it accepts (a parallel block counts when every member does)."""
+    def accepted(leaf: CompiledStep) -> bool:
+        return which is None or which(leaf)
+
+    tops = sum(1 for top in compiled.steps if all(accepted(x) for x in top.leaves()))
+    return tops, sum(1 for leaf in compiled.leaves() if accepted(leaf))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ import paramiko
 from fabric import Config, Connection
 
 from mdsl.model import Host
-from mdsl.run.backend import Backend, BackendError, Result, new_run_token
+from mdsl.run.backend import Backend, BackendError, BulkClient, Result, new_run_token
 from mdsl.run.openssh import OpenSshRoutes
 from mdsl.run.secrets import SecretStore
 from mdsl.run.ssh_channel import (
@@ -225,13 +226,15 @@ class SshBackend(Backend):
                 f"verify {fp} on the host itself (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then add it: "
                 f"`{scan} >> {kh}`; or run apply with --accept-new-host-keys")
         if isinstance(e, paramiko.BadHostKeyException):
+            # known_hosts names a host on another port than 22 `[address]:port`; paramiko's e.hostname is bare
+            entry = e.hostname if port == 22 else f"[{e.hostname}]:{port}"
             return BackendError(
                 self.name,
                 f"HOST KEY CHANGED for {e.hostname}: it presented {e.key.get_name()} {e.key.fingerprint}, "
                 f"but {kh} has {e.expected_key.get_name()} {e.expected_key.fingerprint}. "
                 "Someone may be intercepting the connection; refusing to connect",
                 f"if the host was really reinstalled, verify the new fingerprint on it, then "
-                f"`ssh-keygen -R '{e.hostname}' -f {kh}` and add the new key")
+                f"`ssh-keygen -R {shlex.quote(entry)} -f {shlex.quote(kh)}` and add the new key")
         if isinstance(e, paramiko.BadAuthenticationType):
             return BackendError(self.name, f"{self.target} does not accept public keys (allows: "
                                 f"{', '.join(e.allowed_types)})", "enable PubkeyAuthentication on the host")
@@ -306,19 +309,18 @@ class SshBackend(Backend):
 
     # ------------------------------------------------------------------ bulk bytes (the OpenSSH client)
 
-    def openssh_argv(self, command: str) -> Optional[List[str]]:
+    def bulk_client(self, command: str) -> Optional[BulkClient]:
         """`ssh ... -- WRAPPED` running `command` on this host with the OpenSSH client; None when unusable.
 
-        For bulk bytes only (mdsl.run.pipe): same host key file, identity, user and port as the
-        Fabric connection. Hand the argv back to openssh_done() when its process has ended.
+        Same host key file, identity, user and port as the Fabric connection; the control channel
+        (this connection) is what stops the command's process group when the copy is stopped.
         """
         if self.wrap_sudo:  # the sudo prompt handshake lives in the exec channel
             return None
-        return self._openssh.argv(self.wrap(command))
-
-    def openssh_done(self, argv: List[str]) -> None:
-        """The client started with `argv` (from openssh_argv) has ended: free its session slot."""
-        self._openssh.done(argv)
+        argv = self._openssh.argv(self.wrap(command))
+        if argv is None:
+            return None
+        return BulkClient(tuple(argv), functools.partial(self._openssh.done, argv), self.kill_groups)
 
     @property
     def openssh_unusable(self) -> Optional[str]:

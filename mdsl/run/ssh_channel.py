@@ -34,12 +34,11 @@ import paramiko
 from attrs import frozen
 from paramiko.common import MSG_CHANNEL_REQUEST
 
-from mdsl.run.backend import BackendError, CommandTimeout, marker_line
+from mdsl.run.backend import PID_MARKER_RE, BackendError, CommandTimeout, marker_line
 
 CHUNK = 256 * 1024  # read and write granularity of streams
 STDERR_KEEP = 256 * 1024  # stderr kept per command (the tail)
 
-PID_RE = re.compile(rb"mdsl:pid=(\d+)\n")
 _READY_RE = re.compile(rb"mdsl:ready=(\d+)\n")
 _PROMPT = b"mdsl:sudo-password:"
 
@@ -101,10 +100,8 @@ def wrap(command: str, token: str, *, sudo: Optional[SudoWrapper] = None, stdin:
     if sudo is None:
         return "exec sh -c " + shlex.quote("printf 'mdsl:pid=%s\\n' $$ >&2" + mark + null + command)
     inner = "sh -c " + shlex.quote("printf 'mdsl:ready=%s\\n' $$ >&2" + mark + null + command)
-    if sudo.password_line is not None:
-        prefix = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- "
-    else:
-        prefix = "sudo -n -- "  # NOPASSWD expected: fail at once instead of waiting for a password
+    # without a password, NOPASSWD is expected: `-n` fails at once instead of waiting for one
+    prefix = f"sudo -S -p {shlex.quote(_PROMPT.decode())} -- " if sudo.password_line is not None else "sudo -n -- "
     return "printf 'mdsl:pid=%s\\n' $$ >&2; exec " + prefix + inner
 
 
@@ -269,7 +266,7 @@ class ChannelCommand:
             raise self._lost()
         sig = getattr(self.ch, "mdsl_exit_signal", None)  # killed by a signal (_channel_request)
         if self.sudo is not None and not self.ready:
-            msg = PID_RE.sub(b"", self.pre.replace(_PROMPT, b"")).decode("utf-8", "replace")
+            msg = PID_MARKER_RE.sub(b"", self.pre.replace(_PROMPT, b"")).decode("utf-8", "replace")
             msg = msg.strip() or f"sudo exited with {code}"
             raise BackendError(self.host, f"sudo refused to run `{short(self.command)}`: {msg}",
                                "check the user's sudo rights (`sudo -l` on the host)")
@@ -286,7 +283,7 @@ class ChannelCommand:
             return
         self.pre += data
         if self.pid is None:
-            m = PID_RE.search(self.pre)
+            m = PID_MARKER_RE.search(self.pre)
             if m is None:
                 return
             self.pid = int(m.group(1))

@@ -15,20 +15,18 @@ from typing import Dict, List, Tuple
 from attrs import define, field
 
 from mdsl.model import Host
-from mdsl.compile.actions import (
-    CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell, hash_command, parse_hash_answer, untrusted_answer,
-)
+from mdsl.compile.actions import CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell
 from mdsl.compile.parts import Command
 from mdsl.compile.plan import CompiledStep
 from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import BackendError, Result
 from mdsl.run.console import Console, human_bytes
-from mdsl.run.errors import StepFailed
+from mdsl.run.errors import StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.probes import dns_check, http_check
 from mdsl.run.progress import Progress
-from mdsl.run.transfer import Copier, TransferError
+from mdsl.run.transfer import Copier, remote_hash, remote_size
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
 
@@ -40,8 +38,7 @@ _CUTOVER = ("{what} starts the app on the data that was copied: from here on it 
 class Stats:
     """Counters for the summary."""
 
-    ran: int = 0
-    skipped: int = 0
+    ran: int = 0  # leaves
     bytes_moved: int = 0
     lock: threading.Lock = field(factory=threading.Lock)
 
@@ -200,20 +197,17 @@ class StepRunner:
             return None
         task = progress.task(action.what)
         stop = threading.Event()
-        h = action.command
+        host = self.hosts[action.watch.host]
 
         def poll():
-            from mdsl.compile.actions import size_command
-
             current_step.set(None)  # a size probe: nothing to stop after a crash, nothing to journal
             while not stop.wait(1.0):
                 try:
-                    res = self.executor.run(size_command(h.host, action.watch.path, sudo=h.sudo,
-                                                         sudo_password=h.sudo_password), timeout=10)
-                    if res.ok:
-                        task.set_completed(int(res.stdout.split()[1]))
+                    size = remote_size(self.executor, host, action.watch.path, timeout=10)
                 except Exception:  # noqa: BLE001 - progress is best effort
-                    pass
+                    size = None
+                if size is not None:
+                    task.set_completed(size)
 
         th = threading.Thread(target=contextvars.copy_context().run, args=(poll,), daemon=True)
         th.start()
@@ -243,19 +237,11 @@ class StepRunner:
         out = []
         for a in leaf.artifacts:
             key = (a.host, a.path)
-            if key in produced:
-                sha, size = produced[key]
-            else:
-                h = self.hosts[a.host]
-                cmd = hash_command(a.host, a.path, sudo=h.sudo, sudo_password=h.sudo_password)
-                res = self.executor.run(cmd)
-                if not res.ok:
-                    raise _fail(cmd, res, f'hashing the artifact {a.host}:"{a.path}"')
-                got = parse_hash_answer(res.stdout)
-                if got is None:
-                    raise StepFailed(untrusted_answer(a.host, f'`sha256sum` of "{a.path}"', res.stdout),
-                                     host=a.host, command=cmd.render(masked=True), stderr=res.stderr)
-                sha, size = got
+            try:
+                sha, size = produced[key] if key in produced else remote_hash(self.executor, self.hosts[a.host], a.path)
+            except TransferError as exc:
+                raise StepFailed(exc.message, host=exc.host, command=exc.command, stderr=exc.stderr,
+                                 exit=exc.exit) from None
             self.known_sha[key] = sha
             out.append(J.ArtifactRecord(a.host, a.path, None if a.secret else sha, size))
         return out

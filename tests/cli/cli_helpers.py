@@ -1,10 +1,4 @@
-"""Helpers for the CLI tests: run `mdsl` in-process or as a subprocess.
-
-The symbolic walk and the suppressions (mdsl.check.walk, mdsl.check.suppress)
-are written in parallel with the CLI; until they exist, the tests stand in
-no-op versions of them (STUB_CHECKER), so every CLI path can be exercised.
-Once the real modules are importable they are used instead.
-"""
+"""Helpers for the CLI tests: run `mdsl` in-process or as a subprocess."""
 
 from __future__ import annotations
 
@@ -13,62 +7,12 @@ import io
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# `python -c MAIN ARGV...` runs `mdsl ARGV...`
+MAIN = "import sys\nfrom mdsl.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
 SCHEMAS = ROOT / "tests" / "schemas"
-
-# Put in front of `-c` code run in a subprocess: the same stand-ins as the in-process fixture.
-STUB_CHECKER = """
-import sys, types
-try:
-    import mdsl.check.walk
-except Exception:
-    m = types.ModuleType("mdsl.check.walk"); m.walk = lambda bound: []; sys.modules[m.__name__] = m
-try:
-    import mdsl.check.suppress
-except Exception:
-    m = types.ModuleType("mdsl.check.suppress"); m.apply_suppressions = lambda plan, f: list(f)
-    sys.modules[m.__name__] = m
-"""
-
-
-def has_module(name: str) -> bool:
-    """True when `name` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def importable(name: str) -> bool:
-    """True when `name` imports cleanly (a half-written module that fails to import counts as missing)."""
-    try:
-        importlib.import_module(name)
-        return True
-    except Exception:
-        return False
-
-
-def real_checker() -> bool:
-    """True when the symbolic walk and the suppressions are there for real."""
-    return importable("mdsl.check.walk") and importable("mdsl.check.suppress")
-
-
-def stub_modules():
-    """{name: module} stand-ins for whatever part of the checker is still missing."""
-    out = {}
-    if not importable("mdsl.check.walk"):
-        m = types.ModuleType("mdsl.check.walk")
-        m.walk = lambda bound: []
-        out[m.__name__] = m
-    if not importable("mdsl.check.suppress"):
-        m = types.ModuleType("mdsl.check.suppress")
-        m.apply_suppressions = lambda plan, findings: list(findings)
-        out[m.__name__] = m
-    return out
-
 
 class _Stdin:
     def __init__(self, data: bytes):
@@ -100,8 +44,8 @@ def run(argv, stdin: bytes = b"") -> Result:
 
 
 def run_subprocess(argv, stdin: bytes = b"", env=None, cwd=None, timeout=60) -> Result:
-    """`python -c '<stubs>; mdsl ARGV'` in a fresh interpreter."""
-    code = STUB_CHECKER + "from mdsl.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
+    """`mdsl ARGV` in a fresh interpreter (`python -c`)."""
+    code = MAIN
     full_env = dict(os.environ)
     full_env.pop("NO_COLOR", None)
     full_env.pop("FORCE_COLOR", None)

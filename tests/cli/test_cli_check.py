@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from cli_helpers import ROOT, SCHEMAS, real_checker, run
+from cli_helpers import ROOT, SCHEMAS, run
 from mdsl.findings import Finding, Severity
 from mdsl.syntax.ast import Span
 
@@ -231,7 +231,7 @@ def test_an_internal_error_is_reported_without_a_traceback(monkeypatch, clean_pl
     monkeypatch.setattr(mdsl.check, "check_plan", boom)
     r = run(["check", clean_plan])
     assert r.code == 2
-    assert "mdsl: internal error: RuntimeError: kaboom" in r.err
+    assert "mdsl: internal error during `mdsl check`: RuntimeError: kaboom" in r.err
     assert "Traceback" not in r.err and "MDSL_DEBUG=1" in r.err
     monkeypatch.setenv("MDSL_DEBUG", "1")
     r = run(["check", clean_plan])

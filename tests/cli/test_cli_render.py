@@ -9,7 +9,7 @@ import time
 import jsonschema
 import pytest
 
-from cli_helpers import ROOT, SCHEMAS, importable
+from cli_helpers import ROOT, SCHEMAS
 from mdsl import render
 from mdsl.findings import Finding, Severity
 from mdsl.syntax.ast import Span

@@ -131,7 +131,8 @@ steps {{
         r = mdsl("apply", "--yes", str(plan))
         assert r.returncode == 0, output(r)
         assert "[1.2.4]" in r.stdout and "[1.1.1]" not in r.stdout and "[1.2.1]" not in r.stdout, r.stdout
-        assert "9 already done" in r.stdout
+        assert "resuming: 0 of 1 steps (9 of 10 counting each parallel member) are done" in r.stdout, r.stdout
+        assert "done: ran 1 of 1 steps (1 of 10 counting each parallel member)" in r.stdout, r.stdout
     finally:
         for name in homes:  # the plan started daemons over ssh: stop them by pid, whatever happened
             try:

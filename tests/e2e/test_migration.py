@@ -365,9 +365,9 @@ def test_cut_connection_mid_transfer_resumes(ssh_hosts, tmp_path, cut):
         assert not dst.exists()  # nothing half-copied in place
         assert cut_at < BIG
         st = mdsl("status", str(plan))
-        assert st.returncode == 0, output(st)
         assert re.search(r"\[1\] done .*prepare", st.stdout), st.stdout
         assert re.search(r"\[2\] (failed|pending)", st.stdout), st.stdout
+        assert st.returncode == (1 if re.search(r"\[2\] failed", st.stdout) else 0), output(st)  # 1: a step failed
 
     r = mdsl("apply", "--yes", str(plan), timeout=180)
     assert r.returncode == 0, output(r)

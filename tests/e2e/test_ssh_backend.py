@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import pwd
 import secrets
 import shutil
@@ -106,14 +107,19 @@ def test_stdin_binary_and_eof(backends):
     assert (r.exit, r.stdout) == (0, "xxx")
 
 
-def test_write_secret_file_is_private(backends):
+def test_a_secret_file_is_private_and_gone_after_its_command(backends):
+    from mdsl.compile.parts import Arg, Command, Lit, SecretText, sh
+    from mdsl.run.executor import Executor
+    from mdsl.run.secrets import SecretStore
+
     b = backends()
-    path = b.write_secret_file(b"*:*:*:*:s3cret\n")
-    try:
-        r = b.run(f"stat -c '%a %U' {path}; cat {path}")
-        assert r.stdout == "600 root\n*:*:*:*:s3cret\n"
-    finally:
-        b.run(f"rm -f {path}")
+    show = 'stat -c "%a %U" "$PGPASSFILE"; cat "$PGPASSFILE"; echo "$PGPASSFILE"'
+    cmd = Command(b.name, sh("sh -c", Arg(show)),
+                  secret_files=[("PGPASSFILE", SecretText([Lit("*:*:*:*:s3cret\n")]))])
+    r = Executor({b.name: b}, SecretStore({})).run(cmd)
+    mode, content, path = r.stdout.splitlines()
+    assert (mode, content) == ("600 root", "*:*:*:*:s3cret")
+    assert b.run(f"test -e {path}").exit == 1
 
 
 def test_commands_from_many_threads_share_one_connection(ssh_hosts, backends):
@@ -387,6 +393,11 @@ def test_changed_host_key_is_refused_even_with_accept_new(ssh_hosts, backends, t
         assert _fingerprint(a.host_public_key) in msg and _fingerprint(other.host_public_key) in msg
         assert "ssh-keygen -R" in ei.value.hint
     assert kh.read_text() == forged + "\n"
+    # the help's command removes exactly that entry (on a port other than 22 it is `[address]:port`)
+    suggested = re.search(r"`(ssh-keygen -R [^`]*)`", ei.value.hint).group(1)
+    assert f"'[{a.address}]:{a.port}'" in suggested
+    subprocess.run(suggested, shell=True, check=True, capture_output=True)
+    assert kh.read_text() == ""
 
 
 # ---------------------------------------------------------------- sudo

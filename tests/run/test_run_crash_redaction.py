@@ -53,7 +53,7 @@ def test_an_internal_error_quoting_a_secret_is_redacted_everywhere(tmp_path, mon
     plan = _plan(tmp_path)
     code = cli.main(["apply", "--yes", "--log-format", fmt, str(plan)])
     out, err = capsys.readouterr()
-    assert code == 1, err
+    assert code == 2, err
     assert SECRET not in out + err
     assert "internal error during `mdsl apply`: RuntimeError: could not frob the host with ***" in err, err
     assert not (tmp_path / "ran").exists()
@@ -62,6 +62,7 @@ def test_an_internal_error_quoting_a_secret_is_redacted_everywhere(tmp_path, mon
         assert "_boom" in err  # the real traceback, only redacted
     else:
         assert "Traceback" not in err and "MDSL_DEBUG=1" in err
+    assert "`mdsl apply` resumes" in err
     events = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     if fmt == "json":
         crash = [e for e in events if e.get("event") == "apply.internal_error"]

@@ -53,7 +53,8 @@ def test_demo_moves_everything_and_a_rerun_is_a_no_op(demo):
     assert (new / "app.env").read_bytes() == (old / "app.env").read_bytes()
     assert stat.S_IMODE((new / "app.env").stat().st_mode) == 0o600
     # the narrative and the summary
-    assert "[8/8] verify run" in out and "done: 8 step(s) run" in out and "moved between hosts" in out
+    assert "[8/8] verify run" in out and "moved between hosts" in out
+    assert "done: ran 8 of 8 steps (11 of 11 counting each parallel member);" in out
     # secrets appear nowhere: not in output, logs or journal (not even their hash)
     secret = (old / "app.env").read_text().split("SECRET_KEY=")[1].split()[0]
     jtext = open(J.journal_path(str(plan))).read()
@@ -82,15 +83,19 @@ def test_a_failure_resumes_at_the_failed_step_and_an_edit_invalidates_from_there
     state = J.read_journal(J.journal_path(str(plan)))
     assert [state.steps[s].status for s in ("1", "2", "3.1", "3.2", "4.1", "4.2", "4.3", "5", "6")] == \
         ["done"] * 8 + ["failed"]
-    assert status_command(type("A", (), {"plan": str(plan)})) == 0
+    assert status_command(type("A", (), {"plan": str(plan)})) == 1  # scripts rely on it
     status = capsys.readouterr().out
-    assert "[6] failed" in status and "[7] pending" in status and "8 done, 1 failed" in status
+    assert "[6] failed" in status and "[7] pending" in status
+    # counted as the progress counts ([6/9]), and counting each parallel member
+    assert status.endswith("5 done, 1 failed, 3 pending of 9 steps "
+                           "(8 done, 1 failed, 3 pending of 12 steps, counting each parallel member)\n")
 
     (old_marker := root / "old" / "marker").write_text("setup must not run again")
     gate.touch()
     code, out, err = apply(plan)
     assert code == 0, out + err
-    assert "resuming: 8 of 12 steps are done" in out and "starting at step 6" in out
+    assert "resuming: 5 of 9 steps (8 of 12 counting each parallel member) are done" in out
+    assert "starting at step 6" in out
     assert "setup" not in out and "[6/9]" in out and "[9/9]" in out
     assert old_marker.exists()
     assert app_running(root / "new")
@@ -99,7 +104,7 @@ def test_a_failure_resumes_at_the_failed_step_and_an_edit_invalidates_from_there
     edit(plan, '"python3 demo/app.py check', '"true && python3 demo/app.py check')
     code, out, err = apply(plan)
     assert code == 0, out + err
-    assert "[9/9]" in out and "[8/9]" not in out and "done: 1 step(s) run" in out
+    assert "[9/9]" in out and "[8/9]" not in out and "done: ran 1 of 9 steps (1 of 12 counting" in out
 
 
 def test_a_changed_artifact_is_made_again(demo):

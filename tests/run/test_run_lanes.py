@@ -110,7 +110,7 @@ steps {{
       parallel {{
         run here "{WAIT.format(f=f'{d}/y')}; echo x >> {log}; touch {d}/x"
         sequence {{
-          run here "touch {d}/y; echo y >> {log}"
+          run here "echo y >> {log}; touch {d}/y"
           run here "{WAIT.format(f=f'{d}/x')}; echo y2 >> {log}"
         }}
       }}

@@ -13,7 +13,8 @@ from mdsl.compile.actions import CopyArtifact, Location
 from mdsl.run.executor import Executor
 from mdsl.run.secrets import SecretStore
 from mdsl.run.local import LocalBackend
-from mdsl.run.transfer import Copier, TransferError
+from mdsl.run.errors import TransferError
+from mdsl.run.transfer import Copier
 
 HOSTS = {"a": Host("a", local=True), "b": Host("b", local=True)}
 
