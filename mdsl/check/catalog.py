@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Dict, Optional, Tuple
 
-from mdsl.check.rules import e_plan, h1_loss, h2_order, h3_operations, p_preflight
+from mdsl.check.rules import e_plan, h1_loss, h2_order, h3_logins, h3_operations, p_preflight
 from mdsl.check.rules.base import Rule
 
 RULES: Tuple[Rule, ...] = (
@@ -18,10 +18,10 @@ RULES: Tuple[Rule, ...] = (
     h2_order.H201, h2_order.H202, h2_order.H203, h2_order.H204, h2_order.H205,
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
-    h3_operations.H305, h3_operations.H306, h3_operations.H307,
+    h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_logins.H309,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
-    p_preflight.P406, p_preflight.P407,
+    p_preflight.P406, p_preflight.P407, p_preflight.P411,
 )
 
 _BY_CODE: Dict[str, Rule] = {r.code: r for r in RULES}

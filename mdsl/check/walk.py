@@ -16,7 +16,7 @@ import bisect
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.model import BoundPlan, Resource, normpath
-from mdsl.check.rules import h1_loss, h2_order, h3_operations
+from mdsl.check.rules import h1_loss, h2_order, h3_logins, h3_operations
 from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, Piece, Place, PlaceKey,
                               Provisional, State, covers)
 from mdsl.findings import Finding
@@ -303,6 +303,7 @@ class Walk:
         h2_order.provisional_at_end(self)
         h1_loss.at_end(self)
         h3_operations.at_end(self)
+        h3_logins.at_end(self)
         return self.findings
 
     def dispatch(self, step: A.Step) -> None:
@@ -361,6 +362,7 @@ class Walk:
         h2_order.write_while_running(self, s, db)
         if STORES[db.kind].is_file:
             h3_operations.unowned(self, s, db, pieces)
+        h3_logins.restored(self, s, db, pieces)
         dbp = self.place_of(db.name)
         replace = s.option("replace") is not None
         if replace and dbp.holds:

@@ -10,7 +10,7 @@ from attrs import define, field, frozen
 
 from mdsl.compile.actions import Location
 from mdsl.compile.context import option_value
-from mdsl.model import BoundPlan, Database, Service
+from mdsl.model import BoundPlan, Database, Login, Service
 from mdsl.stores.postgres.commands import RestorePart
 from mdsl.stores.registry import probes_of
 from mdsl.syntax import ast as A
@@ -74,6 +74,7 @@ class Needs:
     copied_from: Dict[Tuple[str, str], Tuple[str, str]] = field(factory=dict)
     resources: Dict[str, object] = field(factory=dict)  # the plan's declarations, by name
     sources: List[SourceNeed] = field(factory=list)
+    logins: List[Login] = field(factory=list)  # every declared login of an app: made by the plan, or proven (P411)
 
     def size_source(self, d: DestNeed) -> Optional[Tuple[str, str, str, str]]:
         """(kind, key, host, path) of what decides how much lands at `d`.
@@ -119,7 +120,8 @@ class _NeedsWalk:
 
     def __init__(self, bound: BoundPlan):
         self.bound = bound
-        self.needs = Needs(resources=dict(bound.resources))
+        self.needs = Needs(resources=dict(bound.resources),
+                           logins=[r for r in bound.resources.values() if isinstance(r, Login)])
         self.dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
         self.made: Dict[Tuple[str, str], None] = {}  # artifacts an earlier step writes
         self.ran_commands = False  # after a `run`, an artifact may be its work: not asked for before the plan runs

@@ -86,6 +86,11 @@ class StoreKind:
     # The database is a file on its host that the app opens itself: a restore must leave it owned by the
     # app's user (`owner`, `mode`; H302 when a restore target declares none).
     is_file: bool = False
+    # The role that owns what a restore creates, when the kind's objects have owners (PostgreSQL:
+    # pg_restore --no-owner makes them the restoring role's); None when they have none, or it is not known.
+    restore_owner: Callable[[Database], Optional[str]] = lambda db: None
+    # The kind has database logins (`login NAME on DB`): its package has a `logins` module (mdsl/stores/logins.py).
+    logins: bool = False
 
 
 @frozen

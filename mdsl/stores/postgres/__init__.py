@@ -66,6 +66,8 @@ STORE = StoreKind(
         "bin": ("str", False),
     },
     bind=bind,
+    logins=True,
+    restore_owner=lambda db: db.user or db.run_as,
     dump_options={"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},
     restore_options={"jobs": "int"},
     dump_format=dump_format,
