@@ -315,8 +315,10 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
     """The login failed: say why in the server's terms when its accounts tell (the localhost/TCP trap)."""
     notes = [tried]
     help = f"create the user on the server of `{db.name}`, or let the plan make it: `like = LOGIN`"
-    if "access denied" not in err.lower() or facts is None or facts.accounts is None:
-        if "access denied" in err.lower():
+    # 1045 "Access denied for user", or 1130 "Host ... is not allowed to connect" (no account of any user matches)
+    refused = "access denied" in err.lower() or "not allowed to connect" in err.lower()
+    if not refused or facts is None or facts.accounts is None:
+        if refused:
             help = f"check the password of `{login.user}`, and that an account of it matches {connection_text(login)}"
         return _p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: {err}", login, help,
                      notes, label="login refused")
