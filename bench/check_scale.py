@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         if not real.exists():
             real = Path(tmp) / "language-example.plan"
             doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
-            real.write_text(re.search(r"```\n(# comments run.*?)```", doc, re.S).group(1), encoding="utf-8")
+            real.write_text(re.search(r"```(?:plan)?\n(# comments run.*?)```", doc, re.S).group(1), encoding="utf-8")
         real_wall, real_cpu, _ = wall(cmd, str(real), max(args.repeat, 9))
         bare_wall, bare_cpu, _ = wall([sys.executable, "-c", "pass"], "", max(args.repeat, 9))
 

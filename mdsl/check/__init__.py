@@ -9,8 +9,10 @@ from typing import List
 
 from attrs import frozen
 
-from mdsl.model import BoundPlan
 from mdsl.check.resolve import resolve
+from mdsl.check.suppress import apply_suppressions
+from mdsl.check.walk import Walk
+from mdsl.model import BoundPlan
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
@@ -40,11 +42,7 @@ def _check(plan: A.Plan) -> CheckResult:
     bound = resolve(plan)
     findings = list(bound.findings)
     if bound.ok:
-        from mdsl.check.walk import walk  # the symbolic walk (H1xx-H3xx)
-
-        findings.extend(walk(bound))
-    from mdsl.check.suppress import apply_suppressions
-
+        findings.extend(Walk(bound).run())
     findings = apply_suppressions(plan, findings)
     findings.sort(key=Finding.sort_key)
     return CheckResult(bound, findings)

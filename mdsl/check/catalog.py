@@ -1,5 +1,6 @@
 """The catalogue of finding codes, read top to bottom: every code mdsl reports,
-its title, default severity and documentation page (`mdsl explain CODE`)."""
+its title, default severity and documentation page (`mdsl explain CODE`); and
+every check of the symbolic walk, in the order the walk runs them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import textwrap
 from typing import Dict, Optional, Tuple
 
 from mdsl.check.rules import e_plan, h1_loss, h2_order, h3_logins, h3_operations, p_preflight
-from mdsl.check.rules.base import Rule
+from mdsl.check.rules.base import Check, Rule
 
 RULES: Tuple[Rule, ...] = (
     # E: the plan cannot be understood (parser, resolver, suppressions)
@@ -21,8 +22,12 @@ RULES: Tuple[Rule, ...] = (
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_logins.H309,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
-    p_preflight.P406, p_preflight.P407, p_preflight.P411,
+    p_preflight.P406, p_preflight.P407, p_preflight.P408, p_preflight.P411,
 )
+
+# What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk
+# hands every step to the checks that declared its kind, in this order.
+CHECKS: Tuple[Check, ...] = h1_loss.CHECKS + h2_order.CHECKS + h3_operations.CHECKS + h3_logins.CHECKS
 
 _BY_CODE: Dict[str, Rule] = {r.code: r for r in RULES}
 

@@ -115,7 +115,7 @@ class Provisional:
         self.source = source  # the dir copied
         self.dest = dest  # the dir holding the provisional copy
         self.writers = writers  # the services that may have written the source during the pass
-        self.why = why  # why each of them may have run (notes, as of the live pass)
+        self.why = why  # (writer, the step that started it, in the same block?) as of the live pass
         self.excludes = excludes  # subpaths the live pass left out
 
 

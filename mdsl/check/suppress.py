@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from typing import Dict, List, Optional
 
+from mdsl.check import catalog
 from mdsl.check.rules.e_plan import E107
 from mdsl.findings import Finding, Severity
 from mdsl.syntax import ast as A
@@ -37,15 +38,13 @@ def _inside(outer: A.Span, inner: A.Span) -> bool:
 
 
 def _e107(sup: A.Suppression, message: str, label: str, help: Optional[str]) -> Finding:
-    return E107.finding(sup.span, message, label=label, help=help)
+    return E107.finding(message, sup.span, label=label, help=help)
 
 
 def apply_suppressions(plan: A.Plan, findings: List[Finding]) -> List[Finding]:
     """The findings minus those allowed with a reason, plus E107 for every bad allow."""
     if not plan.suppressions:
         return findings
-    from mdsl.check import catalog
-
     starts = _starts(plan)
     # When names did not resolve the walk did not run, so "did not fire" cannot be judged.
     walked = not any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings)

@@ -1,71 +1,46 @@
 """The symbolic walk: every step, in order, over the state of `state.py`.
 
-For each step the walk resolves what the step reads, writes and destroys,
-asks the rules of `rules/` whether that is a hazard in the current state, and
-then applies the step's effect. A `parallel` block is checked as unordered:
-every member sees the state before the block (with every service started
-anywhere in the block possibly running) and the effects are applied after the
-last member. Everything that needs the whole plan (which subpaths split a
-dir, which later steps write into a resource) is precomputed in one pass, so
-the walk costs a small constant per step.
+For each step the walk resolves what the step reads, copies, writes and
+destroys (`StepFacts`), hands those facts to every check that declared the
+step's kind (the registry, `catalog.CHECKS`, read top to bottom), and then
+applies the step's effect. The checks only judge; what the walk remembers
+between steps (which data is lost for good, which service started before its
+data, which live pass a step broke) it decides itself, here. A `parallel` block
+is checked as unordered (`blocks.py`). Everything that needs the whole plan is
+precomputed in one pass (`index.py`), so the walk costs a small constant per
+step.
 """
 
 from __future__ import annotations
 
-import bisect
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
-from mdsl.model import BoundPlan, Resource, normpath
-from mdsl.check.rules import h1_loss, h2_order, h3_logins, h3_operations
-from mdsl.check.state import (ARCHIVE, DIR_COPY, NEVER, Piece, Place, PlaceKey,
-                              Provisional, State, covers)
+from mdsl.check.blocks import touches, walk_lane, walk_parallel
+from mdsl.check.catalog import CHECKS
+from mdsl.check.facts import FINAL_EXCLUDES, SOURCE_GONE, USED, BrokenLivePass, StepFacts, Survivors
+from mdsl.check.index import PlanIndex, Ref, excludes, names
+from mdsl.check.rules.base import PlanEnd, PlanText
+from mdsl.check.state import ARCHIVE, DIR_COPY, Piece, Place, Provisional, State, covers
 from mdsl.findings import Finding
-from mdsl.stores.registry import STORES
+from mdsl.model import BoundPlan, Resource
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 
-class Ref:
-    """A step's location, resolved once: a resource, a subpath inside a dir, or an artifact path."""
-
-    __slots__ = ("host", "path", "resource", "sub", "key")
-
-    def __init__(self, host: str, path: str, resource: Optional[Resource], sub: Optional[str]):
-        self.host, self.path, self.resource, self.sub = host, path, resource, sub
-        # the coarse key used to find conflicts in a parallel block
-        self.key: PlaceKey = resource.name if resource is not None else (host, path)
+def _by_step(checks) -> Dict[type, tuple]:
+    """Step kind -> the judge functions of the checks that declared it, in registry order."""
+    table: Dict[type, list] = {}
+    for check in checks:
+        for kind in check.steps:
+            table.setdefault(kind, []).append(check.judge)
+    return {kind: tuple(judges) for kind, judges in table.items()}
 
 
-def _ancestors(path: str) -> Iterable[str]:
-    while True:
-        path = path.rpartition("/")[0]
-        if not path:
-            yield "/"
-            return
-        yield path
+_JUDGES_BY_STEP = _by_step(CHECKS)
 
 
-class _Subpaths:
-    """Union-find over resources and artifacts that data flows between: dirs that exchange
-    data must be split at the same subpaths, or a piece could not be followed across."""
-
-    def __init__(self):
-        self.parent: Dict[object, object] = {}
-
-    def find(self, x):
-        parent = self.parent
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while x != root:  # path compression keeps later finds O(1)
-            nxt = parent.get(x, x)
-            parent[x] = root
-            x = nxt
-        return root
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[ra] = rb
+def _by_name(piece: Piece) -> str:
+    return piece.name
 
 
 class Walk:
@@ -73,9 +48,10 @@ class Walk:
 
     def __init__(self, bound: BoundPlan):
         self.bound = bound
+        self.index = PlanIndex(bound)
+        self.pieces = self.index.pieces  # data resource name -> its pieces
         self.findings: List[Finding] = []
         self.pos = 0
-        self._refs: Dict[object, Ref] = {}
         self.deferred: Optional[list] = None  # effects of a parallel block, applied after its members
         self.block_started: Dict[str, A.Step] = {}  # services started inside the current parallel block
         self.lane_checks: list = []  # (first, last position, {host: position}) of the current block's verifying lanes
@@ -85,183 +61,92 @@ class Walk:
         self.last_stop: Dict[str, A.Step] = {}
         # (source, dest) of every `sync ... live` so far: later syncs of that pair mirror (rsync --delete)
         self.live_pairs: Set[Tuple[str, str]] = set()
-        self.memo: Dict[str, object] = {}  # what rules precompute once per walk
-        self.writers: Dict[str, List[str]] = {}
-        for r in bound.resources.values():
-            if r.kind == "service":
-                for d in r.writes:
-                    self.writers.setdefault(d, []).append(r.name)
+        self.memo: Dict[str, object] = {}  # what checks precompute once per walk
         self._handlers = {kind: getattr(self, name) for kind, name in _HANDLERS.items()}
-        self._precompute()
         self.state = State(bound.resources.values(), self.pieces)
         for r in bound.resources.values():
             if r.kind == "service" and r.initially_running:
                 self.state.running.add(r.name)
                 self.state.started_by[r.name] = None
 
-    # ---------------------------------------------------------------- precompute
+    # ---------------------------------------------------------------- what checks ask
 
     def ref(self, t: A.Target) -> Ref:
-        """The resolved location of a step's target (memoized: plans repeat locations)."""
-        k = t.name if isinstance(t, A.Ident) else (t.host.name, t.path.value)
-        r = self._refs.get(k)
-        if r is None:
-            p = self.bound.place(t)
-            res = self.bound.resources[p.resource] if p.resource else None
-            r = self._refs[k] = Ref(p.host, p.path, res, normpath(p.subpath) if p.subpath else None)
-        return r
-
-    def _precompute(self):
-        bound = self.bound
-        res = bound.resources
-        uf = _Subpaths()
-        named: Dict[str, Set[str]] = {}  # dir -> subpaths the plan names for it
-        locations: Set[Tuple[str, str]] = set()
-        self.arrivals: Dict[str, Tuple[List[int], List[A.Step]]] = {}
-        self.runs: List[Tuple[int, str, A.Run]] = []  # (position, command, step) for H102's rebuild lookahead
-        self.positions: Dict[int, int] = {}  # id(step) -> position
-
-        def loc(t: A.Target) -> object:
-            """Resolve a target; note the subpath it names and the artifact path it may be."""
-            ref = self.ref(t)
-            if ref.sub is not None:
-                named.setdefault(ref.resource.name, set()).add(ref.sub)
-            if ref.resource is None or ref.sub is not None:
-                locations.add((ref.host, ref.path))
-            return ref
-
-        def node(ref: Ref) -> object:
-            return ref.resource.name if ref.resource is not None else (ref.host, ref.path)
-
-        def arrive(name: str, pos: int, step):
-            ps, ss = self.arrivals.setdefault(name, ([], []))
-            ps.append(pos)
-            ss.append(step)
-
-        for r in res.values():
-            if r.kind == "dir":
-                for d in r.derived:
-                    named.setdefault(r.name, set()).add(d.subpath)
-
-        # A step's position orders it: a top-level step and the members of a parallel block share
-        # one; each step of a lane (`sequence`) gets its own, in order, after the block's and before
-        # the next top-level step's (a block inside a lane: its own lanes' steps come in between).
-        positions = self.positions
-        tick, lanes = 0, False
-
-        def place(s, pos):
-            nonlocal tick, lanes
-            positions[id(s)] = pos
-            if type(s) is A.Parallel:
-                for m in s.steps:
-                    place(m, pos)
-            elif type(s) is A.Sequence:
-                lanes = True
-                for m in s.steps:
-                    tick += 1
-                    place(m, tick)
-
-        for top in bound.steps:
-            tick += 1
-            if type(top) is A.Parallel:
-                place(top, tick)
-            else:
-                positions[id(top)] = tick
-            todo = [top]
-            while todo:
-                s = todo.pop()
-                pos = positions[id(s)]
-                kind = type(s)
-                if kind is A.Parallel or kind is A.Sequence:
-                    todo.extend(reversed(s.steps))  # members in source order
-                elif kind is A.Dump:
-                    loc(s.to)
-                elif kind is A.Archive:
-                    uf.union(s.dir.name, node(loc(s.to)))
-                    for sub in _excludes(s):
-                        named.setdefault(s.dir.name, set()).add(sub)
-                elif kind is A.Restore:
-                    loc(s.source)
-                    arrive(s.db.name, pos, s)
-                elif kind is A.Extract:
-                    uf.union(node(loc(s.source)), s.dir.name)
-                    arrive(s.dir.name, pos, s)
-                elif kind is A.Sync:
-                    uf.union(s.source.name, s.dest.name)
-                    arrive(s.dest.name, pos, s)
-                    for sub in _excludes(s):
-                        named.setdefault(s.source.name, set()).add(sub)
-                elif kind is A.Transfer or kind is A.Move:
-                    dst = loc(s.dest)
-                    uf.union(node(loc(s.source)), node(dst))
-                    if dst.resource is not None:
-                        arrive(dst.resource.name, pos, s)
-                elif kind is A.Delete:
-                    loc(s.target)
-                elif kind is A.Run:
-                    self.runs.append((pos, " ".join(s.command.value.split()), s))
-        if lanes:  # a member after a lane in its block comes earlier: keep the lists sorted for bisect
-            for name, (ps, ss) in self.arrivals.items():
-                order = sorted(range(len(ps)), key=ps.__getitem__)
-                self.arrivals[name] = ([ps[i] for i in order], [ss[i] for i in order])
-            self.runs.sort(key=lambda r: r[0])
-
-        # Every dir is split at the union of the subpaths named anywhere in its component.
-        by_root: Dict[object, Set[str]] = {}
-        for d, subs in named.items():
-            by_root.setdefault(uf.find(d), set()).update(subs)
-        self.pieces: Dict[str, Tuple[Piece, ...]] = {}
-        for r in res.values():
-            if not r.is_data:
-                continue
-            if r.kind != "dir":
-                self.pieces[r.name] = (Piece(r, None, None, rest=False),)
-                continue
-            subs = sorted(by_root.get(uf.find(r.name), ()))
-            derived = [(d.subpath, d.rebuild) for d in r.derived]
-            ps = [Piece(r, s, _rebuild_of(s, derived), rest=True) for s in subs]
-            ps.append(Piece(r, None, None, rest=bool(subs)))
-            self.pieces[r.name] = tuple(ps)
-
-        # What lies under each path, so `delete` of a parent path destroys what is inside.
-        self.nested: Dict[Tuple[str, str], List[PlaceKey]] = {}
-        for r in res.values():
-            p = getattr(r, "path", "")
-            if r.is_data and p:
-                for a in _ancestors(p):
-                    self.nested.setdefault((r.host, a), []).append(r.name)
-        for host, p in locations:
-            for a in _ancestors(p):
-                self.nested.setdefault((host, a), []).append((host, p))
-
-    # ---------------------------------------------------------------- helpers for rules
-
-    def report(self, finding: Finding) -> None:
-        """Record a finding."""
-        self.findings.append(finding)
+        """The resolved location of a step's target."""
+        return self.index.ref(t)
 
     def next_arrival(self, name: str) -> Optional[A.Step]:
         """The first step after the current one that brings data into resource `name`."""
-        got = self.arrivals.get(name)
-        if not got:
-            return None
-        ps, ss = got
-        i = bisect.bisect_right(ps, self.pos)
-        return ss[i] if i < len(ps) else None
+        return self.index.next_arrival(name, self.pos)
 
     def running_writers(self, name: str) -> List[str]:
         """Services that write resource `name` and may be running now."""
         running = self.state.running
-        return [s for s in self.writers.get(name, ()) if s in running]
+        return [s for s in self.index.writers.get(name, ()) if s in running]
+
+    def started_how(self, svc: str) -> Tuple[Optional[A.Step], bool]:
+        """Why `svc` may be running now: the step that started it (None: it runs from the start), and
+        whether that step is in the current `parallel` block."""
+        if svc in self.block_started:
+            return self.block_started[svc], True
+        return self.state.started_by.get(svc), False
 
     def place_of(self, name: str) -> Place:
         """The place of a declared data resource."""
         return self.state.places[name]
 
+    def touches(self, s: A.Step):
+        """What a step reads and writes, coarsely (resources, artifact paths, services), for H204."""
+        return touches(self, s)
+
+    # ---------------------------------------------------------------- the walk
+
+    def run(self) -> List[Finding]:
+        """Check the plan as written, walk every step, then the end-of-plan checks."""
+        for judge in _JUDGES_BY_STEP.get(PlanText, ()):
+            self.findings.extend(judge(self))
+        for step in self.bound.steps:
+            self.pos = self.index.positions[id(step)]
+            self.dispatch(step)
+        for judge in _JUDGES_BY_STEP.get(PlanEnd, ()):
+            self.findings.extend(judge(self))
+        self.state.provisional.clear()
+        return self.findings
+
+    def dispatch(self, step: A.Step) -> None:
+        """Check and apply one step."""
+        kind = type(step)
+        if kind is A.Parallel:
+            self._judge(StepFacts(step))
+            walk_parallel(self, step)
+            return
+        if kind is A.Sequence:
+            walk_lane(self, step)
+            return
+        facts = self._handlers[kind](step)
+        if facts.destroys:
+            facts.survivors = self._survivors(facts.destroys)
+        self._judge(facts)
+        for survivors in facts.survivors:  # the last copy destroyed: gone for good (H102 stays quiet)
+            for piece, others in survivors.copies:
+                if not others and piece.rebuild is None:
+                    piece.lost = True
+        if self.deferred is not None:  # in a parallel block: after its last member
+            self.deferred.extend(facts.effects)
+        else:
+            for fn, args in facts.effects:
+                fn(*args)
+
+    def _judge(self, facts: StepFacts) -> None:
+        found = self.findings.extend
+        for judge in _JUDGES_BY_STEP.get(type(facts.step), ()):
+            found(judge(facts, self))
+
     # ---------------------------------------------------------------- resolving places
 
-    def source(self, step: A.Step, ref: Ref) -> Tuple[Place, Set[Piece]]:
-        """The place a step reads and (a copy of) the pieces it finds there; H203 for a missing artifact."""
+    def source(self, ref: Ref) -> Tuple[Place, Set[Piece]]:
+        """The place a step reads and (a copy of) the pieces it finds there (an artifact that does
+        not exist at this point holds none)."""
         st = self.state
         if ref.resource is not None:
             if ref.sub is None:
@@ -273,8 +158,6 @@ class Walk:
             place = st.places[ref.resource.name]
             return place, st.content(place, ref.sub)
         place = st.artifact(ref.host, ref.path)
-        if not place.exists:
-            h2_order.missing_artifact(self, step, ref, place)
         return place, set(place.holds)
 
     def dest(self, ref: Ref, kind: Optional[str]) -> Place:
@@ -285,225 +168,220 @@ class Walk:
             return st.places[ref.resource.name]
         return st.artifact(ref.host, ref.path)
 
-    def effect(self, fn, *args) -> None:
-        """Apply a state change now, or after the current parallel block."""
-        if self.deferred is not None:
-            self.deferred.append((fn, args))
-        else:
-            fn(*args)
+    def _read(self, facts: StepFacts, target: A.Target) -> None:
+        facts.src_ref = self.ref(target)
+        facts.src, facts.pieces = self.source(facts.src_ref)
 
-    # ---------------------------------------------------------------- the walk
+    def _survivors(self, targets) -> List[Survivors]:
+        """For each destroyed place, each piece first seen there and the places keeping a copy."""
+        removal: Dict[Piece, Set[object]] = {}
+        for place, pieces in targets:
+            for p in pieces:
+                removal.setdefault(p, set()).add(place.key)
+        seen: Set[Piece] = set()
+        out = []
+        for place, pieces in targets:
+            copies = []
+            for p in sorted(pieces, key=_by_name):  # in order, so messages do not depend on set order
+                if p not in seen:
+                    seen.add(p)
+                    copies.append((p, p.holders - removal[p]))
+            out.append(Survivors(place, copies))
+        return out
 
-    def run(self) -> List[Finding]:
-        """Walk every step, then the end-of-plan checks."""
-        h3_operations.literal_secrets(self)
-        for step in self.bound.steps:
-            self.pos = self.positions[id(step)]
-            self.dispatch(step)
-        h2_order.provisional_at_end(self)
-        h1_loss.at_end(self)
-        h3_operations.at_end(self)
-        h3_logins.at_end(self)
-        return self.findings
+    # ---------------------------------------------------------------- live passes (H201)
 
-    def dispatch(self, step: A.Step) -> None:
-        """Check and apply one step."""
-        self._handlers[type(step)](step)
+    def _use(self, facts: StepFacts, name: str, what: str) -> None:
+        """The step uses `name`: if that holds a live pass's provisional copy, the step breaks it."""
+        prov = self.state.provisional.get(name)
+        if prov is None or facts.step is prov.step:
+            return
+        del self.state.provisional[name]  # broken once, reported once
+        facts.broken.append(BrokenLivePass(prov, USED, what))
 
-    # -- services
+    def _lose_source(self, facts: StepFacts, source: str, what: str) -> None:
+        """The step takes `source` away: every provisional copy of it can no longer be completed."""
+        for dest in [d for d, p in self.state.provisional.items() if p.source == source]:
+            facts.broken.append(BrokenLivePass(self.state.provisional.pop(dest), SOURCE_GONE, what))
 
-    def _stop(self, s: A.Stop):
-        for ident in s.services:
-            self.effect(self._apply_stop, ident.name, s)
-
-    def _apply_stop(self, name, s):
-        self.state.running.discard(name)
-        self.state.started_by.pop(name, None)
-        self.early_start.pop(name, None)
-        self.last_stop[name] = s
-
-    def _start(self, s: A.Step):
-        for ident in s.services:
-            name = ident.name
-            if self.state.provisional:
-                svc = self.bound.resources[name]
-                for d in dict.fromkeys(svc.writes + svc.reads):
-                    how = "writes" if d in svc.writes else "reads"
-                    h2_order.provisional_used(self, d, s, f"starts {name}, which {how} {d}")
-            if not (isinstance(s, A.Restart) and name in self.state.running and name not in self.block_started):
-                h2_order.started_early(self, s, self.bound.resources[name])
-            self.effect(self._apply_start, name, s)
-
-    def _apply_start(self, name, s):
-        self.state.running.add(name)
-        self.state.started_by.setdefault(name, s)
-
-    # -- databases
-
-    def _dump(self, s: A.Dump):
-        db = self.bound.resources[s.db.name]
-        h2_order.torn_copy(self, s, db)
-        store = STORES[db.kind]
-        fmt = store.dump_format(s)
-        if fmt is not None:
-            h3_operations.dump_format(self, s, fmt)
-        dst = self.dest(self.ref(s.to), None)
-        h1_loss.overwrite(self, s, dst)
-        self.effect(self._apply_copy, s, None, set(self.place_of(db.name).holds), dst, store.artifact, fmt, True)
-
-    def _restore(self, s: A.Restore):
-        db = self.bound.resources[s.db.name]
-        ref = self.ref(s.source)
-        src, pieces = self.source(s, ref)
-        if src.exists:
-            h2_order.wrong_kind(self, s, src, db)
-            h3_operations.restore_format(self, s, src)
-            h3_operations.cross_host_read(self, s, src, db)
-        h2_order.write_while_running(self, s, db)
-        if STORES[db.kind].is_file:
-            h3_operations.unowned(self, s, db, pieces)
-        h3_logins.restored(self, s, db, pieces)
-        dbp = self.place_of(db.name)
-        replace = s.option("replace") is not None
-        if replace and dbp.holds:
-            h1_loss.destroyed(self, s, [(dbp, dbp.holds)])
-        self.effect(self._apply_fill, s, src, pieces, dbp, replace)
-
-    def _drop(self, s: A.Drop):
-        dbp = self.place_of(s.db.name)
-        if dbp.holds:
-            h1_loss.destroyed(self, s, [(dbp, dbp.holds)])
-        self.effect(self._apply_destroy, s, [(dbp, set(dbp.holds))])
-
-    # -- directories
-
-    def _archive(self, s: A.Archive):
-        d = self.bound.resources[s.dir.name]
-        h2_order.torn_copy(self, s, d)
-        h2_order.provisional_used(self, d.name, s, f"copies {d.name}")
-        dst = self.dest(self.ref(s.to), None)
-        h1_loss.overwrite(self, s, dst)
-        pieces = self._left_out(s, d)
-        self.effect(self._apply_copy, s, None, pieces, dst, ARCHIVE, None, True)
-
-    def _extract(self, s: A.Extract):
-        d = self.bound.resources[s.dir.name]
-        src, pieces = self.source(s, self.ref(s.source))
-        if src.exists:
-            h2_order.wrong_kind(self, s, src, d)
-            h3_operations.cross_host_read(self, s, src, d)
-        h2_order.write_while_running(self, s, d)
-        h2_order.provisional_used(self, d.name, s, f"writes into {d.name}")
-        h3_operations.unowned(self, s, d, pieces)
-        dp = self.place_of(d.name)
-        replace = s.option("replace") is not None
-        if replace and dp.holds:
-            h1_loss.destroyed(self, s, [(dp, dp.holds)])
-        self.effect(self._apply_fill, s, src, pieces, dp, replace)
-
-    def _sync(self, s: A.Sync):
-        src, dst = self.bound.resources[s.source.name], self.bound.resources[s.dest.name]
-        st = self.state
-        live = s.live
-        pair = (src.name, dst.name)
-        # A live pass and every later sync of the same pair mirror the source (rsync --delete).
-        mirror = live or pair in self.live_pairs
-        writers = tuple(self.running_writers(src.name))
-        excludes = _excludes(s)
-        h2_order.provisional_used(self, src.name, s, f"copies {src.name}")
-        prov = st.provisional.get(dst.name)
-        if prov is not None and prov.source != src.name:
-            h2_order.provisional_used(self, dst.name, s, f"writes {src.name} into {dst.name}")
-            prov = None
-        new_prov = None
-        if live:
-            self.live_pairs.add(pair)
-            if writers:  # torn, as H201 knows it, but provisional: a final sync must follow
-                new_prov = Provisional(s, src.name, dst.name, writers, h2_order.why_running(self, writers), excludes)
-            else:
-                h2_order.live_idle(self, s, src)
-        else:
-            h2_order.torn_copy(self, s, src)
-            if prov is not None:
-                if writers:  # this pass is torn too, and H201 says so here
-                    st.provisional.pop(dst.name, None)
-                else:
-                    h2_order.final_excludes(self, s, prov, excludes)
-        h2_order.write_while_running(self, s, dst)
-        h3_operations.unowned(self, s, dst, self.pieces[src.name])
-        pieces = self._left_out(s, src)
-        dp = self.place_of(dst.name)
-        gone: Set[Piece] = set()
-        if mirror:  # what the destination holds that the source lacks is deleted (excluded subpaths stay)
-            gone = {p for p in dp.holds if p not in pieces and not any(covers(p.subpath, x) for x in excludes)}
-            if gone:
-                h1_loss.destroyed(self, s, [(dp, gone)])
-        self.effect(self._apply_sync, s, pieces, dp, gone, new_prov)
-
-    def _apply_sync(self, s, pieces, dst: Place, gone, prov: Optional[Provisional]):
-        st = self.state
-        if gone:
-            st.remove(dst, gone)
-        self._apply_fill(s, None, pieces, dst, False)
-        if prov is not None:
-            st.provisional[dst.key] = prov
-        else:  # a consistent pass (or a torn one, reported as H201 where it runs)
-            st.provisional.pop(dst.key, None)
-
-    def _lose_sources(self, s: A.Step, targets) -> None:
+    def _lose_sources(self, facts: StepFacts, targets) -> None:
         """A step that destroys a whole dir whose provisional copy still waits for its final sync."""
         if not self.state.provisional:
             return
         for place, pieces in targets:
             if place.resource is not None and place.holds and pieces >= place.holds:
-                h2_order.source_lost(self, place.key, s, f"deletes {place.key}")
+                self._lose_source(facts, place.key, f"deletes {place.key}")
+
+    # ---------------------------------------------------------------- each kind of step
+
+    def _stop(self, s: A.Stop) -> StepFacts:
+        facts = StepFacts(s)
+        for ident in s.services:
+            facts.then(self._apply_stop, ident.name, s)
+        return facts
+
+    def _start(self, s: A.Step) -> StepFacts:
+        facts = StepFacts(s)
+        for ident in s.services:
+            name = ident.name
+            svc = self.bound.resources[name]
+            if self.state.provisional:
+                for d in dict.fromkeys(svc.writes + svc.reads):
+                    self._use(facts, d, f"starts {name}, which {'writes' if d in svc.writes else 'reads'} {d}")
+            # restarting a service that runs starts nothing new
+            if not (isinstance(s, A.Restart) and name in self.state.running and name not in self.block_started):
+                late = [(d, nxt) for d in dict.fromkeys(svc.writes + svc.reads)
+                        if (nxt := self.next_arrival(d)) is not None]
+                if late:
+                    facts.late.append((name, late))
+                    # the data it runs on is reported once, here (H205), not again where it arrives (H202)
+                    self.early_start.setdefault(name, set()).update(d for d, _ in late)
+            facts.then(self._apply_start, name, s)
+        return facts
+
+    def _dump(self, s: A.Dump) -> StepFacts:
+        facts = StepFacts(s)
+        db = self.bound.resources[s.db.name]
+        store = store_of(db)
+        facts.copied = db
+        facts.fmt = store.dump_format(s)
+        facts.dst = self.dest(self.ref(s.to), None)
+        facts.then(self._apply_copy, s, None, set(self.place_of(db.name).holds), facts.dst, store.artifact,
+                   facts.fmt, True)
+        return facts
+
+    def _restore(self, s: A.Restore) -> StepFacts:
+        facts = StepFacts(s)
+        self._read(facts, s.source)
+        facts.into = self.bound.resources[s.db.name]
+        self._fill(facts, self.place_of(s.db.name))
+        return facts
+
+    def _fill(self, facts: StepFacts, place: Place) -> None:
+        """restore / extract: the data read arrives in a declared resource (replacing it with `replace`)."""
+        replace = facts.step.option("replace") is not None
+        if replace and place.holds:
+            facts.destroys = [(place, set(place.holds))]
+        facts.then(self._apply_fill, facts.step, facts.src, facts.pieces, place, replace)
+
+    def _drop(self, s: A.Drop) -> StepFacts:
+        facts = StepFacts(s)
+        dbp = self.place_of(s.db.name)
+        facts.destroys = [(dbp, set(dbp.holds))]
+        facts.then(self._apply_destroy, s, [(dbp, set(dbp.holds))])
+        return facts
+
+    def _archive(self, s: A.Archive) -> StepFacts:
+        facts = StepFacts(s)
+        d = self.bound.resources[s.dir.name]
+        facts.copied = d
+        self._use(facts, d.name, f"copies {d.name}")
+        facts.dst = self.dest(self.ref(s.to), None)
+        pieces = self._left_out(s, d)
+        facts.then(self._apply_copy, s, None, pieces, facts.dst, ARCHIVE, None, True)
+        return facts
+
+    def _extract(self, s: A.Extract) -> StepFacts:
+        facts = StepFacts(s)
+        self._read(facts, s.source)
+        d = facts.into = self.bound.resources[s.dir.name]
+        self._use(facts, d.name, f"writes into {d.name}")
+        self._fill(facts, self.place_of(d.name))
+        return facts
+
+    def _sync(self, s: A.Sync) -> StepFacts:
+        facts = StepFacts(s)
+        src, dst = self.bound.resources[s.source.name], self.bound.resources[s.dest.name]
+        pair = (src.name, dst.name)
+        # A live pass and every later sync of the same pair mirror the source (rsync --delete).
+        mirror = s.live or pair in self.live_pairs
+        writers = tuple(self.running_writers(src.name))
+        dropped = excludes(s)
+        self._use(facts, src.name, f"copies {src.name}")
+        new_prov = self._sync_provisional(facts, src, dst, writers, dropped)
+        facts.into = dst
+        pieces = self._left_out(s, src)
+        dp = self.place_of(dst.name)
+        gone: Set[Piece] = set()
+        if mirror:  # what the destination holds that the source lacks is deleted (excluded subpaths stay)
+            gone = {p for p in dp.holds if p not in pieces and not any(covers(p.subpath, x) for x in dropped)}
+            if gone:
+                facts.destroys = [(dp, gone)]
+        facts.then(self._apply_sync, s, pieces, dp, gone, new_prov)
+        return facts
+
+    def _sync_provisional(self, facts: StepFacts, src: Resource, dst: Resource, writers,
+                          dropped) -> Optional[Provisional]:
+        """What a sync does to the provisional copy in its destination; the one a live pass makes."""
+        s = facts.step
+        st = self.state
+        prov = st.provisional.get(dst.name)
+        if prov is not None and prov.source != src.name:
+            self._use(facts, dst.name, f"writes {src.name} into {dst.name}")
+            prov = None
+        if s.live:
+            self.live_pairs.add((src.name, dst.name))
+            if writers:  # torn, as H201 knows it, but provisional: a final sync must follow
+                why = tuple((svc, *self.started_how(svc)) for svc in writers)
+                return Provisional(s, src.name, dst.name, writers, why, dropped)
+            return None
+        facts.copied = src
+        if prov is not None:
+            if writers:  # this pass is torn too, and H201 says so here
+                st.provisional.pop(dst.name, None)
+            else:
+                extra = [x for x in dropped if not any(x == y or x.startswith(y + "/") for y in prov.excludes)]
+                if extra:  # the final pass leaves torn what the live pass copied
+                    del st.provisional[prov.dest]
+                    facts.broken.append(BrokenLivePass(prov, FINAL_EXCLUDES, extra))
+        return None
 
     def _left_out(self, s: A.Step, d: Resource) -> Set[Piece]:
         """What an archive or sync of `d` copies; remembers the pieces of `d` it leaves behind (H102)."""
         place = self.place_of(d.name)
-        excludes = _excludes(s)
-        if not excludes:
+        dropped = excludes(s)
+        if not dropped:
             pieces = place.holds
         else:
-            pieces = {p for p in place.holds if not any(covers(p.subpath, x) for x in excludes)}
+            pieces = {p for p in place.holds if not any(covers(p.subpath, x) for x in dropped)}
         if not d.fresh:  # a fresh dir holds no data of its own to leave behind
             for p in self.pieces[d.name]:
                 if p in pieces:
                     self.left_out.pop(p, None)
-                elif any(covers(p.subpath, x) for x in excludes):
+                elif any(covers(p.subpath, x) for x in dropped):
                     self.left_out[p] = (s, "excluded", s.option("exclude").span)
                 else:
                     self.left_out[p] = (s, "absent", s.span)
         return set(pieces)
 
-    # -- artifacts
-
-    def _transfer(self, s: A.Step):
-        src_ref, dst_ref = self.ref(s.source), self.ref(s.dest)
-        src, pieces = self.source(s, src_ref)
+    def _transfer(self, s: A.Step) -> StepFacts:
+        facts = StepFacts(s)
+        self._read(facts, s.source)
+        src = facts.src
+        moves = isinstance(s, A.Move)
         if src.resource is not None:
-            h2_order.torn_copy(self, s, src.resource)
             name = src.resource.name
-            h2_order.provisional_used(self, name, s, f"{'moves' if isinstance(s, A.Move) else 'copies'} {name}")
-            if isinstance(s, A.Move) and src_ref.sub is None:
-                h2_order.source_lost(self, name, s, f"moves {name} away")
+            facts.copied = src.resource
+            self._use(facts, name, f"{'moves' if moves else 'copies'} {name}")
+            if moves and facts.src_ref.sub is None:
+                self._lose_source(facts, name, f"moves {name} away")
         kind = src.kind if src.resource is None else (DIR_COPY if src.resource.kind == "dir" else None)
-        dst = self.dest(dst_ref, kind)
+        dst = facts.dst = self.dest(self.ref(s.dest), kind)
         if dst.resource is not None:
-            h2_order.write_while_running(self, s, dst.resource)
-            h2_order.provisional_used(self, dst.resource.name, s, f"writes into {dst.resource.name}")
-        else:
-            h1_loss.overwrite(self, s, dst)
-        if isinstance(s, A.Move):
-            self.effect(self._apply_move, s, src, pieces, dst, kind)
-            return
+            facts.into = dst.resource
+            self._use(facts, dst.resource.name, f"writes into {dst.resource.name}")
+        if moves:
+            facts.then(self._apply_move, s, src, facts.pieces, dst, kind)
+            return facts
         opt = s.option("verify")
         checksum = not (opt is not None and isinstance(opt.value, A.Bool) and not opt.value.value)
         if not checksum:
-            h3_operations.unverified_transfer(self, s, opt)
-        self.effect(self._apply_copy, s, src, pieces, dst, kind, src.fmt, checksum and src.verified)
+            facts.unverified = opt
+        facts.then(self._apply_copy, s, src, facts.pieces, dst, kind, src.fmt, checksum and src.verified)
+        return facts
 
-    def _delete(self, s: A.Delete):
+    def _delete(self, s: A.Delete) -> StepFacts:
+        facts = StepFacts(s)
         ref = self.ref(s.target)
         st = self.state
         targets: List[Tuple[Place, Set[Piece]]] = []
@@ -518,215 +396,68 @@ class Walk:
                 place = st.places[ref.resource.name]
                 targets.append((place, st.content(place, ref.sub)))
         seen = {t.key for t, _ in targets}
-        for key in self.nested.get((ref.host, ref.path), ()):
+        for key in self.index.nested.get((ref.host, ref.path), ()):
             place = st.places.get(key)
             if place is not None and place.exists and key not in seen:
                 seen.add(key)
                 targets.append((place, set(place.holds)))
-        if any(pieces for _, pieces in targets):
-            h1_loss.destroyed(self, s, targets)
-        self._lose_sources(s, targets)
-        self.effect(self._apply_destroy, s, targets)
+        facts.destroys = targets
+        self._lose_sources(facts, targets)
+        facts.then(self._apply_destroy, s, targets)
+        return facts
 
-    # -- opaque commands, checks, gates
-
-    def _run(self, s: A.Run):
-        h3_operations.opaque_run(self, s)
-        deletes = _names(s, "deletes")
+    def _run(self, s: A.Run) -> StepFacts:
+        facts = StepFacts(s)
+        deletes = names(s, "deletes")
         if deletes:
             targets = [(self.place_of(n), set(self.place_of(n).holds)) for n in deletes]
-            if any(pieces for _, pieces in targets):
-                h1_loss.destroyed(self, s, targets)
-            self._lose_sources(s, targets)
-            self.effect(self._apply_destroy, s, targets)
-        writes, reads = _names(s, "writes"), _names(s, "reads")
+            facts.destroys = targets
+            self._lose_sources(facts, targets)
+            facts.then(self._apply_destroy, s, targets)
+        writes, reads = names(s, "writes"), names(s, "reads")
         if self.state.provisional:
             for n in dict.fromkeys(reads + writes):
-                h2_order.provisional_used(self, n, s, f"{'writes' if n in writes else 'reads'} {n}")
+                if n not in deletes:  # what it deletes whole holds no torn copy any more
+                    self._use(facts, n, f"{'writes' if n in writes else 'reads'} {n}")
         if writes or reads:
-            self.effect(self._apply_run, writes, reads)
+            facts.then(self._apply_run, writes, reads)
+        return facts
 
-    def _apply_run(self, writes, reads):
-        for n in writes:
-            self.place_of(n).written_at = self.pos
-        for n in reads:
-            self.place_of(n).consumed = True
-
-    def _verify_http(self, s: A.VerifyHttp):
+    def _verify_http(self, s: A.VerifyHttp) -> StepFacts:
+        facts = StepFacts(s)
         via = s.option("via")
         if via is not None and isinstance(via.value, A.Ref):
-            hosts = (via.value.name,)
-            self.effect(self.state.http_via.add, via.value.name)
-        else:
-            res = self.bound.resources
-            hosts = tuple({res[n].host for n in self.state.running})
-        self._verify_provisional(s, hosts)
-        self.effect(self._apply_checked, hosts)
+            facts.then(self.state.http_via.add, via.value.name)
+            return self._verify(facts, (via.value.name,))
+        res = self.bound.resources
+        return self._verify(facts, tuple({res[n].host for n in self.state.running}))
 
-    def _verify_run(self, s: A.VerifyRun):
-        self._verify_provisional(s, (s.host.name,))
-        self.effect(self._apply_checked, (s.host.name,))
+    def _verify_run(self, s: A.VerifyRun) -> StepFacts:
+        return self._verify(StepFacts(s), (s.host.name,))
 
-    def _verify_provisional(self, s: A.Step, hosts) -> None:
-        """A verify of a host holding a provisional copy would vouch for a torn copy (H103 trusts it)."""
+    def _verify(self, facts: StepFacts, hosts) -> StepFacts:
+        """A verify checks what is on `hosts`; one of a provisional copy would vouch for a torn copy."""
         st = self.state
         for name in [n for n in st.provisional if st.places[n].host in hosts]:
-            h2_order.provisional_used(self, name, s, f"checks {st.places[name].host}, where {name} is still torn")
+            self._use(facts, name, f"checks {st.places[name].host}, where {name} is still torn")
+        facts.then(self._apply_checked, hosts)
+        return facts
 
-    def _apply_checked(self, hosts):
-        for h in hosts:
-            self.state.checked_at[h] = self.pos
-
-    def _verify_dns(self, s: A.VerifyDns):
-        h3_operations.dns_switch(self, s, s.host.name)
-
-    def _confirm(self, s: A.Confirm):
-        h3_operations.dns_confirm(self, s)
-
-    # -- parallel blocks
-
-    def _parallel(self, block: A.Parallel):
-        h2_order.parallel_conflicts(self, block, [self.touches(m) for m in block.steps])
-        if self.deferred is not None:  # a nested block: its members are members of the outer one
-            for m in block.steps:
-                self.dispatch(m)
-            return
-        running = self.state.running
-        started = {}
-        for m in A.walk_steps(block.steps):
-            if isinstance(m, (A.Start, A.Restart)):
-                for ident in m.services:
-                    if ident.name not in running:
-                        started.setdefault(ident.name, m)
-        # (a block inside a lane keeps what the rest of the lane's block started)
-        outer_started, outer_checks = self.block_started, self.lane_checks
-        self.deferred, self.block_started, self.lane_checks = [], {**outer_started, **started}, []
-        running.update(started)
-        base = self.pos
-        try:
-            for m in block.steps:
-                self.dispatch(m)
-        finally:
-            self.pos = base
-            running.difference_update(started)
-            effects, self.deferred, self.block_started = self.deferred, None, outer_started
-        for fn, args in effects:
-            fn(*args)
-        if self.lane_checks:
-            self._lanes_checked(base)
-        self.lane_checks = outer_checks
-
-    def _sequence(self, lane: A.Sequence):
-        """A lane of a parallel block: its steps in order, each seeing the effects of those before it.
-
-        The block's other members and lanes see none of them until the block is over, as for a
-        member: the lane is walked on the shared state (lanes touch disjoint data, H204), then
-        what it changed beyond its own data (which services run, which hosts were verified) is
-        put back and applied after the block. A service the lane starts is not running before
-        that start, for the lane; for everything else in the block it may be running throughout.
-        """
-        if self.deferred is None:  # not in a parallel block (the grammar allows none): plain steps
-            for s in lane.steps:
-                self.pos = self.positions[id(s)]
-                self.dispatch(s)
-            return
-        st = self.state
-        outer_started, outer_deferred, outer_pos = self.block_started, self.deferred, self.pos
-        mine = {i.name for s in lane.steps if isinstance(s, (A.Start, A.Restart)) for i in s.services}
-        mine &= set(outer_started)
-        running0, started_by0 = set(st.running), dict(st.started_by)
-        checked0, via0 = dict(st.checked_at), set(st.http_via)
-        st.running.difference_update(mine)
-        at_start = set(st.running)
-        self.block_started = {k: v for k, v in outer_started.items() if k not in mine}
-        self.deferred = None
-        try:
-            for s in lane.steps:
-                self.pos = self.positions[id(s)]
-                self.dispatch(s)
-        finally:
-            running1, started_by1 = set(st.running), dict(st.started_by)
-            checked1, via1 = dict(st.checked_at), set(st.http_via)
-            st.running.clear()
-            st.running.update(running0)
-            st.started_by.clear()
-            st.started_by.update(started_by0)
-            st.checked_at.clear()
-            st.checked_at.update(checked0)
-            st.http_via.clear()
-            st.http_via.update(via0)
-            self.block_started, self.deferred, self.pos = outer_started, outer_deferred, outer_pos
-        began = {n: started_by1.get(n) for n in running1 - at_start}
-        self.deferred.append((self._lane_done, (at_start - running1, began, via1 - via0)))
-        checks = {h: t for h, t in checked1.items() if checked0.get(h) != t}
-        if checks and lane.steps:
-            ticks = [self.positions[id(s)] for s in lane.steps]
-            self.lane_checks.append((ticks[0], ticks[-1], checks))
-
-    def _lane_done(self, stopped, began, via):
-        st = self.state
-        for n in stopped:
-            st.running.discard(n)
-            st.started_by.pop(n, None)
-        for n, s in began.items():
-            st.running.add(n)
-            st.started_by.setdefault(n, s)
-        st.http_via.update(via)
-
-    def _lanes_checked(self, base: int) -> None:
-        """After a block with lanes: a verify in a lane vouches for what was there before the block
-        and for what its own lane wrote before it, never for what the rest of the block wrote."""
-        st = self.state
-        for place in st.places.values():
-            w = place.written_at
-            if w <= base:  # before the block, or by a plain member (they share the block's position)
-                continue
-            for first, last, checks in self.lane_checks:
-                if first <= w <= last:
-                    t = checks.get(place.host)
-                    if t is not None and w < t:
-                        place.written_at = base - 0.5  # checked by the block's verify, below
-                    break
-        for _, _, checks in self.lane_checks:
-            for h in checks:
-                if st.checked_at.get(h, NEVER) < base:
-                    st.checked_at[h] = base
-
-    def touches(self, s: A.Step) -> Tuple[Set[object], Set[object]]:
-        """What a step reads and writes, coarsely (resources, artifact paths, services), for H204."""
-        if isinstance(s, (A.Parallel, A.Sequence)):  # a nested block or a lane: all its steps together
-            reads, writes = set(), set()
-            for m in s.steps:
-                r, w = self.touches(m)
-                reads |= r
-                writes |= w
-            return reads, writes
-        if isinstance(s, (A.Start, A.Stop, A.Restart)):
-            return set(), {("service", i.name) for i in s.services}
-        if isinstance(s, A.Dump):
-            return {s.db.name}, {self.ref(s.to).key}
-        if isinstance(s, A.Archive):
-            return {s.dir.name}, {self.ref(s.to).key}
-        if isinstance(s, A.Restore):
-            return {self.ref(s.source).key}, {s.db.name}
-        if isinstance(s, A.Extract):
-            return {self.ref(s.source).key}, {s.dir.name}
-        if isinstance(s, A.Sync):
-            return {s.source.name}, {s.dest.name}
-        if isinstance(s, A.Transfer):
-            return {self.ref(s.source).key}, {self.ref(s.dest).key}
-        if isinstance(s, A.Move):
-            return set(), {self.ref(s.source).key, self.ref(s.dest).key}
-        if isinstance(s, A.Delete):
-            ref = self.ref(s.target)
-            return set(), {ref.key, *self.nested.get((ref.host, ref.path), ())}
-        if isinstance(s, A.Drop):
-            return set(), {s.db.name}
-        if isinstance(s, A.Run):
-            return set(_names(s, "reads")), set(_names(s, "writes") + _names(s, "deletes"))
-        return set(), set()
+    def _judged_only(self, s: A.Step) -> StepFacts:
+        """`verify dns`, `confirm`: the checks judge them; the data does not change."""
+        return StepFacts(s)
 
     # ---------------------------------------------------------------- effects
+
+    def _apply_stop(self, name, s):
+        self.state.running.discard(name)
+        self.state.started_by.pop(name, None)
+        self.early_start.pop(name, None)
+        self.last_stop[name] = s
+
+    def _apply_start(self, name, s):
+        self.state.running.add(name)
+        self.state.started_by.setdefault(name, s)
 
     def _apply_copy(self, s, src: Optional[Place], pieces, dst: Place, kind, fmt, verified):
         st = self.state
@@ -745,6 +476,16 @@ class Walk:
             src.consumed = True
         self._arrive(s, dst, pieces)
         self.state.put(dst, pieces, self.pos, replace=replace)
+
+    def _apply_sync(self, s, pieces, dst: Place, gone, prov: Optional[Provisional]):
+        st = self.state
+        if gone:
+            st.remove(dst, gone)
+        self._apply_fill(s, None, pieces, dst, False)
+        if prov is not None:
+            st.provisional[dst.key] = prov
+        else:  # a consistent pass (or a torn one, reported as H201 where it runs)
+            st.provisional.pop(dst.key, None)
 
     def _apply_move(self, s, src: Place, pieces, dst: Place, kind):
         st = self.state
@@ -771,6 +512,16 @@ class Walk:
                 st.provisional.pop(place.key, None)
             place.written_at = self.pos
 
+    def _apply_run(self, writes, reads):
+        for n in writes:
+            self.place_of(n).written_at = self.pos
+        for n in reads:
+            self.place_of(n).consumed = True
+
+    def _apply_checked(self, hosts):
+        for h in hosts:
+            self.state.checked_at[h] = self.pos
+
     def _arrive(self, s, dst: Place, pieces):
         name = dst.resource.name
         for p in pieces:
@@ -783,33 +534,6 @@ _HANDLERS = {
     A.Stop: "_stop", A.Start: "_start", A.Restart: "_start", A.Dump: "_dump", A.Restore: "_restore",
     A.Archive: "_archive", A.Extract: "_extract", A.Sync: "_sync", A.Transfer: "_transfer",
     A.Move: "_transfer", A.Delete: "_delete", A.Drop: "_drop", A.Run: "_run",
-    A.VerifyHttp: "_verify_http", A.VerifyDns: "_verify_dns", A.VerifyRun: "_verify_run",
-    A.Confirm: "_confirm", A.Parallel: "_parallel", A.Sequence: "_sequence",
+    A.VerifyHttp: "_verify_http", A.VerifyDns: "_judged_only", A.VerifyRun: "_verify_run",
+    A.Confirm: "_judged_only",
 }
-
-
-def _excludes(s: A.Step) -> Tuple[str, ...]:
-    opt = s.option("exclude")
-    if opt is None or not isinstance(opt.value, A.ListValue):
-        return ()
-    return tuple(normpath(x.value) for x in opt.value.items)
-
-
-def _names(s: A.Step, key: str) -> List[str]:
-    opt = s.option(key)
-    if opt is None or opt.value is None:
-        return []
-    items = opt.value.items if isinstance(opt.value, A.ListValue) else (opt.value,)
-    return [i.name for i in items if isinstance(i, A.Ref)]
-
-
-def _rebuild_of(sub: str, derived) -> Optional[str]:
-    for d, cmd in derived:
-        if covers(sub, d):
-            return cmd
-    return None
-
-
-def walk(bound: BoundPlan) -> List[Finding]:
-    """The H1xx-H3xx findings of a bound plan without E1xx errors."""
-    return Walk(bound).run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import attrs
 
 import hashlib
-import json
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from attrs import define, field, frozen
@@ -19,6 +18,7 @@ from mdsl.compile.context import RUN_TIMEOUT, CompileContext, option_value, step
 from mdsl.compile.parts import CompileError, Lit
 from mdsl.stores.registry import commands_of, logins_of
 from mdsl.syntax import ast as A
+from mdsl.syntax.format import step_text as format_step
 
 
 @frozen
@@ -130,68 +130,11 @@ class CompiledPlan:
 # ---------------------------------------------------------------- describing a step as text
 
 
-def _target_text(t: A.Target) -> str:
-    if isinstance(t, A.Ident):
-        return t.name
-    return f'{t.host.name}:{json.dumps(t.path.value)}'
-
-
-def _value_text(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, A.Str):
-        return json.dumps(v.value)
-    if isinstance(v, A.ListValue):
-        return "[" + ", ".join(_value_text(i) for i in v.items) + "]"
-    if isinstance(v, A.Secret):
-        return v.masked()
-    if isinstance(v, A.Bool):
-        return "true" if v.value else "false"
-    return str(getattr(v, "value", getattr(v, "name", v)))
-
-
-def _options_text(step: A.Step) -> str:
-    out = []
-    for o in step.options:
-        if o.key.name == "exclude" and isinstance(o.value, A.ListValue):
-            out.append("exclude " + ", ".join(json.dumps(i.value) for i in o.value.items))
-        elif o.value is None:
-            out.append(o.key.name)
-        else:
-            out.append(f"{o.key.name} = {_value_text(o.value)}")
-    return (" " + " ".join(out)) if out else ""
-
-
 def step_text(step: A.Step) -> str:
-    """The step as one line of plan text (without its label)."""
-    k = step.keyword
-    if isinstance(step, (A.Stop, A.Start, A.Restart)):
-        body = ", ".join(s.name for s in step.services)
-    elif isinstance(step, (A.Dump, A.Archive)):
-        body = f"{(step.db if isinstance(step, A.Dump) else step.dir).name} to {_target_text(step.to)}"
-    elif isinstance(step, (A.Restore, A.Extract)):
-        body = f"{_target_text(step.source)} into {(step.db if isinstance(step, A.Restore) else step.dir).name}"
-    elif isinstance(step, A.Sync):
-        body = f"{step.source.name} to {step.dest.name}"
-    elif isinstance(step, (A.Transfer, A.Move)):
-        body = f"{_target_text(step.source)} to {_target_text(step.dest)}"
-    elif isinstance(step, A.Delete):
-        body = _target_text(step.target)
-    elif isinstance(step, A.Drop):
-        body = step.db.name
-    elif isinstance(step, (A.Run, A.VerifyRun)):
-        body = f"{step.host.name} {json.dumps(step.command.value)}"
-    elif isinstance(step, A.VerifyHttp):
-        body = json.dumps(step.url.value)
-    elif isinstance(step, A.VerifyDns):
-        body = f"{json.dumps(step.name.value)} is {step.host.name}"
-    elif isinstance(step, A.Confirm):
-        body = json.dumps(step.message.value)
-    elif isinstance(step, (A.Parallel, A.Sequence)):
-        return f"{k} {{ " + "; ".join(step_text(s) for s in step.steps) + " }"
-    else:  # pragma: no cover - every kind is listed above
-        body = "?"
-    return f"{k} {body}{_options_text(step)}"
+    """The step as one line of plan text (without its label); a block lists its members."""
+    if isinstance(step, (A.Parallel, A.Sequence)):
+        return f"{step.keyword} {{ " + "; ".join(step_text(s) for s in step.steps) + " }"
+    return format_step(attrs.evolve(step, label=None))
 
 
 # ---------------------------------------------------------------- compiling one step

@@ -138,7 +138,7 @@ def _resource_header(stack: list):
     if not header or header[0].type != "NAME" or any(t.type not in ("NAME", "ON") for t in header):
         return None
     below = stack[:len(stack) - len(header)]
-    if any(isinstance(v, Token) or not v.data.startswith("__start") for v in below):
+    if any(not isinstance(v, Tree) or not v.data.startswith("__start") for v in below):
         return None
     return header
 
@@ -164,11 +164,10 @@ def _step_typo(stack: list, exc: UnexpectedToken):
     for value in reversed(stack):
         if isinstance(value, Tree) and all(isinstance(v, A.Option) for v in value.children):
             run.extend(reversed(value.children))
-        elif isinstance(value, A.Option) or isinstance(value, Token) and value.type == "NAME":
-            run.append(value)
-        else:
-            run.append(value)  # what comes before the run: only where it ends matters
-            break
+            continue
+        run.append(value)
+        if not (isinstance(value, A.Option) or isinstance(value, Token) and value.type == "NAME"):
+            break  # what comes before the run: only where it ends matters
     run.reverse()
     for before, value in zip(run, run[1:], strict=False):
         if isinstance(value, A.Option) and value.value is None:
@@ -245,4 +244,3 @@ def _join(words: List[str]) -> str:
     if len(words) > 8:
         words = words[:8] + ["..."]
     return "one of " + ", ".join(words)
-

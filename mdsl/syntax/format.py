@@ -1,9 +1,16 @@
 """`mdsl fmt`: a plan in its canonical layout, every comment kept.
 
-The layout is a function of the AST, the comments and where the source had
-blank lines: one item per line, two-space indents, `=` aligned inside a
-declaration's body, one space between tokens, and a blank line (at most one)
-wherever the source had one. The output parses to an equal AST.
+The layout is a function of the AST, the comments, where the source had blank
+lines and which declaration bodies it wrote on one line: one item per line,
+two-space indents, one space between tokens, and a blank line (at most one)
+wherever the source had one. Declarations are aligned as the docs show them:
+`=` lined up inside a body, and the `{` of one-line declarations on
+consecutive lines lined up (`host ubuntu   { ... }` over `host beetroot { ... }`).
+A body written on one line stays there while it fits in 100 columns and holds
+no comment or `derived`; one written over several lines stays so. Steps are not
+aligned in columns: their shapes differ too much for a table to stay readable,
+and a rename would reflow its neighbours. Trailing comments on consecutive
+lines line up. The output parses to an equal AST.
 
 Comments travel with the item they belong to: a comment alone on its line goes
 right above the next item (so a `# mdsl: allow` stays on the line above its
@@ -26,10 +33,10 @@ Pos = Tuple[int, int]
 class _Unit:
     """One output line: its text and where the thing it shows starts in the source."""
 
-    __slots__ = ("indent", "text", "pos", "end_line", "inner", "lead", "trail", "force_blank")
+    __slots__ = ("indent", "text", "pos", "end_line", "inner", "lead", "trail", "force_blank", "head")
 
     def __init__(self, indent: int, text: str, pos: Pos, end_line: int, inner: Optional[int] = None,
-                 force_blank: bool = False):
+                 force_blank: bool = False, head: Optional[int] = None):
         self.indent = indent
         self.text = text
         self.pos = pos
@@ -38,6 +45,7 @@ class _Unit:
         self.lead: List[A.Comment] = []
         self.trail: List[A.Comment] = []
         self.force_blank = force_blank
+        self.head = head  # a one-line declaration: the length of its text before ` {`
 
 
 # ---------------------------------------------------------------- values
@@ -79,40 +87,42 @@ def _option(o: A.Option) -> str:
     return f"{o.key.name} = {value(o.value)}"
 
 
+def _services(s) -> str:
+    return f"{s.keyword} " + ", ".join(i.name for i in s.services)
+
+
+def _copy(s) -> str:
+    return f"{s.keyword} {_target(s.source)} to {_target(s.dest)}"
+
+
+# A step's words before its options, by node type.
+_HEADS = {
+    A.Stop: _services,
+    A.Start: _services,
+    A.Restart: _services,
+    A.Dump: lambda s: f"dump {s.db.name} to {_target(s.to)}",
+    A.Restore: lambda s: f"restore {_target(s.source)} into {s.db.name}",
+    A.Archive: lambda s: f"archive {s.dir.name} to {_target(s.to)}",
+    A.Extract: lambda s: f"extract {_target(s.source)} into {s.dir.name}",
+    A.Sync: lambda s: f"sync {s.source.name} to {s.dest.name}",
+    A.Transfer: _copy,
+    A.Move: _copy,
+    A.Delete: lambda s: f"delete {_target(s.target)}",
+    A.Drop: lambda s: f"drop {s.db.name}",
+    A.Run: lambda s: f"run {s.host.name} {_q(s.command.value)}",
+    A.VerifyHttp: lambda s: f"verify http {_q(s.url.value)}",
+    A.VerifyDns: lambda s: f"verify dns {_q(s.name.value)} is {s.host.name}",
+    A.VerifyRun: lambda s: f"verify run {s.host.name} {_q(s.command.value)}",
+    A.Confirm: lambda s: f"confirm {_q(s.message.value)}",
+}
+
+
 def step_text(s: A.Step) -> str:
     """A step (not a parallel block) as one line of plan text, label and options included."""
-    if isinstance(s, (A.Stop, A.Start, A.Restart)):
-        head = f"{s.keyword} " + ", ".join(i.name for i in s.services)
-    elif isinstance(s, A.Dump):
-        head = f"dump {s.db.name} to {_target(s.to)}"
-    elif isinstance(s, A.Restore):
-        head = f"restore {_target(s.source)} into {s.db.name}"
-    elif isinstance(s, A.Archive):
-        head = f"archive {s.dir.name} to {_target(s.to)}"
-    elif isinstance(s, A.Extract):
-        head = f"extract {_target(s.source)} into {s.dir.name}"
-    elif isinstance(s, A.Sync):
-        head = f"sync {s.source.name} to {s.dest.name}"
-    elif isinstance(s, (A.Transfer, A.Move)):
-        head = f"{s.keyword} {_target(s.source)} to {_target(s.dest)}"
-    elif isinstance(s, A.Delete):
-        head = f"delete {_target(s.target)}"
-    elif isinstance(s, A.Drop):
-        head = f"drop {s.db.name}"
-    elif isinstance(s, A.Run):
-        head = f"run {s.host.name} {_q(s.command.value)}"
-    elif isinstance(s, A.VerifyHttp):
-        head = f"verify http {_q(s.url.value)}"
-    elif isinstance(s, A.VerifyDns):
-        head = f"verify dns {_q(s.name.value)} is {s.host.name}"
-    elif isinstance(s, A.VerifyRun):
-        head = f"verify run {s.host.name} {_q(s.command.value)}"
-    elif isinstance(s, A.Confirm):
-        head = f"confirm {_q(s.message.value)}"
-    else:
+    head = _HEADS.get(type(s))
+    if head is None:
         raise TypeError(f"not a step: {s!r}")
-    parts = [head] + [_option(o) for o in s.options]
-    text = " ".join(parts)
+    text = " ".join([head(s)] + [_option(o) for o in s.options])
     return f"{s.label.name}: {text}" if s.label is not None else text
 
 
@@ -134,8 +144,8 @@ class _Layout:
         self.units: List[_Unit] = []
         self.comment_pos = sorted(_start(c.span) for c in plan.comments)
 
-    def add(self, indent, text, pos, end_line, inner=None, force_blank=False) -> _Unit:
-        u = _Unit(indent, text, pos, end_line, inner, force_blank)
+    def add(self, indent, text, pos, end_line, inner=None, force_blank=False, head=None) -> _Unit:
+        u = _Unit(indent, text, pos, end_line, inner, force_blank, head)
         self.units.append(u)
         return u
 
@@ -153,11 +163,13 @@ class _Layout:
         derived = getattr(d, "derived", ())
         attrs_text = [f"{a.key.name} = {value(a.value)}" for a in d.attrs]
         one_line = f"{head} {{ " + "  ".join(attrs_text) + " }" if attrs_text else f"{head} {{ }}"
-        small = len(d.attrs) <= (2 if isinstance(d, A.HostDecl) else 1)
-        if small and not derived and len(one_line) <= _ONE_LINE_MAX and not self.comments_inside(d.span):
+        # The author chooses: a body written on one line stays on one line while it can.
+        written_on_one_line = d.span.line == d.span.end_line
+        if (written_on_one_line or not d.attrs) and not derived and len(one_line) <= _ONE_LINE_MAX \
+                and not self.comments_inside(d.span):
             prev = self.units[-1].text if self.units else None
             self.add(0, one_line, _start(d.span), d.span.end_line,
-                     force_blank=prev is not None and (prev == "}" or prev.startswith("plan ")))
+                     force_blank=prev is not None and (prev == "}" or prev.startswith("plan ")), head=len(head))
             return
         self.add(0, head + " {", _start(d.span), d.span.line, force_blank=bool(self.units))
         width = max((len(a.key.name) for a in d.attrs), default=0)
@@ -231,7 +243,7 @@ def format_plan(plan: A.Plan, source: str) -> str:
     blank = [ln.strip() == "" for ln in src_lines]
     tail = _attach(lay.units, plan.comments, src_lines)
 
-    out: List[Tuple[str, Optional[str]]] = []  # (code, trailing comment)
+    out: List[Tuple[str, Optional[str], Optional[int]]] = []  # (code, trailing comment, one-line head length)
     prev_line = None  # last source line emitted
     prev_indent_open = True  # the previous output line opened a block (or nothing was written yet)
 
@@ -240,11 +252,12 @@ def format_plan(plan: A.Plan, source: str) -> str:
             return False
         return any(blank[i - 1] for i in range(a + 1, b) if 0 < i <= len(blank))
 
-    def emit(code: str, src_line: int, comment: Optional[str] = None, force: bool = False, closing=False):
+    def emit(code: str, src_line: int, comment: Optional[str] = None, force: bool = False, closing=False,
+             head: Optional[int] = None):
         nonlocal prev_line, prev_indent_open
         if out and not prev_indent_open and not closing and (force or had_blank(prev_line, src_line)):
-            out.append(("", None))
-        out.append((code, comment))
+            out.append(("", None, None))
+        out.append((code, comment, head))
         prev_line = max(src_line, prev_line or 0) if src_line < (1 << 29) else prev_line
         prev_indent_open = code.rstrip().endswith("{") and not code.rstrip().endswith("{ }")
 
@@ -260,13 +273,33 @@ def format_plan(plan: A.Plan, source: str) -> str:
             emit(_INDENT * u.inner + extra, u.pos[0], force=u.force_blank and first)
             first = False
         emit(_INDENT * u.indent + u.text, u.pos[0], trail[-1] if trail else None,
-             force=u.force_blank and first, closing=closing)
+             force=u.force_blank and first, closing=closing, head=u.head)
         if u.end_line > (prev_line or 0) and u.end_line < (1 << 29):
             prev_line = u.end_line
     for c in tail:
         emit(c.text.rstrip(), c.span.line)
 
-    # Align the trailing comments of consecutive lines.
+    _align_one_line_declarations(out)
+    return _with_trailing_comments(out)
+
+
+def _align_one_line_declarations(out) -> None:
+    """Pad the heads of one-line declarations on consecutive lines so their `{` line up."""
+    i = 0
+    while i < len(out):
+        j = i
+        while j < len(out) and out[j][2] is not None:
+            j += 1
+        if j - i > 1:
+            width = max(out[k][2] for k in range(i, j))
+            for k in range(i, j):
+                code, comment, head = out[k]
+                out[k] = (code[:head].ljust(width) + code[head:], comment, width)
+        i = max(j, i + 1)
+
+
+def _with_trailing_comments(out) -> str:
+    """The output text, the trailing comments of consecutive lines aligned."""
     lines: List[str] = []
     i = 0
     while i < len(out):

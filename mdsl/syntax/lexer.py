@@ -83,9 +83,23 @@ class PlanLexer(Lexer):
             return "LABEL", m.end()
         return kw or "NAME", end
 
+    def _end(self, text, pos, line, line_start, lexer_state, parser_state) -> None:
+        """At text[pos], where no token starts: the end of the text after blanks, or an error."""
+        blank_end = _BLANKS_RE.match(text, pos).end()
+        newlines = text.count("\n", pos, blank_end)
+        if newlines:
+            line += newlines
+            line_start = text.rindex("\n", pos, blank_end) + 1
+        if blank_end >= len(text):
+            return
+        acc = self._state(parser_state.state_stack[-1])[0]
+        raise UnexpectedCharacters(text, blank_end, line, blank_end - line_start + 1,
+                                   allowed=set(acc - self.ignore), state=parser_state,
+                                   token_history=lexer_state.last_token and [lexer_state.last_token],
+                                   terminals_by_name=self.terminals_by_name)
+
     def lex(self, lexer_state, parser_state):
         text = lexer_state.text.text
-        n = len(text)
         pos, line, line_start = 0, 1, 0
         self.parse_table = parser_state.parse_conf.parse_table
         stack = parser_state.state_stack  # changed in place by the parser
@@ -100,18 +114,8 @@ class PlanLexer(Lexer):
         while True:
             m = match(text, pos)
             if m is None:
-                blank_end = _BLANKS_RE.match(text, pos).end()
-                newlines = count("\n", pos, blank_end)
-                if newlines:
-                    line += newlines
-                    line_start = text.rindex("\n", pos, blank_end) + 1
-                if blank_end >= n:
-                    return
-                acc = state_info(stack[-1])[0]
-                raise UnexpectedCharacters(text, blank_end, line, blank_end - line_start + 1,
-                                           allowed=set(acc - self.ignore), state=parser_state,
-                                           token_history=lexer_state.last_token and [lexer_state.last_token],
-                                           terminals_by_name=self.terminals_by_name)
+                self._end(text, pos, line, line_start, lexer_state, parser_state)
+                return
             kind = m.lastgroup
             start = m.start(kind)
             end = m.end()

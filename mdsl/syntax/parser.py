@@ -180,4 +180,3 @@ def parse_file(path: str) -> A.Plan:
         raise PlanError([Finding("E101", Severity.ERROR, f"cannot read the plan: {exc.strerror}",
                                  A.Span(path, 1, 1, 1, 1))]) from None
     return parse_bytes(data, path)
-

@@ -10,6 +10,7 @@ from typing import Optional
 from mdsl.syntax import ast as A
 from mdsl.syntax._lark import Token, Transformer
 
+
 class _ParseContext(threading.local):
     """What one parse collects beside the AST (the parser and this transformer are shared)."""
 

@@ -18,7 +18,8 @@ def migration(apps: int, rounds: int) -> str:
     for i in range(apps):
         out += [f'postgres db{i} on old {{ database = "app{i}"  password = env("P") }}',
                 f'postgres ndb{i} on new {{ database = "app{i}"  fresh = true }}',
-                f'dir f{i} on old {{ path = "/srv/app{i}/files"  owner = "a:a"  derived "cache" rebuild "rebuild{i}" }}',
+                f'dir f{i} on old {{ path = "/srv/app{i}/files"  owner = "a:a"  '
+                f'derived "cache" rebuild "rebuild{i}" }}',
                 f'dir nf{i} on new {{ path = "/srv/app{i}/files"  owner = "a:a" }}',
                 f'service s{i} on old {{ systemd = ["app{i}"]  writes = [db{i}, f{i}] }}',
                 f'service ns{i} on new {{ systemd = ["app{i}"]  writes = [ndb{i}, nf{i}]  initially = stopped }}']

@@ -15,7 +15,7 @@ def _codes(text):
 
 
 def _line_of(text, needle):
-    return next(i for i, l in enumerate(text.split("\n"), 1) if needle in l)
+    return next(i for i, line in enumerate(text.split("\n"), 1) if needle in line)
 
 
 def test_unsuppressed_baseline():
@@ -37,7 +37,7 @@ def test_allow_trailing_the_step_silences():
 def test_allow_covers_only_its_step():
     steps = MOVE.replace("  start new_app\n", '  extract new:"/root/files.tar.gz" into new_files\n  start new_app\n')
     text = plan(steps.replace("  extract", '  # mdsl: allow H302 "chowned by the image"\n  extract', 1), UNOWNED)
-    second = [i for i, l in enumerate(text.split("\n"), 1) if "extract" in l][-1]
+    second = [i for i, line in enumerate(text.split("\n"), 1) if "extract" in line][-1]
     assert _codes(text) == [("H302", second)]
 
 

@@ -26,7 +26,7 @@ def codes(text, decls=DECLS):
 
 
 def line_of(text, needle, nth=0):
-    return [i for i, l in enumerate(text.split("\n"), 1) if needle in l][nth]
+    return [i for i, line in enumerate(text.split("\n"), 1) if needle in line][nth]
 
 
 # ---------------------------------------------------------------- the worked example
@@ -185,10 +185,39 @@ def test_h101_takes_precedence_over_h103():
     assert codes("  stop old_app\n  drop old_db\n  start old_app\n") == ["H101"]
 
 
-def test_h103_needs_a_copy_on_another_host():
-    # a local dump is a way back: dropping the original after it is not H103
+def test_h103_a_dump_nobody_restored_is_not_a_way_back():
+    # issue 16: the only other copy is a dump on the same host, never restored
     local = '  stop old_app\n  dump old_db to old:"/root/app.dump"\n  drop old_db\n  start old_app\n'
-    assert codes(local) == []
+    text = plan(local)
+    (h103,) = [f for f in findings_of(text) if f.code == "H103"]
+    assert h103.span.line == line_of(text, "drop old_db")
+    assert "only other copy is old:/root/app.dump (a PostgreSQL dump), which no step has restored yet" in h103.message
+    assert any("not a way back until it was restored and a `verify` checked" in n for n in h103.notes)
+
+
+def test_h103_a_dump_on_a_checked_host_is_not_a_way_back_either():
+    steps = MOVE.replace('  restore new:"/root/app.dump" into new_db replace\n', "").replace(
+        "  start new_app\n", '  verify run new "test -s /root/app.dump"\n  start new_app\n')
+    assert "H103" in codes(steps + "  drop old_db\n")
+
+
+def test_h103_a_restored_copy_needs_a_verify_where_it_is():
+    # restored into a database on the same host and checked there: a way back
+    decls = DECLS + 'postgres old_db16 on old { database = "app16"  run_as = "postgres"  fresh = true }\n'
+    steps = ('  stop old_app\n  dump old_db to old:"/root/app.dump"\n'
+             '  restore old:"/root/app.dump" into old_db16 replace\n')
+    verify = '  verify run old "psql -d app16 -c \'select 1\'"\n'
+    assert [f.code for f in findings_of(plan(steps + verify + "  drop old_db\n", decls)) if f.code == "H103"] == []
+    unchecked = [f for f in findings_of(plan(steps + "  drop old_db\n", decls)) if f.code == "H103"]
+    assert len(unchecked) == 1 and "before any `verify` checked its copies on old" in unchecked[0].message
+
+
+def test_h203_help_says_how_to_use_a_file_that_was_there_before():
+    # issue 16: a file that exists before the plan runs is declared as a `file` and used by name
+    text = (FIXTURES / "H203" / "bad_preexisting.plan").read_text(encoding="utf-8")
+    (h203,) = [f for f in findings_of(text) if f.code == "H203"]
+    assert ('declared as a `file` and used by name: `file NAME on new { path = "/root/backup-by-hand.dump" }`, '
+            'then `restore NAME ...`') in h203.help
 
 
 def test_deleting_an_artifact_while_the_source_exists_is_fine():
@@ -201,8 +230,8 @@ def test_deleting_the_last_artifact_after_the_source_went_is_h101():
         '  drop old_db\n  delete old:"/root/app.dump"\n  delete new:"/root/app.dump"\n')
     text = plan(steps)
     got = loud(findings_of(text))
-    assert got == [("H101", line_of(text, 'delete new:"/root/app.dump"')),
-                   ("H205", line_of(text, "start new_app"))] or ("H101", line_of(text, 'delete new:')) in got
+    # (the drop is H103: the transferred dump was never restored, whatever the verify checked)
+    assert got == [("H101", line_of(text, 'delete new:"/root/app.dump"')), ("H103", line_of(text, "drop old_db"))]
 
 
 def test_derived_subpath_can_be_deleted_and_is_a_reminder():

@@ -70,7 +70,8 @@ step = st.one_of(simple, st.lists(simple, min_size=1, max_size=3).map(_block))
 CODES = {r.code for r in catalog.RULES}
 
 
-@settings(max_examples=int(os.environ.get("MDSL_FUZZ", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("MDSL_FUZZ", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, max_size=25))
 def test_random_plans_never_crash(steps):
     text = DECLS + "steps {\n" + "\n".join(steps) + "\n}\n"

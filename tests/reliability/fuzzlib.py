@@ -35,7 +35,7 @@ CODE_RE = re.compile(r"^[EHP][0-9]{3}$")
 
 def _language_example() -> str:
     text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
-    m = re.search(r"```\n(# comments run.*?)```", text, re.S)
+    m = re.search(r"```(?:plan)?\n(# comments run.*?)```", text, re.S)
     return m.group(1) if m else ""
 
 

@@ -51,9 +51,11 @@ def test_drop_of_a_sqlite_database_checks_compiles_and_runs(tmp_path):
     plan = tmp_path / "drop.plan"
     plan.write_text(f'''host a {{ local = true }}
 sqlite old_db on a {{ path = "{db}" }}
+sqlite new_db on a {{ path = "{tmp_path}/new.db"  fresh = true }}
 steps {{
   dump old_db to a:"{tmp_path}/old.bak"
-  verify run a "test -s {tmp_path}/old.bak"
+  restore a:"{tmp_path}/old.bak" into new_db
+  verify run a "sqlite3 {tmp_path}/new.db 'select count(*) from t'"
   drop old_db
 }}
 ''')
@@ -66,6 +68,8 @@ steps {{
     assert applied.returncode == 0, applied.stderr
     assert not db.exists()
     assert (tmp_path / "old.bak").stat().st_size > 0
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        assert conn.execute("select count(*) from t").fetchone() == (0,)
 
 
 def test_dump_options_of_another_kind_are_a_check_error(tmp_path):

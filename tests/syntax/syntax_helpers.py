@@ -17,7 +17,7 @@ def language_example() -> str:
     """The big example of the language reference (docs/language.md, else shared/LANGUAGE.md)."""
     for doc in (ROOT / "docs" / "language.md", ROOT.parent / "shared" / "LANGUAGE.md"):
         if doc.exists():
-            m = re.search(r"```\n(# comments run.*?)```", doc.read_text(encoding="utf-8"), re.S)
+            m = re.search(r"```(?:plan)?\n(# comments run.*?)```", doc.read_text(encoding="utf-8"), re.S)
             if m:
                 return m.group(1)
     raise AssertionError("docs/language.md lost its main example")

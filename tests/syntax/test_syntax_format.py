@@ -170,3 +170,47 @@ def test_format_of_any_parsable_mutation(text):
     except PlanError:
         return
     assert_good_format(text)
+
+
+def test_one_line_declarations_on_consecutive_lines_line_up_their_braces():
+    text = ('host ubuntu { ssh = "r@u" }\nhost beetroot { ssh = "r@b"  port = 22 }\n'
+            "host here { local = true }  # this machine\n\n"
+            'host far { ssh = "r@f" }\n# a comment line ends the run\nhost farther { ssh = "r@g" }\n')
+    assert assert_good_format(text) == (
+        'host ubuntu   { ssh = "r@u" }\n'
+        'host beetroot { ssh = "r@b"  port = 22 }\n'
+        "host here     { local = true }  # this machine\n"
+        "\n"
+        'host far { ssh = "r@f" }\n'
+        "# a comment line ends the run\n"
+        'host farther { ssh = "r@g" }\n'
+    )
+
+
+def test_a_body_stays_on_one_line_or_on_several_as_written():
+    text = ('dir a on h { path = "/a"  owner = "x:x"  mode = "0750" }\n'
+            'dir b on h {\n  path = "/b"\n}\n'
+            "host e {\n}\n")
+    assert assert_good_format(text) == (
+        'dir a on h { path = "/a"  owner = "x:x"  mode = "0750" }\n'
+        "\n"
+        "dir b on h {\n"
+        '  path = "/b"\n'
+        "}\n"
+        "\n"
+        "host e { }\n"
+    )
+
+
+def test_a_one_line_body_too_long_for_a_line_is_spread():
+    long = "/" + "x" * 90
+    out = assert_good_format(f'dir a on h {{ path = "{long}"  owner = "x:x" }}\n')
+    assert out == f'dir a on h {{\n  path  = "{long}"\n  owner = "x:x"\n}}\n'
+
+
+def test_steps_are_not_aligned_in_columns():
+    text = ('steps {\n  stop     app\n  parallel {\n    dump    db    to h:"/d"\n    archive files to h:"/f"\n  }\n'
+            '  transfer h:"/d"      to g:"/d"\n  transfer h:"/longer" to g:"/f"\n}\n')
+    assert assert_good_format(text) == (
+        'steps {\n  stop app\n  parallel {\n    dump db to h:"/d"\n    archive files to h:"/f"\n  }\n'
+        '  transfer h:"/d" to g:"/d"\n  transfer h:"/longer" to g:"/f"\n}\n')

@@ -47,7 +47,7 @@ def test_the_hand_written_lexer_agrees_with_lark():
     for text in (LANES, LANES.replace("sequence {", "sequence{"), "steps { parallel { sequence { } } }",
                  "steps { sequence { stop a } }", "steps { parallel { sequence { parallel { sequence { } } } } }",
                  "steps { parallel { sequence { sequence { } } } }"):
-        def outcome(parser):
+        def outcome(parser, text=text):
             try:
                 return P._parse_with(parser, text, "d.plan")
             except PlanError as exc:

@@ -78,4 +78,4 @@ def test_token_soup(pieces):
                 max_size=25),
        st.lists(st.sampled_from([" ", "", "\n", "\t"]), min_size=25, max_size=25))
 def test_keyword_soup_with_and_without_blanks(words, blanks):
-    assert_same("".join(w + b for w, b in zip(words, blanks)))
+    assert_same("".join(w + b for w, b in zip(words, blanks, strict=False)))

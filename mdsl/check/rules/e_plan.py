@@ -1,16 +1,17 @@
 """E: the plan cannot be understood. E101 comes from the parser, E102-E106 from
-name resolution (`mdsl/check/resolve.py`), E107 from suppressions (`suppress.py`);
-this module holds their documentation."""
+name resolution (`mdsl/check/resolve.py`), E107 from suppressions (`suppress.py`).
+Each makes its findings through its rule here (`E106.finding(message, span, ...)`),
+so a misspelt code is an undefined name, not a silent string."""
 
 from __future__ import annotations
 
-from mdsl.check.rules.base import E, Rule
+from mdsl.check.rules.base import ERROR, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
 
 _DECLS = HOSTS + "\n" + DBS + "\n" + FILES + "\n" + SERVICES
 
 E101 = Rule(
-    "E101", "syntax error", E,
+    "E101", "syntax error", ERROR,
     summary=(
         "The text is not a plan: a keyword is missing or misspelled, a string is not closed on its "
         "line, a name uses capitals or dashes. The finding gives the file, line and column, the "
@@ -22,7 +23,7 @@ E101 = Rule(
 )
 
 E102 = Rule(
-    "E102", "unknown name", E,
+    "E102", "unknown name", ERROR,
     summary=(
         "A step or attribute names a host, database, dir, file or service that is not declared. "
         "The finding suggests the closest declared name."),
@@ -32,7 +33,7 @@ E102 = Rule(
 )
 
 E103 = Rule(
-    "E103", "a name of the wrong kind", E,
+    "E103", "a name of the wrong kind", ERROR,
     summary=(
         "A name is declared, but as something else than the step needs: `stop old_db` (a database, "
         "not a service), `dump old_files` (a dir, not a database), a location on a name that is not "
@@ -44,7 +45,7 @@ E103 = Rule(
 )
 
 E104 = Rule(
-    "E104", "a name or label is declared twice", E,
+    "E104", "a name or label is declared twice", ERROR,
     summary=(
         "Every host, database, dir, file and service has its own name, and every step label names "
         "one step (for `apply --from LABEL`). A second declaration of the same name is reported "
@@ -56,7 +57,7 @@ E104 = Rule(
 )
 
 E105 = Rule(
-    "E105", "a location on an unknown host, or one host where two are needed", E,
+    "E105", "a location on an unknown host, or one host where two are needed", ERROR,
     summary=(
         "A location `HOST:\"PATH\"` names a host that is not declared, or a step that moves data "
         "between places names the same place twice (`transfer` from a file to itself, `move` across "
@@ -68,13 +69,14 @@ E105 = Rule(
 )
 
 E106 = Rule(
-    "E106", "an unknown or ill-typed attribute or option", E,
+    "E106", "an unknown or ill-typed attribute or option", ERROR,
     summary=(
         "An attribute the declaration does not have (with a suggestion), a value of the wrong type "
         "(`port = \"22\"`), a missing required attribute (a postgres without `database`), a "
         "relative path, or a step option the step does not take (`format = tar` on a dump)."),
     bad=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = tar')),
-    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"', 'dump old_db to old:"/root/app.dump" format = custom')),
+    fixed=plan(MOVE.replace('dump old_db to old:"/root/app.dump"',
+                            'dump old_db to old:"/root/app.dump" format = custom')),
     source="the seed's PostgreSQL authentication took a day to get right; an attribute silently "
            "ignored because of a typo would cost the same day.",
 )
@@ -82,7 +84,7 @@ E106 = Rule(
 _UNOWNED = _DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
                           'dir new_files on new { path = "/srv/app/files" }')
 E107 = Rule(
-    "E107", "a suppression without a reason, or for a code that does not fire", E,
+    "E107", "a suppression without a reason, or for a code that does not fire", ERROR,
     summary=(
         "`# mdsl: allow CODE \"reason\"` on a step's line or the line above silences that code on "
         "that step. It needs a reason (the next reader must know why the hazard is acceptable), it "
@@ -94,5 +96,3 @@ E107 = Rule(
     source="ruff's `# noqa` and clippy's `#[allow]` make the reason optional and let stale allows pile"
            " up; mdsl requires the reason and reports the stale ones.",
 )
-
-RULES = (E101, E102, E103, E104, E105, E106, E107)

@@ -1,21 +1,37 @@
 """H1: data loss. Judged when a step destroys or overwrites a place's content,
-and at the end of the walk (what never reached its target)."""
+and at the end of the walk (what never reached its target). Each rule is
+followed by its checks; `CHECKS` at the bottom lists them in order."""
 
 from __future__ import annotations
 
 import bisect
-from typing import Dict, List, Set, Tuple
+from typing import Dict, Iterator, List, Tuple
 
-from mdsl.check.rules.base import E, I, W, Rule
+from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.rules.examples import MOVE, plan
-from mdsl.check.state import Piece, Place, show_pieces
+from mdsl.check.state import ARCHIVE, Piece, Place, show_pieces
+from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
 SEED = ("the seed (gianarb, 'From Ubuntu to NixOS, the story of a mastodon migration'): the `cache` folder "
         "of public/system looked ephemeral and was deleted; it held every avatar and header.")
 
+# The steps that destroy what a place held.
+DESTROYING = (A.Delete, A.Drop, A.Restore, A.Extract, A.Run, A.Sync)
+
+_VERBS = {A.Delete: "`delete`", A.Drop: "`drop`", A.Restore: "`restore ... replace`",
+          A.Extract: "`extract ... replace`", A.Run: "`run` with `deletes`",
+          A.Sync: "a mirroring `sync` (`live`, or after a `live` pass: rsync --delete)"}
+
+
+def _verb(step: A.Step) -> str:
+    return _VERBS.get(type(step), f"`{step.keyword}`")
+
+
+# ---------------------------------------------------------------- H101
+
 H101 = Rule(
-    "H101", "a step destroys data that has no other copy", E,
+    "H101", "a step destroys data that has no other copy", ERROR,
     summary=(
         "`delete`, `drop`, `restore ... replace`, `extract ... replace` and a `run` declaring `deletes` "
         "destroy what the place held. When that was the only copy of some data (a database, a dir, or "
@@ -29,8 +45,74 @@ H101 = Rule(
                   "to get it back.'",
 )
 
+
+@H101.on(*DESTROYING)
+def only_copy_destroyed(facts, walk) -> Iterator[Finding]:
+    """A destroyed piece had no copy anywhere else (and cannot be rebuilt)."""
+    for survivors in facts.survivors:
+        lost = [p for p, others in survivors.copies if not others and p.rebuild is None and not p.lost]
+        if lost:
+            yield _lost(walk, facts.step, survivors.place, lost)
+
+
+def _lost(walk, step: A.Step, place: Place, lost: List[Piece]) -> Finding:
+    names = show_pieces(lost, walk.pieces)
+    label = f"{names} exists only here"
+    if place.resource is not None and all(p.resource is not place.resource for p in lost):
+        label += f" (in {place.resource.name})"
+    return H101.finding(f"{_verb(step)} destroys data that has no other copy", step.span, label=label,
+                        notes=_lost_notes(walk, lost), help=_lost_help(step, place, lost))
+
+
+def _lost_notes(walk, lost: List[Piece]) -> List[str]:
+    """Per resource: why no copy is left (excluded from a copy, never copied, or copies destroyed)."""
+    notes = []
+    for res_name in sorted({p.resource.name for p in lost}):
+        ps = [p for p in lost if p.resource.name == res_name]
+        res = ps[0].resource
+        excluded = [p for p in ps if walk.left_out.get(p, (None, ""))[1] == "excluded"]
+        if excluded:
+            s = walk.left_out[excluded[0]][0]
+            notes.append(f"{show_pieces(excluded, walk.pieces)} was excluded from the `{s.keyword}` at line "
+                         f"{s.span.line}")
+        elif not any(p.copied for p in ps):
+            where = f"{res.host}:{res.path}" if getattr(res, "path", "") else res.host
+            what = "dumped" if res.is_database else "archived, synced"
+            notes.append(f"{res.name} ({where}) was never {what} or transferred before this step")
+        else:
+            notes.append(f"every other copy of {show_pieces(ps, walk.pieces)} was destroyed or overwritten "
+                         f"before this step")
+    return notes
+
+
+def _lost_help(step: A.Step, place: Place, lost: List[Piece]) -> str:
+    res = lost[0].resource
+    if isinstance(step, A.Sync):
+        target = place.resource.name
+        return (f"a `live` sync and the syncs after it make {target} a mirror of {step.source.name}, deleting "
+                f"what it holds that {step.source.name} lacks: if that is disposable, declare `fresh = true` "
+                f"on {target}; otherwise copy it elsewhere first")
+    if isinstance(step, (A.Restore, A.Extract)) or (place.resource is not None and place.resource is not res
+                                                   and isinstance(step, A.Run)):
+        target = place.resource.name
+        return (f"if the current content of {target} is disposable, declare `fresh = true` on {target}; "
+                f"otherwise copy it somewhere first")
+    if place.resource is None:
+        return "restore, extract or transfer this artifact before deleting it"
+    if any(p.subpath is not None for p in lost) and res.kind == "dir" and place.resource is res:
+        sub = min(p.subpath for p in lost if p.subpath is not None)
+        return (f"archive or move it first (`move` keeps it on the host), or, if it can be rebuilt where the "
+                f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
+                f"the copy")
+    copy = "dump" if res.is_database else "archive or sync"
+    return (f"{copy} and transfer it first; if its content is disposable, declare `fresh = true` "
+            f"on {place.resource.name if place.resource else res.name}")
+
+
+# ---------------------------------------------------------------- H102
+
 H102 = Rule(
-    "H102", "a subpath never reaches the target", W,
+    "H102", "a subpath never reaches the target", WARNING,
     summary=(
         "An `archive` or `sync` that excludes a subpath, or a copy made after the subpath was moved "
         "away, leaves that part of the data behind: the target never gets it, and once the old host "
@@ -40,26 +122,180 @@ H102 = Rule(
     bad=plan(MOVE.replace('"/root/files.tar.gz"\n', '"/root/files.tar.gz" exclude "cache"\n', 1)),
     fixed=plan(MOVE),
     source=SEED + " Excluding it from the archive would have lost the same avatars more quietly.",
-    also=(I,),
+    also=(INFO,),
 )
 
+
+@H102.at_end
+def left_behind(walk) -> Iterator[Finding]:
+    """Pieces of a dir that reached a target only in part, once the plan is over."""
+    st = walk.state
+    reported = set()
+    for name, r in walk.bound.resources.items():
+        if not r.is_data:
+            continue
+        place = st.places[name]
+        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.kind == "dir"}
+        for origin in sorted(origins):
+            if walk.bound.resources[origin].fresh:
+                continue
+            for p in walk.pieces[origin]:
+                if p in place.holds or p.lost or p in reported:
+                    continue
+                reported.add(p)
+                yield _left_behind(walk, p, place, origin)
+
+
+def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
+    rec = walk.left_out.get(p)
+    if rec is None:
+        step = walk.first_arrival[(target.resource.name, origin)]
+        rec = (step, "partial", step.span)
+    step, why, span = rec
+    tname = target.resource.name
+    if p.rebuild is not None:
+        return _rebuild_reminder(walk, p, target, step, span)
+    if why == "excluded":
+        label = f'excludes "{p.subpath}"'
+        notes = (f"this `{step.keyword}` leaves {p.name} out, so {tname} never gets it",)
+    elif why == "absent":
+        label = f"{p.name} is no longer in {origin} here"
+        notes = (f"{p.name} was moved or deleted before this `{step.keyword}`, so {tname} never gets it",)
+    else:
+        label = f"only part of {origin} arrives here"
+        notes = (f"{p.name} is not copied into {tname} by any step",)
+    sub = p.subpath or "SUB"
+    return H102.finding(
+        f"{p.name} never reaches {tname}", span, label=label, notes=notes,
+        help=(f"copy it too, or, if it can be rebuilt where the data goes, declare "
+              f"`derived \"{sub}\" rebuild \"CMD\"` on {origin} and run CMD after the service starts"))
+
+
+def _rebuild_reminder(walk, p: Piece, target: Place, step: A.Step, span: A.Span) -> Finding:
+    """A derived subpath left behind: an info when a later `run` rebuilds it, else a warning."""
+    run = _rebuilt_after(walk, p.rebuild, walk.index.positions[id(step)])
+    svc = (walk.index.writers.get(target.resource.name) or ["the service"])[0]
+    msg = f"{p.name} is left behind: `{p.rebuild}` must rebuild it on {target.host} after {svc} starts"
+    if run is not None:
+        return H102.finding(msg, span, label=f"leaves {p.name} behind", severity=INFO,
+                            notes=(f"the `run` at line {run.span.line} rebuilds it",))
+    return H102.finding(msg, span, label=f"leaves {p.name} behind",
+                        notes=(f"no later `run` step runs `{p.rebuild}`",),
+                        help=f'add `run {target.host} "{p.rebuild}"` after `start {svc}`')
+
+
+def _rebuilt_after(walk, rebuild: str, pos: int):
+    """The first `run` after position `pos` whose command contains `rebuild` (word-aligned)."""
+    index = walk.memo.get("h102")
+    if index is None:
+        index = walk.memo["h102"] = _rebuild_runs(walk)
+    got = index.get(tuple(rebuild.split()))
+    if not got:
+        return None
+    ps, rs = got
+    i = bisect.bisect_right(ps, pos)
+    return rs[i] if i < len(rs) else None
+
+
+def _rebuild_runs(walk) -> Dict[Tuple[str, ...], Tuple[List[int], List[A.Run]]]:
+    """Every rebuild command -> the runs containing it, found in one pass over the runs' words:
+    candidates are looked up by their first word, so the cost is the runs' length."""
+    by_first: Dict[str, List[Tuple[str, ...]]] = {}
+    for r in walk.bound.resources.values():
+        for d in getattr(r, "derived", ()):
+            words = tuple(d.rebuild.split())
+            if words and words not in by_first.get(words[0], ()):
+                by_first.setdefault(words[0], []).append(words)
+    index: Dict[Tuple[str, ...], Tuple[List[int], List[A.Run]]] = {}
+    for rp, cmd, run in walk.index.runs:
+        words = cmd.split()
+        for i, word in enumerate(words):
+            for cand in by_first.get(word, ()):
+                if tuple(words[i:i + len(cand)]) != cand:
+                    continue
+                ps, rs = index.setdefault(cand, ([], []))
+                if not rs or rs[-1] is not run:
+                    ps.append(rp)
+                    rs.append(run)
+    return index
+
+
+# ---------------------------------------------------------------- H103
+
 H103 = Rule(
-    "H103", "source data destroyed before the target was verified", E,
+    "H103", "source data destroyed before a copy of it was proven", ERROR,
     summary=(
-        "Dropping or deleting the original data while its only other copies are on the new host, "
-        "and no `verify` step has yet checked that host, leaves no way back if the new host does not "
-        "work: a dump that does not restore, an app that will not start on the new schema. A "
-        "transfer's checksum proves the bytes arrived, not that the service works. Run `verify http "
-        "... via = HOST` or `verify run HOST ...` first. (When no other copy exists at all, H101 "
-        "is reported instead.)"),
+        "Dropping or deleting the original data leaves no way back unless some copy of it has been "
+        "proven: restored or extracted into declared data (a database, a dir) and checked there by a "
+        "`verify` step. A dump or an archive that nobody has restored yet is not a way back, wherever "
+        "it lies: it may be truncated, or fail to restore (a version mismatch, a missing role), and "
+        "that is found out only when it is needed. Nor is a restored copy that no `verify` checked: a "
+        "transfer's checksum proves the bytes arrived, not that the service works on them. Restore, "
+        "then run `verify http ... via = HOST` or `verify run HOST ...` there, before the original "
+        "goes. (When no other copy exists at all, H101 is reported instead.)"),
     bad=plan(MOVE + '  drop old_db\n'),
     fixed=plan(MOVE + '  verify http "https://app.example.net/health" via = new status = 200\n  drop old_db\n'),
     source="Mastodon's migration guide (docs.joinmastodon.org/admin/migrating): keep the old server "
            "until the new one works.",
 )
 
+
+@H103.on(*DESTROYING)
+def original_destroyed_unproven(facts, walk) -> Iterator[Finding]:
+    """The original goes while no copy of it is in declared data that a `verify` checked since."""
+    st = walk.state
+    for survivors in facts.survivors:
+        unproven: List[Piece] = []
+        copies: Dict[object, Place] = {}
+        for p, others in survivors.copies:
+            # (the original is always one of a piece's holders: destroyed here when no longer among them)
+            if not others or p.origin is None or p.origin in others:
+                continue
+            there = [st.places[k] for k in others]
+            if not any(c.resource is not None and st.checked(c) for c in there):
+                unproven.append(p)
+                for c in there:
+                    copies[c.key] = c
+        if unproven:
+            yield _unproven(walk, facts.step, unproven, sorted(copies.values(), key=Place.show))
+
+
+def _unproven(walk, step, pieces: List[Piece], copies: List[Place]) -> Finding:
+    names = show_pieces(pieces, walk.pieces)
+    restored = [c for c in copies if c.resource is not None]
+    if restored:  # in declared data, but not checked since
+        hosts = sorted({c.host for c in restored})
+        return H103.finding(
+            f"{_verb(step)} destroys {names} before any `verify` checked its copies on {', '.join(hosts)}",
+            step.span, label="no step has checked the other copies yet",
+            notes=("other copies: " + ", ".join(c.show() for c in copies),
+                   "a transfer's checksum proves the bytes arrived, not that the service works there"),
+            help=(f'add `verify http "URL" via = {hosts[0]}` or `verify run {hosts[0]} "CMD"` before this step, '
+                  f"and keep the old data until the new host works"))
+    one = len(copies) == 1
+    what = ("copy is " if one else "copies are ") + ", ".join(_artifact(c) for c in copies)
+    restored = "extracted" if all(c.kind == ARCHIVE for c in copies) else "restored"
+    return H103.finding(
+        f"{_verb(step)} destroys {names} while its only other {what}, which no step has {restored} yet",
+        step.span, label="no copy has been restored and checked yet",
+        notes=tuple(f"{c.show()} was written by the `{c.producer.keyword}` at line {c.producer.span.line}"
+                    for c in copies if c.producer is not None) + (
+            "a dump or archive is not a way back until it was restored and a `verify` checked the result: "
+            "it may be truncated, or fail to restore (a version mismatch, a missing role)",),
+        help=(f"restore {'it' if one else 'one of them'} where the data goes and check it there "
+              f"(`verify http \"URL\" via = HOST` or `verify run HOST \"CMD\"`) before this step; until then "
+              f"keep {names}"))
+
+
+def _artifact(place: Place) -> str:
+    """`old:/root/app.dump (a PostgreSQL dump)`: an artifact and what it holds, as far as the walk knows."""
+    return f"{place.show()} ({place.kind})" if place.kind else place.show()
+
+
+# ---------------------------------------------------------------- H104
+
 H104 = Rule(
-    "H104", "an artifact is written twice before it was used", E,
+    "H104", "an artifact is written twice before it was used", ERROR,
     summary=(
         "Two steps write the same artifact path (a dump, an archive, a transferred copy) and nothing "
         "read, copied or moved the first content in between: the first is silently overwritten. "
@@ -74,207 +310,22 @@ H104 = Rule(
     source="a common slip when copying a plan's steps and editing only the first line.",
 )
 
-RULES = (H101, H102, H103, H104)
 
-_VERBS = {A.Delete: "`delete`", A.Drop: "`drop`", A.Restore: "`restore ... replace`",
-          A.Extract: "`extract ... replace`", A.Run: "`run` with `deletes`",
-          A.Sync: "a mirroring `sync` (`live`, or after a `live` pass: rsync --delete)"}
-
-
-def _names(w, pieces) -> str:
-    return show_pieces(pieces, w.pieces)
-
-
-def destroyed(w, step: A.Step, targets: List[Tuple[Place, Set[Piece]]]) -> None:
-    """H101 when a destroyed piece has no other copy; else H103 when the original goes before the
-    copies on another host were verified."""
-    st = w.state
-    removal: Dict[Piece, Set[object]] = {}
-    for place, pieces in targets:
-        for p in pieces:
-            removal.setdefault(p, set()).add(place.key)
-    seen: Set[Piece] = set()
-    for place, pieces in targets:
-        lost, unverified = [], []
-        others_all: Dict[object, Place] = {}
-        for p in pieces:
-            if p in seen:
-                continue
-            seen.add(p)
-            gone = removal[p]
-            others = p.holders - gone
-            if not others:
-                if p.rebuild is None and not p.lost:
-                    lost.append(p)
-            elif p.origin is not None and p.origin in gone:
-                copies = [st.places[k] for k in others]
-                if any(c.host != place.host for c in copies) and not any(st.checked(c) for c in copies):
-                    unverified.append(p)
-                    for c in copies:
-                        others_all[c.key] = c
-        if lost:
-            for p in lost:
-                p.lost = True
-            _report_lost(w, step, place, lost)
-        if unverified:
-            _report_unverified(w, step, place, unverified, list(others_all.values()))
-
-
-def _report_lost(w, step, place: Place, lost: List[Piece]) -> None:
-    names = _names(w, lost)
-    verb = _VERBS.get(type(step), f"`{step.keyword}`")
-    label = f"{names} exists only here"
-    if place.resource is not None and all(p.resource is not place.resource for p in lost):
-        label += f" (in {place.resource.name})"
-    notes = []
-    for res_name in sorted({p.resource.name for p in lost}):
-        ps = [p for p in lost if p.resource.name == res_name]
-        res = ps[0].resource
-        excluded = [p for p in ps if w.left_out.get(p, (None, ""))[1] == "excluded"]
-        if excluded:
-            s = w.left_out[excluded[0]][0]
-            notes.append(f"{_names(w, excluded)} was excluded from the `{s.keyword}` at line {s.span.line}")
-        elif not any(p.copied for p in ps):
-            where = f"{res.host}:{res.path}" if getattr(res, "path", "") else res.host
-            what = "dumped" if res.is_database else "archived, synced"
-            notes.append(f"{res.name} ({where}) was never {what} or transferred before this step")
-        else:
-            notes.append(f"every other copy of {_names(w, ps)} was destroyed or overwritten before this step")
-    res = lost[0].resource
-    if isinstance(step, A.Sync):
-        target = place.resource.name
-        help = (f"a `live` sync and the syncs after it make {target} a mirror of {step.source.name}, deleting "
-                f"what it holds that {step.source.name} lacks: if that is disposable, declare `fresh = true` "
-                f"on {target}; otherwise copy it elsewhere first")
-    elif isinstance(step, (A.Restore, A.Extract)) or (place.resource is not None and place.resource is not res
-                                                     and isinstance(step, A.Run)):
-        target = place.resource.name
-        help = (f"if the current content of {target} is disposable, declare `fresh = true` on {target}; "
-                f"otherwise copy it somewhere first")
-    elif place.resource is None:
-        help = "restore, extract or transfer this artifact before deleting it"
-    elif any(p.subpath is not None for p in lost) and res.kind == "dir" and place.resource is res:
-        sub = next(p.subpath for p in lost if p.subpath is not None)
-        help = (f"archive or move it first (`move` keeps it on the host), or, if it can be rebuilt where the "
-                f"data goes, declare `derived \"{sub}\" rebuild \"CMD\"` on {res.name} and exclude it from "
-                f"the copy")
-    else:
-        copy = "dump" if res.is_database else "archive or sync"
-        help = (f"{copy} and transfer it first; if its content is disposable, declare `fresh = true` "
-                f"on {place.resource.name if place.resource else res.name}")
-    w.report(H101.finding(step.span, f"{verb} destroys data that has no other copy", label=label,
-                          notes=notes, help=help))
-
-
-def _report_unverified(w, step, place: Place, pieces: List[Piece], copies: List[Place]) -> None:
-    verb = _VERBS.get(type(step), f"`{step.keyword}`")
-    hosts = sorted({c.host for c in copies if c.host != place.host})
-    host = hosts[0]
-    w.report(H103.finding(
-        step.span, f"{verb} destroys {_names(w, pieces)} before any `verify` checked its copies on "
-                   f"{', '.join(hosts)}",
-        label="no step has checked the other copies yet",
-        notes=("other copies: " + ", ".join(sorted(c.show() for c in copies)),
-               "a transfer's checksum proves the bytes arrived, not that the service works there"),
-        help=(f'add `verify http "URL" via = {host}` or `verify run {host} "CMD"` before this step, '
-              f"and keep the old data until the new host works")))
-
-
-def overwrite(w, step: A.Step, dst: Place) -> None:
-    """H104: an artifact is written again before anything used what was written there."""
+@H104.on(A.Dump, A.Archive, A.Transfer, A.Move)
+def artifact_overwritten(facts, walk) -> Iterator[Finding]:
+    """An artifact is written again before anything used what was written there."""
+    dst = facts.dst
     if dst.resource is not None or not dst.exists or dst.consumed or dst.producer is None:
         return
-    prev = dst.producer
-    what = _names(w, dst.holds) or "its content"
-    w.report(H104.finding(
-        step.span, f"`{step.keyword}` overwrites {dst.show()} before its content was used",
+    step, prev = facts.step, dst.producer
+    what = show_pieces(dst.holds, walk.pieces) or "its content"
+    yield H104.finding(
+        f"`{step.keyword}` overwrites {dst.show()} before its content was used", step.span,
         label="written here a second time",
         notes=(f"line {prev.span.line}: `{prev.keyword}` put {what} there, and no step restored, "
                f"extracted, transferred or moved it since",),
-        help="write each artifact to its own path, or use the first one before writing the path again"))
+        help="write each artifact to its own path, or use the first one before writing the path again")
 
 
-def at_end(w) -> None:
-    """H102: pieces of a dir that reached a target only in part."""
-    st = w.state
-    reported: Set[Piece] = set()
-    for name, r in w.bound.resources.items():
-        if not r.is_data:
-            continue
-        place = st.places[name]
-        origins = {p.resource.name for p in place.holds if p.resource is not r and p.resource.kind == "dir"}
-        for origin in sorted(origins):
-            if w.bound.resources[origin].fresh:
-                continue
-            for p in w.pieces[origin]:
-                if p in place.holds or p.lost or p in reported:
-                    continue
-                reported.add(p)
-                _left_behind(w, p, place, origin)
-
-
-def _rebuilt_after(w, rebuild: str, pos: int):
-    """The first `run` after position `pos` whose command contains `rebuild` (word-aligned)."""
-    index = w.memo.get("h102")
-    if index is None:
-        # Every rebuild command, found in every run command in one pass over the runs' words:
-        # candidates are looked up by their first word, so the cost is the runs' length.
-        by_first: Dict[str, List[Tuple[str, ...]]] = {}
-        for r in w.bound.resources.values():
-            for d in getattr(r, "derived", ()):
-                words = tuple(d.rebuild.split())
-                if words and words not in by_first.get(words[0], ()):
-                    by_first.setdefault(words[0], []).append(words)
-        index = {}
-        for rp, cmd, run in w.runs:
-            words = cmd.split()
-            for i, word in enumerate(words):
-                for cand in by_first.get(word, ()):
-                    if tuple(words[i:i + len(cand)]) == cand:
-                        ps, rs = index.setdefault(cand, ([], []))
-                        if not rs or rs[-1] is not run:
-                            ps.append(rp)
-                            rs.append(run)
-        w.memo["h102"] = index
-    got = index.get(tuple(rebuild.split()))
-    if not got:
-        return None
-    ps, rs = got
-    i = bisect.bisect_right(ps, pos)
-    return rs[i] if i < len(rs) else None
-
-
-def _left_behind(w, p: Piece, target: Place, origin: str) -> None:
-    rec = w.left_out.get(p)
-    if rec is None:
-        step = w.first_arrival[(target.resource.name, origin)]
-        rec = (step, "partial", step.span)
-    step, why, span = rec
-    tname = target.resource.name
-    if p.rebuild is not None:
-        run = _rebuilt_after(w, p.rebuild, w.positions[id(step)])
-        svc = (w.writers.get(tname) or ["the service"])[0]
-        msg = f"{p.name} is left behind: `{p.rebuild}` must rebuild it on {target.host} after {svc} starts"
-        if run is not None:
-            line = run.span.line
-            w.report(H102.finding(span, msg, label=f"leaves {p.name} behind", severity=I,
-                                  notes=(f"the `run` at line {line} rebuilds it",)))
-        else:
-            w.report(H102.finding(span, msg, label=f"leaves {p.name} behind",
-                                  notes=(f"no later `run` step runs `{p.rebuild}`",),
-                                  help=f'add `run {target.host} "{p.rebuild}"` after `start {svc}`'))
-        return
-    if why == "excluded":
-        label = f'excludes "{p.subpath}"'
-        notes = (f"this `{step.keyword}` leaves {p.name} out, so {tname} never gets it",)
-    elif why == "absent":
-        label = f"{p.name} is no longer in {origin} here"
-        notes = (f"{p.name} was moved or deleted before this `{step.keyword}`, so {tname} never gets it",)
-    else:
-        label = f"only part of {origin} arrives here"
-        notes = (f"{p.name} is not copied into {tname} by any step",)
-    sub = p.subpath or "SUB"
-    w.report(H102.finding(
-        span, f"{p.name} never reaches {tname}", label=label, notes=notes,
-        help=(f"copy it too, or, if it can be rebuilt where the data goes, declare "
-              f"`derived \"{sub}\" rebuild \"CMD\"` on {origin} and run CMD after the service starts")))
+# The checks of this family, in the order they judge a step (mdsl.check.catalog.CHECKS).
+CHECKS = (only_copy_destroyed, left_behind, original_destroyed_unproven, artifact_overwritten)

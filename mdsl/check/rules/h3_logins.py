@@ -7,9 +7,10 @@ a restore fills from which (a dump followed through transfers); this module judg
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
-from mdsl.check.rules.base import E, W, Rule
+from mdsl.check.rules.base import ERROR, WARNING, Rule
+from mdsl.findings import Finding
 from mdsl.check.rules.examples import HOSTS, plan
 from mdsl.model import Login
 from mdsl.stores.registry import store_of
@@ -35,7 +36,7 @@ _MADE = ('login wp_new on new_db { user = "wordpress"  password = env("WP_DB_PAS
          '                         like = wp_old }\n')
 
 H309 = Rule(
-    "H309", "the app's database login is neither made nor proven on the target", W,
+    "H309", "the app's database login is neither made nor proven on the target", WARNING,
     summary=(
         "A dump carries tables, not the server's users and grants, and the app's configuration moves "
         "unchanged: after the cutover the app logs in to the new server exactly as it did to the old one. "
@@ -49,17 +50,20 @@ H309 = Rule(
     fixed=plan(_MOVE, _DECLS + _MADE),
     source="issue 19: a WordPress move on MariaDB whose `wordpress` user existed on the old box only; the site "
            "failed right after the cutover, and nothing in the plan or in preflight had said so.",
-    also=(E,),
+    also=(ERROR,),
 )
 
 
-def restored(w, step: A.Restore, db, pieces) -> None:
-    """Remember which databases a restore fills `db` from (the pieces of data it carries)."""
-    sources = tuple(dict.fromkeys(p.resource.name for p in pieces if p.resource.is_database))
-    w.memo.setdefault("h309", []).append((step, db, sources))
+@H309.on(A.Restore)
+def restored(facts, w) -> Iterator[Finding]:
+    """Remember which databases a restore fills its database from (the pieces of data it carries)."""
+    sources = tuple(dict.fromkeys(p.resource.name for p in facts.pieces if p.resource.is_database))
+    w.memo.setdefault("h309", []).append((facts.step, facts.into, sources))
+    return iter(())
 
 
-def at_end(w) -> None:
+@H309.at_end
+def unmade_logins(w) -> Iterator[Finding]:
     """H309 for every restore of a database the app logs in to, and every login the plan is to make."""
     bound = w.bound
     restores: List[Tuple[A.Restore, object, Tuple[str, ...]]] = w.memo.get("h309", [])
@@ -73,26 +77,26 @@ def at_end(w) -> None:
         for source in sources:
             theirs = logins.get(source, [])
             if theirs and not mine and source != db.name:
-                _unmade(w, step, db, theirs[0])
+                yield _unmade(w, step, db, theirs[0])
         owner = store_of(db).restore_owner(db)
         for login in mine:
             if owner is not None and login.like is None and login.user != owner:
-                _owns_nothing(w, step, db, login, owner)
+                yield _owns_nothing(step, db, login, owner)
     for logs in logins.values():
         for login in logs:
             if login.like is not None and login.database not in filled:
-                w.report(H309.finding(
-                    span=login.span, severity=E,
+                yield H309.finding(
+                    span=login.span, severity=ERROR,
                     message=f"`{login.name}` is made by the restore into `{login.database}` (`like = {login.like}`), "
                             f"but no step restores into `{login.database}`",
                     label="never made",
                     help=f"restore the dump into `{login.database}`, or remove `like` if the login exists there "
-                         "already (preflight then proves it)"))
+                         "already (preflight then proves it)")
 
 
-def _unmade(w, step: A.Restore, db, theirs: Login) -> None:
+def _unmade(w, step: A.Restore, db, theirs: Login) -> Finding:
     source = w.bound.resources[theirs.database]
-    w.report(H309.finding(
+    return H309.finding(
         span=step.span,
         message=f"the app logs in to `{source.name}` as `{theirs.user}` (`{theirs.name}`), but the plan declares no "
                 f"login on `{db.name}`: nothing makes `{theirs.user}` exist on its server, or proves it does",
@@ -101,11 +105,11 @@ def _unmade(w, step: A.Restore, db, theirs: Login) -> None:
                "password",),
         help=f"declare `login NAME on {db.name} {{ user = \"{theirs.user}\" ... like = {theirs.name} }}` to "
              "have the restore make it with the same grants, or without `like` if it exists there (preflight "
-             "proves it works)"))
+             "proves it works)")
 
 
-def _owns_nothing(w, step: A.Restore, db, login: Login, owner: str) -> None:
-    w.report(H309.finding(
+def _owns_nothing(step: A.Restore, db, login: Login, owner: str) -> Finding:
+    return H309.finding(
         span=step.span,
         message=f"the restore into `{db.name}` runs as `{owner}`: what it creates belongs to `{owner}`, not to "
                 f"`{login.user}`, the role the app logs in as (`{login.name}`)",
@@ -113,4 +117,8 @@ def _owns_nothing(w, step: A.Restore, db, login: Login, owner: str) -> None:
         notes=("the restore leaves out the dump's owners (pg_restore --no-owner); the app is refused on its own "
                "tables",),
         help=f"add `like = LOGIN` (the app's login on the source) to `{login.name}`: the restore then gives "
-             f"`{login.user}` what it owned there; or restore as `{login.user}`"))
+             f"`{login.user}` what it owned there; or restore as `{login.user}`")
+
+
+# The checks of this rule, in the order they judge (mdsl.check.catalog.CHECKS).
+CHECKS = (restored, unmade_logins)

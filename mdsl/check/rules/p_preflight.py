@@ -1,13 +1,14 @@
 """P: preflight at apply time, before the first step changes anything. The
-checks run in `mdsl/run/` (they need the hosts); this module holds their
-documentation. Their examples describe situations rather than plans."""
+checks run in `mdsl/run/` (they need the hosts) and make their findings through
+the rules here (`P402.finding(message, span, ...)`). Their examples describe
+situations rather than plans."""
 
 from __future__ import annotations
 
-from mdsl.check.rules.base import E, Rule
+from mdsl.check.rules.base import ERROR, WARNING, Rule
 
 P401 = Rule(
-    "P401", "a host is unreachable, refuses the key, or has an unknown host key", E,
+    "P401", "a host is unreachable, refuses the key, or has an unknown host key", ERROR,
     summary=(
         "Every host of the plan is contacted before anything happens: it must answer, accept the "
         "SSH key, and present a host key that known_hosts (or the host's `known_hosts` file) "
@@ -19,7 +20,7 @@ P401 = Rule(
 )
 
 P402 = Rule(
-    "P402", "a tool a step needs is missing on its host", E,
+    "P402", "a tool a step needs is missing on its host", ERROR,
     summary=(
         "pg_dump, pg_restore, tar, zstd, rsync, sha256sum, systemctl: each step needs some tool on "
         "its host, and a missing one found halfway through leaves the service down."),
@@ -29,7 +30,7 @@ P402 = Rule(
 )
 
 P403 = Rule(
-    "P403", "pg_restore or the target server is older than the dump", E,
+    "P403", "pg_restore or the target server is older than the dump", ERROR,
     summary=(
         "A dump written by pg_dump 16 cannot be read by pg_restore 15, and restoring into an older "
         "server than the source may fail on new syntax. The target's pg_restore must be at least "
@@ -40,7 +41,7 @@ P403 = Rule(
 )
 
 P404 = Rule(
-    "P404", "not enough free disk for a dump, archive or transfer", E,
+    "P404", "not enough free disk for a dump, archive or transfer", ERROR,
     summary=(
         "Every location that receives a dump, an archive or a transferred copy needs room for it: "
         "the estimate is pg_database_size or du of the source, with a margin. What lands on one file "
@@ -54,17 +55,18 @@ P404 = Rule(
 )
 
 P405 = Rule(
-    "P405", "a systemd unit or service command does not exist", E,
+    "P405", "a systemd unit or service command does not exist", ERROR,
     summary=(
         "Every unit named in a service's `systemd = [...]` must exist on its host (and every start/"
         "stop/status command must be runnable), or stopping and starting services fails midway."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
     fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
-    source="unit names differ between a hand-built install and a distribution's module, and the seed moved from one to the other.",
+    source="unit names differ between a hand-built install and a distribution's module, and the seed moved "
+           "from one to the other.",
 )
 
 P406 = Rule(
-    "P406", "a database does not accept the declared authentication", E,
+    "P406", "a database does not accept the declared authentication", ERROR,
     summary=(
         "Each database is connected to the way the plan says: a password over TCP, or peer "
         "authentication as `run_as` over the unix socket. A mismatch is found before the old "
@@ -76,7 +78,7 @@ P406 = Rule(
 )
 
 P407 = Rule(
-    "P407", "a destination directory is not writable", E,
+    "P407", "a destination directory is not writable", ERROR,
     summary=(
         "Every directory a step writes into must be writable by the user that writes there (the SSH "
         "user, or the user sudo switches to)."),
@@ -86,7 +88,7 @@ P407 = Rule(
 )
 
 P408 = Rule(
-    "P408", "data the plan reads is missing, unreadable or empty", E,
+    "P408", "data the plan reads is missing, unreadable or empty", ERROR,
     summary=(
         "Every dir, file and artifact a step reads that existed before the plan ran (a source of "
         "`archive`, `sync`, `transfer` or `move`) is looked at before the first step: it exists, is "
@@ -97,10 +99,11 @@ P408 = Rule(
     bad='`dir old_media on old { path = "/srv/mastodon/public/sytem" }` (a typo) read by `sync` after `stop`.',
     fixed="Fix the path; preflight then finds the dir and its data.",
     source="issue #16: a missing source passed preflight and the site stayed down after the stop.",
+    also=(WARNING,),
 )
 
 P411 = Rule(
-    "P411", "the app's own database login will not work on the target", E,
+    "P411", "the app's own database login will not work on the target", ERROR,
     summary=(
         "A dump carries tables, not the server's users: the app's configuration moves unchanged, so after the "
         "cutover it logs in as the same user with the same password, and that login must exist on the new "
