@@ -136,3 +136,15 @@ class StoreProbes(Protocol):
     def dump_findings(self, db, step, version, probe_of) -> List[Finding]: ...  # P403 for a dump
 
     def pair_findings(self, source, target, restore_step, plain, version, probe_of) -> List[Finding]: ...
+
+
+class StoreLogins(Protocol):
+    """The interface of a kind's `logins` module (kinds with `StoreKind.logins`): an app's own login."""
+
+    # (actions before, actions after) the restore into `db` that make `login` with the grants `like` has on
+    # `like_db` (compile).
+    def restore_actions(self, ctx, login, db: Database, like, like_db: Database): ...
+
+    # P411 for one declared login on its database's host; `like` when the plan makes it (preflight).
+    def preflight(self, ctx, run, login, db: Database, like) -> List[Finding]: ...
+

@@ -26,7 +26,7 @@ def default_source(address: str) -> Optional[str]:
     if address == "localhost":
         return "127.0.0.1"
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address.removeprefix("[").removesuffix("]"))
     except ValueError:
         return None
     if ip.is_loopback:

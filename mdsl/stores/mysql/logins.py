@@ -346,5 +346,13 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
         message = (f"the server of `{db.name}` matches the app's login `{login.name}` to {won} and refuses it: "
                    "the password differs")
         help = (f"set the password of {won} to the one the app's configuration holds (ALTER USER ... IDENTIFIED BY), "
-                f"or check {login.password.masked() if login.password is not None else 'the login'}")
+                f"or check {_password_text(login)}")
     return _p411(message, login, help, notes + [f"server: {err}"], label="login refused")
+
+
+def _password_text(login: Login) -> str:
+    """Where the login's password comes from, masked."""
+    if isinstance(login.password, A.Secret):
+        return login.password.masked()
+    return "its literal password" if login.password is not None else f"that `{login.name}` needs none"
+
