@@ -78,9 +78,33 @@ def _apply(plan: Path) -> subprocess.CompletedProcess:
     return r
 
 
+def _move_steps(old_app: App, new_app: App, dump_a: Path, dump_b: Path, restore_flags: str = "") -> str:
+    """The two apps' services and the move: stop, dump, transfer, restore (the login made there), start."""
+    return f"""{old_app.decl("old_app", "old_db", "running")}
+{new_app.decl("new_app", "new_db", "stopped")}
+steps {{
+  stop old_app
+  dump old_db to a:{plan_str(str(dump_a))}
+  transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
+  restore b:{plan_str(str(dump_b))} into new_db{restore_flags}
+  start new_app
+}}"""
+
+
+def _move(plan: Path, old_app: App, password: str) -> None:
+    """Check the plan clean, start the app on the old host, apply: it succeeds and shows no password."""
+    assert mdsl("check", str(plan)).returncode == 0
+    assert old_app.sh(old_app.start).returncode == 0
+    r = _apply(plan)
+    text = output(r)
+    assert r.returncode == 0, human(text)
+    assert password not in text
+
+
 def _login(name: str, on: str, user: str, password_env: str, *, tcp: str | None = None, like: str | None = None,
            socket: str | None = None) -> str:
-    lines = [f"login {name} on {on} {{", f"  user     = {plan_str(user)}", f"  password = env({plan_str(password_env)})"]
+    lines = [f"login {name} on {on} {{", f"  user     = {plan_str(user)}",
+             f"  password = env({plan_str(password_env)})"]
     lines.append(f"  tcp      = {plan_str(tcp)}" if tcp else f"  socket   = {plan_str(socket)}")
     if like:
         lines.append(f"  like     = {like}")
@@ -104,15 +128,7 @@ def _maria_plan(tmp_path: Path, ssh_hosts, source: MariaDbServer, target: MariaD
 # how the app logs in, as its configuration says (the same file on both hosts: only the port differs here)
 {_login("app_old", "old_db", NEXTCLOUD_USER, app_password, tcp=source.tcp)}
 {_login("app_new", "new_db", NEXTCLOUD_USER, app_password, tcp=target.tcp, like="app_old" if made else None)}
-{old_app.decl("old_app", "old_db", "running")}
-{new_app.decl("new_app", "new_db", "stopped")}
-steps {{
-  stop old_app
-  dump old_db to a:{plan_str(str(dump_a))}
-  transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
-  restore b:{plan_str(str(dump_b))} into new_db replace
-  start new_app
-}}
+{_move_steps(old_app, new_app, dump_a, dump_b, " replace")}
 """)
     return plan
 
@@ -136,12 +152,7 @@ def test_mariadb_app_login_made_on_the_target_and_the_app_writes_after_the_cutov
     old_app, new_app = _maria_apps(ssh_hosts, mariadb_source, mariadb_target, apps)
     assert _accounts(mariadb_target) == set()  # the app's user exists on the source only
     plan = _maria_plan(tmp_path, ssh_hosts, mariadb_source, mariadb_target, old_app, new_app, made=True)
-    assert mdsl("check", str(plan)).returncode == 0
-    assert old_app.sh(old_app.start).returncode == 0
-    r = _apply(plan)
-    text = output(r)
-    assert r.returncode == 0, human(text)
-    assert mariadb_source.app_password not in text
+    _move(plan, old_app, mariadb_source.app_password)
     # made for the app's connection (TCP from 127.0.0.1), with the grants it has on the source database
     assert _accounts(mariadb_target) == {"nextcloud@127.0.0.1"}
     grants = mariadb_target.sql("SHOW GRANTS FOR 'nextcloud'@'127.0.0.1'")
@@ -216,15 +227,7 @@ postgres new_db on b {{
 }}
 {_login("app_old", "old_db", APP_USER, "MDSL_E2E_SOURCE_PASSWORD", tcp=source.tcp)}
 {target_login}
-{old_app.decl("old_app", "old_db", "running")}
-{new_app.decl("new_app", "new_db", "stopped")}
-steps {{
-  stop old_app
-  dump old_db to a:{plan_str(str(dump_a))}
-  transfer a:{plan_str(str(dump_a))} to b:{plan_str(str(dump_b))}
-  restore b:{plan_str(str(dump_b))} into new_db
-  start new_app
-}}
+{_move_steps(old_app, new_app, dump_a, dump_b)}
 """)
     return plan
 
@@ -248,12 +251,7 @@ def test_postgres_app_role_made_on_the_target_owns_its_tables_and_the_app_writes
     old_app, new_app = _pg_apps(ssh_hosts, pg_source, pg_target, apps)
     made = _login("app_new", "new_db", APP_USER, "MDSL_E2E_SOURCE_PASSWORD", tcp=pg_target.tcp, like="app_old")
     plan = _pg_plan(tmp_path, ssh_hosts, pg_source, pg_target, old_app, new_app, target_login=made)
-    assert mdsl("check", str(plan)).returncode == 0
-    assert old_app.sh(old_app.start).returncode == 0
-    r = _apply(plan)
-    text = output(r)
-    assert r.returncode == 0, human(text)
-    assert pg_source.app_password not in text
+    _move(plan, old_app, pg_source.app_password)
     # the role exists, with a SCRAM verifier (the password never reached the server as text)
     assert pg_target.psql(f"select rolcanlogin, rolpassword like 'SCRAM-SHA-256$%' from pg_authid "
                           f"where rolname = '{APP_USER}'") == "t|t"

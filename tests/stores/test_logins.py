@@ -13,7 +13,7 @@ import pytest
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import Feed, Shell
-from mdsl.compile.parts import CompileError, SecretText, _ESCAPES
+from mdsl.compile.parts import _ESCAPES, CompileError
 from mdsl.model import Login
 from mdsl.stores.mysql.logins import Account, grants_sql, match
 from mdsl.stores.postgres.logins import UNKNOWN, HbaRule, first_rule
@@ -121,7 +121,8 @@ def test_localhost_takes_socket_logins_and_tcp_ones_only_while_names_resolve():
 
 
 def test_the_most_specific_host_wins_and_the_anonymous_user_shadows_a_pattern():
-    accounts = [Account("wp", "%"), Account("", "localhost"), Account("wp", "10.0.%"), Account("wp", "10.0.0.0/255.255.0.0")]
+    accounts = [Account("wp", "%"), Account("", "localhost"), Account("wp", "10.0.%"),
+                Account("wp", "10.0.0.0/255.255.0.0")]
     # the classic trap: ''@'localhost' is more specific than 'wp'@'%' for a socket login
     assert match(accounts, "wp", None, True) == Account("", "localhost")
     assert match(accounts, "wp", "10.0.3.4", True) == Account("wp", "10.0.0.0/255.255.0.0")
@@ -203,7 +204,8 @@ def _lookup(secret: A.Secret) -> str:
 
 
 def test_a_mysql_restore_makes_the_login_after_the_rows_with_the_source_grants():
-    made = 'login wp_new on new_db { user = "wordpress"  password = env("WP_PW")  tcp = "127.0.0.1:3306"  like = wp_old }\n'
+    made = ('login wp_new on new_db { user = "wordpress"  password = env("WP_PW")  tcp = "127.0.0.1:3306"\n'
+            '  like = wp_old }\n')
     cp = compile_plan(bound(MYSQL + made + MOVE))
     restore = _steps(cp)["restore"]
     kinds = [type(a).__name__ for a in restore.actions]

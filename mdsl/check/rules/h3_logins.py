@@ -86,9 +86,8 @@ def unmade_logins(w) -> Iterator[Finding]:
         for login in logs:
             if login.like is not None and login.database not in filled:
                 yield H309.finding(
-                    span=login.span, severity=ERROR,
-                    message=f"`{login.name}` is made by the restore into `{login.database}` (`like = {login.like}`), "
-                            f"but no step restores into `{login.database}`",
+                    f"`{login.name}` is made by the restore into `{login.database}` (`like = {login.like}`), "
+                    f"but no step restores into `{login.database}`", login.span, severity=ERROR,
                     label="never made",
                     help=f"restore the dump into `{login.database}`, or remove `like` if the login exists there "
                          "already (preflight then proves it)")
@@ -97,27 +96,22 @@ def unmade_logins(w) -> Iterator[Finding]:
 def _unmade(w, step: A.Restore, db, theirs: Login) -> Finding:
     source = w.bound.resources[theirs.database]
     return H309.finding(
-        span=step.span,
-        message=f"the app logs in to `{source.name}` as `{theirs.user}` (`{theirs.name}`), but the plan declares no "
-                f"login on `{db.name}`: nothing makes `{theirs.user}` exist on its server, or proves it does",
+        f"the app logs in to `{source.name}` as `{theirs.user}` (`{theirs.name}`), but the plan declares no login on "
+        f"`{db.name}`: nothing makes `{theirs.user}` exist on its server, or proves it does", step.span,
         label=f"a dump carries no {store_of(db).title} users",
         notes=("after the cutover the app logs in with the configuration it moved with, as the same user and "
                "password",),
-        help=f"declare `login NAME on {db.name} {{ user = \"{theirs.user}\" ... like = {theirs.name} }}` to "
-             "have the restore make it with the same grants, or without `like` if it exists there (preflight "
-             "proves it works)")
+        help=f"declare `login NAME on {db.name} {{ user = \"{theirs.user}\" ... like = {theirs.name} }}` to have the "
+             "restore make it with the same grants, or without `like` if it exists there (preflight proves it works)")
 
 
 def _owns_nothing(step: A.Restore, db, login: Login, owner: str) -> Finding:
-    return H309.finding(
-        span=step.span,
-        message=f"the restore into `{db.name}` runs as `{owner}`: what it creates belongs to `{owner}`, not to "
-                f"`{login.user}`, the role the app logs in as (`{login.name}`)",
-        label=f"owned by {owner}",
-        notes=("the restore leaves out the dump's owners (pg_restore --no-owner); the app is refused on its own "
-               "tables",),
-        help=f"add `like = LOGIN` (the app's login on the source) to `{login.name}`: the restore then gives "
-             f"`{login.user}` what it owned there; or restore as `{login.user}`")
+    why = "the restore leaves out the dump's owners (pg_restore --no-owner); the app is refused on its own tables"
+    return H309.finding(f"the restore into `{db.name}` runs as `{owner}`: what it creates belongs to `{owner}`, not "
+                        f"to `{login.user}`, the role the app logs in as (`{login.name}`)", step.span,
+                        label=f"owned by {owner}", notes=(why,),
+                        help=f"add `like = LOGIN` (the app's login on the source) to `{login.name}`: the restore "
+                             f"then gives `{login.user}` what it owned there; or restore as `{login.user}`")
 
 
 # The checks of this rule, in the order they judge (mdsl.check.catalog.CHECKS).

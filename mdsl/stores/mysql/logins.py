@@ -26,9 +26,9 @@ from attrs import frozen
 from mdsl.compile.actions import Feed, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext
 from mdsl.compile.parts import Arg, CompileError, Lit, SecretArg, SecretText, Sub, sh
-from mdsl.findings import Finding, Severity
+from mdsl.findings import Finding
 from mdsl.model import Login
-from mdsl.stores.logins import default_source
+from mdsl.stores.logins import connection_text, default_source, p411
 from mdsl.stores.mysql import Mysql
 from mdsl.stores.mysql.commands import CLIENT_PROGRAMS, client_command, sql_command, sql_ident, sql_str
 from mdsl.syntax import ast as A
@@ -88,8 +88,8 @@ def grants_sql(source_db: str, target_db: str, target_account: str) -> str:
         f"SELECT CONCAT('GRANT ', {privileges}, ' ON ', {on_db}, ' TO ', {acc}, {grantable}, ';') "
         "FROM information_schema.SCHEMA_PRIVILEGES "
         f"WHERE GRANTEE = @mdsl_grantee AND {src} LIKE TABLE_SCHEMA HAVING COUNT(*) > 0 "
-        f"UNION ALL SELECT CONCAT('GRANT ', {privileges}, ' ON ', {on_table}, {table}, ' TO ', {acc}, {grantable}, ';') "
-        "FROM information_schema.TABLE_PRIVILEGES "
+        f"UNION ALL SELECT CONCAT('GRANT ', {privileges}, ' ON ', {on_table}, {table}, ' TO ', {acc}, {grantable}, "
+        "';') FROM information_schema.TABLE_PRIVILEGES "
         f"WHERE GRANTEE = @mdsl_grantee AND TABLE_SCHEMA = {src} GROUP BY TABLE_NAME "
         f"UNION ALL SELECT CONCAT('GRANT ', {columns}, ' ON ', {on_table}, {table}, ' TO ', {acc}, {grantable}, ';') "
         "FROM information_schema.COLUMN_PRIVILEGES "
@@ -215,17 +215,6 @@ def server_facts(ctx, run, db: Mysql, user: str) -> Optional[ServerFacts]:
     return ServerFacts(fields[0] == "1", fields[1], fields[2] == "1", accounts)
 
 
-def _p411(message: str, login: Login, help: str, notes=(), label: str = "", severity=Severity.ERROR) -> Finding:
-    return Finding("P411", severity, message, login.span, label=label, notes=tuple(notes), help=help)
-
-
-def connection_text(login: Login) -> str:
-    """How the app connects, for messages."""
-    if login.tcp_host:
-        return f"TCP to {login.tcp_host}:{login.tcp_port} from {login.source_address or 'an unknown address'}"
-    return f"the socket {login.socket}" if login.socket else "the client's default socket"
-
-
 def preflight(ctx, run, login: Login, db: Mysql, like: Optional[Login]) -> List[Finding]:
     """P411: a login the plan makes can be made and will be the one matched; any other works as declared."""
     facts = server_facts(ctx, run, db, login.user)
@@ -240,7 +229,7 @@ def _made(login: Login, db: Mysql, like: Login, facts: Optional[ServerFacts]) ->
     out = []
     made = Account(login.user, account_host(login))
     if not facts.may_create:
-        out.append(_p411(
+        out.append(p411(
             f"the restore into `{db.name}` makes `{login.name}` ({made}), but {facts.admin}, the login of "
             f"`{db.name}`, may not create users and grant", login, f"log in to `{db.name}` as an administrator "
             "(e.g. `run_as = \"root\"` over the socket), or grant it CREATE USER and GRANT OPTION",
@@ -249,7 +238,7 @@ def _made(login: Login, db: Mysql, like: Login, facts: Optional[ServerFacts]) ->
         won = match(facts.accounts + (made,), login.user, login.source_address if login.tcp_host else None,
                     facts.skip_name_resolve)
         if won is not None and won != made:
-            out.append(_p411(
+            out.append(p411(
                 f"the plan makes {made} for `{login.name}`, but the server would match the app's login "
                 f"({connection_text(login)}) to {won}, which it has already", login,
                 f"drop {won} on the server of `{db.name}` if nothing uses it, or declare the login as that "
@@ -278,7 +267,7 @@ def _existing(ctx, run, login: Login, db: Mysql, facts: Optional[ServerFacts]) -
         matched, seen = fields[0], fields[1]
         out = []
         if int(fields[3]) == 0:
-            out.append(_p411(
+            out.append(p411(
                 f"`{login.name}` logs in (as {matched}) but has no rights on `{db.database}`: the app would be "
                 "refused at its first query", login,
                 f"on the server, as an administrator: GRANT ALL ON {sql_ident(db.database)}.* TO "
@@ -303,7 +292,7 @@ def _from_elsewhere(login: Login, db: Mysql, facts: ServerFacts, seen_from: str)
     won = match(facts.accounts, login.user, login.source_address, facts.skip_name_resolve)
     if won is not None:
         return []
-    return [_p411(
+    return [p411(
         f"`{login.name}` works from {seen_from}, but the app connects from {login.source_address}, and no account "
         f"of `{login.user}` on the server of `{db.name}` matches that address", login,
         f"create '{login.user}'@'{login.source_address}' with the same grants (or let the plan make it: "
@@ -320,7 +309,7 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
     if not refused or facts is None or facts.accounts is None:
         if refused:
             help = f"check the password of `{login.user}`, and that an account of it matches {connection_text(login)}"
-        return _p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: {err}", login, help,
+        return p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: {err}", login, help,
                      notes, label="login refused")
     mine = [a for a in facts.accounts if a.user == login.user]
     address = login.source_address if login.tcp_host else None
@@ -328,12 +317,13 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
     notes.append(f"accounts of `{login.user}`: {', '.join(map(str, mine)) or 'none'}"
                  f"; skip_name_resolve is {'ON' if facts.skip_name_resolve else 'OFF'}")
     if not mine:
-        message = f"`{login.user}` does not exist on the server of `{db.name}`: the app's login `{login.name}` is refused"
+        message = (f"`{login.user}` does not exist on the server of `{db.name}`: the app's login `{login.name}` "
+                   "is refused")
     elif won is None and login.tcp_host and any(a.host == "localhost" for a in mine):
         message = (f"the app's login `{login.name}` comes over TCP from {address}, but `{login.user}` exists as "
                    f"'{login.user}'@'localhost'" + (
                        ", and the server runs with skip_name_resolve: a TCP login is matched by its address, "
-                       f"never as `localhost`" if facts.skip_name_resolve else
+                       "never as `localhost`" if facts.skip_name_resolve else
                        ", which matches socket logins (and TCP ones only where the address resolves to localhost)"))
         help = (f"create '{login.user}'@'{address}' with the grants of '{login.user}'@'localhost' (or let the plan "
                 "make it: `like = LOGIN`), or have the app connect over the socket (for WordPress, DB_HOST = "
@@ -347,7 +337,7 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
                    "the password differs")
         help = (f"set the password of {won} to the one the app's configuration holds (ALTER USER ... IDENTIFIED BY), "
                 f"or check {_password_text(login)}")
-    return _p411(message, login, help, notes + [f"server: {err}"], label="login refused")
+    return p411(message, login, help, notes + [f"server: {err}"], label="login refused")
 
 
 def _password_text(login: Login) -> str:

@@ -26,9 +26,9 @@ from attrs import frozen
 from mdsl.compile.actions import Feed, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext
 from mdsl.compile.parts import Arg, Command, Lit, SecretArg, SecretText, Sub, sh
-from mdsl.findings import Finding, Severity
+from mdsl.findings import Finding
 from mdsl.model import Login
-from mdsl.stores.logins import default_source
+from mdsl.stores.logins import connection_text, default_source, p411
 from mdsl.stores.postgres import Postgres
 from mdsl.stores.postgres.commands import conninfo, libpq_quote, tool_command
 
@@ -238,17 +238,6 @@ def _rule(f: List[str]) -> HbaRule:
     return HbaRule(int(f[0]), f[1], tuple(f[2].split(",")), tuple(f[3].split(",")), f[4], f[5], f[6], f[7])
 
 
-def _p411(message: str, login: Login, help: str, notes=(), label: str = "", severity=Severity.ERROR) -> Finding:
-    return Finding("P411", severity, message, login.span, label=label, notes=tuple(notes), help=help)
-
-
-def connection_text(login: Login) -> str:
-    """How the app connects, for messages."""
-    if login.tcp_host:
-        return f"TCP to {login.tcp_host}:{login.tcp_port} from {login.source_address or 'an unknown address'}"
-    return f"the socket in {login.socket}" if login.socket else "the default socket"
-
-
 def hba_findings(login: Login, db: Postgres, facts: Optional[ServerFacts]) -> List[Finding]:
     """The pg_hba.conf line the app's connection meets first, judged against how the login authenticates."""
     if facts is None or facts.rules is None:
@@ -259,20 +248,20 @@ def hba_findings(login: Login, db: Postgres, facts: Optional[ServerFacts]) -> Li
         return []
     what = f"the app's login `{login.name}` ({login.user}, {connection_text(login)})"
     if rule is None:
-        return [_p411(f"no line of pg_hba.conf on the server of `{db.name}` accepts {what}", login,
+        return [p411(f"no line of pg_hba.conf on the server of `{db.name}` accepts {what}", login,
                       "add a line for it (e.g. `host DB USER ADDRESS/32 scram-sha-256`) and reload the server",
                       label="no pg_hba.conf line")]
     if rule.method == "reject":
-        return [_p411(f"pg_hba.conf on the server of `{db.name}` rejects {what}", login,
+        return [p411(f"pg_hba.conf on the server of `{db.name}` rejects {what}", login,
                       "change that line, or add one before it that accepts the app", [str(rule)], "rejected")]
     if rule.method in ("peer", "ident") and "map=" not in rule.options and login.run_as != login.user:
-        return [_p411(
+        return [p411(
             f"pg_hba.conf on the server of `{db.name}` authenticates {what} by {rule.method}: only the OS user "
             f"`{login.user}` may log in as it, and the password is not asked", login,
             "make that line `scram-sha-256` (a password login), or declare `run_as` = the OS user the app "
             "runs as, named like its role", [str(rule)], label=f"{rule.method} auth")]
     if rule.method in ("md5", "scram-sha-256", "password") and login.password is None:
-        return [_p411(f"pg_hba.conf on the server of `{db.name}` asks {what} for a password, and the login "
+        return [p411(f"pg_hba.conf on the server of `{db.name}` asks {what} for a password, and the login "
                       "declares none", login, 'declare `password = env("...")` on the login', [str(rule)],
                       label="password asked")]
     return []
@@ -284,7 +273,7 @@ def preflight(ctx, run, login: Login, db: Postgres, like: Optional[Login]) -> Li
     if like is not None:
         out = []
         if facts is not None and not facts.may_create:
-            out.append(_p411(
+            out.append(p411(
                 f"the restore into `{db.name}` makes role `{login.user}` for `{login.name}`, but {facts.admin}, the "
                 f"login of `{db.name}`, may not create roles", login,
                 f"log in to `{db.name}` as a superuser (e.g. `run_as = \"postgres\"` over the socket)",
@@ -316,5 +305,5 @@ def _existing(ctx, run, login: Login, db: Postgres, facts: Optional[ServerFacts]
         help = "check the login's `user`, `password`, `tcp`/`socket` and `run_as` against the app's configuration"
     tried = f"tried: role {login.user}, {connection_text(login)}" + (
         f", run as OS user {login.run_as}" if login.run_as else "")
-    return [_p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: "
+    return [p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: "
                   f"{err or f'psql exited with {r.exit}'}", login, help, [tried], label="login refused")]
