@@ -251,7 +251,7 @@ def main(argv=None) -> int:
           "parse and check: CPU seconds in-process)")
     print()
     ok = True
-    for a, b in zip(rows, rows[1:]):
+    for a, b in zip(rows, rows[1:], strict=False):
         k = b["steps"] / a["steps"]
         limit = TARGET_GROWTH * k / 10
         g = {key: b[key] / a[key] for key in ("wall", "cpu", "parse", "check")}

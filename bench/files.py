@@ -35,10 +35,7 @@ from _common import (
     write_doc_block,
 )
 
-WORDS = ("status account media attachment preview card emoji remote local federated instance toot boost "
-         "favourite reply mention hashtag follow timeline notification avatar header original small static "
-         "width height blurhash focus description language visibility public unlisted private direct "
-         "https example social created_at updated_at id url uri content spoiler_text sensitive").split()
+WORDS = ["status", "account", "media", "attachment", "preview", "card", "emoji", "remote", "local", "federated", "instance", "toot", "boost", "favourite", "reply", "mention", "hashtag", "follow", "timeline", "notification", "avatar", "header", "original", "small", "static", "width", "height", "blurhash", "focus", "description", "language", "visibility", "public", "unlisted", "private", "direct", "https", "example", "social", "created_at", "updated_at", "id", "url", "uri", "content", "spoiler_text", "sensitive"]
 
 
 def make_tree(root, n_files: int, total: int, seed: int = 7) -> None:

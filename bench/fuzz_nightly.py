@@ -85,7 +85,7 @@ def run_random(n: int, seed: int, out: Path, slow: float) -> int:
     print("\n| family | inputs |\n|---|---|")
     for fam in names:
         print(f"| {fam} | {count[fam]} |")
-    print(f"\nexit status mdsl check would give: " + ", ".join(f"{k}: {v}" for k, v in sorted(exits.items())))
+    print("\nexit status mdsl check would give: " + ", ".join(f"{k}: {v}" for k, v in sorted(exits.items())))
     print(f"failures (crash or broken promise): {sum(failures.values())} ({len(failures)} distinct)")
     print("slowest inputs: " + ", ".join(f"{fam} {size} B {dt:.2f}s" for dt, size, fam in slowest[:5]))
     # a budget per input that grows with its size: the time bound is linear, and a loaded machine

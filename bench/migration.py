@@ -169,18 +169,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "serve":
 # Mastodon-like tables (a subset of its schema, same shapes): text from a pool of phrases made of
 # common words (compresses about like real posts), snowflake-like ids, jsonb, timestamps; indexes
 # and foreign keys added after the load, as pg_restore does. Sized by the number of statuses.
-WORDS = ("the of and to a in is it you that he was for on are with as I his they be at one have this from "
-         "or had by hot word but what some we can out other were all there when up use your how said an each "
-         "she which do their time if will way about many then them write would like so these her long make "
-         "thing see him two has look more day could go come did number sound no most people my over know "
-         "water than call first who may down side been now find any new work part take get place made live "
-         "where after back little only round man year came show every good me give our under name very "
-         "through just form sentence great think say help low line differ turn cause much mean before move "
-         "right boy old too same tell does set three want air well also play small end put home read hand "
-         "port large spell add even land here must big high such follow act why ask men change went light "
-         "kind off need house picture try us again animal point mother world near build self earth father "
-         "toot boost federated instance timeline fediverse mastodon server admin moderation release update "
-         "photo cat coffee weekend music rust python linux nixos postgres backup migration").split()
+WORDS = ["the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "I", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "hot", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where", "after", "back", "little", "only", "round", "man", "year", "came", "show", "every", "good", "me", "give", "our", "under", "name", "very", "through", "just", "form", "sentence", "great", "think", "say", "help", "low", "line", "differ", "turn", "cause", "much", "mean", "before", "move", "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air", "well", "also", "play", "small", "end", "put", "home", "read", "hand", "port", "large", "spell", "add", "even", "land", "here", "must", "big", "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light", "kind", "off", "need", "house", "picture", "try", "us", "again", "animal", "point", "mother", "world", "near", "build", "self", "earth", "father", "toot", "boost", "federated", "instance", "timeline", "fediverse", "mastodon", "server", "admin", "moderation", "release", "update", "photo", "cat", "coffee", "weekend", "music", "rust", "python", "linux", "nixos", "postgres", "backup", "migration"]
 
 DB_SQL = r"""
 \set ON_ERROR_STOP 1

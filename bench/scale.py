@@ -437,7 +437,7 @@ def startup_profile(plan: Path, reps: int) -> Dict[str, float]:
                 runner._connect(bound, sorted(bound.hosts))
                 note("_connect (makes the backends; the pool is capped at 8)", t0)
                 if cap:
-                    PF.ThreadPoolExecutor = lambda max_workers=None, **kw: pool(max_workers=min(cap, max_workers), **kw)
+                    PF.ThreadPoolExecutor = lambda max_workers=None, cap=cap, **kw: pool(max_workers=min(cap, max_workers), **kw)
                 t0 = time.perf_counter()
                 found = PF.run_preflight(bound, compiled, runner.backends, secrets=runner.secrets)
                 note(f"preflight, {'8 threads' if cap else 'a thread per host'} (connects, checks)", t0)
@@ -532,7 +532,7 @@ def main() -> int:
         def sequential(side: Side) -> float:
             total, slowest, own, cpu = 0.0, 0.0, 0.0, machine_cpu()
             down = []
-            for a, p in zip(apps, singles):
+            for a, p in zip(apps, singles, strict=False):
                 m = mdsl_apply(p)
                 tl = timeline(m.stderr, 0)["steps"]
                 down += downtimes(tl, [("1", "8")])
@@ -649,7 +649,7 @@ def main() -> int:
             continue
         rows.append([f"{name}: {what}", f"{s.med:.2f}", f"{s.med / seq_sum:.3f}", f"{s.med / slowest:.2f}",
                      ", ".join(f"{x:.2f}" for x in s.seconds)])
-    for r, name in zip(rows, [x for x in ("sequential", "sequential", "phases", "lanes") if x in res]):
+    for r, name in zip(rows, [x for x in ("sequential", "sequential", "phases", "lanes") if x in res], strict=False):
         s = res[name]
         r[4:4] = [f"{s.med_of('machine_cpu'):.1f}", f"{s.med_of('cpu'):.1f}"] if "slowest single" not in r[0] else ["", ""]
     out.append(table(["way", "median wall s", "/ sum", "/ slowest app", "machine CPU s", "mdsl CPU s", "runs (s)"],

@@ -7,7 +7,9 @@ from __future__ import annotations
 import difflib
 from typing import Dict, List, Optional, Tuple
 
-from mdsl.findings import Finding, Severity
+from mdsl.check.rules.base import Rule
+from mdsl.check.rules.e_plan import E102, E103, E104, E105, E106
+from mdsl.findings import Finding
 from mdsl.model import BoundPlan, Derived, Dir, File, Host, Resource, Service, normpath
 from mdsl.stores import logins
 from mdsl.stores.base import Binding
@@ -95,8 +97,8 @@ class _Resolver:
         self.hosts: Dict[str, Host] = {}
         self.resources: Dict[str, Resource] = {}
 
-    def err(self, code, message, span, label="", help=None, notes=()):
-        self.findings.append(Finding(code, Severity.ERROR, message, span, label=label, help=help, notes=notes))
+    def err(self, rule: Rule, message, span, label="", help=None, notes=()):
+        self.findings.append(rule.finding(message, span, label=label, help=help, notes=notes))
 
     # -- names
 
@@ -107,12 +109,12 @@ class _Resolver:
                 # The grammar takes any word as a declaration's kind, so a new store kind needs no grammar change.
                 kinds = sorted(k for k in _SCHEMAS if k != "host")
                 sugg = _suggest(d.kind, kinds)
-                self.err("E106", f"unknown kind `{d.kind}`", d.kind_span(), label="unknown kind",
+                self.err(E106, f"unknown kind `{d.kind}`", d.kind_span(), label="unknown kind",
                          help=f"did you mean `{sugg}`?" if sugg else "known kinds: " + ", ".join(kinds))
                 continue
             if name in self.decls:
                 prev = self.decls[name]
-                self.err("E104", f"`{name}` is declared twice", d.name.span, label="second declaration",
+                self.err(E104, f"`{name}` is declared twice", d.name.span, label="second declaration",
                          notes=(f"first declared at {prev.name.span.file}:{prev.name.span.line}:{prev.name.span.col}",),
                          help="give each host, database, dir, file and service its own name")
                 continue
@@ -122,11 +124,11 @@ class _Resolver:
         d = self.decls.get(ident.name)
         if d is None:
             sugg = _suggest(ident.name, [n for n, x in self.decls.items() if x.kind in kinds])
-            self.err("E102", f"unknown name `{ident.name}`", ident.span, label="nothing is declared with this name",
+            self.err(E102, f"unknown name `{ident.name}`", ident.span, label="nothing is declared with this name",
                      help=f"did you mean `{sugg}`?" if sugg else f"declare it, e.g. `{kinds[0]} {ident.name} ...`")
             return None
         if d.kind not in kinds:
-            self.err("E103", f"`{ident.name}` is a {d.kind}, but this needs {what}", ident.span,
+            self.err(E103, f"`{ident.name}` is a {d.kind}, but this needs {what}", ident.span,
                      label=f"a {d.kind}", help=f"name {what} here")
             return None
         return d
@@ -148,7 +150,7 @@ class _Resolver:
         if typ == "names" and isinstance(v, A.Ref):
             ok = True  # a single name stands for a one-element list
         if not ok:
-            self.err("E106", f"`{attr.key.name}` of a {kind} must be {_TYPE_WORDS[typ]}", attr.value.span,
+            self.err(E106, f"`{attr.key.name}` of a {kind} must be {_TYPE_WORDS[typ]}", attr.value.span,
                      label="wrong type")
             return None
         if isinstance(v, A.ListValue):
@@ -168,12 +170,12 @@ class _Resolver:
         for a in d.attrs:
             key = a.key.name
             if key in seen:
-                self.err("E106", f"`{key}` is set twice in `{d.name.name}`", a.key.span, label="again")
+                self.err(E106, f"`{key}` is set twice in `{d.name.name}`", a.key.span, label="again")
                 continue
             seen[key] = a
             if key not in schema:
                 sugg = _suggest(key, schema)
-                self.err("E106", f"unknown attribute `{key}` for a {d.kind}", a.key.span, label="unknown",
+                self.err(E106, f"unknown attribute `{key}` for a {d.kind}", a.key.span, label="unknown",
                          help=f"did you mean `{sugg}`?" if sugg else "known: " + ", ".join(sorted(schema)))
                 continue
             val = self.typed(d.kind, a, schema[key][0])
@@ -181,7 +183,7 @@ class _Resolver:
                 out[key] = val
         for key, (_, required) in schema.items():
             if required and key not in seen:
-                self.err("E106", f"{d.kind} `{d.name.name}` needs `{key}`", d.name.span, label=f"no `{key}`",
+                self.err(E106, f"{d.kind} `{d.name.name}` needs `{key}`", d.name.span, label=f"no `{key}`",
                          help=f'add `{key} = "..."` inside its {{ }}')
         return out
 
@@ -244,17 +246,17 @@ class _Resolver:
             user, _, address = ssh.rpartition("@")
             user = user or None
             if not address or any(c.isspace() for c in ssh) or address.startswith("-") or (user or "").startswith("-"):
-                self.err("E106", f"`ssh` of host `{d.name.name}` must look like \"user@address\"",
+                self.err(E106, f"`ssh` of host `{d.name.name}` must look like \"user@address\"",
                          self._attr_span(d, "ssh"), label="not user@address")
         if local and "ssh" in at:
-            self.err("E106", f"host `{d.name.name}` is both `local` and reached over `ssh`",
+            self.err(E106, f"host `{d.name.name}` is both `local` and reached over `ssh`",
                      self._attr_span(d, "local"), help="keep one of them")
         if not local and "ssh" not in at:
-            self.err("E106", f"host `{d.name.name}` needs `ssh = \"user@address\"` or `local = true`", d.name.span,
+            self.err(E106, f"host `{d.name.name}` needs `ssh = \"user@address\"` or `local = true`", d.name.span,
                      label="how is it reached?")
         port = at.get("port", 22)
         if not 0 < port < 65536:
-            self.err("E106", f"`port` of host `{d.name.name}` must be 1-65535", self._attr_span(d, "port"))
+            self.err(E106, f"`port` of host `{d.name.name}` must be 1-65535", self._attr_span(d, "port"))
         return Host(name=d.name.name, local=local, user=user, address=address, port=port,
                     identity=at.get("identity"), known_hosts=at.get("known_hosts"), sudo=at.get("sudo", False),
                     sudo_password=at.get("sudo_password"), http_address=at.get("address") or address,
@@ -267,9 +269,9 @@ class _Resolver:
         return d.name.span
 
     def resource(self, d: A.ResourceDecl, at) -> Resource:
-        b = Binding(d, at, lambda message, span, help: self.err("E106", message, span, help=help))
+        b = Binding(d, at, lambda message, span, help: self.err(E106, message, span, help=help))
         if d.derived and d.kind != "dir":
-            self.err("E106", f"`derived` belongs to a dir, not a {d.kind}", d.derived[0].span)
+            self.err(E106, f"`derived` belongs to a dir, not a {d.kind}", d.derived[0].span)
         store = STORES.get(d.kind)
         if store is not None:
             return store.bind(b)
@@ -278,7 +280,7 @@ class _Resolver:
             for dv in d.derived:
                 sub = normpath(dv.subpath.value)
                 if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
-                    self.err("E106", "a `derived` subpath must be relative and inside the dir", dv.subpath.span)
+                    self.err(E106, "a `derived` subpath must be relative and inside the dir", dv.subpath.span)
                     continue
                 derived.append(Derived(sub, dv.rebuild.value, dv.span))
             return Dir(path=b.path(), owner=at.get("owner"), mode=at.get("mode"), derived=tuple(derived),
@@ -293,14 +295,14 @@ class _Resolver:
         reads = self.data_refs(at.get("reads", ()), "a service's `reads`")
         systemd = at.get("systemd", ())
         if systemd and any(k in at for k in ("start", "stop", "status")):
-            self.err("E106", f"service `{d.name.name}` has both `systemd` units and start/stop commands",
+            self.err(E106, f"service `{d.name.name}` has both `systemd` units and start/stop commands",
                      d.name.span, help="use `systemd = [...]` or `start`/`stop`/`status`, not both")
         elif not systemd and not ("start" in at and "stop" in at):
-            self.err("E106", f"service `{d.name.name}` needs `systemd = [units]` or `start` and `stop` commands",
+            self.err(E106, f"service `{d.name.name}` needs `systemd = [units]` or `start` and `stop` commands",
                      d.name.span, label="how is it started and stopped?")
         for u in systemd:
             if not u or u.startswith("-") or any(c.isspace() for c in u) or "/" in u:
-                self.err("E106", f"`{u}` is not a systemd unit name", self._attr_span(d, "systemd"))
+                self.err(E106, f"`{u}` is not a systemd unit name", self._attr_span(d, "systemd"))
         initially = at.get("initially")
         return Service(systemd=tuple(systemd), start=at.get("start"), stop=at.get("stop"),
                        status=at.get("status"), writes=writes, reads=reads,
@@ -327,19 +329,19 @@ class _Resolver:
         if isinstance(t, A.Location):
             if t.host.name not in self.decls:
                 sugg = _suggest(t.host.name, [n for n, x in self.decls.items() if x.kind == "host"])
-                self.err("E105", f"location on unknown host `{t.host.name}`", t.host.span, label="no such host",
+                self.err(E105, f"location on unknown host `{t.host.name}`", t.host.span, label="no such host",
                          help=f"did you mean `{sugg}`?" if sugg else f"declare `host {t.host.name} {{ ... }}`")
                 return False
             if self.decls[t.host.name].kind != "host":
-                self.err("E103", f"`{t.host.name}` is a {self.decls[t.host.name].kind}, but a location needs a host",
+                self.err(E103, f"`{t.host.name}` is a {self.decls[t.host.name].kind}, but a location needs a host",
                          t.host.span, label="not a host")
                 return False
             p = t.path.value
             if not p.startswith("/"):
-                self.err("E106", "a location's path must be absolute", t.path.span, label="relative path")
+                self.err(E106, "a location's path must be absolute", t.path.span, label="relative path")
                 return False
             if "\0" in p or "\n" in p:
-                self.err("E106", "a location's path contains a NUL or newline", t.path.span)
+                self.err(E106, "a location's path contains a NUL or newline", t.path.span)
                 return False
             return True
         d = self.lookup(t, ("file",), "a file (or `host:\"path\"`)")
@@ -371,12 +373,12 @@ class _Resolver:
         for i, opt in enumerate(step.options):
             if typo and i in typo.options:  # a misspelled step and its words: one finding for them all
                 if i == typo.options.start:
-                    self.err("E106", typo.message(), typo.word.span, label="not a step keyword",
+                    self.err(E106, typo.message(), typo.word.span, label="not a step keyword",
                              help=f"as written, this line is read as options of the `{step.keyword}` above")
                 continue
             key = opt.key.name
             if key in seen:
-                self.err("E106", f"option `{key}` is given twice", opt.key.span)
+                self.err(E106, f"option `{key}` is given twice", opt.key.span)
                 continue
             seen.add(key)
             typ = allowed.get(key)
@@ -392,37 +394,37 @@ class _Resolver:
         if key == "live":
             help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
         elif kind is not None and others:
-            self.err("E106", f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
+            self.err(E106, f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
                      label=f"not for {kind}", help=f"`{key}` is for {' and '.join(others)} databases")
             return
         else:
             sugg = _suggest(key, allowed)
             help = f"did you mean `{sugg}`?" if sugg else ("options here: " + ", ".join(sorted(allowed)))
-        self.err("E106", f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option", help=help)
+        self.err(E106, f"`{step.keyword}` has no option `{key}`", opt.key.span, label="unknown option", help=help)
 
     def option_value(self, opt: A.Option, typ: str) -> None:
         """Type-check one option's value against its declared type."""
         key, v = opt.key.name, opt.value
         if typ == "flag":
             if v is not None:
-                self.err("E106", f"`{key}` is a bare flag: write just `{key}`", opt.span)
+                self.err(E106, f"`{key}` is a bare flag: write just `{key}`", opt.span)
         elif v is None:
-            self.err("E106", f"option `{key}` needs a value: `{key} = ...`", opt.span)
+            self.err(E106, f"option `{key}` needs a value: `{key} = ...`", opt.span)
         elif typ == "excludes":
             for s in v.items:
                 sub = normpath(s.value)
                 if not sub or sub.startswith("/") or sub.startswith("..") or sub == ".":
-                    self.err("E106", "an excluded subpath must be relative and inside the dir", s.span)
+                    self.err(E106, "an excluded subpath must be relative and inside the dir", s.span)
         elif typ.startswith("enum:"):
             choices = typ[5:].split(",")
             if not (isinstance(v, A.Ref) and v.name in choices):
-                self.err("E106", f"`{key}` must be one of {', '.join(choices)}", v.span, label="not allowed")
+                self.err(E106, f"`{key}` must be one of {', '.join(choices)}", v.span, label="not allowed")
         elif typ in ("host", "names"):
             self.option_names(key, v, typ)
         elif not {"int": isinstance(v, A.Int), "bool": isinstance(v, A.Bool), "str": isinstance(v, A.Str)}[typ]:
-            self.err("E106", f"option `{key}` must be {_TYPE_WORDS[typ]}", v.span, label="wrong type")
+            self.err(E106, f"option `{key}` must be {_TYPE_WORDS[typ]}", v.span, label="wrong type")
         elif typ == "int" and v.value <= 0:
-            self.err("E106", f"option `{key}` must be positive", v.span)
+            self.err(E106, f"option `{key}` must be positive", v.span)
 
     def option_names(self, key: str, v, typ: str) -> None:
         """An option naming a host, or listing declared data."""
@@ -430,13 +432,13 @@ class _Resolver:
             if isinstance(v, A.Ref):
                 self.need(A.Ident(v.name, v.span), ("host",), "a host")
             else:
-                self.err("E106", f"`{key}` must be a host name", v.span)
+                self.err(E106, f"`{key}` must be a host name", v.span)
             return
         for item in v.items if isinstance(v, A.ListValue) else (v,):
             if isinstance(item, A.Ref):
                 self.need(A.Ident(item.name, item.span), DATA_KINDS, "a database, dir or file")
             else:
-                self.err("E106", f"`{key}` lists declared names, e.g. `{key} = [old_db]`", item.span)
+                self.err(E106, f"`{key}` lists declared names, e.g. `{key} = [old_db]`", item.span)
 
     def two_hosts(self, step, a: A.Target, b: A.Target):
         ha, hb = self.host_of(a), self.host_of(b)
@@ -444,10 +446,10 @@ class _Resolver:
             pa = a.path.value if isinstance(a, A.Location) else None
             pb = b.path.value if isinstance(b, A.Location) else None
             if pa is not None and pa == pb or isinstance(a, A.Ident) and isinstance(b, A.Ident) and a.name == b.name:
-                self.err("E105", "`transfer` copies between two places, but both name the same file",
+                self.err(E105, "`transfer` copies between two places, but both name the same file",
                          step.span, help="name the target host or a different path")
         if isinstance(step, A.Move) and ha and hb and ha != hb:
-            self.err("E105", f"`move` renames on one host, but this goes from `{ha}` to `{hb}`", step.span,
+            self.err(E105, f"`move` renames on one host, but this goes from `{ha}` to `{hb}`", step.span,
                      help="use `transfer` to copy between hosts (then `delete` the source once verified)")
 
     def bind_step(self, step: A.Step):
@@ -461,7 +463,7 @@ class _Resolver:
                 for ident in value if isinstance(value, tuple) else (value,):
                     bound[attr] = self.need(ident, *_ROLES[role])
         if isinstance(step, A.Sync) and bound["source"] is not None and bound["source"] is bound["dest"]:
-            self.err("E105", "`sync` copies a dir to another, but both are the same", step.span)
+            self.err(E105, "`sync` copies a dir to another, but both are the same", step.span)
         elif isinstance(step, (A.Transfer, A.Move)) and bound["source"] and bound["dest"]:
             self.two_hosts(step, step.source, step.dest)
         elif isinstance(step, (A.Parallel, A.Sequence)):
@@ -473,7 +475,7 @@ class _Resolver:
             if step.label is None:
                 continue
             if step.label.name in seen:
-                self.err("E104", f"label `{step.label.name}` is used twice", step.label.span,
+                self.err(E104, f"label `{step.label.name}` is used twice", step.label.span,
                          notes=(f"first used at line {seen[step.label.name].line}",),
                          help="labels name one step each (for `apply --from`)")
             else:

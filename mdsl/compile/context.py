@@ -36,6 +36,7 @@ class CompileContext:
     bound: BoundPlan
     formats: Dict[Tuple[str, str], ArtifactFormat] = attrs.Factory(dict)
     live_pairs: Set[Tuple[str, str]] = attrs.Factory(set)  # (source, dest) dirs of the `sync ... live` seen so far
+    stopped: Set[str] = attrs.Factory(set)  # services a `stop` so far has stopped (and no `start` started again)
 
     def host(self, name: str) -> Host:
         """The bound host called `name`."""
@@ -55,9 +56,11 @@ class CompileContext:
             return r.host, r.path
         return target.host.name, normalize(target.path.value, target.span)
 
-    def writers_of(self, name: str) -> Tuple[str, ...]:
-        """The services that declare they write `name`: a copy of it relies on their having stopped."""
-        return tuple(r.name for r in self.bound.resources.values() if name in getattr(r, "writes", ()))
+    def stopped_writers_of(self, name: str) -> Tuple[str, ...]:
+        """The services declared to write `name` when the plan has stopped every one of them by now: a copy
+        of `name` then relies on those stops (empty when one may still run: the checker's H201 judges that)."""
+        writers = tuple(r.name for r in self.bound.resources.values() if name in getattr(r, "writes", ()))
+        return writers if all(w in self.stopped for w in writers) else ()
 
     def remember(self, host: str, path: str, fmt: ArtifactFormat) -> None:
         """Note what an artifact holds."""

@@ -165,6 +165,11 @@ class _Leaf:
 def _services(ctx: CompileContext, step, leaf: _Leaf) -> None:
     what = {A.Stop: services.stop, A.Start: services.start, A.Restart: services.restart}[type(step)]
     leaf.actions = [a for s in step.services for a in what(ctx, step, ctx.bound.resources[s.name])]
+    names = {s.name for s in step.services}
+    if isinstance(step, A.Stop):
+        ctx.stopped |= names
+    else:
+        ctx.stopped -= names
 
 
 def _dump(ctx: CompileContext, step: A.Dump, leaf: _Leaf) -> None:

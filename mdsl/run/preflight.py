@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
+from mdsl.check.rules.p_preflight import P404
 from mdsl.compile.context import CompileContext
 from mdsl.findings import Finding
 from mdsl.model import BoundPlan, Database, Host
@@ -133,7 +134,7 @@ class Preflight:
                             f"decompressed dump counts {RESTORE_PART_FACTOR:g}x a compressed dump found on the "
                             "host, or the database's size for a dump the plan makes)")
             out.append(preflight_finding(
-                "P404", f"not enough free space on `{host}` for `{first.path}`: {human_bytes(avail)} free on "
+                P404, f"not enough free space on `{host}` for `{first.path}`: {human_bytes(avail)} free on "
                 f"{mount}, about {human_bytes(need)} needed "
                 f"({human_bytes(total)} estimated x{MARGIN:g} + {human_bytes(SLACK)})",
                 first.step.span, "free space on that file system, or write to one with room (a different path)",

@@ -14,6 +14,8 @@ from mdsl.compile.parts import Arg, Command, Lit, sh
 from mdsl.findings import Finding, Severity
 from mdsl.model import Database, Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
+from mdsl.check.rules.base import Rule
+from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P411
 from mdsl.compile.context import CompileContext
 from mdsl.run.preflight_needs import DestNeed, Needs
 from mdsl.stores.base import DatabaseProbe
@@ -46,9 +48,10 @@ class HostFacts:
     findings: List[Finding] = field(factory=list)
 
 
-def preflight_finding(code: str, message: str, span: A.Span, help: Optional[str], notes: Iterable[str] = (),
-             label: str = "") -> Finding:
-    return Finding(code, Severity.ERROR, message, span, label=label, notes=tuple(notes), help=help)
+def preflight_finding(rule: Rule, message: str, span: A.Span, help: Optional[str], notes: Iterable[str] = (),
+                      label: str = "") -> Finding:
+    """An error of preflight rule `rule`."""
+    return rule.finding(message, span, label=label, notes=notes, help=help)
 
 
 class Unavailable(Exception):
@@ -77,13 +80,12 @@ class HostChecks:
             self.b.connect()
         except BackendError as e:
             self.facts.findings.append(preflight_finding(
-                "P401", f"cannot use host `{self.name}` ({self._where()}): {e.message}", self.host.span,
+                P401, f"cannot use host `{self.name}` ({self._where()}): {e.message}", self.host.span,
                 e.hint or "check the host's `ssh`, `port`, `identity` and `known_hosts`", label="unreachable"))
             return self.facts
         self.facts.reachable = True
-        checks = (("P402", self.tools), ("P403", self.versions), ("P406", self.databases), ("P404", self.sizes),
-                  ("P407", self.destinations), ("P405", self.services), ("P408", self.sources),
-                  ("P411", self.logins))
+        checks = ((P402, self.tools), (P403, self.versions), (P406, self.databases), (P404, self.sizes),
+                  (P407, self.destinations), (P405, self.services), (P408, self.sources), (P411, self.logins))
         try:
             for code, check in checks:
                 try:
@@ -94,11 +96,11 @@ class HostChecks:
                         "the host answers too slowly; retry, or look at what hangs there"))
         except BackendError as e:
             self.facts.findings.append(preflight_finding(
-                "P401", f"lost host `{self.name}` during preflight: {e.message}", self.host.span, e.hint,
+                P401, f"lost host `{self.name}` during preflight: {e.message}", self.host.span, e.hint,
                 label="connection lost"))
         except KeyError as e:  # the host's sudo_password cannot be read
             self.facts.findings.append(preflight_finding(
-                "P401", f"cannot use host `{self.name}`: {e.args[0]}", self.host.span,
+                P401, f"cannot use host `{self.name}`: {e.args[0]}", self.host.span,
                 "set the variable (or create the file) named by `sudo_password` before running apply"))
         return self.facts
 
@@ -126,12 +128,12 @@ class HostChecks:
         try:
             r = self.run(self.cmd(parts))
         except Unavailable as e:
-            self.facts.findings.append(preflight_finding("P402", f"cannot list the programs on `{self.name}`: {e}",
+            self.facts.findings.append(preflight_finding(P402, f"cannot list the programs on `{self.name}`: {e}",
                                                 self.host.span, None))
             return
         if not r.ok:
             self.facts.findings.append(preflight_finding(
-                "P402", f"cannot look for programs on `{self.name}`: {_first_line(r.stderr) or f'exit {r.exit}'}",
+                P402, f"cannot look for programs on `{self.name}`: {_first_line(r.stderr) or f'exit {r.exit}'}",
                 self.host.span, "check that the login user may run commands there (and sudo, if declared)"))
             return
         missing = [line for line in r.stdout.splitlines() if line in words]
@@ -155,7 +157,7 @@ class HostChecks:
                     # a custom dump is zstd-compressed by default; pg_dump's own gzip needs no zstd
                     help += ", or write `compress = gzip` on the dump (pg_dump's own compression)"
             notes = [f"also needed by {others} later step(s)"] if others > 0 else []
-            self.facts.findings.append(preflight_finding("P402", msg, first.step.span, help, notes,
+            self.facts.findings.append(preflight_finding(P402, msg, first.step.span, help, notes,
                                                 label=f"needs {first.name} on {self.name}"))
 
     # -- P403: client versions
@@ -200,7 +202,7 @@ class HostChecks:
             else:
                 message = f"database `{db.name}` does not accept the declared auth: {probe.error}"
                 label = "cannot log in"
-            self.facts.findings.append(preflight_finding("P406", message, db.span, probe.help,
+            self.facts.findings.append(preflight_finding(P406, message, db.span, probe.help,
                                                 [f"tried: {probes.auth_text(db)}"], label=label))
 
     # -- P411: the app's own logins work on the target as the app will connect, or the plan makes them
@@ -215,7 +217,7 @@ class HostChecks:
                 found = logins_of(db).preflight(self.ctx, self.run, login, db, like)
             except KeyError as e:  # a password's env var / file is missing on this machine
                 found = [preflight_finding(
-                    "P411", f"cannot check the app's login `{login.name}`: {e.args[0]}", login.span,
+                    P411, f"cannot check the app's login `{login.name}`: {e.args[0]}", login.span,
                     "set the variable (or create the file) before running apply")]
             self.facts.findings.extend(found)
 
@@ -318,14 +320,14 @@ class HostChecks:
         except Unavailable as e:
             for _, d in ds:
                 self.facts.findings.append(preflight_finding(
-                    "P407", f"cannot check that `{d.path}` on `{self.name}` is writable: {e}", d.step.span, None))
+                    P407, f"cannot check that `{d.path}` on `{self.name}` is writable: {e}", d.step.span, None))
             return
         lines = r.stdout.splitlines()
         who = lines[-1] if r.ok and lines else (user or self.host.user or "the login user")
         if not r.ok and not lines:
             for _, d in ds:
                 self.facts.findings.append(preflight_finding(
-                    "P407", f"cannot check as {who} that `{d.path}` on `{self.name}` is writable: "
+                    P407, f"cannot check as {who} that `{d.path}` on `{self.name}` is writable: "
                     f"{_first_line(r.stderr) or f'exit {r.exit}'}", d.step.span,
                     "check that this user exists and that sudo lets the login user become it"))
             return
@@ -343,7 +345,7 @@ class HostChecks:
                 msg = (f"`{d.path}` on `{self.name}` is not writable by {who}: `{where}` denies it "
                        "(permissions, or a read-only file system)")
                 help = f"make `{where}` writable by {who} (chown/chmod, or remount read-write), or write somewhere else"
-            self.facts.findings.append(preflight_finding("P407", msg, d.step.span, help, label=f"written by {who}"))
+            self.facts.findings.append(preflight_finding(P407, msg, d.step.span, help, label=f"written by {who}"))
 
     def _sized(self, d: DestNeed) -> Optional[int]:
         """What sizes() measured for `d` on this host (None when it is measured elsewhere, or not at all)."""
@@ -370,7 +372,7 @@ class HostChecks:
         r = self.run(self.cmd(parts))
         if not r.ok:
             self.facts.findings.append(preflight_finding(
-                "P408", f"cannot look at the data the plan reads on `{self.name}`: "
+                P408, f"cannot look at the data the plan reads on `{self.name}`: "
                 f"{_first_line(r.stderr) or f'exit {r.exit}'}", self.host.span, None))
             return
         reported = set()
@@ -397,13 +399,13 @@ class HostChecks:
                     err = " ".join(r.stderr.split())
                     if "booted with systemd" in err or "connect to bus" in err or "Failed to connect" in err:
                         self.facts.findings.append(preflight_finding(
-                            "P405", f"systemd is not running on `{self.name}`, so `{unit}` of service "
+                            P405, f"systemd is not running on `{self.name}`, so `{unit}` of service "
                             f"`{svc.name}` cannot be stopped or started: {err}", svc.span,
                             "run on a host booted with systemd, or declare the service with "
                             "`start`/`stop`/`status` commands", label="no systemd"))
                         break
                     self.facts.findings.append(preflight_finding(
-                        "P405", f"systemd unit `{unit}` of service `{svc.name}` does not exist on `{self.name}`"
+                        P405, f"systemd unit `{unit}` of service `{svc.name}` does not exist on `{self.name}`"
                         + (f": {err}" if err else ""), svc.span,
                         f"check the unit's name (`systemctl list-units --all | grep {unit.split('.')[0]}` on the "
                         "host); a unit name without a suffix means `.service`", label="unknown unit"))
@@ -416,7 +418,7 @@ class HostChecks:
                 r = self.run(self.cmd(probe))
                 if not r.ok:
                     self.facts.findings.append(preflight_finding(
-                        "P405", f"the {what} command of service `{svc.name}` cannot run on `{self.name}`: "
+                        P405, f"the {what} command of service `{svc.name}` cannot run on `{self.name}`: "
                         f"`{prog}` not found", svc.span, f"fix `{what}` of the service, or install `{prog}`",
                         label=f"{what} command missing"))
             if svc.status:
@@ -424,12 +426,12 @@ class HostChecks:
                     r = self.run(self.cmd((Lit(svc.status),)))
                 except Unavailable as e:
                     self.facts.findings.append(preflight_finding(
-                        "P405", f"the status command of service `{svc.name}` on `{self.name}` did not finish: {e}",
+                        P405, f"the status command of service `{svc.name}` on `{self.name}` did not finish: {e}",
                         svc.span, "a status command must answer quickly (exit 0 running, non-zero stopped)"))
                     continue
                 if r.exit in (126, 127):
                     self.facts.findings.append(preflight_finding(
-                        "P405", f"the status command of service `{svc.name}` cannot run on `{self.name}`: "
+                        P405, f"the status command of service `{svc.name}` cannot run on `{self.name}`: "
                         f"{_first_line(r.stderr) or f'exit {r.exit}'}", svc.span,
                         "fix `status` of the service (it runs with `sh -c`; exit 0 means running)",
                         label="status command missing"))
@@ -463,14 +465,15 @@ def _source_finding(src, host: str, verdict: str) -> Finding:
     what = f"`{src.path}` on `{host}`" + (f" ({src.name})" if src.name != src.path else "")
     by = f"read by `{src.step.keyword}` at line {src.step.span.line}"
     if verdict == "empty":
-        return Finding("P408", Severity.WARNING, f"{what} is empty, but the plan copies it as data", src.step.span,
-                       label="empty", notes=(by,), help="if a disk should be mounted there, it is not: mount it "
-                       "before the move; if the dir is really empty, this warning can be ignored")
+        return P408.finding(f"{what} is empty, but the plan copies it as data", src.step.span,
+                            severity=Severity.WARNING, label="empty", notes=(by,),
+                            help="if a disk should be mounted there, it is not: mount it before the move; "
+                                 "if the dir is really empty, this warning can be ignored")
     message, help = {
         "missing": ("does not exist", "fix the path (a typo?), or mount the disk that holds it"),
         "unreadable": ("cannot be read by the login user", "run as a user that can read it (`sudo = true` on the "
                        "host), or fix its permissions"),
         "notdir": ("is not a directory", "a dir's `path` names a directory; declare a `file` for a single file"),
     }.get(verdict, (f"cannot be read ({verdict})", "look at the path on the host"))
-    return preflight_finding("P408", f"{what} {message}", src.step.span, help, (by, "nothing was stopped or changed"),
+    return preflight_finding(P408, f"{what} {message}", src.step.span, help, (by, "nothing was stopped or changed"),
                              label=verdict)

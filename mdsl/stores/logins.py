@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Optional
 
-from mdsl.findings import Finding, Severity
 from mdsl.model import Database, Login
 from mdsl.stores.base import Binding, Schema
 
@@ -73,11 +72,6 @@ def bind(b: Binding, db: Database) -> Login:
                  socket=socket, source_address=source, run_as=at.get("run_as"),
                  like=like.name if like is not None else None,
                  **{**b.common(), "host": db.host})
-
-
-def p411(message: str, login: Login, help: str, notes=(), label: str = "") -> Finding:
-    """A P411 (the app's own login will not work on the target) at the login's declaration."""
-    return Finding("P411", Severity.ERROR, message, login.span, label=label, notes=tuple(notes), help=help)
 
 
 def connection_text(login: Login) -> str:

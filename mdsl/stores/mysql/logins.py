@@ -26,9 +26,10 @@ from attrs import frozen
 from mdsl.compile.actions import Feed, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext
 from mdsl.compile.parts import Arg, CompileError, Lit, SecretArg, SecretText, Sub, sh
+from mdsl.check.rules.p_preflight import P411
 from mdsl.findings import Finding
 from mdsl.model import Login
-from mdsl.stores.logins import connection_text, default_source, p411
+from mdsl.stores.logins import connection_text, default_source
 from mdsl.stores.mysql import Mysql
 from mdsl.stores.mysql.commands import CLIENT_PROGRAMS, client_command, sql_command, sql_ident, sql_str
 from mdsl.syntax import ast as A
@@ -37,6 +38,10 @@ from mdsl.syntax import ast as A
 GRANTEE = ("CONCAT('''', LEFT(CURRENT_USER(), LENGTH(CURRENT_USER()) - "
            "LENGTH(SUBSTRING_INDEX(CURRENT_USER(), '@', -1)) - 1), '''@''', "
            "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')")
+
+
+def _p411(message: str, login: Login, help: str, notes=(), label: str = "") -> Finding:
+    return P411.finding(message, login.span, label=label, notes=tuple(notes), help=help)
 
 
 # ---------------------------------------------------------------- the login as a client, its account
@@ -229,7 +234,7 @@ def _made(login: Login, db: Mysql, like: Login, facts: Optional[ServerFacts]) ->
     out = []
     made = Account(login.user, account_host(login))
     if not facts.may_create:
-        out.append(p411(
+        out.append(_p411(
             f"the restore into `{db.name}` makes `{login.name}` ({made}), but {facts.admin}, the login of "
             f"`{db.name}`, may not create users and grant", login, f"log in to `{db.name}` as an administrator "
             "(e.g. `run_as = \"root\"` over the socket), or grant it CREATE USER and GRANT OPTION",
@@ -238,7 +243,7 @@ def _made(login: Login, db: Mysql, like: Login, facts: Optional[ServerFacts]) ->
         won = match(facts.accounts + (made,), login.user, login.source_address if login.tcp_host else None,
                     facts.skip_name_resolve)
         if won is not None and won != made:
-            out.append(p411(
+            out.append(_p411(
                 f"the plan makes {made} for `{login.name}`, but the server would match the app's login "
                 f"({connection_text(login)}) to {won}, which it has already", login,
                 f"drop {won} on the server of `{db.name}` if nothing uses it, or declare the login as that "
@@ -267,7 +272,7 @@ def _existing(ctx, run, login: Login, db: Mysql, facts: Optional[ServerFacts]) -
         matched, seen = fields[0], fields[1]
         out = []
         if int(fields[3]) == 0:
-            out.append(p411(
+            out.append(_p411(
                 f"`{login.name}` logs in (as {matched}) but has no rights on `{db.database}`: the app would be "
                 "refused at its first query", login,
                 f"on the server, as an administrator: GRANT ALL ON {sql_ident(db.database)}.* TO "
@@ -292,7 +297,7 @@ def _from_elsewhere(login: Login, db: Mysql, facts: ServerFacts, seen_from: str)
     won = match(facts.accounts, login.user, login.source_address, facts.skip_name_resolve)
     if won is not None:
         return []
-    return [p411(
+    return [_p411(
         f"`{login.name}` works from {seen_from}, but the app connects from {login.source_address}, and no account "
         f"of `{login.user}` on the server of `{db.name}` matches that address", login,
         f"create '{login.user}'@'{login.source_address}' with the same grants (or let the plan make it: "
@@ -309,7 +314,7 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
     if not refused or facts is None or facts.accounts is None:
         if refused:
             help = f"check the password of `{login.user}`, and that an account of it matches {connection_text(login)}"
-        return p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: {err}", login, help,
+        return _p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: {err}", login, help,
                      notes, label="login refused")
     mine = [a for a in facts.accounts if a.user == login.user]
     address = login.source_address if login.tcp_host else None
@@ -337,7 +342,7 @@ def _refused(login: Login, db: Mysql, facts: Optional[ServerFacts], err: str, tr
                    "the password differs")
         help = (f"set the password of {won} to the one the app's configuration holds (ALTER USER ... IDENTIFIED BY), "
                 f"or check {_password_text(login)}")
-    return p411(message, login, help, notes + [f"server: {err}"], label="login refused")
+    return _p411(message, login, help, notes + [f"server: {err}"], label="login refused")
 
 
 def _password_text(login: Login) -> str:

@@ -8,7 +8,8 @@ from typing import List, Optional, Tuple
 
 from attrs import frozen
 
-from mdsl.findings import Finding, Severity
+from mdsl.check.rules.p_preflight import P403, P406
+from mdsl.findings import Finding
 from mdsl.stores.base import DatabaseProbe
 from mdsl.stores.mysql import Mysql
 from mdsl.stores.mysql.commands import CLIENT_PROGRAMS, DUMP_PROGRAMS, sql_command, sql_str
@@ -130,9 +131,7 @@ def dump_findings(db: Mysql, step: A.Step, version, probe_of) -> List[Finding]:
     """P406: the dumping user cannot read every routine's body (the dump would stop halfway, after the stop)."""
     found = probe_of(db)
     if isinstance(found, MysqlProbe) and found.ok and found.hidden_routines:
-        return [Finding(
-            "P406", Severity.ERROR,
-            f"{found.user} may not read the body of {found.hidden_routines} routine(s) in `{db.database}`: "
+        return [P406.finding(f"{found.user} may not read the body of {found.hidden_routines} routine(s) in `{db.database}`: "
             f"the dump of `{db.name}` would fail halfway", step.span, label="routine bodies hidden",
             notes=("mariadb-dump --routines needs SHOW CREATE for every procedure and function",),
             help=f"on the server, as an administrator: {_grant_for_routines(found, db)}")]
@@ -162,7 +161,7 @@ def pair_findings(source: Mysql, target: Mysql, restore_step: A.Step, plain: boo
 
 
 def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return Finding("P403", Severity.ERROR, message, span, label=label, help=help)
+    return P403.finding(message, span, label=label, help=help)
 
 
 def _v(text: str) -> str:

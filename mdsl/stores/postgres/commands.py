@@ -162,7 +162,7 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     args.append(Arg(conninfo(db), "--dbname="))
     tools = ["pg_dump"]
     pre = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -rf --", Arg(part), "&&")
-    writers = ctx.writers_of(db.name)
+    writers = ctx.stopped_writers_of(db.name)
     if writers:
         pre = _no_other_clients(ctx, db, writers) + sh("&&") + pre
         tools.append("psql")

@@ -26,13 +26,18 @@ from attrs import frozen
 from mdsl.compile.actions import Feed, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext
 from mdsl.compile.parts import Arg, Command, Lit, SecretArg, SecretText, Sub, sh
+from mdsl.check.rules.p_preflight import P411
 from mdsl.findings import Finding
 from mdsl.model import Login
-from mdsl.stores.logins import connection_text, default_source, p411
+from mdsl.stores.logins import connection_text, default_source
 from mdsl.stores.postgres import Postgres
 from mdsl.stores.postgres.commands import conninfo, libpq_quote, tool_command
 
 SEPARATOR = "\x1f"  # between the fields of a row preflight reads (names may hold `|` and `,`)
+
+
+def _p411(message: str, login: Login, help: str, notes=(), label: str = "") -> Finding:
+    return P411.finding(message, login.span, label=label, notes=tuple(notes), help=help)
 
 
 def sql_ident(name: str) -> str:
@@ -248,20 +253,20 @@ def hba_findings(login: Login, db: Postgres, facts: Optional[ServerFacts]) -> Li
         return []
     what = f"the app's login `{login.name}` ({login.user}, {connection_text(login)})"
     if rule is None:
-        return [p411(f"no line of pg_hba.conf on the server of `{db.name}` accepts {what}", login,
+        return [_p411(f"no line of pg_hba.conf on the server of `{db.name}` accepts {what}", login,
                       "add a line for it (e.g. `host DB USER ADDRESS/32 scram-sha-256`) and reload the server",
                       label="no pg_hba.conf line")]
     if rule.method == "reject":
-        return [p411(f"pg_hba.conf on the server of `{db.name}` rejects {what}", login,
+        return [_p411(f"pg_hba.conf on the server of `{db.name}` rejects {what}", login,
                       "change that line, or add one before it that accepts the app", [str(rule)], "rejected")]
     if rule.method in ("peer", "ident") and "map=" not in rule.options and login.run_as != login.user:
-        return [p411(
+        return [_p411(
             f"pg_hba.conf on the server of `{db.name}` authenticates {what} by {rule.method}: only the OS user "
             f"`{login.user}` may log in as it, and the password is not asked", login,
             "make that line `scram-sha-256` (a password login), or declare `run_as` = the OS user the app "
             "runs as, named like its role", [str(rule)], label=f"{rule.method} auth")]
     if rule.method in ("md5", "scram-sha-256", "password") and login.password is None:
-        return [p411(f"pg_hba.conf on the server of `{db.name}` asks {what} for a password, and the login "
+        return [_p411(f"pg_hba.conf on the server of `{db.name}` asks {what} for a password, and the login "
                       "declares none", login, 'declare `password = env("...")` on the login', [str(rule)],
                       label="password asked")]
     return []
@@ -273,7 +278,7 @@ def preflight(ctx, run, login: Login, db: Postgres, like: Optional[Login]) -> Li
     if like is not None:
         out = []
         if facts is not None and not facts.may_create:
-            out.append(p411(
+            out.append(_p411(
                 f"the restore into `{db.name}` makes role `{login.user}` for `{login.name}`, but {facts.admin}, the "
                 f"login of `{db.name}`, may not create roles", login,
                 f"log in to `{db.name}` as a superuser (e.g. `run_as = \"postgres\"` over the socket)",
@@ -305,5 +310,5 @@ def _existing(ctx, run, login: Login, db: Postgres, facts: Optional[ServerFacts]
         help = "check the login's `user`, `password`, `tcp`/`socket` and `run_as` against the app's configuration"
     tried = f"tried: role {login.user}, {connection_text(login)}" + (
         f", run as OS user {login.run_as}" if login.run_as else "")
-    return [p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: "
+    return [_p411(f"the app's login `{login.name}` is refused by the server of `{db.name}`: "
                   f"{err or f'psql exited with {r.exit}'}", login, help, [tried], label="login refused")]

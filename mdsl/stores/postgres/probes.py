@@ -6,7 +6,8 @@ import re
 from typing import Callable, List, Optional, Tuple
 
 from mdsl.compile.parts import Arg, Lit
-from mdsl.findings import Finding, Severity
+from mdsl.check.rules.p_preflight import P403
+from mdsl.findings import Finding
 from mdsl.stores.base import DatabaseProbe
 from mdsl.stores.postgres import Postgres
 from mdsl.stores.postgres.commands import conninfo, libpq_quote, tool_command
@@ -161,7 +162,7 @@ def pair_findings(source: Postgres, target: Postgres, restore_step: A.Step, plai
 
 
 def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return Finding("P403", Severity.ERROR, message, span, label=label, help=help)
+    return P403.finding(message, span, label=label, help=help)
 
 
 def _v(v: Tuple[int, int]) -> str:

@@ -8,7 +8,8 @@ from typing import List, Optional, Tuple
 
 from attrs import frozen
 
-from mdsl.findings import Finding, Severity
+from mdsl.check.rules.p_preflight import P403
+from mdsl.findings import Finding
 from mdsl.stores.base import DatabaseProbe
 from mdsl.stores.redis import Redis
 from mdsl.stores.redis.commands import script_command
@@ -112,4 +113,4 @@ def pair_findings(source: Redis, target: Redis, restore_step: A.Step, plain: boo
 
 
 def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return Finding("P403", Severity.ERROR, message, span, label=label, help=help)
+    return P403.finding(message, span, label=label, help=help)

@@ -68,7 +68,7 @@ def dump(ctx: CompileContext, step: A.Dump, db: Sqlite, host: str, path: str):
         raise CompileError(f"`dump` of {db.name} writes on its own host `{db.host}`, not `{host}`", step.span,
                            help="dump where the database is, then `transfer`")
     part = path + ".part"
-    writers = ctx.writers_of(db.name)
+    writers = ctx.stopped_writers_of(db.name)
     guard = sh(PYTHON, "-c", script(HOLDERS_SCRIPT), Arg(db.path), Arg(", ".join(writers)), "&&") if writers else ()
     cmd = ctx.command(host, sh(
         *guard, "umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&",
