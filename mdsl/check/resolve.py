@@ -213,10 +213,10 @@ class _Resolver:
         store = STORES[db.kind]
         if not store.logins:
             with_logins = " and ".join(k for k, s in STORES.items() if s.logins)
-            self.err("E106", f"`{d.host.name}` is a {db.kind} database: mdsl declares logins of {with_logins} "
+            self.err(E106, f"`{d.host.name}` is a {db.kind} database: mdsl declares logins of {with_logins} "
                      "databases only", d.host.span, label=f"a {db.kind} database")
             return
-        b = Binding(d, at, lambda message, span, help: self.err("E106", message, span, help=help))
+        b = Binding(d, at, lambda message, span, help: self.err(E106, message, span, help=help))
         self.resources[d.name.name] = logins.bind(b, db)
 
     def login_like(self, d: A.ResourceDecl, login) -> None:
@@ -228,14 +228,14 @@ class _Resolver:
         if login.like not in self.decls or self.decls[login.like].kind != "login":
             self.lookup(A.Ident(login.like, span), ("login",), "a login")
         elif login.like == login.name:
-            self.err("E106", f"`{login.name}` is `like` itself", span, help="name the login on the source database")
+            self.err(E106, f"`{login.name}` is `like` itself", span, help="name the login on the source database")
         elif other is not None:
             kind, other_kind = self.resources[login.database].kind, self.resources[other.database].kind
             if kind != other_kind:
-                self.err("E106", f"`{login.name}` logs in to a {kind} database, `{other.name}` to a {other_kind} "
+                self.err(E106, f"`{login.name}` logs in to a {kind} database, `{other.name}` to a {other_kind} "
                          "one: grants do not translate", span, help="name a login of the same kind of database")
             elif other.like is not None:
-                self.err("E106", f"`{other.name}` is made by the plan too (`like = {other.like}`): its grants are "
+                self.err(E106, f"`{other.name}` is made by the plan too (`like = {other.like}`): its grants are "
                          "not there to copy when the restore reads them", span, help=f"write `like = {other.like}`")
 
     def host(self, d: A.HostDecl, at) -> Host:
