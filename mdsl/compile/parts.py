@@ -91,8 +91,8 @@ def _pg_password_literal(value: str) -> str:
     salted = hashlib.pbkdf2_hmac("sha256", value.encode(), salt, rounds)
     stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
     server = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
-    return f"'SCRAM-SHA-256${rounds}:{b64(salt)}${b64(stored)}:{b64(server)}'"
+    salt_text, stored_text, server_text = (base64.b64encode(raw).decode() for raw in (salt, stored, server))
+    return f"'SCRAM-SHA-256${rounds}:{salt_text}${stored_text}:{server_text}'"
 
 
 _ESCAPES: Dict[Optional[str], Callable[[str], str]] = {None: lambda v: v, "pgpass": _pgpass_escape,

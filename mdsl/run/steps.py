@@ -168,21 +168,14 @@ class StepRunner:
         return 0
 
     def _shell(self, action: Shell, notes: List[str]) -> None:
-        log.bind(host=action.command.host)
-        self.log.info("command.run", command=action.command.render(masked=True))
         watcher = self._watch(action)
         try:
-            res = self.executor.run(action.command, timeout=action.timeout)
-        except BackendError as exc:
-            raise StepFailed(exc.message, host=exc.host, command=action.command.render(masked=True),
-                             hint=exc.hint) from None
+            stdout = self._checked(action.command, action.timeout, action.what)
         finally:
             if watcher:
                 watcher()
-        if not res.ok:
-            raise _fail(action.command, res, action.what)
         if action.show_output:
-            notes.extend(log.redact_text(res.stdout).splitlines()[-STDERR_TAIL:])
+            notes.extend(log.redact_text(stdout).splitlines()[-STDERR_TAIL:])
 
     def _feed(self, action: Feed) -> None:
         """Run `source` (if any), then `command` with its script and what `source` printed on stdin."""

@@ -147,4 +147,3 @@ class StoreLogins(Protocol):
 
     # P411 for one declared login on its database's host; `like` when the plan makes it (preflight).
     def preflight(self, ctx, run, login, db: Database, like) -> List[Finding]: ...
-

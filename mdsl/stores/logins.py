@@ -65,7 +65,7 @@ def bind(b: Binding, db: Database) -> Login:
             b.error(f"`{b.name}` connects to `{tcp_host}`, a name: say which address the app's login comes from, "
                     "so the plan creates the login for it", "tcp", help='add e.g. `from = "10.0.0.5"`')
     user = at.get("user", "")
-    if "\0" in user or "\n" in user or not user:
+    if "user" in at and (not user or "\0" in user or "\n" in user):
         b.error(f"`user` of `{b.name}` must be a user name (no NUL or newline)", "user")
     like = at.get("like")
     return Login(database=db.name, user=user, password=at.get("password"), tcp_host=tcp_host, tcp_port=tcp_port,
@@ -79,4 +79,3 @@ def connection_text(login: Login) -> str:
     if login.tcp_host:
         return f"TCP to {login.tcp_host}:{login.tcp_port} from {login.source_address or 'an unknown address'}"
     return f"the socket {login.socket}" if login.socket else "the default socket"
-

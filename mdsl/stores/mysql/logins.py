@@ -89,7 +89,7 @@ def grants_sql(source_db: str, target_db: str, target_account: str) -> str:
     columns = ("GROUP_CONCAT(CONCAT(PRIVILEGE_TYPE, ' (`', REPLACE(COLUMN_NAME, '`', '``'), '`)') "
                "ORDER BY PRIVILEGE_TYPE, COLUMN_NAME SEPARATOR ', ')")
     return (
-        f"SET SESSION group_concat_max_len = 1048576; SET @mdsl_grantee = {GRANTEE}; "
+        f"SET SESSION sql_mode = '', group_concat_max_len = 1048576; SET @mdsl_grantee = {GRANTEE}; "
         f"SELECT CONCAT('GRANT ', {privileges}, ' ON ', {on_db}, ' TO ', {acc}, {grantable}, ';') "
         "FROM information_schema.SCHEMA_PRIVILEGES "
         f"WHERE GRANTEE = @mdsl_grantee AND {src} LIKE TABLE_SCHEMA HAVING COUNT(*) > 0 "
@@ -111,7 +111,10 @@ def restore_actions(ctx: CompileContext, login: Login, db: Mysql, like: Login, l
         raise CompileError(f"the password of `{login.name}` is a literal; use env(\"NAME\") or file(\"PATH\")",
                            login.password.span)
     acc = account(login)
-    script = SecretText((Lit(f"CREATE USER IF NOT EXISTS {acc};\nALTER USER {acc} IDENTIFIED BY "),
+    # An empty sql_mode for this session: string literals read backslashes as escapes whatever the server's
+    # NO_BACKSLASH_ESCAPES, as `sql_str` and the password's literal are written.
+    script = SecretText((Lit(f"SET SESSION sql_mode = '';\nCREATE USER IF NOT EXISTS {acc};\n"
+                             f"ALTER USER {acc} IDENTIFIED BY "),
                          SecretArg(login.password, escape="mysql-literal"), Lit(";\n")))
     apply = attrs.evolve(client_command(ctx, db, CLIENT_PROGRAMS, (Lit("--batch --skip-column-names"),)),
                          stdin=script)

@@ -63,10 +63,12 @@ def checkable_here(login: Login) -> bool:
     return not login.tcp_host or login.source_address == default_source(login.tcp_host)
 
 
-def _psql(ctx: CompileContext, db: Postgres, database: str, flags: str, *args) -> Command:
+def _psql(ctx: CompileContext, db: Postgres, database: str, flags: str, *args,
+          timeout: Optional[int] = None) -> Command:
+    """psql on `database` of the server, connecting as `db` says (its role, password, way in)."""
     program = (db.bin.rstrip("/") + "/psql") if db.bin else "psql"
-    return tool_command(ctx, db, (Lit(Arg(program).render()), Lit(flags), Arg(conninfo(db, database), "--dbname="),
-                                  *args), ("psql",))
+    info = conninfo(db, database) + (f" connect_timeout={libpq_quote(str(timeout))}" if timeout else "")
+    return tool_command(ctx, db, (Lit(Arg(program).render()), Lit(flags), Arg(info, "--dbname="), *args), ("psql",))
 
 
 # ---------------------------------------------------------------- compile: made around the restore
@@ -133,7 +135,7 @@ def restore_actions(ctx: CompileContext, login: Login, db: Postgres, like: Login
     before = [Feed(make, f"make role {login.user} for {login.name}", timeout=300.0)]
     source = _psql(ctx, as_client(like, like_db), like_db.database, "-X -w -q -A -t",
                    Arg(owned_sql(db.database, login.user), "--command="))
-    hand = attrs.evolve(_psql(ctx, db, db.database, admin_flags), stdin=SecretText((Lit(""),)))
+    hand = _psql(ctx, db, db.database, admin_flags)
     after = [Feed(hand, f"give {login.user} what {like.user} owns and was granted", source, timeout=DEFAULT_TIMEOUT)]
     if checkable_here(login):
         who = _psql(ctx, as_client(login, db), db.database, "-X -w -q -A -t", Arg("select current_user", "--command="))
@@ -288,17 +290,16 @@ def preflight(ctx, run, login: Login, db: Postgres, like: Optional[Login]) -> Li
 
 
 def _existing(ctx, run, login: Login, db: Postgres, facts: Optional[ServerFacts]) -> List[Finding]:
-    info = conninfo(as_client(login, db)) + " connect_timeout=" + libpq_quote("10")
-    program = (db.bin.rstrip("/") + "/psql") if db.bin else "psql"
-    r = run(tool_command(ctx, as_client(login, db), (Lit(Arg(program).render()), Lit("-X -w -q -A -t"),
-                                                     Arg(info, "--dbname="), Arg("select 1", "--command=")), ("psql",)))
+    r = run(_psql(ctx, as_client(login, db), db.database, "-X -w -q -A -t", Arg("select 1", "--command="),
+                  timeout=10))
     if r.exit == 127:
         return []
     lines = [x for x in r.stderr.splitlines() if "could not change directory to" not in x]
     err = re.sub(r"/\S*mdsl-secret\.\w+", "<PGPASSFILE>", " ".join(" ".join(lines).split()))
     # Authentication comes before the database: a target database the restore creates is fine.
     if r.ok or f'database "{db.database}" does not exist' in err:
-        return []
+        # mdsl logged in from the database's host; an app elsewhere meets the lines for its own address
+        return [] if checkable_here(login) else hba_findings(login, db, facts)
     found = hba_findings(login, db, facts)
     if found:
         return found
