@@ -264,3 +264,68 @@ def test_a_login_changed_after_the_restore_ran_runs_the_restore_again():
                 '  like = wp_old }\n')
         return _steps(compile_plan(bound(MYSQL + made + MOVE)))["restore"].fingerprint
     assert fingerprint("wordpress") != fingerprint("wp")
+
+
+# ---------------------------------------------------------------- preflight's verdicts, from the servers' answers
+
+
+class Answers:
+    """A stand-in for a host: each command's answer picked by the first word (in order) its SQL holds (the
+    real servers: tests/e2e)."""
+
+    def __init__(self, **by_word):
+        self.by_word = by_word
+
+    def __call__(self, cmd):
+        from mdsl.run.backend import Result
+
+        text = " ".join(str(getattr(p, "value", "")) for p in cmd.parts)
+        for word, (code, out, err) in self.by_word.items():
+            if word in text:
+                return Result(code, out, err)
+        raise AssertionError(f"no answer for {text[:200]}")
+
+
+def _mysql_preflight(login_decl: str, **answers):
+    from mdsl.compile.context import CompileContext
+    from mdsl.stores.mysql import logins
+
+    b = bound(MYSQL + login_decl + MOVE)
+    assert b.ok, [f.message for f in b.findings]
+    login = b.resources["wp_new"]
+    like = b.resources.get(login.like) if login.like else None
+    return logins.preflight(CompileContext(b), Answers(**answers), login, b.resources["new_db"], like)
+
+
+ADMIN = (0, "1\troot@localhost\t1\n", "")  # skip_name_resolve, the admin, may create users
+TCP = 'login wp_new on new_db { user = "wordpress"  password = env("WP_PW")  tcp = "127.0.0.1:3306"'
+
+
+def test_a_login_the_plan_makes_needs_an_admin_who_may_create_it():
+    found = _mysql_preflight(TCP + "  like = wp_old }\n", skip_name_resolve=(0, "1\tmdsl@localhost\t0\n", ""),
+                             **{"mysql.user": (1, "", "denied")})
+    assert [f.code for f in found] == ["P411"] and "may not create users and grant" in found[0].message
+
+
+def test_an_account_already_there_that_would_win_is_named():
+    found = _mysql_preflight(TCP + "  like = wp_old }\n", skip_name_resolve=ADMIN,
+                             **{"mysql.user": (0, "\t127.0.0.1\n", "")})
+    assert found == []  # the named user on the same host wins over the anonymous one
+    found = _mysql_preflight(TCP + '  from = "10.0.0.7"  like = wp_old }\n', skip_name_resolve=ADMIN,
+                             **{"mysql.user": (0, "wordpress\t10.0.0.7\n", "")})
+    assert found == []  # the same account: made again, harmless
+
+
+def test_an_existing_login_without_rights_on_its_database_is_reported():
+    found = _mysql_preflight(TCP + " }\n", **{"CREATE USER": ADMIN, "mysql.user": (0, "wordpress\t127.0.0.1\n", ""),
+                                             "USER()": (0, "wordpress@127.0.0.1\twordpress@127.0.0.1\t1\t0\n", "")})
+    assert [f.code for f in found] == ["P411"] and "has no rights on `wordpress`" in found[0].message
+    assert "GRANT ALL ON `wordpress`.* TO 'wordpress'@'127.0.0.1';" in found[0].help
+
+
+def test_a_refused_login_with_a_wrong_password_says_which_account_refused_it():
+    found = _mysql_preflight(TCP + " }\n", **{
+        "CREATE USER": ADMIN, "mysql.user": (0, "wordpress\t127.0.0.1\n", ""),
+        "USER()": (1, "", "ERROR 1045 (28000): Access denied for user 'wordpress'@'127.0.0.1' (using password: YES)")})
+    assert "matches the app's login `wp_new` to 'wordpress'@'127.0.0.1' and refuses it" in found[0].message
+    assert 'env("WP_PW")' in found[0].help
