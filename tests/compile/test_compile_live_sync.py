@@ -163,7 +163,7 @@ def test_vanished_source_files_are_success_only_for_a_live_pass(tmp_path, live):
     cmd = shell(cp, 0).command
     ex = executor(cp, tmp_path)
     big = os.urandom(1 << 20) * 64  # 64 MiB: copying it takes far longer than deleting the rest
-    for attempt in range(5):  # the deletion must land after rsync listed the files and before it reads them
+    for _attempt in range(5):  # the deletion must land after rsync listed the files and before it reads them
         for d in (src, dst):
             if d.exists():
                 for p in d.iterdir():

@@ -146,7 +146,8 @@ def gen_hostile_values(r: random.Random, seeds: List[str]) -> bytes:
         v = r.choice(HOSTILE_VALUES)
         old = toks[k][1:-1]
         # keep paths absolute half the time, so the plan gets past E1xx into check and compile
-        toks[k] = plan_str(("/" + v) if old.startswith("/") and r.random() < 0.5 else (old + v if r.random() < 0.5 else v))
+        grown = old + v if r.random() < 0.5 else v
+        toks[k] = plan_str(("/" + v) if old.startswith("/") and r.random() < 0.5 else grown)
     return "".join(toks).encode("utf-8")
 
 
@@ -155,7 +156,8 @@ def nested(kind: str, depth: int) -> bytes:
     if kind == "list":
         return b"host h { local = true  x = " + b"[" * depth + b"1" + b"]" * depth + b" }\n"
     if kind == "parallel":
-        return b'host h { local = true }\nsteps {\n' + b"parallel {\n" * depth + b'run h "true"\n' + b"}\n" * depth + b"}\n"
+        return (b'host h { local = true }\nsteps {\n' + b"parallel {\n" * depth + b'run h "true"\n'
+                + b"}\n" * depth + b"}\n")
     if kind == "braces":
         return b"{" * depth + b"}" * depth
     if kind == "unclosed":
@@ -230,7 +232,8 @@ def gen_nul(r: random.Random, seeds: List[str]) -> bytes:
     return bytes(data)
 
 
-def generators(seeds: List[str], huge_sizes=(10_000, 100_000, 1_000_000)) -> Dict[str, Callable[[random.Random], bytes]]:
+def generators(seeds: List[str],
+               huge_sizes=(10_000, 100_000, 1_000_000)) -> Dict[str, Callable[[random.Random], bytes]]:
     """Every family of hostile input, by name."""
     return {
         "random-bytes": gen_random_bytes,
@@ -275,7 +278,7 @@ def check_one(data: bytes, compile_too: bool = True) -> Tuple[int, List[str]]:
     except PlanError as exc:
         findings = list(exc.findings)
         if [f.code for f in findings] != ["E101"]:
-            raise OracleFailure(f"a parse failure must be one E101, got {[f.code for f in findings]}")
+            raise OracleFailure(f"a parse failure must be one E101, got {[f.code for f in findings]}") from exc
     if plan is not None:
         res = check_plan(plan)
         findings = list(res.findings)

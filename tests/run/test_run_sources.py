@@ -75,9 +75,8 @@ def test_a_source_made_by_an_earlier_step_is_not_asked_for(tmp_path):
     db = tmp_path / "old" / "app.db"
     plan, marker = _plan(tmp_path, f'sqlite old_db on a {{ path = "{db}" }}',
                          f'dump old_db to a:"{tmp_path}/old/app.bak"')
-    text = plan.read_text().replace(f'run a "touch {marker}"',
-                                    f'run a "touch {marker} && python3 -c \'import sqlite3; '
-                                    f'sqlite3.connect(\\"{db}\\").execute(\\"create table t(x)\\")\'" writes = [old_db]')
+    create = f'python3 -c \'import sqlite3; sqlite3.connect(\\"{db}\\").execute(\\"create table t(x)\\")\''
+    text = plan.read_text().replace(f'run a "touch {marker}"', f'run a "touch {marker} && {create}" writes = [old_db]')
     plan.write_text(text)
     r = _apply(plan, tmp_path)
     assert r.returncode == 0, r.stderr

@@ -44,10 +44,12 @@ def test_real_plans(text):
     "steps { backup: dump db to h:\"/x\" }", 'steps { backup : dump db to h : "/x" }', 'steps { a:"x" }',
     "host a { stop = 1 verify=false file = 2 }", "steps { verify = 1 }", "x = 1", "steps { x: y: stop a }",
     'host a { ssh = "unterminated', "host a { ssh = 'x' }", "host Abc", "host a { port = -1 }", "1abc",
-    "steps {\n  parallel {\n    stop a\n", "host a {\x00}", "host a {\x0b}", "plan plan", "steps { run a \"x\" reads = [a, b] }",
+    "steps {\n  parallel {\n    stop a\n", "host a {\x00}", "host a {\x0b}", "plan plan",
+    "steps { run a \"x\" reads = [a, b] }",
     "host a { x = [[1], [2, [3]]] }", "steps { transfer a:\"/x\" to b:\"/y\" verify = false via = rsync }",
     'host a { ssh = "\\q" }', 'host a { ssh = "a\x1bb" }', "steps{stop a,b,c start d}", "steps { dns }",
-    "host a { env = env(\"X\") file = file(\"/y\") }", "steps { exclude }", "steps { dump a to b exclude \"c\", \"d\" }",
+    "host a { env = env(\"X\") file = file(\"/y\") }", "steps { exclude }",
+    "steps { dump a to b exclude \"c\", \"d\" }",
     "mysql db on a { x = 1 }", "file file on on { }", "on on on on { }", "steps on a { }", "host a { }\nstop a",
     "hostt a { }", 'plann "x"', "dir x on a dir", "postgres db a { }", "host on { }", "sequence { }",
     'steps {\n  restore x into db\n  dupm db to h:"/x"\n}', "steps {\n  restore x into db\n  stpo a, b\n}",
@@ -65,8 +67,8 @@ def test_mutated_plans(text):
 
 @SETTINGS
 @given(st.lists(st.sampled_from(EXTRA_TOKENS + ["stop", "a", "b", "1", "=", ":", "  ", "\n", "steps {", "}", "x:",
-                                                "replace", "jobs", "dumpx", "verify", "http", "transfer", "sync", "live",
-                                                "mysql", "on", "dir"]),
+                                                "replace", "jobs", "dumpx", "verify", "http", "transfer", "sync",
+                                                "live", "mysql", "on", "dir"]),
                 max_size=30))
 def test_token_soup(pieces):
     assert_same("".join(pieces))
