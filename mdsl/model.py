@@ -8,7 +8,7 @@ turns it into commands, apply runs them. Store kinds (databases) subclass
 from __future__ import annotations
 
 import posixpath
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from attrs import field, frozen
 
@@ -66,6 +66,28 @@ class Database(Resource):
     """A database of some store kind (mdsl/stores/KIND): dumped, restored and dropped by that store's commands."""
 
     is_database = True
+
+
+@frozen
+class Login(Resource):
+    """The login an app uses for a database (`login NAME on DB`): who it is and how it connects.
+
+    `host` is the database's host: preflight logs in from there, as the app would. `like` names the
+    login whose grants a restore into `database` gives this one (the plan creates it); without it the
+    login must exist already, which preflight proves.
+    """
+
+    database: str = ""  # the declared database (a `mysql`/`postgres` declaration's name)
+    user: str = ""
+    password: Optional[Union[A.Secret, A.Str]] = None
+    tcp_host: Optional[str] = None
+    tcp_port: Optional[int] = None
+    socket: Optional[str] = None
+    source_address: Optional[str] = None  # where a TCP login comes from, as the server sees it
+    run_as: Optional[str] = None  # the OS user it connects as (peer / unix_socket auth)
+    like: Optional[str] = None
+    kind = "login"
+    is_data = False
 
 
 @frozen
@@ -145,6 +167,10 @@ class BoundPlan:
     by_host_path: Dict[str, List[Resource]] = field(factory=dict, eq=False, repr=False)
     # (host, path) -> resources with exactly that path, in declaration order
     by_path: Dict[Tuple[str, str], List[Resource]] = field(factory=dict, eq=False, repr=False)
+
+    def logins_on(self, database: str) -> List["Login"]:
+        """The declared logins of a database, in declaration order."""
+        return [r for r in self.resources.values() if isinstance(r, Login) and r.database == database]
 
     @property
     def steps(self) -> Tuple[A.Step, ...]:

@@ -13,6 +13,7 @@ from mdsl.check.rules.base import Rule
 from mdsl.check.rules.e_plan import E102, E103, E104, E105, E106
 from mdsl.findings import Finding
 from mdsl.model import BoundPlan, Derived, Dir, File, Host, Resource, Service, normpath
+from mdsl.stores import logins
 from mdsl.stores.base import Binding
 from mdsl.stores.registry import STORES
 from mdsl.syntax import ast as A
@@ -40,6 +41,7 @@ _SCHEMAS = {
     },
     "volume": docker.VOLUME_SCHEMA,
     **{kind: store.schema for kind, store in STORES.items()},
+    "login": logins.SCHEMA,  # `login NAME on DB`: the app's own login to a database (mdsl/stores/logins.py)
 }
 DATABASE_KINDS = tuple(STORES)
 DIR_KINDS = ("dir", "volume")
@@ -65,7 +67,7 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
 _TYPE_WORDS = {
     "str": "a string", "int": "a number", "bool": "`true` or `false`", "secret": 'env("NAME") or file("PATH")',
     "names": "a list of names", "strs": "a list of strings", "state": "`running` or `stopped`",
-    "host": "a host name", "flag": "a bare flag", "excludes": 'exclude "SUB", ...',
+    "host": "a host name", "flag": "a bare flag", "excludes": 'exclude "SUB", ...', "name": "a declared name",
 }
 
 
@@ -147,6 +149,7 @@ class _Resolver:
             "names": isinstance(v, A.ListValue) and all(isinstance(i, A.Ref) for i in v.items),
             "strs": isinstance(v, A.ListValue) and all(isinstance(i, A.Str) for i in v.items),
             "state": isinstance(v, A.Ref) and v.name in ("running", "stopped"),
+            "name": isinstance(v, A.Ref),
         }[typ]
         if typ == "names" and isinstance(v, A.Ref):
             ok = True  # a single name stands for a one-element list
@@ -189,13 +192,55 @@ class _Resolver:
         return out
 
     def bind_decls(self):
+        logins = []  # bound last: a login is `on` a database, which may be declared after it
         for name, d in self.decls.items():
             at = self.attrs_of(d)
             if isinstance(d, A.HostDecl):
                 self.hosts[name] = self.host(d, at)
+            elif d.kind == "login":
+                logins.append((d, at))
             else:
                 self.lookup(d.host, ("host",), "a host")
                 self.resources[name] = self.resource(d, at)
+        for d, at in logins:
+            self.login(d, at)
+        for d, _ in logins:
+            if d.name.name in self.resources:
+                self.login_like(d, self.resources[d.name.name])
+
+    def login(self, d: A.ResourceDecl, at) -> None:
+        """`login NAME on DB`: DB is a database of a kind that has logins."""
+        decl = self.lookup(d.host, DATABASE_KINDS, "a database")
+        db = self.resources.get(d.host.name) if decl is not None else None
+        if db is None:
+            return
+        store = STORES[db.kind]
+        if not store.logins:
+            with_logins = " and ".join(k for k, s in STORES.items() if s.logins)
+            self.err(E106, f"`{d.host.name}` is a {db.kind} database: mdsl declares logins of {with_logins} "
+                     "databases only", d.host.span, label=f"a {db.kind} database")
+            return
+        b = Binding(d, at, lambda message, span, help: self.err(E106, message, span, help=help))
+        self.resources[d.name.name] = logins.bind(b, db)
+
+    def login_like(self, d: A.ResourceDecl, login) -> None:
+        """`like = OTHER`: another login, of a database of the same kind, that exists before the plan runs."""
+        if login.like is None:
+            return
+        span = self._attr_span(d, "like")
+        other = self.resources.get(login.like)
+        if login.like not in self.decls or self.decls[login.like].kind != "login":
+            self.lookup(A.Ident(login.like, span), ("login",), "a login")
+        elif login.like == login.name:
+            self.err(E106, f"`{login.name}` is `like` itself", span, help="name the login on the source database")
+        elif other is not None:
+            kind, other_kind = self.resources[login.database].kind, self.resources[other.database].kind
+            if kind != other_kind:
+                self.err(E106, f"`{login.name}` logs in to a {kind} database, `{other.name}` to a {other_kind} "
+                         "one: grants do not translate", span, help="name a login of the same kind of database")
+            elif other.like is not None:
+                self.err(E106, f"`{other.name}` is made by the plan too (`like = {other.like}`): its grants are "
+                         "not there to copy when the restore reads them", span, help=f"write `like = {other.like}`")
 
     def host(self, d: A.HostDecl, at) -> Host:
         local = bool(at.get("local", False))

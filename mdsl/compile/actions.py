@@ -69,6 +69,40 @@ class Shell:
 
 
 @frozen
+class Feed:
+    """Run `command` with a script on its stdin: its own `stdin` text (which may hold secrets), then what
+    `source` printed, when there is one (a command on another host: the grants a login has there).
+
+    The script is shown, secrets masked, in `mdsl plan` and in the step's fingerprint; what `source`
+    prints is read when the step runs, and is not shown.
+    """
+
+    command: Command
+    what: str
+    source: Optional[Command] = None
+    timeout: Optional[float] = None
+    limit: int = 4 << 20  # bytes `source` may print: a script of statements, not data
+
+    def commands(self) -> Tuple[Command, ...]:
+        """The commands, for display and fingerprints."""
+        return tuple(c for c in (self.source, self.command) if c is not None)
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`: the commands, then the script fed to the last one."""
+        lines = []
+        if self.source is not None:
+            lines.append(f"[{self.source.host}] $ {self.source.render(masked=True)}    "
+                         f"# prints statements, fed to the command below after its script")
+        lines.append(f"[{self.command.host}] $ {self.command.render(masked=True)} <<'EOF'")
+        script = self.command.stdin.masked() if self.command.stdin is not None else ""
+        lines += [f"  {line}" for line in script.splitlines()]
+        if self.source is not None:
+            lines.append(f"  -- what the command on {self.source.host} printed")
+        lines.append("EOF")
+        return tuple(lines)
+
+
+@frozen
 class Poll:
     """Run a command until it succeeds (`want_ok`) or fails, e.g. a service's status after start."""
 
@@ -193,4 +227,4 @@ class Gate:
         return (f"[operator] confirm: {self.message}",)
 
 
-Action = Union[Shell, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]
+Action = Union[Shell, Feed, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]

@@ -10,6 +10,10 @@ PGPASSFILE), and shows as `***` wherever it is displayed.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 import shlex
 from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
@@ -72,8 +76,28 @@ def _mycnf_escape(value: str) -> str:
             + '"')
 
 
+def _mysql_literal(value: str) -> str:
+    # A MySQL/MariaDB string literal: backslashes doubled too, as the default sql_mode reads them as escapes.
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _pg_password_literal(value: str) -> str:
+    # The SQL literal of `ALTER ROLE ... PASSWORD`: the SCRAM-SHA-256 verifier the server would store, so
+    # the password itself reaches neither the server's statement log nor pg_stat_activity. A non-ASCII
+    # password goes as it is: the client normalises it (SASLprep) before hashing, which is not repeated here.
+    if not value.isascii():
+        return "'" + value.replace("'", "''") + "'"
+    salt, rounds = os.urandom(16), 4096
+    salted = hashlib.pbkdf2_hmac("sha256", value.encode(), salt, rounds)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    salt_text, stored_text, server_text = (base64.b64encode(raw).decode() for raw in (salt, stored, server))
+    return f"'SCRAM-SHA-256${rounds}:{salt_text}${stored_text}:{server_text}'"
+
+
 _ESCAPES: Dict[Optional[str], Callable[[str], str]] = {None: lambda v: v, "pgpass": _pgpass_escape,
-                                                       "mycnf": _mycnf_escape}
+                                                       "mycnf": _mycnf_escape, "mysql-literal": _mysql_literal,
+                                                       "pg-password": _pg_password_literal}
 
 
 @frozen

@@ -16,7 +16,7 @@ from mdsl.compile.actions import (
 )
 from mdsl.compile.context import RUN_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import CompileError, Lit
-from mdsl.stores.registry import commands_of
+from mdsl.stores.registry import commands_of, logins_of
 from mdsl.syntax import ast as A
 from mdsl.syntax.format import step_text as format_step
 
@@ -182,6 +182,12 @@ def _restore(ctx: CompileContext, step: A.Restore, leaf: _Leaf) -> None:
     db, loc = ctx.bound.resources[step.db.name], _loc(ctx, step.source)
     leaf.actions, leaf.destinations = commands_of(db).restore(ctx, step, db, loc.host, loc.path)
     leaf.destructive = bool(option_value(step, "replace", False))
+    # The app's logins the plan makes (`like`) arrive with the database: a dump carries no accounts.
+    for login in ctx.bound.logins_on(db.name):
+        if login.like is not None:
+            like = ctx.bound.resources[login.like]
+            before, after = logins_of(db).restore_actions(ctx, login, db, like, ctx.bound.resources[like.database])
+            leaf.actions = [*before, *leaf.actions, *after]
 
 
 def _drop(ctx: CompileContext, step: A.Drop, leaf: _Leaf) -> None:

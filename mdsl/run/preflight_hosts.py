@@ -15,12 +15,12 @@ from mdsl.findings import Finding, Severity
 from mdsl.model import Database, Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
 from mdsl.check.rules.base import Rule
-from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P409
+from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P409, P411
 from mdsl.compile.context import CompileContext
 from mdsl.run.docker import DockerChecks
 from mdsl.run.preflight_needs import DestNeed, Needs
 from mdsl.stores.base import DatabaseProbe
-from mdsl.stores.registry import all_probes, probes_of
+from mdsl.stores.registry import all_probes, logins_of, probes_of
 from mdsl.syntax import ast as A
 
 CHECK_TIMEOUT = 60.0
@@ -87,7 +87,8 @@ class HostChecks:
             return self.facts
         self.facts.reachable = True
         checks = ((P402, self.tools), (P409, self.docker.go), (P403, self.versions), (P406, self.databases),
-                  (P404, self.sizes), (P407, self.destinations), (P405, self.services), (P408, self.sources))
+                  (P404, self.sizes), (P407, self.destinations), (P405, self.services), (P408, self.sources),
+                  (P411, self.logins))
         try:
             for code, check in checks:
                 try:
@@ -206,6 +207,22 @@ class HostChecks:
                 label = "cannot log in"
             self.facts.findings.append(preflight_finding(P406, message, db.span, probe.help,
                                                 [f"tried: {probes.auth_text(db)}"], label=label))
+
+    # -- P411: the app's own logins work on the target as the app will connect, or the plan makes them
+
+    def logins(self) -> None:
+        for login in self.needs.logins:
+            if login.host != self.name:
+                continue
+            db = self.needs.resources[login.database]
+            like = self.needs.resources.get(login.like) if login.like else None
+            try:
+                found = logins_of(db).preflight(self.ctx, self.run, login, db, like)
+            except KeyError as e:  # a password's env var / file is missing on this machine
+                found = [preflight_finding(
+                    P411, f"cannot check the app's login `{login.name}`: {e.args[0]}", login.span,
+                    "set the variable (or create the file) before running apply")]
+            self.facts.findings.extend(found)
 
     def _probe(self, db: Database) -> DatabaseProbe:
         if getattr(db, "container", None):

@@ -10,7 +10,7 @@ from attrs import define, field, frozen
 
 from mdsl.compile.actions import Location
 from mdsl.compile.context import option_value
-from mdsl.model import BoundPlan, Database, Service, Volume
+from mdsl.model import BoundPlan, Database, Login, Service, Volume
 from mdsl.run.docker import DockerNeeds
 from mdsl.stores.postgres.commands import RestorePart
 from mdsl.stores.registry import probes_of
@@ -76,6 +76,7 @@ class Needs:
     resources: Dict[str, object] = field(factory=dict)  # the plan's declarations, by name
     sources: List[SourceNeed] = field(factory=list)
     docker: DockerNeeds = field(factory=DockerNeeds)
+    logins: List[Login] = field(factory=list)  # every declared login of an app: made by the plan, or proven (P411)
 
     def size_source(self, d: DestNeed) -> Optional[Tuple[str, str, str, str]]:
         """(kind, key, host, path) of what decides how much lands at `d`.
@@ -123,7 +124,8 @@ class _NeedsWalk:
 
     def __init__(self, bound: BoundPlan):
         self.bound = bound
-        self.needs = Needs(resources=dict(bound.resources))
+        self.needs = Needs(resources=dict(bound.resources),
+                           logins=[r for r in bound.resources.values() if isinstance(r, Login)])
         self.dumped_by: Dict[Tuple[str, str], Tuple[Database, A.Step]] = {}
         self.made: Dict[Tuple[str, str], None] = {}  # artifacts an earlier step writes
         self.ran_commands = False  # after a `run`, an artifact may be its work: not asked for before the plan runs

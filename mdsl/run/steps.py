@@ -12,11 +12,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Tuple
 
+import attrs
 from attrs import define, field
 
 from mdsl.model import Host
-from mdsl.compile.actions import CopyArtifact, DnsCheck, Gate, HttpCheck, Poll, Shell
-from mdsl.compile.parts import Command
+from mdsl.compile.actions import CopyArtifact, DnsCheck, Feed, Gate, HttpCheck, Poll, Shell
+from mdsl.compile.parts import Command, Lit, SecretText
 from mdsl.compile.plan import CompiledStep
 from mdsl.run import journal as J
 from mdsl.run import log
@@ -145,6 +146,8 @@ class StepRunner:
         """Run one action; returns bytes copied between hosts."""
         if isinstance(action, Shell):
             self._shell(action, notes)
+        elif isinstance(action, Feed):
+            self._feed(action)
         elif isinstance(action, Poll):
             self._poll(action)
         elif isinstance(action, CopyArtifact):
@@ -162,21 +165,39 @@ class StepRunner:
         return 0
 
     def _shell(self, action: Shell, notes: List[str]) -> None:
-        log.bind(host=action.command.host)
-        self.log.info("command.run", command=action.command.render(masked=True))
         watcher = self._watch(action)
         try:
-            res = self.executor.run(action.command, timeout=action.timeout)
-        except BackendError as exc:
-            raise StepFailed(exc.message, host=exc.host, command=action.command.render(masked=True),
-                             hint=exc.hint) from None
+            stdout = self._checked(action.command, action.timeout, action.what)
         finally:
             if watcher:
                 watcher()
-        if not res.ok:
-            raise _fail(action.command, res, action.what)
         if action.show_output:
-            notes.extend(log.redact_text(res.stdout).splitlines()[-STDERR_TAIL:])
+            notes.extend(log.redact_text(stdout).splitlines()[-STDERR_TAIL:])
+
+    def _feed(self, action: Feed) -> None:
+        """Run `source` (if any), then `command` with its script and what `source` printed on stdin."""
+        cmd = action.command
+        if action.source is not None:
+            printed = self._checked(action.source, action.timeout, action.what)
+            if len(printed.encode()) > action.limit:
+                raise StepFailed(f"{action.what}: `{action.source.host}` printed more than {action.limit} bytes; "
+                                 "not feeding that on", host=action.source.host,
+                                 command=action.source.render(masked=True))
+            own = cmd.stdin.parts if cmd.stdin is not None else ()
+            cmd = attrs.evolve(cmd, stdin=SecretText((*own, Lit(printed))))
+        self._checked(cmd, action.timeout, action.what)
+
+    def _checked(self, cmd: Command, timeout, what: str) -> str:
+        """Run one command; its stdout, or StepFailed."""
+        log.bind(host=cmd.host)
+        self.log.info("command.run", command=cmd.render(masked=True))
+        try:
+            res = self.executor.run(cmd, timeout=timeout)
+        except BackendError as exc:
+            raise StepFailed(exc.message, host=exc.host, command=cmd.render(masked=True), hint=exc.hint) from None
+        if not res.ok:
+            raise _fail(cmd, res, what)
+        return res.stdout
 
     def _poll(self, action: Poll) -> None:
         log.bind(host=action.command.host)

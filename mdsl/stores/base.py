@@ -86,6 +86,11 @@ class StoreKind:
     # The database is a file on its host that the app opens itself: a restore must leave it owned by the
     # app's user (`owner`, `mode`; H302 when a restore target declares none).
     is_file: bool = False
+    # The role that owns what a restore creates, when the kind's objects have owners (PostgreSQL:
+    # pg_restore --no-owner makes them the restoring role's); None when they have none, or it is not known.
+    restore_owner: Callable[[Database], Optional[str]] = lambda db: None
+    # The kind has database logins (`login NAME on DB`): its package has a `logins` module (mdsl/stores/logins.py).
+    logins: bool = False
 
 
 @frozen
@@ -131,3 +136,14 @@ class StoreProbes(Protocol):
     def dump_findings(self, db, step, version, probe_of) -> List[Finding]: ...  # P403 for a dump
 
     def pair_findings(self, source, target, restore_step, plain, version, probe_of) -> List[Finding]: ...
+
+
+class StoreLogins(Protocol):
+    """The interface of a kind's `logins` module (kinds with `StoreKind.logins`): an app's own login."""
+
+    # (actions before, actions after) the restore into `db` that make `login` with the grants `like` has on
+    # `like_db` (compile).
+    def restore_actions(self, ctx, login, db: Database, like, like_db: Database): ...
+
+    # P411 for one declared login on its database's host; `like` when the plan makes it (preflight).
+    def preflight(self, ctx, run, login, db: Database, like) -> List[Finding]: ...

@@ -32,6 +32,11 @@ def probes_of(db: Database):
     return importlib.import_module(f"mdsl.stores.{db.kind}.probes")
 
 
+def logins_of(db: Database):
+    """The `logins` module of a database's kind (create an app's login, prove it): for compile and preflight."""
+    return importlib.import_module(f"mdsl.stores.{db.kind}.logins")
+
+
 def all_probes() -> List:
     """Every kind's `probes` module, in registry order."""
     return [importlib.import_module(f"mdsl.stores.{kind}.probes") for kind in STORES]

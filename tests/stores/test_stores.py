@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mdsl.stores.base import StoreCommands, StoreProbes
+from mdsl.stores.base import StoreCommands, StoreLogins, StoreProbes
 from mdsl.stores.registry import STORES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,14 @@ def test_every_store_kind_has_its_commands_and_probes(kind):
             if inspect.isfunction(getattr(protocol, name, None)):
                 want = [p for p in inspect.signature(getattr(protocol, name)).parameters if p != "self"]
                 assert list(inspect.signature(getattr(module, name)).parameters) == want, (layer, name)
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, s in STORES.items() if s.logins))
+def test_every_kind_with_logins_has_its_logins_module(kind):
+    module = importlib.import_module(f"mdsl.stores.{kind}.logins")
+    for name in _members(StoreLogins):
+        want = [p for p in inspect.signature(getattr(StoreLogins, name)).parameters if p != "self"]
+        assert list(inspect.signature(getattr(module, name)).parameters) == want, name
 
 
 def _mdsl(*args, cwd):

@@ -134,4 +134,26 @@ P410 = Rule(
     source="Compose's documentation on project names; a classic way to lose a Compose app's data in a move.",
 )
 
-RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410)
+P411 = Rule(
+    "P411", "the app's own database login will not work on the target", ERROR,
+    summary=(
+        "A dump carries tables, not the server's users: the app's configuration moves unchanged, so after the "
+        "cutover it logs in as the same user with the same password, and that login must exist on the new "
+        "server, match the way the app connects, and have its rights. Every declared `login` is proven before "
+        "the stop: one the plan makes (`like = OTHER`) needs an administrative login that may create it, and "
+        "nothing on the server that would match the app's connection first; any other logs in as declared "
+        "and must have rights on its database. MariaDB/MySQL match an account by user and host: "
+        "`'wp'@'localhost'` takes socket logins, and TCP logins from 127.0.0.1 only while the server resolves "
+        "names; with skip_name_resolve a TCP login is matched by its address and refused. PostgreSQL's "
+        "pg_hba.conf is read the same way: the first line the app's connection meets must accept it (a "
+        "`peer` line does not take a password, a `reject` line takes nothing)."),
+    bad="WordPress connects over TCP to 127.0.0.1 (DB_HOST in wp-config.php); the new server has "
+        "'wordpress'@'localhost' only and runs with skip_name_resolve: the site answers 'Error establishing a "
+        "database connection' right after the cutover.",
+    fixed="Create 'wordpress'@'127.0.0.1' with the same grants, let the plan make it (`like = wp_old` on the "
+          "target's login), or point DB_HOST at the socket and declare `socket` on the login.",
+    source="issue 19: a WordPress 6.1 move on MariaDB, restored as root over unix_socket, whose `wordpress` "
+           "user existed on the old box only.",
+)
+
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411)

@@ -52,4 +52,5 @@ STORE = StoreKind(
         "password": ("secret", False), "run_as": ("str", False), "fresh": ("bool", False),
     },
     bind=bind,
+    logins=True,
 )

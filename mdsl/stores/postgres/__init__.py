@@ -68,6 +68,8 @@ STORE = StoreKind(
         "bin": ("str", False), **CONTAINER_SCHEMA,
     },
     bind=bind,
+    logins=True,
+    restore_owner=lambda db: db.user or db.run_as,
     dump_options={"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},
     restore_options={"jobs": "int"},
     dump_format=dump_format,
