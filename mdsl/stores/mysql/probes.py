@@ -57,7 +57,8 @@ def _probe_sql(database: str) -> str:
             "(SELECT COUNT(*) FROM information_schema.ROUTINES "
             f"WHERE ROUTINE_SCHEMA = {q} AND ROUTINE_DEFINITION IS NULL), "
             "(SELECT COALESCE(GROUP_CONCAT(DISTINCT COLLATION_NAME), '') FROM information_schema.COLUMNS "
-            f"WHERE TABLE_SCHEMA = {q} AND (COLLATION_NAME LIKE '%\\_0900\\_%' OR COLLATION_NAME LIKE 'utf8mb4\\_ja\\_%'))")
+            f"WHERE TABLE_SCHEMA = {q} AND (COLLATION_NAME LIKE '%\\_0900\\_%' "
+            "OR COLLATION_NAME LIKE 'utf8mb4\\_ja\\_%'))")
 
 
 def parse_server_version(text: str) -> Optional[int]:
@@ -131,7 +132,8 @@ def dump_findings(db: Mysql, step: A.Step, version, probe_of) -> List[Finding]:
     """P406: the dumping user cannot read every routine's body (the dump would stop halfway, after the stop)."""
     found = probe_of(db)
     if isinstance(found, MysqlProbe) and found.ok and found.hidden_routines:
-        return [P406.finding(f"{found.user} may not read the body of {found.hidden_routines} routine(s) in `{db.database}`: "
+        return [P406.finding(
+            f"{found.user} may not read the body of {found.hidden_routines} routine(s) in `{db.database}`: "
             f"the dump of `{db.name}` would fail halfway", step.span, label="routine bodies hidden",
             notes=("mariadb-dump --routines needs SHOW CREATE for every procedure and function",),
             help=f"on the server, as an administrator: {_grant_for_routines(found, db)}")]
@@ -145,23 +147,21 @@ def pair_findings(source: Mysql, target: Mysql, restore_step: A.Step, plain: boo
         return []
     out = []
     if src.flavour == "MySQL" and dst.flavour == "MariaDB" and src.server_version >= 80000 and src.mysql8_collations:
-        out.append(_p403(
+        out.append(P403.finding(
             f"`{source.name}` is MySQL {_v(src.version_text)} and uses MySQL-8-only collations "
             f"({', '.join(src.mysql8_collations[:4])}) that the MariaDB server of `{target.name}` "
             f"({_v(dst.version_text)}) does not have: its tables would not load", restore_step.span,
-            "convert those tables on the source first (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4 "
-            "COLLATE utf8mb4_unicode_ci), or move to a MySQL 8 server", "MySQL 8 collations"))
+            help="convert those tables on the source first (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4 "
+                 "COLLATE utf8mb4_unicode_ci), or move to a MySQL 8 server",
+            label="MySQL 8 collations"))
     elif src.flavour == dst.flavour and dst.server_version < src.server_version:
-        out.append(_p403(
+        out.append(P403.finding(
             f"the server of `{target.name}` ({src.flavour} {_v(dst.version_text)}) is older than the server of "
             f"`{source.name}` ({_v(src.version_text)}): its dump may use what the older server lacks",
-            restore_step.span, f"upgrade the target server to {_v(src.version_text)} or newer before the move",
-            "target server older"))
+            restore_step.span,
+            help=f"upgrade the target server to {_v(src.version_text)} or newer before the move",
+            label="target server older"))
     return out
-
-
-def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return P403.finding(message, span, label=label, help=help)
 
 
 def _v(text: str) -> str:

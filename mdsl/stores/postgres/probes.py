@@ -135,11 +135,12 @@ def dump_findings(db: Postgres, step: A.Step, version: Callable[[str, str], Vers
     v = version(db.host, tool_word(db, "pg_dump"))
     found = probe_of(db)
     if v and found and found.ok and found.server_version and v[0] < found.server_version // 10000:
-        return [_p403(
+        return [P403.finding(
             f"pg_dump on `{db.host}` is version {_v(v)}, older than the server of `{db.name}` "
             f"({_server(found.server_version)}): pg_dump refuses to dump a newer server", step.span,
-            f"install pg_dump {found.server_version // 10000} or newer on `{db.host}` (or set `bin` on the database)",
-            "pg_dump too old")]
+            help=f"install pg_dump {found.server_version // 10000} or newer on `{db.host}` "
+                 "(or set `bin` on the database)",
+            label="pg_dump too old")]
     return []
 
 
@@ -151,24 +152,22 @@ def pair_findings(source: Postgres, target: Postgres, restore_step: A.Step, plai
     dv = version(source.host, tool_word(source, "pg_dump"))
     rv = version(target.host, tool_word(target, "pg_restore"))
     if not plain and dv and rv and rv[0] < dv[0]:
-        out.append(_p403(
+        out.append(P403.finding(
             f"pg_restore on `{target.host}` ({_v(rv)}) is older than the pg_dump on `{source.host}` ({_v(dv)}) "
             "that writes the dump: it cannot read the archive", restore_step.span,
-            f"install pg_restore {dv[0]} or newer on `{target.host}`, or dump with a pg_dump {rv[0]} "
-            f"(`bin` on `{source.name}`)", "pg_restore too old"))
+            help=f"install pg_restore {dv[0]} or newer on `{target.host}`, or dump with a pg_dump {rv[0]} "
+                 f"(`bin` on `{source.name}`)",
+            label="pg_restore too old"))
     src, dst = probe_of(source), probe_of(target)
     if (src and dst and src.ok and dst.server_version and src.server_version
             and dst.server_version // 10000 < src.server_version // 10000):
-        out.append(_p403(
+        out.append(P403.finding(
             f"the server of `{target.name}` ({_server(dst.server_version)}) is older than the server of "
             f"`{source.name}` ({_server(src.server_version)}): restoring into an older server is not supported",
-            restore_step.span, f"upgrade the target server to {src.server_version // 10000} or newer before the move",
-            "target server older"))
+            restore_step.span,
+            help=f"upgrade the target server to {src.server_version // 10000} or newer before the move",
+            label="target server older"))
     return out
-
-
-def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return P403.finding(message, span, label=label, help=help)
 
 
 def _v(v: Tuple[int, int]) -> str:

@@ -89,9 +89,10 @@ def dump_findings(db: Redis, step: A.Step, version, probe_of) -> List[Finding]:
     known = isinstance(found, RedisProbe) and found.ok and found.server_version
     server = divmod(found.server_version // 100, 100) if known else None
     if server and v and v < server:
-        return [_p403(f"redis-check-rdb on `{db.host}` ({v[0]}.{v[1]}) is older than the server of `{db.name}` "
-                      f"({found.version_text}): it cannot read the snapshot", step.span,
-                      f"install redis-tools {found.version_text} or newer on `{db.host}`", "redis-tools too old")]
+        return [P403.finding(
+            f"redis-check-rdb on `{db.host}` ({v[0]}.{v[1]}) is older than the server of `{db.name}` "
+            f"({found.version_text}): it cannot read the snapshot", step.span,
+            help=f"install redis-tools {found.version_text} or newer on `{db.host}`", label="redis-tools too old")]
     return []
 
 
@@ -102,17 +103,16 @@ def pair_findings(source: Redis, target: Redis, restore_step: A.Step, plain: boo
         return []
     out = []
     if src.server_version and dst.server_version and dst.server_version < src.server_version:
-        out.append(_p403(f"the Redis of `{target.name}` ({dst.version_text}) is older than the one of `{source.name}` "
-                         f"({src.version_text}): it cannot load a newer server's snapshot", restore_step.span,
-                         f"upgrade the target to Redis {src.version_text} or newer before the move",
-                         "target Redis older"))
+        out.append(P403.finding(
+            f"the Redis of `{target.name}` ({dst.version_text}) is older than the one of `{source.name}` "
+            f"({src.version_text}): it cannot load a newer server's snapshot", restore_step.span,
+            help=f"upgrade the target to Redis {src.version_text} or newer before the move", label="target Redis older"))
     if dst.maxmemory and dst.maxmemory < src.used_memory:
-        out.append(_p403(f"`{target.name}` may use {dst.maxmemory} bytes (maxmemory), less than the "
-                         f"{src.used_memory} bytes `{source.name}` holds: the restore would not fit", restore_step.span,
-                         f"raise maxmemory on the target (CONFIG SET maxmemory {src.used_memory * 5 // 4}, and in "
-                         "its redis.conf)", "maxmemory too small"))
+        out.append(P403.finding(
+            f"`{target.name}` may use {dst.maxmemory} bytes (maxmemory), less than the "
+            f"{src.used_memory} bytes `{source.name}` holds: the restore would not fit", restore_step.span,
+            help=f"raise maxmemory on the target (CONFIG SET maxmemory {src.used_memory * 5 // 4}, and in "
+                 "its redis.conf)",
+            label="maxmemory too small"))
     return out
 
-
-def _p403(message: str, span: A.Span, help: str, label: str) -> Finding:
-    return P403.finding(message, span, label=label, help=help)
