@@ -51,6 +51,7 @@ STORE = StoreKind(
         "database": ("str", True), "user": ("str", False), "tcp": ("str", False), "socket": ("str", False),
         "password": ("secret", False), "run_as": ("str", False), "fresh": ("bool", False),
     },
+    restore_options={"jobs": "int"},
     bind=bind,
     logins=True,
 )

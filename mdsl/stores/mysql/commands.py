@@ -7,7 +7,7 @@ has no `mysqldump`; MySQL hosts have no `mariadb-dump`), and passes
 made for the command. A password never reaches argv or the environment. With
 `run_as` (unix_socket auth as that OS user, Debian's default for root) only
 the client runs as that user; files are read and written by the connecting
-user. Measurements behind the choices: docs/stores-mysql-redis.md.
+user. Measurements behind the choices: docs/performance.md (MariaDB block).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout
 from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
 from mdsl.stores.mysql import Mysql
+from mdsl.stores.postgres.commands import RESTORE_JOBS_VAR, RESTORE_PART_SUFFIX, RestorePart, auto_jobs
 from mdsl.syntax import ast as A
 
 DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")
@@ -29,7 +30,7 @@ OPTION_FILE_VAR = "MDSL_MYSQL_OPTIONS"
 # demands, of everything); routines, triggers and events too; binary columns as hex, so the SQL text is
 # valid whatever the bytes; utf8mb4 so 4-byte characters (emoji) survive whatever the server's default.
 DUMP_FLAGS = "--single-transaction --routines --triggers --events --hex-blob --default-character-set=utf8mb4"
-# Level 1 is both faster and smaller than level 3 on mariadb-dump's SQL (docs/stores-mysql-redis.md).
+# Level 1 is both faster and smaller than level 3 on mariadb-dump's SQL (docs/performance.md).
 ZSTD = "zstd -q -T0 -1 -c"
 # mariadb-dump and mysqldump end every complete dump with this line (unless --skip-comments).
 TRAILER = "-- Dump completed"
@@ -141,7 +142,8 @@ def _prepare(ctx: CompileContext, db: Mysql, replace: bool) -> Tuple:
     sure it holds no table yet (the dump's DROP TABLE IF EXISTS would replace tables without asking)."""
     name, q = sql_ident(db.database), sql_str(db.database)
     if replace:
-        sql = (f"SET @cs = (SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {q}); "
+        sql = (f"SET @cs = (SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA "
+               f"WHERE SCHEMA_NAME = {q}); "
                f"SET @co = (SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {q}); "
                f"DROP DATABASE IF EXISTS {name}; "
                f"SET @mdsl = CONCAT({sql_str('CREATE DATABASE ' + name)}, "
@@ -150,14 +152,21 @@ def _prepare(ctx: CompileContext, db: Mysql, replace: bool) -> Tuple:
         return (Sub(sql_command(ctx, db, sql)),)
     sql = (f"CREATE DATABASE IF NOT EXISTS {name}; "
            f"SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {q};")
-    refuse = f"mdsl: database {db.database} of {db.name} already holds tables; add `replace` to the restore to empty it"
+    refuse = (f"mdsl: database {db.database} of {db.name} already holds tables; "
+              "add `replace` to the restore to empty it")
     return sh("n=$(", Sub(sql_command(ctx, db, sql)), ") && { [ \"$n\" = 0 ] || { echo", Arg(refuse),
               "\"($n tables)\" >&2; exit 1; }; }")
 
 
 def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: str):
-    """`restore LOC into DB [replace]`: read the dump back whole, empty or create the database, then load it
-    through the restore filter (DEFINER clauses removed, secondary keys built after the rows) into the client.
+    """`restore LOC into DB [replace] [jobs = N]`: read the dump back whole, empty or create the database,
+    then load it through the restore filter into N clients at once, one table at a time each.
+
+    The filter (RESTORE_SCRIPT) removes DEFINER clauses, holds secondary keys back until after the
+    rows, and hands each table's part of the dump to the next free client through a FIFO; what is
+    not a table (views, routines, events) is loaded by one more client once every table is in. N is
+    the restore host's CPU count (`nproc`, at most 8) unless `jobs =` says. The table parts wait in
+    `LOC.restore.part/` (removed when the step ends) while every client is busy.
     """
     _same_host(db, host, step, "restore")
     known = ctx.format_of(host, path)
@@ -165,17 +174,29 @@ def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: st
         raise CompileError(f'{host}:"{path}" holds a {known.engine} artifact, not a MySQL/MariaDB dump', step.span)
     compress = known.compress if known is not None else "detect"
     replace = bool(option_value(step, "replace", False))
+    jobs = option_value(step, "jobs")
     load = client_command(ctx, db, CLIENT_PROGRAMS, (Lit("--batch --skip-column-names --binary-mode"),
                                                     Lit("--"), Arg(db.database)))
+    spool = path + RESTORE_PART_SUFFIX
+    n = f'"${RESTORE_JOBS_VAR}"'
+    each = f'i=0; while [ "$i" -lt {n} ]; do'
+    count = sh(f"{RESTORE_JOBS_VAR}={int(jobs)};") if jobs is not None else auto_jobs()
     failed = f"mdsl: the restore into {db.name} stopped before the end of the dump"
-    body = (complete(path, compress, "the dump") + sh("&&") + _prepare(ctx, db, replace) + sh(
-        "&& out=$(", *_reader(path, compress), "| python3 -c", Lit(shlex.quote(FILTER_SCRIPT)), "|", Sub(load),
-        ") && { printf '%s\\n' \"$out\" | grep -q -x -F --", Arg(SENTINEL), "|| { echo", Arg(failed),
-        ">&2; exit 1; }; }"))
+    body = sh("d=$(printf %s", Arg(spool), ");") + complete(path, compress, "the dump") + sh("&&") + _prepare(ctx, db, replace)
+    body += sh("&& { umask 077 &&") + count + sh(
+        'rm -rf -- "$d" && mkdir -- "$d" &&', each, 'mkfifo -- "$d/in$i" || exit 1;', "{", Sub(load),
+        '< "$d/in$i" > "$d/out$i" 2>&1; echo $? > "$d/rc$i"; } & i=$((i+1)); done;',
+        *_reader(path, compress), "| python3 -c", Lit(shlex.quote(RESTORE_SCRIPT)), '"$d"', n, "; rc=$?;",
+        # a client whose FIFO the filter never opened (it failed first) gets its end of input here
+        each, ': 1<>"$d/in$i"; i=$((i+1)); done; wait;',
+        each, '[ "$(cat "$d/rc$i" 2>/dev/null)" = 0 ] || { tail -n 5 "$d/out$i" >&2; rc=1; }; i=$((i+1)); done;',
+        '[ "$rc" = 0 ] && out=$(', Sub(load), '< "$d/tail.sql") && { printf \'%s\\n\' "$out" | grep -q -x -F --',
+        Arg(SENTINEL), "|| { echo", Arg(failed), '>&2; false; }; }; }; rc=$?; rm -rf -- "$d"; [ "$rc" = 0 ]')
     unzip = {"zstd": ("zstd",), "gzip": ("gzip",), "none": ()}.get(compress, ("zstd", "gzip", "head", "od", "tr"))
-    cmd = ctx.command(host, body, tools=("python3", "tail", "grep", *unzip))
+    cmd = ctx.command(host, body, tools=("python3", "mkfifo", "tail", "grep", *unzip))
     how = "replace" if replace else "into an empty database"
-    return [Shell(cmd, f"restore {db.name} ({how})", step_timeout(step, DEFAULT_TIMEOUT))], []
+    dests = [RestorePart(host, spool, None, Location(host, path))]
+    return [Shell(cmd, f"restore {db.name} ({how}, parallel)", step_timeout(step, DEFAULT_TIMEOUT))], dests
 
 
 def drop(ctx: CompileContext, step: A.Drop, db: Mysql):
@@ -184,7 +205,8 @@ def drop(ctx: CompileContext, step: A.Drop, db: Mysql):
     return [Shell(cmd, f"drop database {db.database}", step_timeout(step, DEFAULT_TIMEOUT))]
 
 
-# The restore filter, between the decompressed dump and the client (python3, on every host mdsl runs on):
+# The restore filter (python3, on every host mdsl runs on), between the decompressed dump and N clients;
+# argv: the spool directory (holding the clients' FIFOs in0..inN-1) and N.
 # - DEFINER clauses go, so views, triggers, routines and events are defined by the restoring user and
 #   work on a server where the source's definer does not exist. Only at the line starts mysqldump writes
 #   for them; a data line starts with `(` or `INSERT`, so a value holding `DEFINER=` is never touched.
@@ -192,29 +214,110 @@ def drop(ctx: CompileContext, step: A.Drop, db: Mysql):
 #   its rows (a sorted build instead of random inserts: 3x faster on Nextcloud's oc_filecache), unless
 #   the table has foreign keys (they need their index while rows arrive), a FULLTEXT or SPATIAL key (one
 #   per ALTER in InnoDB) or an AUTO_INCREMENT column outside the primary key (it must be a key).
-# - The dump must end with the client's closing line; only then a sentinel SELECT is added, so a cut
-#   stream (the decompressor failed halfway) never looks like a finished restore.
-FILTER_SCRIPT = r'''
-import re, sys
-inp, out = sys.stdin.buffer, sys.stdout.buffer
-definer = re.compile(rb"^(/\*!50003 CREATE\*/ /\*!50017 |/\*!50013 |CREATE |/\*!50106 CREATE\*/ /\*!50117 )DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
+# - Each table's part (structure, rows, keys, triggers) goes to the next client free, after the dump's
+#   header (its session settings: character set, time zone, checks off); it is written to a file in the
+#   spool directory as it is read and sent from there, so a big table does not hold up the next ones.
+#   What is not a table (views, routines, events, the closing settings) goes to `tail.sql`, loaded
+#   after every table by the step's shell: a view needs its tables.
+# - The dump must end with the client's closing line; only then `tail.sql` is written, ending in a
+#   sentinel SELECT, so a cut stream (the decompressor failed halfway) never looks like a finished restore.
+RESTORE_SCRIPT = r'''
+import os, re, sys, threading
+spool, jobs = sys.argv[1], int(sys.argv[2])
+inp = sys.stdin.buffer
+definer = re.compile(rb"^(/\*!50003 CREATE\*/ /\*!50017 |/\*!50013 |CREATE |/\*!50106 CREATE\*/ /\*!50117 )"
+                     rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
 create = re.compile(rb"^CREATE TABLE (`(?:[^`]|``)+`) \(\n$")
 key = re.compile(rb"^  (?:UNIQUE )?KEY `")
-pending = {}
-last = b""
-def flush(table):
-    keys = pending.pop(table, None)
-    if keys:
-        out.write(b"ALTER TABLE " + table + b" " + b", ".join(b"ADD " + k for k in keys) + b";\n")
-table = None
+TABLE = b"-- Table structure for table "
+OTHER = (b"-- Temporary table structure for view ", b"-- Dumping events", b"-- Dumping routines",
+         b"-- Final view structure")
+cond = threading.Condition()
+parts, errors, state = [], [], {"read": False}
+
+class Part:
+    def __init__(self, n):
+        self.path = os.path.join(spool, "part%05d.sql" % n)
+        self.out, self.size, self.sent, self.done = open(self.path, "wb"), 0, 0, False
+    def write(self, data):
+        self.out.write(data)
+        self.sent += len(data)
+        if self.sent - self.size >= 1 << 20:
+            self.publish()
+    def publish(self, done=False):
+        self.out.flush()
+        with cond:
+            self.size, self.done = self.sent, done
+            cond.notify_all()
+
+def client(i, header):
+    try:
+        with open(os.path.join(spool, "in%d" % i), "wb") as fifo:
+            fifo.write(header)
+            while True:
+                with cond:
+                    while not parts and not state["read"] and not errors:
+                        cond.wait()
+                    if errors or not parts:
+                        return
+                    part = parts.pop(0)
+                with open(part.path, "rb") as f:
+                    while True:
+                        chunk = f.read(1 << 20)
+                        if chunk:
+                            fifo.write(chunk)
+                            continue
+                        with cond:
+                            if errors:
+                                return
+                            if part.done and f.tell() >= part.size:
+                                break
+                            cond.wait(1)
+                os.unlink(part.path)
+    except OSError as e:
+        with cond:
+            errors.append("a restore client stopped early (%s)" % (e.strerror or e))
+            cond.notify_all()
+
+header, pending, last, current, workers, count = [], {}, b"", None, [], 0
+tail = open(os.path.join(spool, "tail.part"), "wb")
+out = None  # where lines go: None = the header, a Part, or the tail file
+def flush_keys():
+    for table, keys in list(pending.items()):
+        (out or tail).write(b"ALTER TABLE " + table + b" " + b", ".join(b"ADD " + k for k in keys) + b";\n")
+        del pending[table]
+def switch(to):
+    global out, workers
+    flush_keys()
+    if isinstance(out, Part):
+        out.publish(done=True)
+    if out is None and not workers:
+        workers = [threading.Thread(target=client, args=(i, b"".join(header)), daemon=True) for i in range(jobs)]
+        tail.write(b"".join(header))
+        for w in workers:
+            w.start()
+    out = to
+    if isinstance(to, Part):
+        with cond:
+            parts.append(to)
+            cond.notify_all()
+def emit(data):
+    if out is None:
+        header.append(data)
+    else:
+        out.write(data)
 for line in inp:
+    if errors:
+        break
     last = line if line.strip() else last
     if line.startswith((b"(", b"INSERT ")):
-        out.write(line)
+        emit(line)
         continue
-    if line.startswith(b"-- Table structure for table ") or line.startswith(b"-- Dumping routines") or line.startswith(b"-- Dumping events") or line.startswith(b"-- Final view structure"):
-        for t in list(pending):
-            flush(t)
+    if line.startswith(TABLE):
+        count += 1
+        switch(Part(count))
+    elif line.startswith(OTHER):
+        switch(tail)
     m = create.match(line)
     if m:
         block = [line]
@@ -222,11 +325,10 @@ for line in inp:
             block.append(inner)
             if inner.startswith(b")"):
                 break
-        body = block[1:-1]
-        tail = block[-1]
+        body, end = block[1:-1], block[-1]
         auto = [b.split(b"`")[1] for b in body if b.startswith(b"  `") and b" AUTO_INCREMENT" in b]
         pk = b"".join(b for b in body if b.startswith(b"  PRIMARY KEY"))
-        movable = (b"ENGINE=InnoDB" in tail and not any(b.startswith(b"  CONSTRAINT") for b in body)
+        movable = (b"ENGINE=InnoDB" in end and not any(b.startswith(b"  CONSTRAINT") for b in body)
                    and not any(b.startswith((b"  FULLTEXT", b"  SPATIAL")) for b in body)
                    and all(b"`" + a + b"`" in pk for a in auto))
         keys = [b for b in body if key.match(b)] if movable else []
@@ -234,16 +336,24 @@ for line in inp:
         if keys:
             kept[-1] = kept[-1].rstrip(b",\n") + b"\n"
             pending[m.group(1)] = [k.strip().rstrip(b",") for k in keys]
-        out.write(block[0] + b"".join(kept) + tail)
+        emit(block[0] + b"".join(kept) + end)
         continue
     if line.startswith(b"/*!40000 ALTER TABLE ") and line.rstrip().endswith(b"ENABLE KEYS */;"):
-        out.write(line)
-        flush(line.split(b" ")[3])
+        emit(line)
+        flush_keys()
         continue
-    out.write(definer.sub(lambda m: m.group(1), line, count=1))
-for t in list(pending):
-    flush(t)
+    emit(definer.sub(lambda m: m.group(1), line, count=1))
+switch(tail)
+with cond:
+    state["read"] = True
+    cond.notify_all()
+for w in workers:
+    w.join()
+if errors:
+    sys.exit("mdsl: " + errors[0])
 if not last.startswith(b"-- Dump completed"):
     sys.exit("mdsl: the dump ends before the dump client's closing line")
-out.write(b"SELECT 'mdsl: restore complete';\n")
+tail.write(b"SELECT 'mdsl: restore complete';\n")
+tail.close()
+os.rename(os.path.join(spool, "tail.part"), os.path.join(spool, "tail.sql"))
 '''

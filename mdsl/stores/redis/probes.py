@@ -106,7 +106,8 @@ def pair_findings(source: Redis, target: Redis, restore_step: A.Step, plain: boo
         out.append(P403.finding(
             f"the Redis of `{target.name}` ({dst.version_text}) is older than the one of `{source.name}` "
             f"({src.version_text}): it cannot load a newer server's snapshot", restore_step.span,
-            help=f"upgrade the target to Redis {src.version_text} or newer before the move", label="target Redis older"))
+            help=f"upgrade the target to Redis {src.version_text} or newer before the move",
+            label="target Redis older"))
     if dst.maxmemory and dst.maxmemory < src.used_memory:
         out.append(P403.finding(
             f"`{target.name}` may use {dst.maxmemory} bytes (maxmemory), less than the "
