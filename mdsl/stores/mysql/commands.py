@@ -182,7 +182,8 @@ def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: st
     each = f'i=0; while [ "$i" -lt {n} ]; do'
     count = sh(f"{RESTORE_JOBS_VAR}={int(jobs)};") if jobs is not None else auto_jobs()
     failed = f"mdsl: the restore into {db.name} stopped before the end of the dump"
-    body = sh("d=$(printf %s", Arg(spool), ");") + complete(path, compress, "the dump") + sh("&&") + _prepare(ctx, db, replace)
+    body = (sh("d=$(printf %s", Arg(spool), ");") + complete(path, compress, "the dump") + sh("&&")
+            + _prepare(ctx, db, replace))
     body += sh("&& { umask 077 &&") + count + sh(
         'rm -rf -- "$d" && mkdir -- "$d" &&', each, 'mkfifo -- "$d/in$i" || exit 1;', "{", Sub(load),
         '< "$d/in$i" > "$d/out$i" 2>&1; echo $? > "$d/rc$i"; } & i=$((i+1)); done;',
