@@ -1,0 +1,252 @@
+"""MySQL/MariaDB dump and restore: what they compile to, and the restore's shell and filter run for real.
+
+The restore's shell is run here with `mariadb` replaced by a small program that keeps what each client
+got (the real servers are in tests/e2e/test_mysql_redis.py): every table of the dump reaches exactly one
+of the N clients, after the dump's header; views and routines come last, through one more client, once
+every table is in; the spool directory is gone afterwards; a client that fails fails the step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mdsl.check.resolve import resolve
+from mdsl.compile import compile_plan
+from mdsl.compile.actions import Shell
+from mdsl.compile.parts import Command
+from mdsl.stores.mysql.commands import DUMP_FLAGS, RESTORE_SCRIPT, SENTINEL, ZSTD
+from mdsl.stores.postgres.commands import RESTORE_JOBS_VAR, RestorePart, auto_jobs
+from mdsl.syntax.parser import parse_text
+
+HEAD = """plan "my"
+host a { ssh = "root@10.0.0.1" }
+host b { ssh = "root@10.0.0.2" }
+mysql old_db on a { database = "nc"  user = "nextcloud"  tcp = "127.0.0.1:3306"  password = env("PW") }
+mysql new_db on b { database = "nc"  socket = "SOCKET"  fresh = true }
+"""
+
+
+def compiled(steps: str, socket: str = "/run/mysqld/mysqld.sock"):
+    bound = resolve(parse_text(HEAD.replace("SOCKET", socket) + "steps {\n" + steps + "\n}\n", "my.plan"))
+    assert bound.ok, [f.message for f in bound.findings]
+    return compile_plan(bound)
+
+
+def migrate(restore_opts: str = "", path: str = "/srv/nc.sql.zst", socket: str = "/run/mysqld/mysqld.sock"):
+    return compiled(f'  dump old_db to a:"{path}"\n  transfer a:"{path}" to b:"{path}"\n'
+                    f'  restore b:"{path}" into new_db replace{restore_opts}', socket)
+
+
+def shells(cp, kind: str) -> list:
+    return [a.command for s in cp.leaves() if s.kind == kind for a in s.actions if isinstance(a, Shell)]
+
+
+def test_the_dump_is_consistent_compressed_read_back_and_keeps_the_password_out_of_argv():
+    [dump] = shells(migrate(), "dump")
+    text = dump.render()
+    assert DUMP_FLAGS in text and f"| {ZSTD} > /srv/nc.sql.zst.part" in text
+    assert "--single-transaction --routines --triggers --events --hex-blob --default-character-set=utf8mb4" in text
+    # read back whole, ending with the dump client's closing line, before the rename
+    assert text.index("grep -q -F -- '-- Dump completed'") < text.index("mv -f -T -- /srv/nc.sql.zst.part")
+    # the password travels in a 0600 option file named by a variable, never as an argument
+    assert "MDSL_MYSQL_OPTIONS=<0600 temp file: [client]\npassword=***" in text
+    assert "--password" not in text and "MYSQL_PWD" not in text
+    real = dump.render(masked=False, secret_paths={"MDSL_MYSQL_OPTIONS": "/tmp/mdsl-secret.x"})
+    assert "MDSL_MYSQL_OPTIONS=/tmp/mdsl-secret.x sh -c" in real
+    [secret] = list(dump.all_secret_files())
+    assert secret.var == "MDSL_MYSQL_OPTIONS"
+
+
+def test_the_restore_checks_the_dump_then_empties_the_database_then_loads_in_parallel():
+    [restore] = shells(migrate(), "restore")
+    text = restore.render()
+    read_back = text.index("grep -q -F -- '-- Dump completed'")
+    drop = text.index("DROP DATABASE IF EXISTS `nc`")
+    fifos = text.index('mkfifo -- "$d/in$i"')
+    assert read_back < drop < fifos
+    # the job count is the host's CPUs (capped), unless `jobs =` says
+    assert Command("b", auto_jobs()).render() in text
+    [explicit] = shells(migrate(" jobs = 3"), "restore")
+    assert f"{RESTORE_JOBS_VAR}=3;" in explicit.render() and "nproc" not in explicit.render()
+
+
+def test_the_restore_declares_its_spool_for_preflight():
+    cp = migrate()
+    [part] = [d for s in cp.leaves() if s.kind == "restore" for d in s.destinations if isinstance(d, RestorePart)]
+    assert part.path == "/srv/nc.sql.zst.restore.part"
+    assert (part.size_of.host, part.size_of.path) == ("b", "/srv/nc.sql.zst")
+
+
+def test_jobs_is_refused_on_a_mysql_dump():
+    bound = resolve(parse_text(HEAD.replace("SOCKET", "/s") + 'steps {\n  dump old_db to a:"/srv/x" jobs = 2\n}\n',
+                               "my.plan"))
+    assert not bound.ok
+
+
+# ---------------------------------------------------------------- the restore run for real
+
+DUMP = """/*M!999999\\- enable the sandbox mode */
+-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)
+/*!40101 SET NAMES utf8mb4 */;
+/*!40014 SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */;
+{tables}
+--
+-- Temporary table structure for view `v_usage`
+--
+
+/*!50001 CREATE VIEW `v_usage` AS SELECT
+ 1 AS `storage` */;
+
+--
+-- Dumping routines for database 'nc'
+--
+DELIMITER ;;
+CREATE DEFINER=`ncadmin`@`localhost` PROCEDURE `files_of`(IN st BIGINT)
+BEGIN
+  SELECT COUNT(*) FROM t0 WHERE storage = st;
+END
+;;
+DELIMITER ;
+
+--
+-- Final view structure for view `v_usage`
+--
+
+/*!50001 CREATE ALGORITHM=UNDEFINED */
+/*!50013 DEFINER=`ncadmin`@`localhost` SQL SECURITY DEFINER */
+/*!50001 VIEW `v_usage` AS select 1 AS `storage` */;
+/*!40014 SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS */;
+
+-- Dump completed on 2026-12-05  5:00:00
+"""
+
+TABLE = """
+--
+-- Table structure for table `{name}`
+--
+
+DROP TABLE IF EXISTS `{name}`;
+CREATE TABLE `{name}` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `storage` bigint(20) NOT NULL,
+  `path_hash` varchar(32) NOT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `{name}_hash` (`storage`,`path_hash`),
+  KEY `{name}_storage` (`storage`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+--
+-- Dumping data for table `{name}`
+--
+
+LOCK TABLES `{name}` WRITE;
+/*!40000 ALTER TABLE `{name}` DISABLE KEYS */;
+INSERT INTO `{name}` VALUES {rows};
+/*!40000 ALTER TABLE `{name}` ENABLE KEYS */;
+UNLOCK TABLES;
+"""
+
+# Keeps what each client got (one file per client), answers the sentinel SELECT as the server
+# would, fails when its input holds FAIL_ON, and answers the emptying SQL (--execute) with nothing.
+FAKE_CLIENT = r"""#!/bin/sh
+for a in "$@"; do case "$a" in --execute=*) exit 0;; esac; done
+f=$(mktemp "$CLIENTS/client.XXXXXX") && cat > "$f" || exit 1
+[ -n "$FAIL_ON" ] && grep -q -F -- "$FAIL_ON" "$f" && { echo "ERROR 1062 (23000): Duplicate entry" >&2; exit 1; }
+grep -q "SELECT 'mdsl: restore complete'" "$f" && echo 'mdsl: restore complete'
+exit 0
+"""
+
+
+def make_dump(tables: int = 7, rows: int = 3) -> str:
+    parts = []
+    for t in range(tables):
+        values = ",\n".join(f"({t * 1000 + r},{r},'h{t}-{r} DEFINER=`x`@`y` 🐘')" for r in range(rows))
+        parts.append(TABLE.format(name=f"t{t}", rows=values))
+    return DUMP.replace("{tables}", "".join(parts))
+
+
+def run_restore(tmp_path: Path, dump_text: str, jobs: int = 3, fail_on: str = ""):
+    """The compiled restore step, run by /bin/sh here, with the fake client first on PATH."""
+    bin_dir, clients = tmp_path / "bin", tmp_path / "clients"
+    bin_dir.mkdir()
+    clients.mkdir()
+    (bin_dir / "mariadb").write_text(FAKE_CLIENT)
+    (bin_dir / "mariadb").chmod(0o755)
+    path = tmp_path / "in box" / "nc.sql.zst"  # a space: every path is quoted
+    path.parent.mkdir()
+    subprocess.run(["zstd", "-q", "-o", str(path)], input=dump_text.encode(), check=True)
+    cp = compiled(f'  # mdsl: allow H203 "made elsewhere"\n  restore b:"{path}" into new_db replace jobs = {jobs}')
+    [restore] = shells(cp, "restore")
+    env = {"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", "CLIENTS": str(clients),
+           "FAIL_ON": fail_on}
+    r = subprocess.run(["/bin/sh", "-c", restore.render()], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    got = [p.read_text() for p in sorted(clients.iterdir())]
+    return r, got, path
+
+
+def test_each_table_goes_to_one_client_and_views_and_routines_come_last(tmp_path):
+    r, got, path = run_restore(tmp_path, make_dump())
+    assert r.returncode == 0, r.stderr
+    tails = [g for g in got if SENTINEL in g]
+    workers = [g for g in got if SENTINEL not in g]
+    assert len(tails) == 1 and len(workers) == 3
+    for g in got:  # every client starts with the dump's session settings
+        assert g.startswith("/*M!999999\\- enable the sandbox mode */\n") and "FOREIGN_KEY_CHECKS=0" in g
+    for t in range(7):
+        holding = [g for g in workers if f"CREATE TABLE `t{t}`" in g]
+        assert len(holding) == 1, t
+        [g] = holding
+        # its rows, then its secondary keys by one ALTER after them (not in the CREATE)
+        assert g.count(f"INSERT INTO `t{t}` VALUES") == 1
+        create = g[g.index(f"CREATE TABLE `t{t}`"):]
+        assert "UNIQUE KEY" not in create[:create.index(";")]
+        assert (create.index("ENABLE KEYS */;")
+                < create.index(f"ALTER TABLE `t{t}` ADD UNIQUE KEY `t{t}_hash` (`storage`,`path_hash`), "
+                               f"ADD KEY `t{t}_storage` (`storage`);"))
+        # a value holding DEFINER= is data, left alone
+        assert "DEFINER=`x`@`y` 🐘" in g
+    [tail] = tails
+    assert "CREATE TABLE" not in tail and "PROCEDURE `files_of`" in tail and "VIEW `v_usage`" in tail
+    # definers removed where mariadb-dump writes them: the objects belong to the restoring user
+    assert "ncadmin" not in tail
+    assert re.search(r"^CREATE +PROCEDURE `files_of`", tail, re.M)
+    assert "/*!50013  SQL SECURITY DEFINER */" in tail
+    assert tail.rstrip().endswith(f"SELECT '{SENTINEL}';")
+    assert not Path(str(path) + ".restore.part").exists()
+
+
+def test_a_failing_client_fails_the_step_and_the_spool_is_removed(tmp_path):
+    r, got, path = run_restore(tmp_path, make_dump(tables=5, rows=2000), jobs=2, fail_on="CREATE TABLE `t2`")
+    assert r.returncode != 0
+    assert "Duplicate entry" in r.stderr
+    assert not any(SENTINEL in g for g in got), "views and routines are not loaded after a failed table"
+    assert not Path(str(path) + ".restore.part").exists()
+
+
+def test_a_dump_without_its_closing_line_is_refused_before_the_database_is_emptied(tmp_path):
+    cut = make_dump().split("-- Dump completed")[0]
+    r, got, path = run_restore(tmp_path, cut)
+    assert r.returncode != 0 and "lacks the dump client's closing line" in r.stderr
+    assert got == []  # no client started: the emptying SQL runs only after the read-back
+
+
+def test_the_filter_refuses_a_stream_cut_after_the_read_back(tmp_path):
+    """Between the read-back and the load the file could change: the filter checks the end again."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for i in range(2):
+        os.mkfifo(spool / f"in{i}")
+    # readers for the FIFOs: two `cat`s, as the clients would be
+    procs = [subprocess.Popen(["sh", "-c", f'cat < "{spool}/in{i}" > "{spool}/got{i}"']) for i in range(2)]
+    cut = make_dump().split("-- Dump completed")[0]
+    r = subprocess.run([sys.executable, "-c", RESTORE_SCRIPT, str(spool), "2"], input=cut.encode(),
+                       capture_output=True, timeout=60)
+    for p in procs:
+        p.wait(timeout=30)
+    assert r.returncode != 0 and b"closing line" in r.stderr
+    assert not (spool / "tail.sql").exists()
