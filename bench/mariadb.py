@@ -66,13 +66,13 @@ class BenchMariaDb(MariaDbServer):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=None,
-                    help="oc_filecache rows (default 1,800,000: about 1.1 GB with the other tables; 400,000 with --quick)")
+                    help="oc_filecache rows (default 2,300,000: about 1.1 GB with the other tables; 400,000 with --quick)")
     ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
     ap.add_argument("--no-mydumper", action="store_true", help="leave mydumper/myloader out")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    files = args.files or (400_000 if args.quick else 1_800_000)
+    files = args.files or (400_000 if args.quick else 2_300_000)
     runs = args.runs or (1 if args.quick else 2)
     with_mydumper = not args.no_mydumper and shutil.which("mydumper") and shutil.which("myloader")
     compile_bytecode()
