@@ -257,7 +257,12 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     cmd = ctx.command(runner, (*mk, *rsync) + chmod, tools=("rsync",) + (("ssh",) if other else ()) + docker)
     what = f"rsync {a.name} -> {b.name}" + (" (live pass)" if live else " (final pass)" if mirror else "")
     dests = [] if is_volume(b) else [Destination(b.host, b.path, None, a.name)]
-    return [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)], dests
+    actions = [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)]
+    if b.mode and remote_dst:  # rsync -a gave the target the source's mode: the declared one, on its own host
+        find, root = dir_root(ctx, b, "mdsl_dst")
+        actions.append(Shell(ctx.command(b.host, (*find, *sh("chmod --", Arg(b.mode), root))),
+                             f"chmod {b.name}", step_timeout(step, DEFAULT_TIMEOUT)))
+    return actions, dests
 
 
 def _sync_end(ctx: CompileContext, d: Dir, far: Optional[Host], var: str, create: bool):
