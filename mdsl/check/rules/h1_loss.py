@@ -4,13 +4,15 @@ followed by its checks; `CHECKS` at the bottom lists them in order."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 from mdsl.check.rebuilds import find, plan_rebuilds
 from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.rules.examples import MOVE, plan
 from mdsl.check.state import ARCHIVE, Piece, Place, show_pieces
 from mdsl.findings import Finding
+from mdsl.model import Resource
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 SEED = ("the seed (gianarb, 'From Ubuntu to NixOS, the story of a mastodon migration'): the `cache` folder "
@@ -142,10 +144,36 @@ def left_behind(walk) -> Iterator[Finding]:
             if walk.bound.resources[origin].fresh:
                 continue
             for p in walk.pieces[origin]:
-                if p in place.holds or p.lost or p in reported:
+                if p in place.holds or p.lost or p in reported or _carried_by_its_store(walk, p, place):
                     continue
                 reported.add(p)
                 yield _left_behind(walk, p, place, origin)
+
+
+def store_in_dir(walk, p: Piece) -> Optional[Resource]:
+    """The file database (or one of its companion files, a SQLite `-wal`) a dir's piece is: declared at that
+    path inside the dir, it is that store's piece, which its own dump and restore carry."""
+    d = p.resource
+    if p.subpath is None or not d.is_dir:
+        return None
+    root = d.path.rstrip("/") + "/"
+    for r in walk.bound.resources.values():
+        path = getattr(r, "path", "") if r.is_database and r.host == d.host else ""
+        if path.startswith(root):
+            rel = path[len(root):]
+            if p.subpath == rel or any(p.subpath == rel + c for c in store_of(r).companions):
+                return r
+    return None
+
+
+def _carried_by_its_store(walk, p: Piece, target: Place) -> bool:
+    """The piece is a store's file, and that store's data reached a database on the target's host."""
+    store = store_in_dir(walk, p)
+    if store is None:
+        return False
+    st = walk.state
+    return any(r.is_database and r.host == target.host and any(q.resource is store for q in st.places[n].holds)
+               for n, r in walk.bound.resources.items())
 
 
 def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
@@ -166,6 +194,10 @@ def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
     else:
         label = f"only part of {origin} arrives here"
         notes = (f"{p.name} is not copied into {tname} by any step",)
+    store = store_in_dir(walk, p)
+    if store is not None:
+        notes += (f"it is {store.name}'s file: `dump {store.name}` and a `restore` on {target.host} carry it "
+                  f"(then leaving it out of the copy is right)",)
     sub = p.subpath or "SUB"
     return H102.finding(
         f"{p.name} never reaches {tname}", span, label=label, notes=notes,
