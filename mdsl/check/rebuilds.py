@@ -11,6 +11,7 @@ command line) after the copy."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from attrs import frozen
@@ -143,9 +144,24 @@ class _Scan:
             self.runs.append((pos, s.host.name, s))
 
 
-def plan_rebuilds(bound: BoundPlan) -> Tuple[Rebuild, ...]:
+def plan_rebuilds(bound: BoundPlan) -> "Rebuilds":
     """Every derived subpath some copy leaves behind, with where and after which step it is rebuilt."""
     scan = _Scan(bound)
+    writers: Dict[str, List[str]] = {}
+    for r in bound.resources.values():
+        if r.kind == "service":
+            for name in r.writes:
+                writers.setdefault(name, []).append(r.name)
+    starts: Dict[str, Tuple[List[int], List[Tuple[int, A.Step]]]] = {}  # service -> its starts, in order
+    for top, pos, s in scan.starts:
+        for svc in dict.fromkeys(x.name for x in s.services):
+            ps, ss = starts.setdefault(svc, ([], []))
+            ps.append(pos)
+            ss.append((top, s))
+    runs: Dict[Tuple[str, str], List[Tuple[int, A.Run]]] = {}  # (host, a word of its command) -> runs
+    for pos, host, run in scan.runs:
+        for word in set(run.command.value.split()):
+            runs.setdefault((host, word), []).append((pos, run))
     out: List[Rebuild] = []
     for (origin, target), made in scan.copies.items():
         for d in getattr(bound.resources[origin], "derived", ()):
@@ -153,32 +169,50 @@ def plan_rebuilds(bound: BoundPlan) -> Tuple[Rebuild, ...]:
             if not leaving or len(leaving) < len(made):
                 continue  # never left out, or some copy brings it
             pos, _, step = leaving[-1]
-            out.append(_rebuild(bound, origin, d, target, pos, step, scan.starts, scan.runs))
+            host = bound.resources[target].host
+            after, start, service = _first_start(starts, writers.get(target, ()), pos)
+            words = tuple(d.rebuild.split())
+            by_plan = next((r for rpos, r in runs.get((host, words[0]) if words else ("", ""), ())
+                            if rpos > pos and _words_in(r.command.value, words)), None)
+            out.append(Rebuild(origin, d, target, host, step, service, after, start, by_plan))
     out.sort(key=lambda r: (r.after if r.after is not None else len(bound.steps), r.origin, r.derived.subpath))
-    return tuple(out)
+    return Rebuilds(out)
 
 
-def _rebuild(bound: BoundPlan, origin: str, d: Derived, target: str, pos: int, step: A.Step,
-             starts, runs) -> Rebuild:
-    host = bound.resources[target].host
-    writers = {r.name for r in bound.resources.values() if r.kind == "service" and target in r.writes}
-    after = start = service = None
-    for top, spos, s in starts:
-        hit = next((x.name for x in s.services if x.name in writers), None)
-        if spos > pos and hit is not None:
-            after, start, service = top, s, hit
-            break
-    words = tuple(d.rebuild.split())
-    by_plan = next((r for rpos, rhost, r in runs
-                    if rpos > pos and rhost == host and _words_in(r.command.value, words)), None)
-    return Rebuild(origin, d, target, host, step, service, after, start, by_plan)
+def _first_start(starts, services, pos: int):
+    """(top-level index, step, service) of the first start of one of `services` after position `pos`."""
+    best = (None, None, None)
+    best_pos = None
+    for svc in services:
+        got = starts.get(svc)
+        if got is None:
+            continue
+        ps, ss = got
+        i = bisect.bisect_right(ps, pos)
+        if i < len(ps) and (best_pos is None or ps[i] < best_pos):
+            best_pos, best = ps[i], (ss[i][0], ss[i][1], svc)
+    return best
 
 
-def find(rebuilds, origin: str, subpath: Optional[str], target: str) -> Optional[Rebuild]:
+class Rebuilds(tuple):
+    """The plan's rebuilds, in order, looked up by (origin, target) in constant time."""
+
+    by_pair: Dict[Tuple[str, str], List[Rebuild]]
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self.by_pair = {}
+        for r in items:
+            self.by_pair.setdefault((r.origin, r.target), []).append(r)
+        return self
+
+
+def find(rebuilds: Rebuilds, origin: str, subpath: Optional[str], target: str) -> Optional[Rebuild]:
     """The rebuild of the derived subpath of `origin` holding `subpath`, left behind for `target`."""
-    for r in rebuilds:
-        if r.origin == origin and r.target == target and subpath is not None and (
-                subpath == r.derived.subpath or subpath.startswith(r.derived.subpath + "/")):
+    if subpath is None:
+        return None
+    for r in rebuilds.by_pair.get((origin, target), ()):
+        if subpath == r.derived.subpath or subpath.startswith(r.derived.subpath + "/"):
             return r
     return None
 

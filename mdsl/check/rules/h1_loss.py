@@ -156,14 +156,14 @@ def store_in_dir(walk, p: Piece) -> Optional[Resource]:
     d = p.resource
     if p.subpath is None or not d.is_dir:
         return None
-    root = d.path.rstrip("/") + "/"
-    for r in walk.bound.resources.values():
-        path = getattr(r, "path", "") if r.is_database and r.host == d.host else ""
-        if path.startswith(root):
-            rel = path[len(root):]
-            if p.subpath == rel or any(p.subpath == rel + c for c in store_of(r).companions):
-                return r
-    return None
+    files = walk.memo.get("store files")
+    if files is None:  # (host, path) -> the file database there, and (host, path + companion) too
+        files = walk.memo["store files"] = {}
+        for r in walk.bound.resources.values():
+            if r.is_database and getattr(r, "path", ""):
+                for suffix in ("",) + store_of(r).companions:
+                    files[(r.host, r.path + suffix)] = r
+    return files.get((d.host, d.path.rstrip("/") + "/" + p.subpath)) if files else None
 
 
 def _carried_by_its_store(walk, p: Piece, target: Place) -> bool:
