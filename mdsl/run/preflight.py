@@ -34,10 +34,10 @@ SLACK = 64 << 20  # ...plus this
 
 class Preflight:
     def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float,
-                 journal=None):
+                 journal=None, needs=None):
         self.bound = bound
         self.ctx = CompileContext(bound)
-        self.needs = plan_needs(bound, leaves_by_top(compiled))
+        self.needs = needs if needs is not None else plan_needs(bound, leaves_by_top(compiled))
         self.backends = backends
         self.executor = Executor(backends, secrets)
         self.executor.journal = journal  # records the paths of the 0600 files the checks make (LazyJournal)
@@ -162,13 +162,14 @@ class Preflight:
 
 
 def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, Backend]] = None, *,
-                  secrets=None, timeout: float = CHECK_TIMEOUT, journal=None) -> List[Finding]:
+                  secrets=None, timeout: float = CHECK_TIMEOUT, journal=None, needs=None) -> List[Finding]:
     """P401-P407 for every host in `backends` (connected here if needed), all hosts in parallel; read-only.
 
     `compiled` is the CompiledPlan (or a list of CompiledSteps); compiled here when None.
     `secrets` has `lookup(A.Secret) -> str` (apply's SecretStore); by default env vars and files
     relative to the plan's directory. `journal` (apply's LazyJournal) records the paths of the 0600
-    temp files the database checks make, so a run killed meanwhile leaves none for good.
+    temp files the database checks make, so a run killed meanwhile leaves none for good. `needs`: what
+    to check (`plan_needs` of the steps still to run, on a resume); by default every step's.
     """
     if compiled is None:
         from mdsl.compile import compile_plan
@@ -178,7 +179,7 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
         backends = {}
     if secrets is None:
         secrets = SecretStore(base_dir=os.path.dirname(os.path.abspath(bound.plan.path)))
-    return Preflight(bound, compiled, backends, secrets, timeout, journal).run()
+    return Preflight(bound, compiled, backends, secrets, timeout, journal, needs).run()
 
 
 def _total(items) -> int:
