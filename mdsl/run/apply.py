@@ -80,6 +80,9 @@ class Apply:
         self.plan_dir = os.path.dirname(os.path.abspath(opts.plan))
         self.secrets = SecretStore(environ, self.plan_dir)
         self.progress_enabled = progress
+        # where the bars go: stderr, or the `err` given when asked for bars explicitly (a test's terminal)
+        self.progress_file = err if (progress and err is not None) else None
+        self.expected: Dict[Tuple[str, str], int] = {}  # preflight's sizes: the bars' totals
         self.backends: Dict[str, Backend] = {}
         self.stats = Stats()
         self.known_sha: Dict[Tuple[str, str], str] = {}
@@ -224,9 +227,9 @@ class Apply:
         total = len(compiled.steps)
         ok = False
         try:
-            with Progress(self.progress_enabled) as progress:
+            with Progress(self.progress_enabled, self.progress_file) as progress:
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
-                                    self.stats)
+                                    self.stats, self.expected)
                 for i, top in enumerate(compiled.steps):
                     todo = [m for m in top.leaves() if m in pending]
                     if todo:
@@ -301,7 +304,8 @@ class Apply:
     def _preflight(self, compiled: CompiledPlan, needs) -> bool:
         journal = J.LazyJournal(J.journal_path(self.opts.plan))
         try:
-            findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal, needs=needs)
+            findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal, needs=needs,
+                                     estimates=self.expected)
         finally:
             journal.close()
         errors = [f for f in findings if f.severity == Severity.ERROR]
