@@ -374,3 +374,13 @@ def test_h305_cases(command, options, fires):
 
 def test_h306_restore_jobs_with_custom_format_is_fine():
     assert codes(MOVE.replace("into new_db replace", "into new_db replace jobs = 4")) == []
+
+
+def test_h302_says_how_tar_and_rsync_map_owners():
+    # issue 17 item 13: by name where the target has it (tar -xp and rsync -a as root), not "numeric uids"
+    text = plan(MOVE, DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
+                                    'dir new_files on new { path = "/srv/app/files" }'))
+    h302 = [f for f in findings_of(text) if f.code == "H302"]
+    assert len(h302) == 1
+    assert "by name where the target has that user, else by numeric id" in h302[0].message
+    assert "numeric uids" not in h302[0].message
