@@ -150,10 +150,12 @@ class StepRunner:
 
     # -- actions
 
-    def _perform(self, action, produced, notes: List[str], line: StepLine, total: Optional[int] = None) -> int:
+    def _perform(self, action, produced, notes: List[str], line: Optional[StepLine] = None,
+                 total: Optional[int] = None) -> int:
         """Run one action (`line` says what it does, `total`: the bytes expected); returns bytes copied
         between hosts."""
-        line.detail(_doing(action))
+        if line is not None:
+            line.detail(_doing(action))
         if isinstance(action, Shell):
             if action.meter == "rsync":
                 return self._rsync(action, notes, total)
