@@ -1,8 +1,7 @@
 """What the walk knows about the whole plan before its first step, from one pass
 over the steps: each step's position, which later steps bring data into each
-resource, the `run` commands (H102's rebuild lookahead), how every dir is split
-into pieces, and what lies under each path. With it, the walk costs a small
-constant per step."""
+resource, how every dir is split into pieces, and what lies under each path.
+With it, the walk costs a small constant per step."""
 
 from __future__ import annotations
 
@@ -84,7 +83,6 @@ class PlanIndex:
         self.positions: Dict[int, int] = {}  # id(step) -> position
         # resource -> (positions, steps) of the steps that bring data into it, in order
         self.arrivals: Dict[str, Tuple[List[int], List[A.Step]]] = {}
-        self.runs: List[Tuple[int, str, A.Run]] = []  # (position, command, step) of every `run`
         # data resource -> services that declare `writes` on it
         self.writers: Dict[str, List[str]] = {}
         for r in bound.resources.values():
@@ -108,7 +106,6 @@ class PlanIndex:
             for name, (ps, ss) in self.arrivals.items():
                 order = sorted(range(len(ps)), key=ps.__getitem__)
                 self.arrivals[name] = ([ps[i] for i in order], [ss[i] for i in order])
-            self.runs.sort(key=lambda r: r[0])
         self.pieces: Dict[str, Tuple[Piece, ...]] = self._split_dirs()
         # What lies under each path, so `delete` of a parent path destroys what is inside.
         self.nested: Dict[Tuple[str, str], List[PlaceKey]] = self._nest()
@@ -212,9 +209,6 @@ class PlanIndex:
     def _scan_delete(self, s: A.Delete, pos: int) -> None:
         self._loc(s.target)
 
-    def _scan_run(self, s: A.Run, pos: int) -> None:
-        self.runs.append((pos, " ".join(s.command.value.split()), s))
-
     # ---------------------------------------------------------------- pieces and nesting
 
     def _split_dirs(self) -> Dict[str, Tuple[Piece, ...]]:
@@ -252,7 +246,7 @@ class PlanIndex:
 _SCANS = {
     A.Dump: PlanIndex._scan_dump, A.Archive: PlanIndex._scan_archive, A.Restore: PlanIndex._scan_restore,
     A.Extract: PlanIndex._scan_extract, A.Sync: PlanIndex._scan_sync, A.Transfer: PlanIndex._scan_transfer,
-    A.Move: PlanIndex._scan_transfer, A.Delete: PlanIndex._scan_delete, A.Run: PlanIndex._scan_run,
+    A.Move: PlanIndex._scan_transfer, A.Delete: PlanIndex._scan_delete,
 }
 
 

@@ -58,6 +58,9 @@ class Shell:
     timeout: Optional[float] = None
     watch: Optional[Location] = None  # a file whose growth shows progress (dump, archive)
     show_output: bool = False  # print its stdout in the narrative (`verify run`)
+    # "rsync": its stdout is rsync's `--info=progress2 --stats` (progress shown, totals read: mdsl.run.rsync_meter)
+    meter: str = ""
+    between_hosts: bool = False  # what it moves goes from one declared host to another (the summary counts it)
 
     def commands(self) -> Tuple[Command, ...]:
         """The commands, for display and fingerprints."""

@@ -228,7 +228,8 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     runner, remote_src, remote_dst = _where_to_run(ctx, a.host, b.host)
     find_src, src = _sync_end(ctx, a, remote_src, "mdsl_src", False)
     find_dst, dst = _sync_end(ctx, b, remote_dst, "mdsl_dst", True)
-    args = [Lit("rsync -a --protect-args")]
+    # progress2: one progress line for the whole copy (bytes, rate, ETA); --stats: the bytes sent and received
+    args = [Lit("rsync -a --protect-args --info=progress2 --stats")]
     if is_volume(a) or is_volume(b):
         args.append(Lit("--numeric-ids"))  # a volume's files belong to the image's numeric users
     if mirror:
@@ -257,7 +258,13 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     cmd = ctx.command(runner, (*mk, *rsync) + chmod, tools=("rsync",) + (("ssh",) if other else ()) + docker)
     what = f"rsync {a.name} -> {b.name}" + (" (live pass)" if live else " (final pass)" if mirror else "")
     dests = [] if is_volume(b) else [Destination(b.host, b.path, None, a.name)]
-    return [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live)], dests
+    actions = [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live, meter="rsync",
+                     between_hosts=a.host != b.host)]
+    if b.mode and remote_dst:  # rsync -a gave the target the source's mode: the declared one, on its own host
+        find, root = dir_root(ctx, b, "mdsl_dst")
+        actions.append(Shell(ctx.command(b.host, (*find, *sh("chmod --", Arg(b.mode), root))),
+                             f"chmod {b.name}", step_timeout(step, DEFAULT_TIMEOUT)))
+    return actions, dests
 
 
 def _sync_end(ctx: CompileContext, d: Dir, far: Optional[Host], var: str, create: bool):

@@ -9,6 +9,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from attrs import define, field, frozen
 
+from mdsl.check.rebuilds import Rebuild, implicit_after, plan_rebuilds
 from mdsl.model import BoundPlan
 from mdsl.compile import files, services
 from mdsl.compile.actions import (
@@ -45,6 +46,10 @@ class CompiledStep:
     tools: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # (host, programs) for preflight P402
     hosts: Tuple[str, ...] = ()
     members: Tuple["CompiledStep", ...] = ()  # a parallel block's members, a lane's steps
+    # A step apply adds to the plan's (a derived rebuild: mdsl.check.rebuilds): what it is, and why it runs
+    # there and then; "" for the plan's own steps
+    implicit: str = ""
+    implicit_why: str = ""
 
     @property
     def is_parallel(self) -> bool:
@@ -82,7 +87,9 @@ class CompiledStep:
 
     @property
     def title(self) -> str:
-        """`label: summary` or the summary."""
+        """`label: summary` or the summary (a step apply adds says so, and its id)."""
+        if self.implicit:
+            return f"{self.summary}    (step {self.id}, not in the plan's steps: {self.implicit})"
         return f"{self.label}: {self.summary}" if self.label else self.summary
 
 
@@ -372,8 +379,41 @@ def _mark_cutover(bound: BoundPlan, steps: Tuple[CompiledStep, ...]) -> Tuple[Co
     return tuple(out)
 
 
+def _rebuild_step(ctx: CompileContext, top: CompiledStep, k: int, rb: Rebuild) -> CompiledStep:
+    """The implicit `run HOST "CMD"` of a derived rebuild, numbered `N+k` after top-level step N."""
+    d = rb.derived
+    step = A.Run(host=A.Ident(rb.host), command=A.Str(d.rebuild), span=d.span)
+    actions = (Shell(ctx.command(rb.host, (Lit(d.rebuild),)), "run", RUN_TIMEOUT),)
+    why = (f"`derived \"{d.subpath}\"` of {rb.origin} (line {d.span.line}) was left behind by the "
+           f"`{rb.left_by.keyword}` at line {rb.left_by.span.line}; rebuilt now that {rb.service} runs")
+    return CompiledStep(
+        id=f"{top.id}+{k}", path=(0,), label=None, kind="run", summary=step_text(step), step=step,
+        line=d.span.line, fingerprint=fingerprint(step, actions), actions=actions, tools=_tools(actions),
+        hosts=_hosts(step, actions), implicit=f"rebuilds {rb.origin}/{d.subpath}", implicit_why=why)
+
+
+def _repath(s: CompiledStep, index: int) -> CompiledStep:
+    """The step with its top-level position `index` (members too): apply indexes `steps` by `path[0]`."""
+    if s.path[0] == index:
+        return s
+    return attrs.evolve(s, path=(index,) + s.path[1:], members=tuple(_repath(m, index) for m in s.members))
+
+
+def _with_rebuilds(ctx: CompileContext, steps: Tuple[CompiledStep, ...]) -> Tuple[CompiledStep, ...]:
+    """The plan's steps with each derived rebuild apply runs itself right after the top-level step holding
+    the start it follows."""
+    extra = dict(implicit_after(plan_rebuilds(ctx.bound)))
+    if not extra:
+        return steps
+    out: List[CompiledStep] = []
+    for i, top in enumerate(steps):
+        out.append(top)
+        out.extend(_rebuild_step(ctx, top, k, rb) for k, rb in enumerate(extra.get(i, ()), 1))
+    return tuple(_repath(s, i) for i, s in enumerate(out))
+
+
 def compile_plan(bound: BoundPlan) -> CompiledPlan:
     """Compile every step of a bound plan (one without errors); raises CompileError for an unsafe step."""
     ctx = CompileContext(bound)
     steps = tuple(_compile_step(ctx, s, (i,)) for i, s in enumerate(bound.steps))
-    return CompiledPlan(bound, _mark_cutover(bound, steps))
+    return CompiledPlan(bound, _with_rebuilds(ctx, _mark_cutover(bound, steps)))

@@ -36,6 +36,7 @@ from mdsl.run.executor import Executor, current_step
 from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan, render_findings
 from mdsl.run.preflight import run_preflight
+from mdsl.run.preflight_needs import leaves_by_top, needed_secrets, plan_needs
 from mdsl.run.progress import Progress
 from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_schedule, steps, steps_of
 from mdsl.run.secrets import SecretStore
@@ -79,6 +80,9 @@ class Apply:
         self.plan_dir = os.path.dirname(os.path.abspath(opts.plan))
         self.secrets = SecretStore(environ, self.plan_dir)
         self.progress_enabled = progress
+        # where the bars go: stderr, or the `err` given when asked for bars explicitly (a test's terminal)
+        self.progress_file = err if (progress and err is not None) else None
+        self.expected: Dict[Tuple[str, str], int] = {}  # preflight's sizes: the bars' totals
         self.backends: Dict[str, Backend] = {}
         self.stats = Stats()
         self.known_sha: Dict[Tuple[str, str], str] = {}
@@ -187,9 +191,14 @@ class Apply:
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
-        self._read_secrets(compiled, sched)
+        # Preflight checks what the steps still to run need: a resume asks only for their secrets.
+        pending = {id(s) for s in sched.pending(compiled)}
+        resuming = len(pending) < sum(1 for _ in compiled.leaves())
+        needs = plan_needs(compiled.bound, [(i, s) for i, s in leaves_by_top(compiled) if id(s) in pending],
+                           every_login=not resuming)
+        self._read_secrets(compiled, sched, hosts, needed_secrets(needs, hosts))
         self._connect(compiled.bound, sorted(hosts))
-        if not self._preflight(compiled):
+        if not self._preflight(compiled, needs):
             return None
         executor = Executor(self.backends, self.secrets)
         self._reverify(compiled, sched, state, executor)
@@ -218,9 +227,9 @@ class Apply:
         total = len(compiled.steps)
         ok = False
         try:
-            with Progress(self.progress_enabled) as progress:
+            with Progress(self.progress_enabled, self.progress_file) as progress:
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
-                                    self.stats)
+                                    self.stats, self.expected)
                 for i, top in enumerate(compiled.steps):
                     todo = [m for m in top.leaves() if m in pending]
                     if todo:
@@ -253,15 +262,18 @@ class Apply:
         self.journal.command_started(sid, backend.name, pid, inner, backend.token,
                                      text if len(text) <= 120 else text[:117] + "...")
 
-    def _read_secrets(self, compiled: CompiledPlan, sched: Schedule) -> None:
+    def _read_secrets(self, compiled: CompiledPlan, sched: Schedule, hosts, for_preflight) -> None:
+        """Every secret this run needs, read before anything connects: the commands of the steps still to
+        run, the sudo passwords of the hosts it connects to, and the passwords preflight logs in with."""
         needed = []
         for s in sched.pending(compiled):
             for a in s.actions:
                 for c in a.commands():
                     needed += c.secrets
         for h in compiled.bound.hosts.values():
-            if h.sudo_password is not None:
+            if h.sudo_password is not None and h.name in hosts:
                 needed.append(h.sudo_password)
+        needed += for_preflight
         missing = []
         for sec in dict.fromkeys(needed):
             try:
@@ -289,10 +301,11 @@ class Apply:
         if failures:
             raise Refused("cannot reach every host (nothing was changed):\n  " + "\n  ".join(failures))
 
-    def _preflight(self, compiled: CompiledPlan) -> bool:
+    def _preflight(self, compiled: CompiledPlan, needs) -> bool:
         journal = J.LazyJournal(J.journal_path(self.opts.plan))
         try:
-            findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal)
+            findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal, needs=needs,
+                                     estimates=self.expected)
         finally:
             journal.close()
         errors = [f for f in findings if f.severity == Severity.ERROR]

@@ -51,6 +51,8 @@ def format_plan(compiled) -> str:
             for m in step.members:
                 add(m, depth + 1)
         else:
+            if step.implicit:
+                lines.append("  " * depth + "    # " + step.implicit_why)
             lines.extend("  " * depth + "    " + x for x in step.describe())
 
     for top in compiled.steps:

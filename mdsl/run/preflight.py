@@ -34,10 +34,11 @@ SLACK = 64 << 20  # ...plus this
 
 class Preflight:
     def __init__(self, bound: BoundPlan, compiled, backends: Dict[str, Backend], secrets, timeout: float,
-                 journal=None):
+                 journal=None, needs=None, estimates=None):
         self.bound = bound
+        self.estimates = estimates  # filled with (host, path) -> bytes expected to land there
         self.ctx = CompileContext(bound)
-        self.needs = plan_needs(bound, leaves_by_top(compiled))
+        self.needs = needs if needs is not None else plan_needs(bound, leaves_by_top(compiled))
         self.backends = backends
         self.executor = Executor(backends, secrets)
         self.executor.journal = journal  # records the paths of the 0600 files the checks make (LazyJournal)
@@ -61,6 +62,11 @@ class Preflight:
             findings.extend(facts[h.name].findings)
         findings.extend(self.versions(facts))
         findings.extend(self.space(facts))
+        if self.estimates is not None:  # the progress bars' totals while the steps run
+            for d in self.needs.dests:
+                size = None if d.temporary else self.estimate(d, facts)
+                if size:
+                    self.estimates[(d.host, d.path)] = size
         findings.sort(key=Finding.sort_key)
         return findings
 
@@ -162,13 +168,16 @@ class Preflight:
 
 
 def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, Backend]] = None, *,
-                  secrets=None, timeout: float = CHECK_TIMEOUT, journal=None) -> List[Finding]:
+                  secrets=None, timeout: float = CHECK_TIMEOUT, journal=None, needs=None,
+                  estimates: Optional[dict] = None) -> List[Finding]:
     """P401-P407 for every host in `backends` (connected here if needed), all hosts in parallel; read-only.
 
     `compiled` is the CompiledPlan (or a list of CompiledSteps); compiled here when None.
     `secrets` has `lookup(A.Secret) -> str` (apply's SecretStore); by default env vars and files
     relative to the plan's directory. `journal` (apply's LazyJournal) records the paths of the 0600
-    temp files the database checks make, so a run killed meanwhile leaves none for good.
+    temp files the database checks make, so a run killed meanwhile leaves none for good. `needs`: what
+    to check (`plan_needs` of the steps still to run, on a resume); by default every step's. `estimates`,
+when given, is filled with the bytes expected to land at each (host, path) (the progress bars' totals).
     """
     if compiled is None:
         from mdsl.compile import compile_plan
@@ -178,7 +187,7 @@ def run_preflight(bound: BoundPlan, compiled=None, backends: Optional[Dict[str, 
         backends = {}
     if secrets is None:
         secrets = SecretStore(base_dir=os.path.dirname(os.path.abspath(bound.plan.path)))
-    return Preflight(bound, compiled, backends, secrets, timeout, journal).run()
+    return Preflight(bound, compiled, backends, secrets, timeout, journal, needs, estimates).run()
 
 
 def _total(items) -> int:

@@ -111,12 +111,28 @@ def leaves_by_top(compiled) -> List[tuple]:
     return [(i, leaf) for i, s in enumerate(tops) for leaf in (s.leaves() if hasattr(s, "leaves") else [s])]
 
 
-def plan_needs(bound: BoundPlan, leaves) -> Needs:
-    """What preflight asks for the `(top-level index, compiled step)` pairs of a plan, in plan order."""
+def plan_needs(bound: BoundPlan, leaves, every_login: bool = True) -> Needs:
+    """What preflight asks for the `(top-level index, compiled step)` pairs of a plan, in plan order.
+
+    `every_login`: P411 proves every declared login; without it (a resume: only the steps still to run)
+    only those on the databases those steps use."""
     walk = _NeedsWalk(bound)
     for order, leaf in leaves:
         walk.step(order, leaf)
+    if not every_login:
+        walk.needs.logins = [x for x in walk.needs.logins if x.database in walk.needs.databases]
     return walk.needs
+
+
+def needed_secrets(needs: Needs, hosts) -> List[A.Secret]:
+    """The secrets preflight reads on `hosts` for these needs: the passwords of the databases it logs in to
+    and of the logins it proves (so apply asks for them with the steps' own, before anything connects)."""
+    out: List[A.Secret] = []
+    for r in list(needs.databases.values()) + list(needs.logins):
+        password = getattr(r, "password", None)
+        if r.host in hosts and isinstance(password, A.Secret):
+            out.append(password)
+    return out
 
 
 class _NeedsWalk:

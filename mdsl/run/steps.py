@@ -10,7 +10,7 @@ import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import attrs
 from attrs import define, field
@@ -26,7 +26,8 @@ from mdsl.run.console import Console, human_bytes
 from mdsl.run.errors import StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.probes import dns_check, http_check
-from mdsl.run.progress import Progress
+from mdsl.run.progress import Progress, StepLine
+from mdsl.run.rsync_meter import RsyncMeter
 from mdsl.run.transfer import Copier, remote_hash, remote_size
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
@@ -53,10 +54,13 @@ class StepRunner:
     """Runs steps through an executor, journaling each; `known_sha`: artifacts' hashes from the journal."""
 
     def __init__(self, executor: Executor, hosts: Dict[str, Host], journal: J.Journal, console: Console,
-                 progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats):
+                 progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats,
+                 expected: Optional[Dict[Tuple[str, str], int]] = None):
         self.executor, self.hosts, self.journal = executor, hosts, journal
         self.console, self.progress = console, progress
         self.known_sha, self.stats = known_sha, stats
+        # (host, path) -> the bytes preflight expects to land there (a dump's database size, a dir's du): bar totals
+        self.expected = expected or {}
         self.log = log.get_logger()
 
     def run_top(self, top: CompiledStep, todo: List[CompiledStep], position: str) -> None:
@@ -117,13 +121,17 @@ class StepRunner:
         moved = 0
         produced: Dict[Tuple[str, str], Tuple[str, int]] = {}
         notes: List[str] = []
+        line = self.progress.line(f"{prefix} {leaf.title}")
+        total = sum(self.expected[k] for k in {(d.host, d.path) for d in leaf.destinations} if k in self.expected)
         try:
             try:
                 for action in leaf.actions:
-                    moved += self._perform(action, produced, notes)
+                    moved += self._perform(action, produced, notes, line, total or None)
                 records = self._hash_artifacts(leaf, produced)
             except BackendError as exc:
                 raise StepFailed(exc.message, host=exc.host, hint=exc.hint) from None
+            finally:
+                line.close()
         except StepFailed as exc:
             exc.step = leaf
             self.journal.step_failed(leaf.id, leaf.fingerprint, time.monotonic() - t, log.redact_text(exc.message),
@@ -142,10 +150,16 @@ class StepRunner:
 
     # -- actions
 
-    def _perform(self, action, produced, notes: List[str]) -> int:
-        """Run one action; returns bytes copied between hosts."""
+    def _perform(self, action, produced, notes: List[str], line: Optional[StepLine] = None,
+                 total: Optional[int] = None) -> int:
+        """Run one action (`line` says what it does, `total`: the bytes expected); returns bytes copied
+        between hosts."""
+        if line is not None:
+            line.detail(_doing(action))
         if isinstance(action, Shell):
-            self._shell(action, notes)
+            if action.meter == "rsync":
+                return self._rsync(action, notes, total)
+            self._shell(action, notes, total)
         elif isinstance(action, Feed):
             self._feed(action)
         elif isinstance(action, Poll):
@@ -164,8 +178,8 @@ class StepRunner:
             raise StepFailed(f"unknown action {type(action).__name__}")
         return 0
 
-    def _shell(self, action: Shell, notes: List[str]) -> None:
-        watcher = self._watch(action)
+    def _shell(self, action: Shell, notes: List[str], total: Optional[int] = None) -> None:
+        watcher = self._watch(action, total)
         try:
             stdout = self._checked(action.command, action.timeout, action.what)
         finally:
@@ -173,6 +187,42 @@ class StepRunner:
                 watcher()
         if action.show_output:
             notes.extend(log.redact_text(stdout).splitlines()[-STDERR_TAIL:])
+
+    def _rsync(self, action: Shell, notes: List[str], total: Optional[int]) -> int:
+        """A sync: rsync's progress lines drive a bar (its bytes, rate and ETA; the total preflight measured,
+        else the percentage it reports), its `--stats` give the bytes it moved. Returns those when the sync
+        goes between two hosts."""
+        cmd = action.command
+        task = self.progress.task(action.what, total)
+
+        def shown(done: int, percent: int, rate: float, eta: float) -> None:
+            if total is None and percent > 0:
+                task.set_total(max(done, done * 100 // percent))
+            task.set_completed(done)
+            task.set_fields(rate=rate, eta=eta)
+
+        meter = RsyncMeter(shown)
+        log.bind(host=cmd.host)
+        self.log.info("command.run", command=cmd.render(masked=True))
+        try:
+            if self.progress.enabled and cmd.stdin_text() is None and not list(cmd.all_secret_files()):
+                res = self.executor.read_stream(cmd, meter.feed, timeout=action.timeout)
+            else:  # off a terminal, or sudo reads a password on stdin: the totals at the end only
+                res = self.executor.run(cmd, timeout=action.timeout)
+                meter.feed(res.stdout.encode())
+        except BackendError as exc:
+            raise StepFailed(exc.message, host=exc.host, command=cmd.render(masked=True), hint=exc.hint) from None
+        finally:
+            task.done()
+        meter.close()
+        if not res.ok:
+            raise _fail(cmd, res, action.what)
+        if action.show_output:
+            notes.extend(log.redact_text(meter.output()).splitlines()[-STDERR_TAIL:])
+        if not action.between_hosts:
+            return 0
+        self.stats.add_bytes(meter.moved)
+        return meter.moved
 
     def _feed(self, action: Feed) -> None:
         """Run `source` (if any), then `command` with its script and what `source` printed on stdin."""
@@ -211,12 +261,13 @@ class StepRunner:
                 raise _fail(action.command, res, what)
             time.sleep(action.interval)
 
-    def _watch(self, action: Shell):
-        """While a dump/archive runs, show the size of its growing `.part` (TTY only)."""
+    def _watch(self, action: Shell, total: Optional[int] = None):
+        """While a dump/archive runs, show the size of its growing `.part` against the size preflight
+        measured (the database's, the dir's: a compressed file stays below it) (TTY only)."""
         progress = self.progress
         if action.watch is None or not progress.enabled:
             return None
-        task = progress.task(action.what)
+        task = progress.task(action.what, total)
         stop = threading.Event()
         host = self.hosts[action.watch.host]
 
@@ -266,6 +317,21 @@ class StepRunner:
             self.known_sha[key] = sha
             out.append(J.ArtifactRecord(a.host, a.path, None if a.secret else sha, size))
         return out
+
+
+def _doing(action) -> str:
+    """What a step's line says while `action` runs."""
+    if isinstance(action, Poll):
+        return f"waiting until {action.what} (up to {action.timeout:g}s)"
+    if isinstance(action, (Shell, Feed)):
+        return f"{action.what} on {action.command.host}: waiting for it to finish"
+    if isinstance(action, CopyArtifact):
+        return f"copying {action.source} to {action.dest.host}"
+    if isinstance(action, HttpCheck):
+        return f"GET {action.url}"
+    if isinstance(action, Gate):
+        return "waiting for the operator"
+    return type(action).__name__
 
 
 def _fail(cmd: Command, res: Result, what: str) -> StepFailed:

@@ -86,6 +86,9 @@ class StoreKind:
     # The database is a file on its host that the app opens itself: a restore must leave it owned by the
     # app's user (`owner`, `mode`; H302 when a restore target declares none).
     is_file: bool = False
+    # Files beside a file database that belong to it (SQLite: `-wal`, `-shm`, `-journal`): suffixes of its path.
+    # A dir holding the database holds them as the store's piece too, carried by its dump and restore.
+    companions: Tuple[str, ...] = ()
     # The role that owns what a restore creates, when the kind's objects have owners (PostgreSQL:
     # pg_restore --no-owner makes them the restoring role's); None when they have none, or it is not known.
     restore_owner: Callable[[Database], Optional[str]] = lambda db: None

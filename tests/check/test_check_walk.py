@@ -234,24 +234,40 @@ def test_deleting_the_last_artifact_after_the_source_went_is_h101():
     assert got == [("H101", line_of(text, 'delete new:"/root/app.dump"')), ("H103", line_of(text, "drop old_db"))]
 
 
+DERIVED_DECLS = DECLS.replace('dir old_files on old { path = "/srv/app/files"  owner = "app:app" }',
+                              'dir old_files on old {\n  path = "/srv/app/files"  owner = "app:app"\n'
+                              '  derived "cache" rebuild "app-rebuild-cache"\n}')
+
+
 def test_derived_subpath_can_be_deleted_and_is_a_reminder():
-    decls = DECLS.replace('dir old_files on old { path = "/srv/app/files"  owner = "app:app" }',
-                          'dir old_files on old {\n  path = "/srv/app/files"  owner = "app:app"\n'
-                          '  derived "cache" rebuild "app-rebuild-cache"\n}')
     steps = MOVE.replace("  archive", '  delete old:"/srv/app/files/cache"\n  archive')
-    found = findings_of(plan(steps, decls))
-    assert [(f.code, f.severity) for f in found] == [("H102", Severity.WARNING)]
-    found = findings_of(plan(steps + '  run new "sudo -u app app-rebuild-cache --all" writes = [new_files]\n', decls))
+    found = findings_of(plan(steps, DERIVED_DECLS))
+    # apply rebuilds it after `start new_app` itself: an info saying so
     assert [(f.code, f.severity) for f in found] == [("H102", Severity.INFO)]
+    assert "apply runs `app-rebuild-cache` on new after new_app starts" in found[0].message
+    found = findings_of(plan(steps + '  run new "sudo -u app app-rebuild-cache --all" writes = [new_files]\n',
+                             DERIVED_DECLS))
+    assert [(f.code, f.severity) for f in found] == [("H102", Severity.INFO)]
+    assert "the `run` at line" in found[0].notes[0]
+
+
+def test_a_rebuild_that_can_never_run_is_a_warning():
+    # no service writing new_files starts after the copy: nowhere to run the rebuild after
+    steps = MOVE.replace('"/root/files.tar.gz"\n', '"/root/files.tar.gz" exclude "cache"\n', 1)
+    steps = steps.replace("  start new_app\n", "")
+    found = [f for f in findings_of(plan(steps, DERIVED_DECLS)) if f.code == "H102"]
+    assert [(f.code, f.severity) for f in found] == [("H102", Severity.WARNING)]
+    assert "can never run on new" in found[0].message
+    assert "no `start` of new_app follows" in found[0].notes[0]
 
 
 def test_rebuild_run_before_the_copy_does_not_count():
-    decls = DECLS.replace('dir old_files on old { path = "/srv/app/files"  owner = "app:app" }',
-                          'dir old_files on old {\n  path = "/srv/app/files"  owner = "app:app"\n'
-                          '  derived "cache" rebuild "app-rebuild-cache"\n}')
+    # the plan's early run is not the rebuild; apply's own step after `start new_app` is
     steps = ('  run new "app-rebuild-cache" writes = [new_files]\n'
              + MOVE.replace('"/root/files.tar.gz"\n', '"/root/files.tar.gz" exclude "cache"\n', 1))
-    assert [(f.code, f.severity) for f in findings_of(plan(steps, decls))] == [("H102", Severity.WARNING)]
+    found = findings_of(plan(steps, DERIVED_DECLS))
+    assert [(f.code, f.severity) for f in found] == [("H102", Severity.INFO)]
+    assert "apply runs" in found[0].message
 
 
 def test_excluding_a_nested_subpath_splits_the_dir_at_both():
@@ -358,3 +374,13 @@ def test_h305_cases(command, options, fires):
 
 def test_h306_restore_jobs_with_custom_format_is_fine():
     assert codes(MOVE.replace("into new_db replace", "into new_db replace jobs = 4")) == []
+
+
+def test_h302_says_how_tar_and_rsync_map_owners():
+    # issue 17 item 13: by name where the target has it (tar -xp and rsync -a as root), not "numeric uids"
+    text = plan(MOVE, DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
+                                    'dir new_files on new { path = "/srv/app/files" }'))
+    h302 = [f for f in findings_of(text) if f.code == "H302"]
+    assert len(h302) == 1
+    assert "by name where the target has that user, else by numeric id" in h302[0].message
+    assert "numeric uids" not in h302[0].message

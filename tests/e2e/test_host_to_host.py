@@ -59,3 +59,32 @@ steps {{
         assert sha256(b.root / name) == sha256(blob)
         assert not (b.root / (name + ".part")).exists()
     assert not list(a.root.rglob("canary")) and not list(b.root.rglob("canary")) and not Path("canary").exists()
+
+
+def test_sync_into_a_remote_target_applies_its_mode(ssh_hosts, tmp_path):
+    # issue 17 item 15: rsync -a gives the target dir the source's mode; the declared one wins, remote too
+    a, b = ssh_hosts.a, ssh_hosts.b
+    src = a.root / "data"
+    src.mkdir()
+    (src / "note").write_text("x")
+    src.chmod(0o755)
+    plan = tmp_path / "mode.plan"
+    plan.write_text(f"""
+plan "mode of a remote target"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+dir old_files on a {{ path = "{src}" }}
+dir new_files on b {{
+  path = "{b.root}/data"
+  mode = "0750"
+}}
+steps {{
+  sync old_files to new_files
+}}
+""")
+    r = mdsl("plan", str(plan))
+    assert r.returncode == 0 and f"[b] $ chmod -- 0750 {b.root}/data" in r.stdout, r.stdout + r.stderr
+    r = mdsl("apply", "--yes", str(plan))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (b.root / "data" / "note").read_text() == "x"
+    assert (b.root / "data").stat().st_mode & 0o7777 == 0o750

@@ -28,7 +28,7 @@ def _plan(tmp_path):
     return plan
 
 
-def _boom(self, compiled):
+def _boom(self, compiled, needs=None):
     try:
         raise KeyError(f"inner detail {SECRET}")
     except KeyError as exc:

@@ -112,3 +112,16 @@ def test_a_status_check_does_not_stop_an_apply_from_starting(tmp_path):
         t.join()
         lock.release()
         os.close(fd)
+
+
+def test_status_exits_non_zero_when_a_step_failed(tmp_path):
+    # issue 17 item 5: scripts rely on the exit status
+    plan = tmp_path / "fail.plan"
+    plan.write_text('host here { local = true }\nsteps {\n  run here "true"\n  run here "exit 3"\n}\n')
+    st = _mdsl("status", str(plan))
+    assert st.returncode == 0, st.stderr  # nothing ran yet: nothing failed
+    ap = _mdsl("apply", "--yes", str(plan))
+    assert ap.returncode == 1
+    st = _mdsl("status", str(plan))
+    assert st.returncode == 1, st.stdout + st.stderr
+    assert "failed" in st.stdout

@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Iterator, List, Optional, Tuple
 
 from mdsl.check.apps import AppMove, Side, Timeline, app_moves, on_host
+from mdsl.check.rebuilds import plan_rebuilds
 from mdsl.check.rules.a_examples import GITEA, MASTODON, NEXTCLOUD
 from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.state import covers
@@ -194,6 +195,13 @@ class _Judge:
         places = self.walk.state.places
         return any(places[k].resource is not None and places[k].host == self.move.target.host
                    for k in piece.holders)
+
+    def rebuilds(self):
+        """The plan's derived rebuilds and where they run (shared with H102 and compile)."""
+        got = self.walk.memo.get("rebuilds")
+        if got is None:
+            got = self.walk.memo["rebuilds"] = plan_rebuilds(self.walk.bound)
+        return got
 
     def runs(self, host: str, pattern: str, after: int = -1, before: Optional[int] = None):
         """`run` steps on `host` between two positions whose command matches `pattern`."""
@@ -393,6 +401,10 @@ class _Judge:
                     if self.runs(host, d.rebuild_match, after) or any(
                             self.runs(host, re.escape(" ".join(c.split())), after) for c in own):
                         continue
+                    if any(r.implicit and r.origin == decl.name and r.host == host
+                           and (covers(r.derived.subpath, d.subpath) or covers(d.subpath, r.derived.subpath))
+                           for r in self.rebuilds()):
+                        continue  # the plan's `derived ... rebuild` runs after the start (apply's own step)
                     yield A103.finding(
                         span=span,
                         message=f"{what} stays behind and no step rebuilds it on {host}: {d.lost}",

@@ -4,13 +4,15 @@ followed by its checks; `CHECKS` at the bottom lists them in order."""
 
 from __future__ import annotations
 
-import bisect
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional
 
+from mdsl.check.rebuilds import find, plan_rebuilds
 from mdsl.check.rules.base import ERROR, INFO, WARNING, Rule
 from mdsl.check.rules.examples import MOVE, plan
 from mdsl.check.state import ARCHIVE, Piece, Place, show_pieces
 from mdsl.findings import Finding
+from mdsl.model import Resource
+from mdsl.stores.registry import store_of
 from mdsl.syntax import ast as A
 
 SEED = ("the seed (gianarb, 'From Ubuntu to NixOS, the story of a mastodon migration'): the `cache` folder "
@@ -117,8 +119,10 @@ H102 = Rule(
         "An `archive` or `sync` that excludes a subpath, or a copy made after the subpath was moved "
         "away, leaves that part of the data behind: the target never gets it, and once the old host "
         "is gone it is lost. When the subpath is declared `derived \"SUB\" rebuild \"CMD\"` on the "
-        "dir, leaving it behind is intended and this is an info reminder that CMD must run where the "
-        "data goes after the service starts (a warning when no later `run` step runs CMD)."),
+        "dir, leaving it behind is intended: apply runs CMD on the host where the data went, right after "
+        "the service writing it starts (an implicit step, shown by `mdsl plan`), unless the plan runs CMD "
+        "itself; this is then an info. It stays a warning when CMD can never run: no service writing "
+        "the target starts after the copy."),
     bad=plan(MOVE.replace('"/root/files.tar.gz"\n', '"/root/files.tar.gz" exclude "cache"\n', 1)),
     fixed=plan(MOVE),
     source=SEED + " Excluding it from the archive would have lost the same avatars more quietly.",
@@ -140,10 +144,36 @@ def left_behind(walk) -> Iterator[Finding]:
             if walk.bound.resources[origin].fresh:
                 continue
             for p in walk.pieces[origin]:
-                if p in place.holds or p.lost or p in reported:
+                if p in place.holds or p.lost or p in reported or _carried_by_its_store(walk, p, place):
                     continue
                 reported.add(p)
                 yield _left_behind(walk, p, place, origin)
+
+
+def store_in_dir(walk, p: Piece) -> Optional[Resource]:
+    """The file database (or one of its companion files, a SQLite `-wal`) a dir's piece is: declared at that
+    path inside the dir, it is that store's piece, which its own dump and restore carry."""
+    d = p.resource
+    if p.subpath is None or not d.is_dir:
+        return None
+    files = walk.memo.get("store files")
+    if files is None:  # (host, path) -> the file database there, and (host, path + companion) too
+        files = walk.memo["store files"] = {}
+        for r in walk.bound.resources.values():
+            if r.is_database and getattr(r, "path", ""):
+                for suffix in ("",) + store_of(r).companions:
+                    files[(r.host, r.path + suffix)] = r
+    return files.get((d.host, d.path.rstrip("/") + "/" + p.subpath)) if files else None
+
+
+def _carried_by_its_store(walk, p: Piece, target: Place) -> bool:
+    """The piece is a store's file, and that store's data reached a database on the target's host."""
+    store = store_in_dir(walk, p)
+    if store is None:
+        return False
+    st = walk.state
+    return any(r.is_database and r.host == target.host and any(q.resource is store for q in st.places[n].holds)
+               for n, r in walk.bound.resources.items())
 
 
 def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
@@ -164,6 +194,10 @@ def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
     else:
         label = f"only part of {origin} arrives here"
         notes = (f"{p.name} is not copied into {tname} by any step",)
+    store = store_in_dir(walk, p)
+    if store is not None:
+        notes += (f"it is {store.name}'s file: `dump {store.name}` and a `restore` on {target.host} carry it "
+                  f"(then leaving it out of the copy is right)",)
     sub = p.subpath or "SUB"
     return H102.finding(
         f"{p.name} never reaches {tname}", span, label=label, notes=notes,
@@ -172,52 +206,32 @@ def _left_behind(walk, p: Piece, target: Place, origin: str) -> Finding:
 
 
 def _rebuild_reminder(walk, p: Piece, target: Place, step: A.Step, span: A.Span) -> Finding:
-    """A derived subpath left behind: an info when a later `run` rebuilds it, else a warning."""
-    run = _rebuilt_after(walk, p.rebuild, walk.index.positions[id(step)])
-    svc = (walk.index.writers.get(target.resource.name) or ["the service"])[0]
-    msg = f"{p.name} is left behind: `{p.rebuild}` must rebuild it on {target.host} after {svc} starts"
-    if run is not None:
-        return H102.finding(msg, span, label=f"leaves {p.name} behind", severity=INFO,
-                            notes=(f"the `run` at line {run.span.line} rebuilds it",))
-    return H102.finding(msg, span, label=f"leaves {p.name} behind",
-                        notes=(f"no later `run` step runs `{p.rebuild}`",),
-                        help=f'add `run {target.host} "{p.rebuild}"` after `start {svc}`')
-
-
-def _rebuilt_after(walk, rebuild: str, pos: int):
-    """The first `run` after position `pos` whose command contains `rebuild` (word-aligned)."""
-    index = walk.memo.get("h102")
-    if index is None:
-        index = walk.memo["h102"] = _rebuild_runs(walk)
-    got = index.get(tuple(rebuild.split()))
-    if not got:
-        return None
-    ps, rs = got
-    i = bisect.bisect_right(ps, pos)
-    return rs[i] if i < len(rs) else None
-
-
-def _rebuild_runs(walk) -> Dict[Tuple[str, ...], Tuple[List[int], List[A.Run]]]:
-    """Every rebuild command -> the runs containing it, found in one pass over the runs' words:
-    candidates are looked up by their first word, so the cost is the runs' length."""
-    by_first: Dict[str, List[Tuple[str, ...]]] = {}
-    for r in walk.bound.resources.values():
-        for d in getattr(r, "derived", ()):
-            words = tuple(d.rebuild.split())
-            if words and words not in by_first.get(words[0], ()):
-                by_first.setdefault(words[0], []).append(words)
-    index: Dict[Tuple[str, ...], Tuple[List[int], List[A.Run]]] = {}
-    for rp, cmd, run in walk.index.runs:
-        words = cmd.split()
-        for i, word in enumerate(words):
-            for cand in by_first.get(word, ()):
-                if tuple(words[i:i + len(cand)]) != cand:
-                    continue
-                ps, rs = index.setdefault(cand, ([], []))
-                if not rs or rs[-1] is not run:
-                    ps.append(rp)
-                    rs.append(run)
-    return index
+    """A derived subpath left behind: an info when its rebuild runs (the plan's `run`, or apply's own
+    step after the service starts: mdsl.check.rebuilds), a warning when it can never run."""
+    got = walk.memo.get("rebuilds")
+    if got is None:
+        got = walk.memo["rebuilds"] = plan_rebuilds(walk.bound)
+    rb = find(got, p.resource.name, p.subpath, target.resource.name)
+    tname = target.resource.name
+    if rb is not None and rb.by_plan is not None:
+        return H102.finding(f"{p.name} is left behind: `{p.rebuild}` rebuilds it on {target.host}", span,
+                            label=f"leaves {p.name} behind", severity=INFO,
+                            notes=(f"the `run` at line {rb.by_plan.span.line} rebuilds it",))
+    if rb is not None and rb.after is not None:
+        return H102.finding(
+            f"{p.name} is left behind: apply runs `{p.rebuild}` on {target.host} after {rb.service} starts",
+            span, label=f"leaves {p.name} behind", severity=INFO,
+            notes=(f"`mdsl plan` shows it as step {rb.after + 1}+1, after the `{rb.start.keyword}` at line "
+                   f"{rb.start.span.line}; it is journaled and resumed like any step",))
+    writers = walk.index.writers.get(tname) or []
+    why = (f"no service declares `writes = [{tname}]`" if not writers
+           else f"no `start` of {' or '.join(writers)} follows this step")
+    return H102.finding(
+        f"{p.name} is left behind and `{p.rebuild}` can never run on {target.host}", span,
+        label=f"leaves {p.name} behind",
+        notes=(f"apply runs a derived rebuild after the service writing {tname} starts, and {why}",),
+        help=(f"start the service writing {tname} after this step, or add `run {target.host} \"{p.rebuild}\"` "
+              f"where it can run"))
 
 
 # ---------------------------------------------------------------- H103

@@ -37,4 +37,5 @@ STORE = StoreKind(
     schema={"path": ("str", True), "owner": ("str", False), "mode": ("str", False), "fresh": ("bool", False)},
     bind=bind,
     is_file=True,
+    companions=("-wal", "-shm", "-journal"),
 )
