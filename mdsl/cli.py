@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: text)")
     c.add_argument("--fail-on", choices=_SEVERITIES, default="warning",
                    help="exit 1 when a finding is at least this severe (default: warning)")
+    c.add_argument("--rollback", action="store_true",
+                   help="the plan runs with rollback (`apply --rollback-on-failure`): also report the steps a "
+                        "rollback cannot undo (H310)")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="color the text format (auto: on a terminal, unless NO_COLOR is set)")
     c.set_defaults(handler=_check)
@@ -168,7 +171,7 @@ def _check(args) -> int:
             unusable = True
             batch = exc.findings
         else:
-            batch = check_plan(plan).findings
+            batch = check_plan(plan, rollback=args.rollback).findings
         batch = sorted(batch, key=lambda f: (f.span.line, f.span.col, f.code))
         findings.extend(batch)
     if any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings):

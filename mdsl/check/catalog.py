@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, p_preflight
+from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, h3_rollback, p_preflight
 from mdsl.check.rules.base import Check, Rule
 from mdsl.findings import Finding
 
@@ -21,6 +21,7 @@ RULES: Tuple[Rule, ...] = (
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308, h3_logins.H309,
+    h3_rollback.H310,
     # A1: the app's own hazards, from its profile
     *a_apps.RULES,
     # P: preflight at apply time
