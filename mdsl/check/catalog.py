@@ -7,7 +7,9 @@ from __future__ import annotations
 import textwrap
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, h3_rollback, p_preflight
+from mdsl.check.rules import (
+    a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, h3_rollback, p_preflight,
+)
 from mdsl.check.rules.base import Check, Rule
 from mdsl.findings import Finding
 

@@ -112,14 +112,14 @@ class Rollback:
 
     cutover: FrozenSet[Path]
     cutover_top: Optional[int]  # the top-level step holding the cutover (None: the plan has none)
-    undo: Dict[Path, Undo]
+    undo: Dict[Path, Undo]  # every `stop` of running services (after the cutover too), every `run` with `undo`
     started: Dict[Path, Tuple[str, ...]]  # before the cutover, the steps that start services (again)
     irreversible: Tuple[SourceChange, ...]
     order: Tuple[Path, ...]  # every leaf, in plan order
 
     def before_cutover(self, path: Path) -> bool:
         """True for a step a rollback can still follow: in a top-level step before the cutover's."""
-        return self.cutover_top is None or path[0] < self.cutover_top
+        return _before(self.cutover_top, path)
 
     def at(self, path: Path) -> List[Undo]:
         """What a rollback does when the step at `path` fails (it, and every step before it, having run):
@@ -184,6 +184,11 @@ def _changes_source(bound: BoundPlan, s: A.Step, data: Set[str], hosts: Set[str]
     return None
 
 
+def _before(cutover_top: Optional[int], path: Path) -> bool:
+    """True for a step in a top-level step before the cutover's (or in a plan without one)."""
+    return cutover_top is None or path[0] < cutover_top
+
+
 def rollback_of(bound: BoundPlan) -> Rollback:
     """What a rollback undoes at each step of a plan whose names resolve (`bound.ok`)."""
     cut = cutover_paths(bound)
@@ -193,15 +198,14 @@ def rollback_of(bound: BoundPlan) -> Rollback:
     undo: Dict[Path, Undo] = {}
     started: Dict[Path, Tuple[str, ...]] = {}
     stopped: Set[str] = set()
-    for path, s in leaves(bound.steps):
-        if cutover_top is not None and path[0] >= cutover_top:
-            break
+    for path, s in leaves(bound.steps):  # the whole plan: a failure after the cutover says how to start them too
         if isinstance(s, A.Stop):
             was = tuple(x.name for x in s.services if x.name in running)
             if was:
                 undo[path] = Undo(path, services=was)
             running -= set(was)
-            stopped |= set(was)
+            if _before(cutover_top, path):
+                stopped |= set(was)
         elif isinstance(s, (A.Start, A.Restart)):
             started[path] = tuple(x.name for x in s.services)
             running |= set(started[path])
