@@ -223,6 +223,7 @@ class Apply:
         ok = False
         try:
             with Progress(self.progress_enabled) as progress:
+                self.console.pause = progress.paused
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
                                     self.stats)
                 for i, top in enumerate(compiled.steps):
@@ -385,7 +386,7 @@ class Apply:
         if todo.undos and not todo.refused:
             decide = self.opts.rollback
             if decide is None and not self.console.yes and self.console.can_ask():
-                decide = bool(self.console.ask_fn(
+                decide = bool(self.console.question(
                     "Roll back now? It runs: " + "; ".join(todo.lines()) + ". The target is left as it is."))
             if decide:
                 self.console.say(f"rolling back ({len(todo.undos)} step(s) to undo; the target is left as it is)")

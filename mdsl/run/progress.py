@@ -6,8 +6,9 @@ runner calls it unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Optional
+from typing import Iterator, Optional
 
 
 class Task:
@@ -65,7 +66,21 @@ class Progress:
             self._rich = None
 
     def task(self, description: str, total: Optional[int] = None) -> Task:
-        """A new bar (a no-op Task off a TTY)."""
+        """A new bar (a no-op Task off a TTY); the description is shown as is (its brackets are not markup)."""
         if self._rich is None:
             return Task()
-        return Task(self._rich, self._rich.add_task(description, total=total))
+        from rich.markup import escape
+
+        return Task(self._rich, self._rich.add_task(escape(description), total=total))
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop drawing (the bars are cleared) while a question is on screen; draw again afterwards."""
+        if self._rich is None:
+            yield
+            return
+        self._rich.stop()
+        try:
+            yield
+        finally:
+            self._rich.start()
