@@ -7,6 +7,7 @@ from mdsl.run import journal as J
 from mdsl.run.apply import Apply, ApplyOptions
 from mdsl.run.errors import Refused
 from mdsl.run.executor import Executor
+from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan
 from mdsl.run.rollback import RollbackRunner, state_now, what_to_undo
 
@@ -69,10 +70,14 @@ class RollbackCommand(Apply):
                 self.secrets.lookup(sec)
             except KeyError as exc:
                 raise Refused(f"a secret the rollback needs is missing: {sec.masked()}: {exc.args[0]}") from None
-        self._connect(compiled.bound, todo.hosts)
+        # what a killed run left running (a dump, a restore) is stopped first, as the next apply would
+        leftover_hosts = {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
+        hosts = list(dict.fromkeys([*todo.hosts, *sorted(h for h in leftover_hosts if h in self.hosts)]))
+        self._connect(compiled.bound, hosts)
         self.journal = J.Journal(jpath)
         executor = Executor(self.backends, self.secrets)
         executor.journal = self.journal
+        stop_leftovers(state, executor, self.hosts, self.console, self.journal)
         ok = RollbackRunner(executor, self.journal, self.console).run(todo)
         lines = state_now(compiled, J.read_journal(jpath), plan, rolled_back=ok)
         if lines:
