@@ -10,7 +10,6 @@ from typing import List
 from attrs import frozen
 
 from mdsl.check.resolve import resolve
-from mdsl.check.rules import h3_rollback
 from mdsl.check.suppress import apply_suppressions
 from mdsl.check.walk import Walk
 from mdsl.model import BoundPlan
@@ -43,9 +42,7 @@ def _check(plan: A.Plan, rollback: bool) -> CheckResult:
     bound = resolve(plan)
     findings = list(bound.findings)
     if bound.ok:
-        findings.extend(Walk(bound).run())
-        if rollback:
-            findings.extend(h3_rollback.findings(bound))
+        findings.extend(Walk(bound, rollback).run())
     findings = apply_suppressions(plan, findings)
     findings.sort(key=Finding.sort_key)
     return CheckResult(bound, findings)

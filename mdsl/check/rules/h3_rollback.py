@@ -57,6 +57,16 @@ H310 = Rule(
 )
 
 
+@H310.on_text
+def irreversible(w) -> Iterator[Finding]:
+    """When the plan runs with rollback: each step before the cutover that changes the source with no undo."""
+    if w.rollback:
+        yield from findings(w.bound)
+
+
+CHECKS = (irreversible,)
+
+
 def findings(bound: BoundPlan) -> Iterator[Finding]:
     """H310 for each step before the cutover that changes the source with no undo."""
     rb = rollback_of(bound)
