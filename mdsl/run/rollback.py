@@ -102,16 +102,9 @@ def services_stopped_now(compiled: CompiledPlan, state: J.JournalState) -> List[
             for name in u.services:
                 stopped[name] = s
         if rb is not None and state.steps[s.id].status == "done":
-            for name in rb.started.get(s.path, ()) or _started_after_cutover(s):
+            for name in rb.started.get(s.path, ()):
                 stopped.pop(name, None)
     return list(stopped.items())
-
-
-def _started_after_cutover(s: CompiledStep) -> Tuple[str, ...]:
-    """A start or restart after the cutover (check.cutover tracks those before it only)."""
-    if s.kind in ("start", "restart"):
-        return tuple(x.name for x in s.step.services)
-    return ()
 
 
 def state_now(compiled: CompiledPlan, state: J.JournalState, plan: str, rolled_back: bool = False) -> List[str]:
