@@ -142,6 +142,25 @@ class Rollback:
         return out
 
 
+    def every_step(self) -> Dict[Path, List[Undo]]:
+        """`at(path)` for every step before the cutover, in one pass (what `mdsl plan` shows)."""
+        out: Dict[Path, List[Undo]] = {}
+        stack: List[Undo] = []
+        for p in self.order:
+            if not self.before_cutover(p):
+                break
+            again = set(self.started.get(p, ()))
+            if again:
+                stack = [u if not u.services else Undo(u.path, services=tuple(x for x in u.services
+                                                                                if x not in again))
+                         for u in stack]
+                stack = [u for u in stack if u.services or u.command is not None]
+            if p in self.undo:
+                stack.append(self.undo[p])
+            out[p] = list(reversed(stack))
+        return out
+
+
 def _source_side(bound: BoundPlan, stopped: Set[str]) -> Tuple[Set[str], Set[str]]:
     """(source data, source hosts): what the copies read, what the stopped services write, their hosts."""
     data: Set[str] = set()

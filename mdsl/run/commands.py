@@ -39,8 +39,9 @@ def plan_command(args) -> int:
 
 def format_plan(compiled) -> str:
     """The text `mdsl plan` prints."""
-    from mdsl.run.rollback import describe_at
+    from mdsl.run.rollback import describe_every_step
 
+    rollback_text = describe_every_step(compiled)
     b = compiled.bound
     lines: List[str] = []
     title = b.plan.title.value if b.plan.title else b.plan.path
@@ -54,7 +55,7 @@ def format_plan(compiled) -> str:
                 add(m, depth + 1)
         else:
             lines.extend("  " * depth + "    " + x for x in step.describe())
-            said = describe_at(compiled, step)
+            said = rollback_text.get(step.id)
             if said:
                 lines.append("  " * depth + "    # " + said)
 

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Tuple
 
 from attrs import frozen
 
-from mdsl.check.cutover import Undo
 from mdsl.compile.actions import Poll, Shell
 from mdsl.compile.plan import CompiledPlan, CompiledStep
 from mdsl.compile.undo import CompiledUndo
@@ -206,14 +205,18 @@ class RollbackRunner:
             raise StepFailed(exc.message, host=exc.host, command=cmd.render(masked=True)) from None
 
 
-def describe_at(compiled: CompiledPlan, leaf: CompiledStep) -> str:
-    """What `mdsl plan` says a rollback after this step fails would do."""
+def describe_every_step(compiled: CompiledPlan) -> Dict[str, str]:
+    """Per step id, what `mdsl plan` says a rollback after it fails would do."""
     rb = compiled.rollback
     if rb is None:
-        return ""
-    if not rb.before_cutover(leaf.path):
-        return "rollback if it fails: none (at or after the point of no return)"
-    undos: List[Undo] = rb.at(leaf.path)
-    if not undos:
-        return "rollback if it fails: nothing to undo"
-    return "rollback if it fails: " + "; ".join(u.text() for u in undos)
+        return {}
+    at = rb.every_step()
+    out = {}
+    for leaf in compiled.leaves():
+        if leaf.path not in at:
+            out[leaf.id] = "rollback if it fails: none (at or after the point of no return)"
+        elif not at[leaf.path]:
+            out[leaf.id] = "rollback if it fails: nothing to undo"
+        else:
+            out[leaf.id] = "rollback if it fails: " + "; ".join(u.text() for u in at[leaf.path])
+    return out
