@@ -1,4 +1,4 @@
-"""The `mdsl` command line: check, explain, fmt, plan, apply, status.
+"""The `mdsl` command line: check, explain, fmt, plan, apply, rollback, status.
 
 `check`, `explain` and `fmt` import only the syntax and check stages, so they
 start fast (editors, pre-commit); `plan`, `apply` and `status` import the
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: text)")
     c.add_argument("--fail-on", choices=_SEVERITIES, default="warning",
                    help="exit 1 when a finding is at least this severe (default: warning)")
+    c.add_argument("--rollback", action="store_true",
+                   help="the plan runs with rollback (`apply --rollback-on-failure`): also report the steps a "
+                        "rollback cannot undo (H310)")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="color the text format (auto: on a terminal, unless NO_COLOR is set)")
     c.set_defaults(handler=_check)
@@ -104,7 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
     a.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
+    rb = a.add_mutually_exclusive_group()
+    rb.add_argument("--rollback-on-failure", dest="rollback", action="store_const", const=True, default=None,
+                    help="when a step fails, a question is answered no or Ctrl-C is pressed before the point of no "
+                         "return, bring the source back (start what the plan stopped, run the `undo`s) without "
+                         "asking; the plan is checked as `mdsl check --rollback` (default: ask on a terminal)")
+    rb.add_argument("--no-rollback", dest="rollback", action="store_const", const=False,
+                    help="never roll back (nor ask); the failure says what is stopped and how to bring it back")
     a.set_defaults(handler=_runner("apply"))
+
+    r = sub.add_parser("rollback", help="bring the source back after a run that stopped before the point of no return",
+                       description="From the journal: start again what the plan stopped (in reverse order) and run "
+                                   "the `undo` of each `run` step that declared one; the target is left as it is. "
+                                   "Refused once the point of no return has run.")
+    r.add_argument("plan", metavar="PLAN")
+    r.add_argument("-y", "--yes", action="store_true", help="do not ask before rolling back")
+    r.add_argument("--log-format", choices=("console", "json"), default=None,
+                   help="log format on stderr (default: console on a terminal, json otherwise)")
+    r.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
+    r.set_defaults(handler=_runner("rollback"))
 
     g = sub.add_parser("graph", help="the plan's data lineage as DOT or Mermaid",
                        description="Print which step copies which data where, as Graphviz DOT or a Mermaid flowchart.")
@@ -168,7 +190,7 @@ def _check(args) -> int:
             unusable = True
             batch = exc.findings
         else:
-            batch = check_plan(plan).findings
+            batch = (check_plan(plan, rollback=True) if args.rollback else check_plan(plan)).findings
         batch = sorted(batch, key=lambda f: (f.span.line, f.span.col, f.code))
         findings.extend(batch)
     if any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings):

@@ -412,11 +412,11 @@ def load(name: str) -> Optional[Profile]:
     """The profile of app `name`, or None when there is none; ProfileError when its file is broken."""
     if name in _CACHE:
         return _CACHE[name]
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+    # Looked up among the shipped profiles, never as a path: a plan's app name of any length or
+    # spelling is "no profile" (a name past NAME_MAX made `is_file` raise "File name too long").
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or name not in names():
         return None
     path = PROFILES_DIR / f"{name}.toml"
-    if not path.is_file():
-        return None
     profile = parse_profile(path.read_text(encoding="utf-8"), f"mdsl/apps/profiles/{path.name}")
     _CACHE[name] = profile
     return profile

@@ -25,24 +25,24 @@ class CheckResult:
     findings: List[Finding]
 
 
-def check_plan(plan: A.Plan) -> CheckResult:
-    """All findings for one parsed plan."""
+def check_plan(plan: A.Plan, rollback: bool = False) -> CheckResult:
+    """All findings for one parsed plan; `rollback`: the plan runs with rollback (H310 too)."""
     # Resolve and the walk make no reference cycles; with the collector on, its generation-2
     # passes rescan the growing state and make big plans superlinear (the parser pauses it too).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _check(plan)
+        return _check(plan, rollback)
     finally:
         if enabled:
             gc.enable()
 
 
-def _check(plan: A.Plan) -> CheckResult:
+def _check(plan: A.Plan, rollback: bool) -> CheckResult:
     bound = resolve(plan)
     findings = list(bound.findings)
     if bound.ok:
-        findings.extend(Walk(bound).run())
+        findings.extend(Walk(bound, rollback).run())
     findings = apply_suppressions(plan, findings)
     findings.sort(key=Finding.sort_key)
     return CheckResult(bound, findings)

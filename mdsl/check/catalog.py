@@ -7,7 +7,9 @@ from __future__ import annotations
 import textwrap
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from mdsl.check.rules import a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, p_preflight
+from mdsl.check.rules import (
+    a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, h3_rollback, p_preflight,
+)
 from mdsl.check.rules.base import Check, Rule
 from mdsl.findings import Finding
 
@@ -21,6 +23,7 @@ RULES: Tuple[Rule, ...] = (
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308, h3_logins.H309,
+    h3_rollback.H310,
     # A1: the app's own hazards, from its profile
     *a_apps.RULES,
     # P: preflight at apply time
@@ -32,7 +35,7 @@ RULES: Tuple[Rule, ...] = (
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk
 # hands every step to the checks that declared its kind, in this order.
 CHECKS: Tuple[Check, ...] = (h1_loss.CHECKS + h2_order.CHECKS + h3_operations.CHECKS + h3_docker.CHECKS
-                             + h3_logins.CHECKS)
+                             + h3_logins.CHECKS + h3_rollback.CHECKS)
 
 # What runs after the walk, on its results: an app's hazards judge the whole move (several A1xx codes
 # per app), not one step or one rule at a time.

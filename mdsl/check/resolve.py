@@ -58,7 +58,7 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "sync": {"exclude": "excludes", "live": "flag"},
     "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool"},
     "move": {}, "delete": {}, "drop": {},
-    "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str"},
+    "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str", "undo": "str"},
     "verify http": {"via": "host", "status": "int", "contains": "str"},
     "verify dns": {}, "verify run": {},
     "confirm": {}, "parallel": {}, "sequence": {},

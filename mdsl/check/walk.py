@@ -46,8 +46,9 @@ def _by_name(piece: Piece) -> str:
 class Walk:
     """One symbolic walk over a bound plan; `run()` returns the H1xx-H3xx findings."""
 
-    def __init__(self, bound: BoundPlan):
+    def __init__(self, bound: BoundPlan, rollback: bool = False):
         self.bound = bound
+        self.rollback = rollback  # the plan runs with rollback (`mdsl check --rollback`): H310 judges it
         self.index = PlanIndex(bound)
         self.pieces = self.index.pieces  # data resource name -> its pieces
         self.findings: List[Finding] = []

@@ -11,6 +11,8 @@ from attrs import define, field, frozen
 
 from mdsl.check.rebuilds import Rebuild, implicit_after, plan_rebuilds
 from mdsl.model import BoundPlan
+from mdsl.check.cutover import Rollback, leaves, rollback_of
+from mdsl.compile.undo import CompiledUndo, compile_undos
 from mdsl.compile import files, services
 from mdsl.compile.actions import (
     Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell,
@@ -99,6 +101,9 @@ class CompiledPlan:
 
     bound: BoundPlan = field(repr=False)
     steps: Tuple[CompiledStep, ...]
+    # what a rollback undoes at each step (mdsl.check.cutover), and the commands it runs for each
+    rollback: Optional[Rollback] = field(default=None, repr=False)
+    undos: Dict[Tuple[int, ...], CompiledUndo] = field(factory=dict, repr=False)
 
     def leaves(self) -> Iterator[CompiledStep]:
         """Every runnable step in order (parallel members in place of their block)."""
@@ -338,45 +343,15 @@ def _compile_step(ctx: CompileContext, step: A.Step, path: Tuple[int, ...]) -> C
         destinations=tuple(leaf.destinations), tools=_tools(actions), hosts=_hosts(step, actions))
 
 
-def _arrivals(step: A.Step) -> Tuple[str, ...]:
-    """Names of the declared data a step copies data into (restore, extract, sync, transfer to a file)."""
-    if isinstance(step, (A.Restore, A.Extract)):
-        return (step.db.name if isinstance(step, A.Restore) else step.dir.name,)
-    if isinstance(step, A.Sync):
-        return (step.dest.name,)
-    if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
-        return (step.dest.name,)
-    return ()
-
-
-def _mark_cutover(bound: BoundPlan, steps: Tuple[CompiledStep, ...]) -> Tuple[CompiledStep, ...]:
-    arrived = set()
-    out = list(steps)
-
-    def cuts(leaf: CompiledStep, seen) -> bool:
-        return isinstance(leaf.step, (A.Start, A.Restart)) and any(
-            seen.intersection(bound.resources[s.name].writes) for s in leaf.step.services)
-
-    def mark(s: CompiledStep, starts) -> CompiledStep:
+def _mark_cutover(steps: Tuple[CompiledStep, ...], cut) -> Tuple[CompiledStep, ...]:
+    """Mark the steps at the point of no return (`cut`: their paths, from mdsl.check.cutover) and their blocks."""
+    def mark(s: CompiledStep) -> CompiledStep:
         if not s.members:
-            return attrs.evolve(s, cutover=s in starts)
-        members = tuple(mark(m, starts) for m in s.members)
+            return attrs.evolve(s, cutover=s.path in cut) if s.path in cut else s
+        members = tuple(mark(m) for m in s.members)
         return attrs.evolve(s, members=members, cutover=any(m.cutover for m in members))
 
-    for i, top in enumerate(out):
-        starts = []
-        for lane in top.lanes():  # in a lane, what its earlier steps brought in has arrived too
-            seen = set(arrived)
-            for m in lane:
-                if cuts(m, seen):
-                    starts.append(m)
-                seen.update(_arrivals(m.step))
-        if starts:
-            out[i] = mark(top, starts)
-            break
-        for m in top.leaves():
-            arrived.update(_arrivals(m.step))
-    return tuple(out)
+    return tuple(mark(s) if s.path[0] in {p[0] for p in cut} else s for s in steps)
 
 
 def _rebuild_step(ctx: CompileContext, top: CompiledStep, k: int, rb: Rebuild) -> CompiledStep:
@@ -416,4 +391,10 @@ def compile_plan(bound: BoundPlan) -> CompiledPlan:
     """Compile every step of a bound plan (one without errors); raises CompileError for an unsafe step."""
     ctx = CompileContext(bound)
     steps = tuple(_compile_step(ctx, s, (i,)) for i, s in enumerate(bound.steps))
-    return CompiledPlan(bound, _with_rebuilds(ctx, _mark_cutover(bound, steps)))
+    rollback = rollback_of(bound)
+    at = dict(leaves(bound.steps))
+    # implicit rebuilds follow a start, so they never come before the cutover: the rollback's paths
+    # (the plan's own steps before it) are the compiled steps' paths too
+    marked = _mark_cutover(steps, rollback.cutover)
+    return CompiledPlan(bound, _with_rebuilds(ctx, marked), rollback,
+                        compile_undos(ctx, rollback, at.__getitem__))

@@ -38,6 +38,7 @@ from mdsl.run.load import Unusable, load_plan, render_findings
 from mdsl.run.preflight import run_preflight
 from mdsl.run.preflight_needs import leaves_by_top, needed_secrets, plan_needs
 from mdsl.run.progress import Progress
+from mdsl.run.rollback import RollbackRunner, state_now, what_to_undo
 from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_schedule, steps, steps_of
 from mdsl.run.secrets import SecretStore
 from mdsl.run.steps import STDERR_TAIL, StepRunner, Stats
@@ -55,6 +56,9 @@ class ApplyOptions:
     log_format: Optional[str] = None  # console on a TTY, json otherwise
     accept_new_host_keys: bool = False
     restart: bool = False
+    # after a failure, a no or a Ctrl-C before the point of no return: True rolls back, False does not,
+    # None asks on a terminal (not answered by `--yes`; docs/reliability.md says why)
+    rollback: Optional[bool] = None
 
 
 def _default_backend(host: Host, plan_dir: str, accept_new_host_keys: bool) -> Backend:
@@ -129,7 +133,7 @@ class Apply:
 
     def _load(self) -> CompiledPlan:
         log.bind(plan=J.plan_name(self.opts.plan))
-        compiled, findings = load_plan(self.opts.plan, self.console.warn, "apply")
+        compiled, findings = load_plan(self.opts.plan, self.console.warn, "apply", rollback=bool(self.opts.rollback))
         warnings = [f for f in findings if f.severity == Severity.WARNING]
         if warnings:
             self.console.warn(render_findings(warnings))
@@ -228,6 +232,7 @@ class Apply:
         ok = False
         try:
             with Progress(self.progress_enabled, self.progress_file) as progress:
+                self.console.pause = progress.paused
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
                                     self.stats, self.expected)
                 for i, top in enumerate(compiled.steps):
@@ -237,7 +242,17 @@ class Apply:
             ok = True
         except StepFailed as exc:
             self._report_failure(exc)
+            self._after_stop(compiled, executor)
             return 1
+        except Refused as exc:
+            self.console.warn(f"refused: {exc}")
+            self.console.warn("nothing further was run; the journal keeps what is done")
+            self._after_stop(compiled, executor)
+            return 1
+        except KeyboardInterrupt:
+            self.console.warn("interrupted")
+            self._after_stop(compiled, executor)
+            return 130
         finally:
             self.journal.finished(ok)
         tops = sum(1 for top in compiled.steps if any(m in pending for m in top.leaves()))
@@ -373,6 +388,28 @@ class Apply:
                     say("    " + line)
 
     # -- failure
+
+    def _after_stop(self, compiled: CompiledPlan, executor: Executor) -> None:
+        """After a failure, a no or a Ctrl-C: roll back if asked to (or the operator says so), then say what
+        state the run left: which services are stopped, how to bring them back, what the journal resumes."""
+        jpath = J.journal_path(self.opts.plan)
+        state = J.read_journal(jpath)
+        todo = what_to_undo(compiled, state)
+        rolled = False
+        if todo.undos and not todo.refused:
+            decide = self.opts.rollback
+            if decide is None and not self.console.yes and self.console.can_ask():
+                decide = bool(self.console.question(
+                    "Roll back now? It runs: " + "; ".join(todo.lines()) + ". The target is left as it is."))
+            if decide:
+                self.console.say(f"rolling back ({len(todo.undos)} step(s) to undo; the target is left as it is)")
+                rolled = RollbackRunner(executor, self.journal, self.console).run(todo)
+                state = J.read_journal(jpath)
+        lines = state_now(compiled, state, self.opts.plan, rolled_back=rolled)
+        if lines:
+            self.console.warn("\n".join(lines))
+        elif rolled:
+            self.console.warn("rolled back: the old app serves again")
 
     def _report_failure(self, exc: StepFailed) -> None:
         step = exc.step

@@ -1,4 +1,4 @@
-"""The `plan`, `apply` and `status` subcommands, as functions of the arguments mdsl.cli parsed.
+"""The `plan`, `apply`, `rollback` and `status` subcommands, as functions of the arguments mdsl.cli parsed.
 
 Each returns an exit status: 0 success, 1 failed or refused, 2 unusable plan
 (syntax or check errors). An unexpected exception is mdsl.cli's to report.
@@ -39,6 +39,9 @@ def plan_command(args) -> int:
 
 def format_plan(compiled) -> str:
     """The text `mdsl plan` prints."""
+    from mdsl.run.rollback import describe_every_step
+
+    rollback_text = describe_every_step(compiled)
     b = compiled.bound
     lines: List[str] = []
     title = b.plan.title.value if b.plan.title else b.plan.path
@@ -54,6 +57,9 @@ def format_plan(compiled) -> str:
             if step.implicit:
                 lines.append("  " * depth + "    # " + step.implicit_why)
             lines.extend("  " * depth + "    " + x for x in step.describe())
+            said = rollback_text.get(step.id)
+            if said:
+                lines.append("  " * depth + "    # " + said)
 
     for top in compiled.steps:
         add(top, 0)
@@ -73,11 +79,23 @@ def apply_command(args) -> int:
 
     opts = ApplyOptions(plan=args.plan, dry_run=args.dry_run, yes=args.yes, from_label=args.from_label,
                         log_format=args.log_format, accept_new_host_keys=args.accept_new_host_keys,
-                        restart=args.restart)
+                        restart=args.restart, rollback=args.rollback)
     # mdsl's own files (journal, lock) are opened 0600 in a 0700 `.mdsl/`; commands that make
     # artifacts set `umask 077` themselves, so the operator's services keep their own umask.
     install_thread_hook()  # an exception escaping a worker thread is reported redacted, too
     return apply_plan(opts)
+
+
+def rollback_command(args) -> int:
+    """`mdsl rollback PLAN`: bring the source back from the journal; see mdsl.run.rollback."""
+    from mdsl.run.apply import ApplyOptions
+    from mdsl.run.log import install_thread_hook
+    from mdsl.run.rollback_command import rollback_plan
+
+    opts = ApplyOptions(plan=args.plan, yes=args.yes, log_format=args.log_format,
+                        accept_new_host_keys=args.accept_new_host_keys)
+    install_thread_hook()
+    return rollback_plan(opts)
 
 
 def status_command(args) -> int:

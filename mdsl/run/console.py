@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from typing import Callable, Optional, TextIO
+from typing import Callable, ContextManager, Optional, TextIO
 
 from mdsl.run.errors import Refused
 
 
-def tty_ask(prompt: str) -> Optional[bool]:
-    """Ask yes/no on the terminal (/dev/tty, else a TTY stdin); None when there is no terminal."""
+def _discard_typed_ahead(fd: int) -> None:
+    """Drop what was typed before the question was shown: only an answer typed after it counts."""
     try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write(prompt + " [y/N] ")
+        import termios
+
+        termios.tcflush(fd, termios.TCIFLUSH)
+    except (ImportError, OSError):
+        pass
+
+
+def tty_ask(prompt: str) -> Optional[bool]:
+    """Ask yes/no on the terminal (/dev/tty, else a TTY stdin); None when there is no terminal.
+
+    Written straight to the terminal (no markup: brackets stay), on a line of its own; what was typed
+    before the question appeared is discarded, and one line answers it.
+    """
+    try:
+        tty = open("/dev/tty", "r+", encoding="utf-8", errors="replace")
+    except OSError:
+        tty = None
+    if tty is not None:
+        with tty:
+            _discard_typed_ahead(tty.fileno())
+            tty.write("\r\x1b[K" + prompt + " [y/N] ")
             tty.flush()
             return tty.readline().strip().lower() in ("y", "yes")
-    except OSError:
-        pass
     if sys.stdin is not None and sys.stdin.isatty():
-        try:
-            return input(prompt + " [y/N] ").strip().lower() in ("y", "yes")
-        except EOFError:
-            return False
+        _discard_typed_ahead(sys.stdin.fileno())
+        out = sys.__stdout__ or sys.stdout
+        out.write(prompt + " [y/N] ")
+        out.flush()
+        line = sys.stdin.readline()
+        return line.strip().lower() in ("y", "yes") if line else False
     return None
 
 
@@ -44,6 +64,8 @@ class Console:
         self.ask_fn = ask
         self.yes = yes  # `--yes`: every question is answered yes without asking
         self._lock = threading.Lock()
+        # While a question is on screen the live progress display stops drawing (mdsl.run.progress)
+        self.pause: Callable[[], ContextManager] = contextlib.nullcontext
 
     def say(self, text: str = "") -> None:
         """A line of the narrative (stdout)."""
@@ -59,12 +81,18 @@ class Console:
         """Ask yes/no unless `--yes`; raises Refused on a no, or when there is no terminal to ask on."""
         if self.yes:
             return
-        answer = self.ask_fn(prompt)
+        answer = self.question(prompt)
         if answer is None:
             raise Refused(f"{what} needs a confirmation, but there is no terminal to ask on; "
                           "run from a terminal or pass --yes")
         if not answer:
             raise Refused(f"{what}: not confirmed")
+
+    def question(self, prompt: str) -> Optional[bool]:
+        """Ask one yes/no question (None: no terminal), with the progress display paused and no other line
+        written meanwhile: the question stays whole on screen until it is answered."""
+        with self._lock, self.pause():
+            return self.ask_fn(prompt)
 
     def can_ask(self) -> bool:
         """False when a question would have no one to answer it (no `--yes`, no terminal)."""

@@ -2,7 +2,7 @@
 
 The journal is an append-only JSON Lines file (`.mdsl/<plan>.journal`): one
 record per event (run started, step started, step done with its artifacts'
-sha256 and size, step failed, reset), each written with a single `write` on
+sha256 and size, step failed, reset; a step a rollback undid, a rollback's end), each written with a single `write` on
 an O_APPEND descriptor and `fdatasync`ed before the step goes on. A crash can
 only tear the last line, which the reader ignores. Why not SQLite: one writer
 at a time (the lock), records are never updated in place, and an operator can
@@ -190,6 +190,7 @@ class JournalState:
     torn_lines: int = 0
     running: List[RunningCommand] = field(factory=list)
     secret_files: Dict[Tuple[str, str], SecretFileRecord] = field(factory=dict)
+    rolled_back: bool = False  # the last rollback finished (`mdsl rollback`, or apply's after a failure)
 
     def leftovers(self) -> "JournalState":
         """A fresh state that keeps only what may be left on the hosts (`--restart`)."""
@@ -281,6 +282,7 @@ def _secret_file_removed(st: JournalState, rec: dict) -> None:
 
 
 def _run(st: JournalState, rec: dict) -> None:
+    st.rolled_back = False
     st.runs += 1
     st.last_run_at = rec.get("at")
     st.finished_ok = False
@@ -305,10 +307,21 @@ def _step(st: JournalState, rec: dict) -> None:
     st.steps[sid] = s
 
 
+def _undone(st: JournalState, rec: dict) -> None:
+    s = st.steps.get(rec.get("step"))
+    if s is not None:  # a rollback undid it: not done any more, so a resume runs it (and all after it) again
+        s.status = "rolled-back"
+
+
+def _rollback(st: JournalState, rec: dict) -> None:
+    st.rolled_back = bool(rec.get("ok"))
+
+
 # event -> how it changes the state (a new state, or None when it changed the one it was given)
 _REPLAY = {"reset": _reset, "pid": _pid, "reaped": _reaped, "secret-file": _secret_file,
            "secret-file-removed": _secret_file_removed, "run": _run, "finished": _finished,
-           "start": _step, "done": _step, "failed": _step}
+           "start": _step, "done": _step, "failed": _step, "undone": _undone,
+           "rollback": _rollback}
 
 
 def _pairs(value) -> List[Tuple[int, str]]:
@@ -386,6 +399,14 @@ class Journal:
     def secret_file_removed(self, host: str, path: str) -> None:
         """That temp file is gone."""
         self.append("secret-file-removed", host=host, path=path)
+
+    def step_undone(self, sid: str) -> None:
+        """A rollback undid the step (started its services again, ran its `undo`): a resume runs it again."""
+        self.append("undone", step=sid)
+
+    def rolled_back(self, ok: bool, steps: Iterable[str]) -> None:
+        """A rollback ended: every undo in `steps` ran (ok), or one failed."""
+        self.append("rollback", ok=ok, steps=list(steps))
 
     def finished(self, ok: bool) -> None:
         """The apply ended."""

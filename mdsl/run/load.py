@@ -31,20 +31,22 @@ def render_findings(findings: List[Finding]) -> str:
     return render.render_text(findings, render.Sources(), color=render.use_color(sys.stderr)).rstrip("\n")
 
 
-def check_findings(plan: A.Plan) -> Tuple[BoundPlan, List[Finding]]:
-    """`mdsl check`'s findings, and the bound plan they were found on."""
-    res = check_plan(plan)
+def check_findings(plan: A.Plan, rollback: bool = False) -> Tuple[BoundPlan, List[Finding]]:
+    """`mdsl check`'s findings (`--rollback`: H310 too), and the bound plan they were found on."""
+    res = check_plan(plan, rollback=True) if rollback else check_plan(plan)
     return res.bound, list(res.findings)
 
 
-def load_plan(path: str, warn: Callable[[str], None], command: str) -> Tuple[CompiledPlan, List[Finding]]:
-    """(compiled plan, its warnings and infos); `warn` prints the reasons before `Unusable` is raised."""
+def load_plan(path: str, warn: Callable[[str], None], command: str,
+              rollback: bool = False) -> Tuple[CompiledPlan, List[Finding]]:
+    """(compiled plan, its warnings and infos); `warn` prints the reasons before `Unusable` is raised;
+    `rollback`: checked as `mdsl check --rollback` (the run rolls back on failure)."""
     try:
         plan = parse_file(path)
     except PlanError as exc:
         warn(render_findings(exc.findings))
         raise Unusable() from None
-    bound, findings = check_findings(plan)
+    bound, findings = check_findings(plan, rollback)
     errors = [f for f in findings if f.severity == Severity.ERROR]
     if errors:
         warn(render_findings(errors + [f for f in findings if f.severity == Severity.WARNING]))

@@ -8,10 +8,13 @@ runner calls it unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
+
+from rich.markup import escape
 
 from mdsl.run.console import human_bytes
 
@@ -108,10 +111,22 @@ class Progress:
             self._rich = None
 
     def task(self, description: str, total: Optional[int] = None) -> Task:
-        """A new bar (a no-op Task off a TTY)."""
+        """A new bar (a no-op Task off a TTY); the description is shown as is (its brackets are not markup)."""
         if self._rich is None:
             return Task()
-        return Task(self._rich, self._rich.add_task(description, total=total))
+        return Task(self._rich, self._rich.add_task(escape(description), total=total))
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop drawing (the bars are cleared) while a question is on screen; draw again afterwards."""
+        if self._rich is None:
+            yield
+            return
+        self._rich.stop()
+        try:
+            yield
+        finally:
+            self._rich.start()
 
     def line(self, description: str) -> "StepLine":
         """A step's line, shown once it has run SHOW_AFTER seconds; its `detail` says what it does now."""
@@ -138,7 +153,7 @@ class StepLine:
             rich = self._progress._rich
             if self._timer is None or rich is None:
                 return
-            self._task = Task(rich, rich.add_task(self._description, total=None, line=True, detail=self._detail))
+            self._task = Task(rich, rich.add_task(escape(self._description), total=None, line=True, detail=self._detail))
 
     def detail(self, text: str) -> None:
         """What the step does now (`waiting for mastodon-web to stop`, `rsync old -> new`)."""

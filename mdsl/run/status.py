@@ -106,6 +106,8 @@ def _leaf_state(leaf: CompiledStep, state: J.JournalState, st: str, live_since: 
         if live_since is not None and rec.at >= live_since:
             return "running", f"since {rec.at}"
         return "pending", f"started {rec.at} and never finished (interrupted?)"
+    if rec is not None and rec.status == "rolled-back":
+        return "pending", "undone by a rollback: it runs again"
     if st == "changed":
         return "pending", "the step changed since it ran: it runs again"
     return "pending", ""

@@ -313,11 +313,17 @@ class Drop(Step):
 
 @frozen
 class Run(Step):
-    """`run HOST "command" [reads = [..]] [writes = [..]] [deletes = [..]]`."""
+    """`run HOST "command" [reads = [..]] [writes = [..]] [deletes = [..]] [undo = "command"]`."""
 
     host: Ident = None
     command: Str = None
     keyword = "run"
+
+    @property
+    def undo(self) -> Optional[Str]:
+        """`undo = "command"`: what brings the host back when a rollback undoes this step (mdsl.check.cutover)."""
+        opt = self.option("undo")
+        return opt.value if opt is not None and isinstance(opt.value, Str) else None
 
 
 @frozen

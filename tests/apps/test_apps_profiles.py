@@ -136,3 +136,19 @@ def test_the_language_reference_lists_every_app():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text(encoding="utf-8")
     section = doc[doc.index("## Naming the app"):doc.index("## Suppressing a finding")]
     assert all(name in section for name in APPS), [n for n in APPS if n not in section]
+
+
+def test_a_very_long_app_name_is_an_unknown_app_not_a_traceback():
+    """Fuzz crash: an app name past the file system's NAME_MAX made the profile lookup raise
+    `OSError: File name too long`; it is the resolver's "unknown app" (E106), like any other name."""
+    from mdsl.apps import profile as profiles
+    from mdsl.check import check_plan
+    from mdsl.syntax.parser import parse_text
+
+    name = "a" * 300
+    assert profiles.load(name) is None
+    text = ('host old { local = true }\n'
+            f'service app on old {{ systemd = ["x"]  app = "{name}" }}\n'
+            'steps {\n  stop app\n}\n')
+    findings = check_plan(parse_text(text, "long.plan")).findings
+    assert [f.code for f in findings if f.message.startswith("mdsl has no profile")] == ["E106"]

@@ -19,13 +19,17 @@ _CODE = re.compile(r"\b[EHPA]\d{3}\b")
 _LINE = re.compile(r"\bline\s+(\d+)\b")
 
 
+ROLLBACK_MARKER = "# checked with: mdsl check --rollback"
+
+
 def findings_of(text: str, name: str = "test.plan") -> List[Finding]:
-    """Every finding for a plan text, syntax errors included."""
+    """Every finding for a plan text, syntax errors included; checked as `mdsl check --rollback` does when
+    a line of it says `# checked with: mdsl check --rollback`."""
     try:
         plan = parse_text(text, name)
     except PlanError as exc:
         return exc.findings
-    return check_plan(plan).findings
+    return check_plan(plan, rollback=ROLLBACK_MARKER in text).findings
 
 
 def expectations(text: str) -> Counter:

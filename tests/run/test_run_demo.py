@@ -219,10 +219,13 @@ def test_declining_the_point_of_no_return_stops_before_the_new_app_starts(demo):
 
     def answer(prompt):
         asked.append(prompt)
-        return "takes writes that the old source never sees" not in prompt
+        return "takes writes that the old source never sees" not in prompt and "Roll back now?" not in prompt
 
     code, out, err = apply(plan, yes=False, ask=answer)
     assert code == 1
     assert any("start new_app" in p and "going back to the source would lose them" in p for p in asked)
+    # a no before the point of no return offers the rollback (declined here): the state it left is said
+    assert asked[-1].startswith("Roll back now? It runs: start old_app")
+    assert "state now:\n  old_app on old is stopped (step 2 `stop old_app`)" in err
     assert not app_running(root / "new") and not app_running(root / "old")
     assert (root / "new" / "notes.db").exists()  # everything before the cutover ran
