@@ -4,8 +4,9 @@ and the read-only questions asked there.
 - P409: Docker answers the login user (or through sudo, on a `sudo = true` host).
 - P402: a host with Compose services has `docker compose` (v2) or `docker-compose` (v1).
 - P405: the containers and Compose projects (and their listed services) the plan stops or starts
-  exist; the images a project the plan starts needs are on the host (a missing one would be pulled
-  in the middle of the downtime: a warning).
+  exist, and a project the plan finds running has containers under the name Compose gives it; the
+  images a project the plan starts needs are on the host (a missing one would be pulled in the
+  middle of the downtime: a warning).
 - P406: a database inside a container is reached through it: the container runs, or a step before
   the database's first use starts a Docker service on that host (a container the plan creates).
 - P408: a volume the plan reads exists (its mountpoint readable).
@@ -24,7 +25,8 @@ from attrs import define, field
 from mdsl.check.rules.base import Rule
 from mdsl.check.rules.p_preflight import P402, P405, P408, P409, P410
 from mdsl.compile.docker import COMPOSE, PROJECT_NAME, compose_dir
-from mdsl.compile.parts import Arg, sh
+from mdsl.docker import COMPOSE_PROJECT_LABEL
+from mdsl.compile.parts import Arg, Lit, sh
 from mdsl.findings import Finding, Severity
 from mdsl.model import Service, Volume
 from mdsl.syntax import ast as A
@@ -154,6 +156,32 @@ class DockerChecks:
                 label="unknown service"))
         if svc.name in self.needs.started:
             self.images(svc, step, [s for s in (svc.compose_services or declared) if s in declared])
+        if svc.initially_running and not missing:
+            self.deployed(svc)
+
+    def deployed(self, svc: Service) -> None:
+        """A project the plan finds running has containers on this host under the name Compose gives it
+        from this file: else the plan names another deployment (another directory, `name:`,
+        COMPOSE_PROJECT_NAME), and stopping it would stop nothing while the real app writes on."""
+        names = svc.compose_services
+        r = self.run(sh("cd --", Arg(compose_dir(svc)), "&&", PROJECT_NAME, "p=$(mdsl_project", Arg(svc.compose),
+                        ") && printf '%s\\n' \"$p\" && docker ps -a --filter", Lit('"label=' + COMPOSE_PROJECT_LABEL
+                        + '=$p"'), "--filter label=com.docker.compose.oneoff=False",
+                        "--format '{{.Label \"com.docker.compose.service\"}}'"))
+        if not r.ok:
+            return
+        project, *found = r.stdout.split()
+        lacking = [n for n in names if n not in found] if names else ([] if found else ["any service"])
+        if not lacking:
+            return
+        what = "no container" if not found else "no container of " + ", ".join(f"`{n}`" for n in lacking)
+        self.findings.append(_finding(
+            P405, f"the Compose project `{project}` of `{svc.compose}` has {what} on `{self.host}`, but the plan "
+            f"finds `{svc.name}` running there", svc.span,
+            "check that the app is deployed from this file (`docker compose ls` / `docker ps` show the project "
+            "names); or declare `initially = stopped` if it is not running",
+            [f"Compose names the project `{project}` from COMPOSE_PROJECT_NAME, `name:` or the file's directory"],
+            label="not deployed from here"))
 
     def images(self, svc: Service, step: A.Step, services: List[str]) -> None:
         # `config` prints the resolved file (both versions); each service's `image:` is what `up` runs.

@@ -260,3 +260,84 @@ steps {{
     mount_b = Path(_volume(db, "vw-data")["Mountpoint"])
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [mount_b / "db.sqlite3", mount_b / "attachments" / "x"]}
     assert owners == {(1000, 1000)}
+
+
+def test_preflight_finds_what_docker_lacks_on_each_host_before_anything_changes(docker_hosts, tmp_path):
+    """P405 (a container, a project, a listed service that do not exist; a project the plan finds running
+    that is not deployed from its file; an image the target project needs), P406 (a database container
+    that does not run), P408 (a volume that does not exist): all reported by one preflight, nothing stopped."""
+    ssh_hosts, daemons = docker_hosts
+    da, db = daemons["a"], daemons["b"]
+    old = _project(ssh_hosts.a.root)
+    new = _project(ssh_hosts.b.root)
+    text = (new / "docker-compose.yml").read_text()
+    server = text.index("  immich-server:")
+    (new / "docker-compose.yml").write_text(text[:server] + text[server:].replace(IMAGE, "mdsl-e2e/not-here:1", 1))
+    da.docker("run", "-d", "--name", "other", "--network", "none", IMAGE, "sleep", "1000")
+    plan = tmp_path / "preflight.plan"
+    compose_a, compose_b = plan_str(str(old / "docker-compose.yml")), plan_str(str(new / "docker-compose.yml"))
+    plan.write_text(f"""plan "what Docker lacks"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+service old_app on a {{ compose = {compose_a}  services = ["immich-server", "worker"]  writes = [old_pg] }}
+service old_web on a {{ compose = {compose_a}  services = ["immich-server"] }}
+service old_vw on a {{ container = "vaultwarden" }}
+service old_other on a {{ compose = {plan_str(str(ssh_hosts.a.root / "srv" / "nothing" / "docker-compose.yml"))} }}
+service new_app on b {{ compose = {compose_b}  writes = [new_pg, new_cache]  initially = stopped }}
+postgres old_pg on a {{ container = "immich_postgres"  database = "immich"  user = "postgres" }}
+postgres new_pg on b {{ container = "immich_postgres"  database = "immich"  user = "postgres"  fresh = true }}
+volume old_cache on a {{ docker = "immich_model-cache" }}
+volume new_cache on b {{ docker = "immich_model-cache"  fresh = true }}
+steps {{
+  stop old_app, old_web, old_vw, old_other
+  dump old_pg to a:{plan_str(str(ssh_hosts.a.root / "immich.dump"))}
+  transfer a:{plan_str(str(ssh_hosts.a.root / "immich.dump"))} to b:{plan_str(str(ssh_hosts.b.root / "immich.dump"))}
+  sync old_cache to new_cache
+  start new_app
+  restore b:{plan_str(str(ssh_hosts.b.root / "immich.dump"))} into new_pg
+}}
+""")
+    r = mdsl("apply", "--yes", str(plan), timeout=300)
+    text = human(output(r))
+    no_traceback(text)
+    assert r.returncode != 0
+    assert "has no service `worker`" in text, text
+    assert "container `vaultwarden` of service `old_vw` does not exist on `a`" in text, text
+    assert "nothing/docker-compose.yml` of service `old_other` cannot be read on `a`" in text, text
+    # the project file is there, but nothing was deployed from it: stopping it would stop nothing
+    assert "the Compose project `immich` of" in text and "has no container of `immich-server` on `a`" in text, text
+    assert "image `mdsl-e2e/not-here:1`" in text and "is not on `b`" in text, text
+    assert "container `immich_postgres` does not exist on `a`" in text, text  # P406
+    assert "docker volume `immich_model-cache` (old_cache) does not exist on `a`" in text, text  # P408
+    for code in ("P405", "P406", "P408"):
+        assert code in text
+    # nothing changed: the other container runs on, nothing was made on b
+    assert da.docker("inspect", "--format", "{{.State.Running}}", "other").stdout.strip() == "true"
+    assert db.docker("volume", "ls", "-q").stdout.split() == []
+    assert db.docker("ps", "-a", "-q").stdout.split() == []
+
+
+def test_preflight_says_when_docker_does_not_answer_on_a_host(docker_hosts, tmp_path):
+    ssh_hosts, daemons = docker_hosts
+    plan = tmp_path / "p409.plan"
+    plan.write_text(f"""plan "Docker down on b"
+{ssh_hosts.plan_host_decl("a")}
+{ssh_hosts.plan_host_decl("b")}
+volume old_data on a {{ docker = "vw-data" }}
+volume new_data on b {{ docker = "vw-data"  fresh = true }}
+steps {{
+  sync old_data to new_data
+}}
+""")
+    daemons["a"].docker("volume", "create", "vw-data")
+    daemons["b"].stop()  # dockerd down: the socket DOCKER_HOST names answers no more
+    try:
+        r = mdsl("apply", "--yes", str(plan), timeout=300)
+    finally:
+        daemons["b"].start()
+    text = human(output(r))
+    no_traceback(text)
+    assert r.returncode != 0
+    assert "P409" in text and "Docker does not answer on `b` (as the login user)" in text, text
+    assert "Docker does not answer on `a`" not in text
+    assert daemons["a"].docker("volume", "ls", "-q").stdout.split() == ["vw-data"]
