@@ -75,6 +75,15 @@ class DockerNeeds:
         return first is not None and first < order
 
 
+def docker_hosts(bound, leaves) -> List[str]:
+    """The hosts where these compiled steps need Docker, the far end of a `sync` into a volume included
+    (its commands run from the other host, but its Docker is asked at preflight all the same: P409, P410)."""
+    needs = DockerNeeds()
+    for order, leaf in enumerate(leaves):
+        needs.step(order, leaf.step, bound.resources)
+    return list(needs.hosts)
+
+
 def _finding(rule: Rule, message: str, span: A.Span, help: Optional[str], notes=(), label: str = "",
              severity: Optional[Severity] = None) -> Finding:
     return rule.finding(message, span, label=label, notes=notes, help=help, severity=severity)
