@@ -21,6 +21,7 @@ RULES: Tuple[Rule, ...] = (
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308, h3_logins.H309,
+    h3_docker.H311,
     # A1: the app's own hazards, from its profile
     *a_apps.RULES,
     # P: preflight at apply time
