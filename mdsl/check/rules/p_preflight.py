@@ -60,7 +60,9 @@ P405 = Rule(
         "Every unit named in a service's `systemd = [...]` must exist on its host (and every start/"
         "stop/status command must be runnable), or stopping and starting services fails midway. "
         "Likewise every `container` a service names, and every Compose project (`compose`) with the "
-        "`services` listed from it. An image a project the plan starts needs that is not on the host "
+        "`services` listed from it; a project the plan finds running must have containers under the "
+        "name Compose gives it from that file (else the app runs from another deployment, and stopping "
+        "this one would stop nothing while it writes on). An image a project the plan starts needs that is not on the host "
         "is a warning: `docker compose up` would pull it during the downtime, or fail where no "
         "registry answers."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
