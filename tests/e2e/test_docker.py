@@ -431,3 +431,33 @@ steps {{
             daemons[side].remove_all()
         for s in servers:
             s.stop()
+
+
+def test_preflight_refuses_a_dump_inside_a_container_the_plan_stops_first(docker_hosts, tmp_path):
+    """P414: the whole project (its `database` service included) is stopped before the dump that runs
+    inside `immich_postgres`: Docker's labels tell which service runs the container, nothing is stopped."""
+    ssh_hosts, daemons = docker_hosts
+    da = daemons["a"]
+    old = _project(ssh_hosts.a.root)
+    da.compose(old, "up", "-d")
+    _wait_rows(da, 5)
+    dump = plan_str(str(ssh_hosts.a.root / "immich.dump"))
+    plan = tmp_path / "p414.plan"
+    plan.write_text(f"""plan "the whole stack stopped before the dump"
+{ssh_hosts.plan_host_decl("a")}
+service old_stack on a {{ compose = {plan_str(str(old / "docker-compose.yml"))}  writes = [old_pg] }}
+postgres old_pg on a {{ container = "immich_postgres"  database = "immich"  user = "postgres" }}
+steps {{
+  stop old_stack
+  dump old_pg to a:{dump}
+  start old_stack
+}}
+""")
+    r = mdsl("apply", "--yes", str(plan), timeout=300)
+    text = human(output(r))
+    no_traceback(text)
+    assert r.returncode != 0
+    assert "P414" in text and "container `immich_postgres`, the Compose service `database` of project `immich`" \
+        in text and "`stop old_stack` stops before it" in text, text
+    n = _rows(da)  # nothing stopped: the app still writes
+    _wait_rows(da, n + 3)
