@@ -4,6 +4,7 @@ inside a container dumped and restored against the same database on the host.
     python3 bench/docker.py                # 20,000 files, 1 GiB volume; ~1.1 M-row database; 2 rounds
     python3 bench/docker.py --quick        # 5,000 files, 256 MiB; a small database; 1 round
     python3 bench/docker.py --write-docs   # put the figures into docs/performance.md
+    python3 bench/docker.py --only database --quick   # one half
 
 Two sshd test hosts on 127.0.77.2 (a) and .3 (b), each with its own dockerd
 (tests/e2e/dockerd.py) and DOCKER_HOST. The volume `bench_data` on a holds the
@@ -27,6 +28,7 @@ the same host by `mdsl apply` (mdsl's defaults: zstd custom dump, pg_restore -j)
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -40,13 +42,17 @@ from files import make_tree
 
 sys.path.insert(0, str(E2E))
 from dockerd import IMAGE, Dockerd, build_rootfs, copy_programs  # noqa: E402
+from hosts import descendants  # noqa: E402
 
 TOOLS_IMAGE = "mdsl-bench/tools:1"
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")  # cgroup v1's CPU hierarchy (where dockerd puts containers here)
+# The host cluster's settings (tests/e2e/hosts.py, beside the fsync=off and full_page_writes=off of the image's entry).
 PG_SETTINGS = ["-c", "synchronous_commit=off", "-c", "shared_buffers=32MB", "-c", "max_connections=50",
-               "-c", "max_wal_size=1GB"]
+               "-c", "max_wal_size=1GB", "-c", "min_wal_size=32MB", "-c", "wal_recycle=off",
+               "-c", "dynamic_shared_memory_type=mmap"]
 
 
-def volume_way(H, daemons, runs: int, n_files: int, total: int):
+def volume_way(H, daemons, runs: int, n_files: int, total: int, groups: CpuGroups):
     a, b = H.cluster.a, H.cluster.b
     da, db = daemons
     da.docker("volume", "create", "bench_data")
@@ -78,10 +84,11 @@ steps {{
 
     def by_hand(side) -> float:
         t = time.monotonic()
-        out = subprocess.Popen(H.ssh_base("a") + [f"docker run --rm --network none -v bench_data:/v {TOOLS_IMAGE} "
-                                                  "tar czf - -C /v ."], stdout=subprocess.PIPE)
-        subprocess.run(H.ssh_base("b") + [f"docker run --rm -i --network none -v bench_data:/v {TOOLS_IMAGE} "
-                                          "tar xzf - -C /v"], stdin=out.stdout, check=True)
+        grp_a, grp_b = (" ".join(groups.run_args(side)) for side in ("tar-a", "tar-b"))
+        out = subprocess.Popen(H.ssh_base("a") + [f"docker run --rm --network none {grp_a} -v bench_data:/v "
+                                                  f"{TOOLS_IMAGE} tar czf - -C /v ."], stdout=subprocess.PIPE)
+        subprocess.run(H.ssh_base("b") + [f"docker run --rm -i --network none {grp_b} -v bench_data:/v "
+                                          f"{TOOLS_IMAGE} tar xzf - -C /v"], stdin=out.stdout, check=True)
         out.stdout.close()
         assert out.wait() == 0
         return time.monotonic() - t
@@ -104,16 +111,72 @@ steps {{
         table(["way", "median s", "runs (s)", "ratio to by-hand"], rows), "",
         f"- ratio mdsl (sync) / by hand (helper containers, tar czf over ssh): "
         f"**{res['mdsl-sync'].med / hand.med:.2f}**; archive (zstd) + transfer + extract: "
-        f"{res['mdsl-archive'].med / hand.med:.2f}"])
+        f"{res['mdsl-archive'].med / hand.med:.2f}",
+        "- the helper containers each in a root-level CPU cgroup of weight 1024, as a process on the host"
+        if groups.available else "- (no cgroup v1 CPU hierarchy)"])
 
 
-def database_way(H, daemons, runs: int, rows: int):
+class CpuGroups:
+    """Both database servers under the same CPU weight.
+
+    Under cgroup v1 dockerd puts every container (of every daemon on the machine) in `/docker`,
+    whose weight (cpu.shares 1024) is that of one process: on a loaded machine a server in a
+    container gets one process's share of the CPU, a server on the host one per busy backend, and
+    the comparison measures the scheduler, not `docker exec`. So the container runs under a
+    root-level group of its own (`--cgroup-parent`) and the host cluster's processes are moved
+    into another one of the same weight: each server competes with the rest of the machine as one
+    group of weight 1024. Both are removed at the end. Without cgroup v1 nothing is changed.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.available = (CPU_CGROUPS / "cpu.shares").exists()
+        self.prefix = f"mdsl-bench-{tag}-"
+        self.host = CPU_CGROUPS / f"{self.prefix}host"
+
+    def run_args(self, name: str) -> list:
+        """`docker run` options putting the container in a root-level group of its own (`name`)."""
+        return ["--cgroup-parent", f"/{self.prefix}{name}"] if self.available else []
+
+    def add_host_server(self, pids) -> None:
+        if not self.available:
+            return
+        self.host.mkdir(exist_ok=True)
+        (self.host / "cpu.shares").write_text("1024")
+        for pid in pids:
+            try:
+                (self.host / "cgroup.procs").write_text(str(pid))
+            except OSError:  # ended meanwhile
+                pass
+
+    def note(self) -> str:
+        return ("each server in a root-level CPU cgroup of weight 1024 (the container by `--cgroup-parent`, "
+                "the host cluster moved into one)" if self.available else "no cgroup v1 CPU hierarchy: no CPU groups")
+
+    def remove(self) -> None:
+        """The host group's processes back to the root group; every group made here removed."""
+        if not self.available:
+            return
+        if self.host.exists():
+            for pid in (self.host / "cgroup.procs").read_text().split():
+                try:
+                    (CPU_CGROUPS / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass
+        for d in Path("/sys/fs/cgroup").glob(f"*/{self.prefix}*"):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def database_way(H, daemons, runs: int, rows: int, groups: CpuGroups):
     a = H.cluster.a
     da = daemons[0]
     host_pg = H.postgres("host")
     host_pg.createdb("app")
     host_pg.load_dataset("app", rows=rows)
-    da.docker("run", "-d", "--name", "benchpg", "--network", "none", "--user", "999:999", "-v",
+    groups.add_host_server([host_pg.pid, *descendants(host_pg.pid)])
+    da.docker("run", "-d", "--name", "benchpg", "--network", "none", "--user", "999:999", *groups.run_args("db"), "-v",
               "benchpg:/var/lib/postgresql/data", IMAGE, "/usr/local/bin/db-entry", *PG_SETTINGS)
     for _ in range(300):
         if da.docker("exec", "benchpg", "pg_isready", "-q", check=False).returncode == 0:
@@ -160,7 +223,8 @@ steps {{
         f"restored into a new database on the same host by `mdsl apply` (mdsl's defaults); median of {runs} "
         "alternating round(s).", "",
         table(["where", "median s", "runs (s)"], rows_md), "",
-        f"- ratio in a container (`container = ...`, docker exec) / on the host: **{cont.med / host.med:.2f}**"])
+        f"- ratio in a container (`container = ...`, docker exec) / on the host: **{cont.med / host.med:.2f}**",
+        f"- {groups.note()}"])
 
 
 def main() -> int:
@@ -168,7 +232,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--only", choices=("volume", "database"), help="run one half (not with --write-docs)")
     args = ap.parse_args()
+    if args.only and args.write_docs:
+        ap.error("--write-docs writes both halves: leave out --only")
     n_files, total = (5000, 256 * MiB) if args.quick else (20000, 1024 * MiB)
     rows = 100_000 if args.quick else 1_000_000
     runs = args.runs or (1 if args.quick else 2)
@@ -177,6 +244,7 @@ def main() -> int:
         rootfs = build_rootfs(H.base / "rootfs", E2E / "compose_app.py")
         tools = copy_programs(H.base / "tools", ["/bin/sh", "/bin/tar", "/bin/gzip"])
         daemons = []
+        groups = CpuGroups(str(os.getpid()))
         try:
             for h in H.cluster:
                 d = Dockerd(H.base / "docker" / h.name, h.name).start()
@@ -186,11 +254,12 @@ def main() -> int:
                 h.env["DOCKER_HOST"] = d.host
                 h.restart()
             H.cluster.write_client_files()
-            volume = volume_way(H, daemons, runs, n_files, total)
-            database = database_way(H, daemons, runs, rows)
+            volume = volume_way(H, daemons, runs, n_files, total, groups) if args.only != "database" else ""
+            database = database_way(H, daemons, runs, rows, groups) if args.only != "volume" else ""
         finally:
             for d in daemons:
                 d.destroy()
+            groups.remove()
         end_load = load()
     text = f"{volume}\n\n{database}\n\n{machine()}; {end_load} at the end."
     print()

@@ -121,3 +121,15 @@ def compose_project_name(compose_file: str) -> str:
     """
     base = posixpath.basename(posixpath.dirname(compose_file))
     return re.sub(r"[^-_a-z0-9]", "", base.lower())
+
+
+def runs_along(svc, services) -> Tuple[str, ...]:
+    """The other services a Docker stop or start of `svc` stops or starts too: the declarations of the same
+    Compose project on the same host whose services it includes (`docker compose stop` and `up -d` with
+    no service names act on every service of the project; with names, on those)."""
+    if not getattr(svc, "compose", None):
+        return ()
+    mine = set(svc.compose_services)
+    return tuple(o.name for o in services
+                 if o.name != svc.name and getattr(o, "compose", None) == svc.compose and o.host == svc.host
+                 and (not mine or (o.compose_services and mine.issuperset(o.compose_services))))

@@ -25,9 +25,9 @@ def walk_parallel(walk, block: A.Parallel) -> None:
     started = {}
     for m in A.walk_steps(block.steps):
         if isinstance(m, (A.Start, A.Restart)):
-            for ident in m.services:
-                if ident.name not in running:
-                    started.setdefault(ident.name, m)
+            for name in walk.acted_on(m):
+                if name not in running:
+                    started.setdefault(name, m)
     # (a block inside a lane keeps what the rest of the lane's block started)
     outer_started, outer_checks = walk.block_started, walk.lane_checks
     walk.deferred, walk.block_started, walk.lane_checks = [], {**outer_started, **started}, []
@@ -63,7 +63,7 @@ def walk_lane(walk, lane: A.Sequence) -> None:
         return
     st = walk.state
     outer_started, outer_deferred, outer_pos = walk.block_started, walk.deferred, walk.pos
-    mine = {i.name for s in lane.steps if isinstance(s, (A.Start, A.Restart)) for i in s.services}
+    mine = {n for s in lane.steps if isinstance(s, (A.Start, A.Restart)) for n in walk.acted_on(s)}
     mine &= set(outer_started)
     running0, started_by0 = set(st.running), dict(st.started_by)
     checked0, via0 = dict(st.checked_at), set(st.http_via)
@@ -148,9 +148,9 @@ def _delete_touches(walk, s: A.Delete):
 
 
 _TOUCHES = {
-    A.Start: lambda walk, s: (set(), {("service", i.name) for i in s.services}),
-    A.Stop: lambda walk, s: (set(), {("service", i.name) for i in s.services}),
-    A.Restart: lambda walk, s: (set(), {("service", i.name) for i in s.services}),
+    A.Start: lambda walk, s: (set(), {("service", n) for n in walk.acted_on(s)}),
+    A.Stop: lambda walk, s: (set(), {("service", n) for n in walk.acted_on(s)}),
+    A.Restart: lambda walk, s: (set(), {("service", n) for n in walk.acted_on(s)}),
     A.Dump: lambda walk, s: ({s.db.name}, {walk.ref(s.to).key}),
     A.Archive: lambda walk, s: ({s.dir.name}, {walk.ref(s.to).key}),
     A.Restore: lambda walk, s: ({walk.ref(s.source).key}, {s.db.name}),

@@ -24,12 +24,13 @@ RULES: Tuple[Rule, ...] = (
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308, h3_logins.H309,
     h3_rollback.H310,
+    h3_docker.H311,
     # A1: the app's own hazards, from its profile
     *a_apps.RULES,
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
     p_preflight.P406, p_preflight.P407, p_preflight.P408, p_preflight.P409, p_preflight.P410,
-    p_preflight.P411,
+    p_preflight.P411, p_preflight.P414,
 )
 
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk

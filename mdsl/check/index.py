@@ -9,6 +9,7 @@ import bisect
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from mdsl.check.state import Piece, PlaceKey, covers
+from mdsl.docker import runs_along
 from mdsl.model import BoundPlan, Resource, normpath
 from mdsl.syntax import ast as A
 
@@ -89,6 +90,9 @@ class PlanIndex:
             if r.kind == "service":
                 for d in r.writes:
                     self.writers.setdefault(d, []).append(r.name)
+        # service -> the other services a stop or start of it acts on too (one Compose project's declarations)
+        services = [r for r in bound.resources.values() if r.kind == "service"]
+        self.along: Dict[str, Tuple[str, ...]] = {s.name: runs_along(s, services) for s in services if s.compose}
         self._named: Dict[str, Set[str]] = {}  # dir -> subpaths the plan names for it
         self._locations: Set[Tuple[str, str]] = set()  # artifact paths and paths inside dirs
         self._links = _Subpaths()

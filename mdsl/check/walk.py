@@ -217,16 +217,23 @@ class Walk:
 
     # ---------------------------------------------------------------- each kind of step
 
+    def acted_on(self, s: A.Step) -> List[str]:
+        """The services a stop or start acts on: those it names, and the declarations of the same Compose
+        project that it takes along (`docker compose stop`/`up -d` of a whole project stops/starts every part)."""
+        out = {ident.name: None for ident in s.services}
+        for ident in s.services:
+            out.update(dict.fromkeys(self.index.along.get(ident.name, ())))
+        return list(out)
+
     def _stop(self, s: A.Stop) -> StepFacts:
         facts = StepFacts(s)
-        for ident in s.services:
-            facts.then(self._apply_stop, ident.name, s)
+        for name in self.acted_on(s):
+            facts.then(self._apply_stop, name, s)
         return facts
 
     def _start(self, s: A.Step) -> StepFacts:
         facts = StepFacts(s)
-        for ident in s.services:
-            name = ident.name
+        for name in self.acted_on(s):
             svc = self.bound.resources[name]
             if self.state.provisional:
                 for d in dict.fromkeys(svc.writes + svc.reads):

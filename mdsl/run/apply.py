@@ -31,6 +31,7 @@ from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import Backend, BackendError
 from mdsl.run.console import Console, human_bytes, tty_ask
+from mdsl.run.docker import docker_hosts
 from mdsl.run.errors import Refused, StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.leftovers import stop_leftovers
@@ -194,6 +195,7 @@ class Apply:
         hosts |= {a.host for s in compiled.leaves() if sched.status.get(s.id) == "done"
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
+        hosts |= set(docker_hosts(compiled.bound, sched.pending(compiled)))  # preflight asks Docker there
         hosts = {h for h in hosts if h in compiled.bound.hosts}
         # Preflight checks what the steps still to run need: a resume asks only for their secrets.
         pending = {id(s) for s in sched.pending(compiled)}

@@ -4,8 +4,9 @@ and the read-only questions asked there.
 - P409: Docker answers the login user (or through sudo, on a `sudo = true` host).
 - P402: a host with Compose services has `docker compose` (v2) or `docker-compose` (v1).
 - P405: the containers and Compose projects (and their listed services) the plan stops or starts
-  exist; the images a project the plan starts needs are on the host (a missing one would be pulled
-  in the middle of the downtime: a warning).
+  exist, and a project the plan finds running has containers under the name Compose gives it; the
+  images a project the plan starts needs are on the host (a missing one would be pulled in the
+  middle of the downtime: a warning).
 - P406: a database inside a container is reached through it: the container runs, or a step before
   the database's first use starts a Docker service on that host (a container the plan creates).
 - P408: a volume the plan reads exists (its mountpoint readable).
@@ -13,6 +14,8 @@ and the read-only questions asked there.
   ones the plan fills there (another directory name, `name:`, COMPOSE_PROJECT_NAME), so it would
   start on new, empty volumes. Compose's own answer is asked, through the same shell functions the
   steps use (`mdsl.compile.docker`).
+- P414: a database inside a container is used after a stop of the Compose service that runs its
+  container (Docker's labels name the project and service; the plan's stops are replayed in order).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Dict, List, Optional, Tuple
 from attrs import define, field
 
 from mdsl.check.rules.base import Rule
-from mdsl.check.rules.p_preflight import P402, P405, P408, P409, P410
+from mdsl.check.rules.p_preflight import P402, P405, P408, P409, P410, P414
 from mdsl.compile.docker import COMPOSE, PROJECT_NAME, compose_dir
-from mdsl.compile.parts import Arg, sh
+from mdsl.docker import COMPOSE_PROJECT_LABEL
+from mdsl.compile.parts import Arg, Lit, sh
 from mdsl.findings import Finding, Severity
 from mdsl.model import Service, Volume
 from mdsl.syntax import ast as A
@@ -41,6 +45,10 @@ class DockerNeeds:
     databases: Dict[str, int] = field(factory=dict)  # container database -> order of its first use
     filled: Dict[str, A.Step] = field(factory=dict)  # volume -> the first step filling it
     read: Dict[str, A.Step] = field(factory=dict)  # volume -> a step reading it before any step fills it
+    # (order, "stop" | "start", service) of every stop and start of a Compose service, in plan order
+    compose_events: List[Tuple[int, str, Service]] = field(factory=list)
+    # (order, database, step) of every dump, restore and drop of a database inside a container
+    database_uses: List[Tuple[int, object, A.Step]] = field(factory=list)
 
     def step(self, order: int, step: A.Step, resources) -> None:
         """Note what one step (in plan order) needs of Docker."""
@@ -53,11 +61,14 @@ class DockerNeeds:
                     if not isinstance(step, A.Stop):
                         self.started.setdefault(svc.name, (svc, step))
                         self.first_start.setdefault(svc.host, order)
+                    if svc.compose:
+                        self.compose_events.append((order, "stop" if isinstance(step, A.Stop) else "start", svc))
         if isinstance(step, (A.Dump, A.Restore, A.Drop)):
             db = resources.get(step.db.name)
             if getattr(db, "container", None):
                 self.hosts.setdefault(db.host, step)
                 self.databases.setdefault(db.name, order)
+                self.database_uses.append((order, db, step))
         reads = {A.Archive: lambda s: s.dir, A.Sync: lambda s: s.source}.get(type(step))
         fills = {A.Extract: lambda s: s.dir, A.Sync: lambda s: s.dest}.get(type(step))
         for which, into in ((reads, self.read), (fills, self.filled)):
@@ -71,6 +82,15 @@ class DockerNeeds:
         """True when a step before `order` starts a Docker service on `host` (it may create a container)."""
         first = self.first_start.get(host)
         return first is not None and first < order
+
+
+def docker_hosts(bound, leaves) -> List[str]:
+    """The hosts where these compiled steps need Docker, the far end of a `sync` into a volume included
+    (its commands run from the other host, but its Docker is asked at preflight all the same: P409, P410)."""
+    needs = DockerNeeds()
+    for order, leaf in enumerate(leaves):
+        needs.step(order, leaf.step, bound.resources)
+    return list(needs.hosts)
 
 
 def _finding(rule: Rule, message: str, span: A.Span, help: Optional[str], notes=(), label: str = "",
@@ -117,6 +137,7 @@ class DockerChecks:
             if v.host == self.host:
                 self.volume_source(v, step)
         self.project_names()
+        self.database_containers()
 
     # -- P402: which Compose
 
@@ -154,6 +175,32 @@ class DockerChecks:
                 label="unknown service"))
         if svc.name in self.needs.started:
             self.images(svc, step, [s for s in (svc.compose_services or declared) if s in declared])
+        if svc.initially_running and not missing:
+            self.deployed(svc)
+
+    def deployed(self, svc: Service) -> None:
+        """A project the plan finds running has containers on this host under the name Compose gives it
+        from this file: else the plan names another deployment (another directory, `name:`,
+        COMPOSE_PROJECT_NAME), and stopping it would stop nothing while the real app writes on."""
+        names = svc.compose_services
+        r = self.run(sh("cd --", Arg(compose_dir(svc)), "&&", PROJECT_NAME, "p=$(mdsl_project", Arg(svc.compose),
+                        ") && printf '%s\\n' \"$p\" && docker ps -a --filter", Lit('"label=' + COMPOSE_PROJECT_LABEL
+                        + '=$p"'), "--filter label=com.docker.compose.oneoff=False",
+                        "--format '{{.Label \"com.docker.compose.service\"}}'"))
+        if not r.ok:
+            return
+        project, *found = r.stdout.split()
+        lacking = [n for n in names if n not in found] if names else ([] if found else ["any service"])
+        if not lacking:
+            return
+        what = "no container" if not found else "no container of " + ", ".join(f"`{n}`" for n in lacking)
+        self.findings.append(_finding(
+            P405, f"the Compose project `{project}` of `{svc.compose}` has {what} on `{self.host}`, but the plan "
+            f"finds `{svc.name}` running there", svc.span,
+            "check that the app is deployed from this file (`docker compose ls` / `docker ps` show the project "
+            "names); or declare `initially = stopped` if it is not running",
+            [f"Compose names the project `{project}` from COMPOSE_PROJECT_NAME, `name:` or the file's directory"],
+            label="not deployed from here"))
 
     def images(self, svc: Service, step: A.Step, services: List[str]) -> None:
         # `config` prints the resolved file (both versions); each service's `image:` is what `up` runs.
@@ -222,6 +269,46 @@ class DockerChecks:
                 P408, f"docker volume `{v.docker}` ({v.name}) on `{self.host}` is empty, but the plan copies it "
                 "as data", step.span, "check that this is the volume the app uses (`docker inspect` its container)",
                 label="empty", severity=Severity.WARNING))
+
+    # -- P414: a database's container stopped by a Compose service before the database is used
+
+    def database_containers(self) -> None:
+        """Each use of a database inside a container, against the plan's stops of the Compose service that
+        runs that container (Docker's labels say which), the last one before the use winning."""
+        uses = [(order, db, step) for order, db, step in self.needs.database_uses if db.host == self.host]
+        events = [e for e in self.needs.compose_events if e[2].host == self.host]
+        if not uses or not events or self.compose_flavour is None:
+            return
+        projects: Dict[str, str] = {}
+        labels: Dict[str, Tuple[str, str]] = {}
+        reported = set()
+        for order, db, step in uses:
+            if db.container not in labels:
+                r = self.run(sh("docker inspect --format", Arg('{{index .Config.Labels "' + COMPOSE_PROJECT_LABEL
+                                                               + '"}} {{index .Config.Labels "com.docker.compose'
+                                                               '.service"}}'), "--", Arg(db.container)))
+                words = r.stdout.split() if r.ok else []
+                labels[db.container] = (words[0], words[1]) if len(words) == 2 else ("", "")
+            project, service = labels[db.container]
+            if not project or db.name in reported:
+                continue
+            last = None
+            for e_order, verb, svc in events:
+                if e_order >= order or (svc.compose_services and service not in svc.compose_services):
+                    continue
+                if svc.compose not in projects:
+                    projects[svc.compose] = self._project_volumes(svc)[0]
+                if projects[svc.compose] == project:
+                    last = (verb, svc)
+            if last is not None and last[0] == "stop":
+                reported.add(db.name)
+                self.findings.append(_finding(
+                    P414, f"`{step.keyword}` runs {db.name}'s programs inside container `{db.container}`, the "
+                    f"Compose service `{service}` of project `{project}`, which `stop {last[1].name}` stops before it "
+                    f"on `{self.host}`: `docker exec` would fail in the middle of the move", step.span,
+                    f"stop only the app's services there (`services = [...]` without `{service}`), and stop "
+                    f"`{service}` after the {step.keyword}", ["nothing was stopped or changed"],
+                    label="container stopped by then"))
 
     # -- P410: the project-name hazard
 

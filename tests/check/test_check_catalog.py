@@ -10,10 +10,10 @@ from mdsl.findings import Severity
 from check_helpers import findings_of
 
 EXPECTED = (
-    [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 6)]
-    + [f"H30{i}" for i in range(1, 10)] + ["H310"] + [f"A10{i}" for i in range(1, 7)]
-    + [f"P40{i}" for i in range(1, 10)]
-    + ["P410", "P411"]
+    [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 7)]
+    + [f"H30{i}" for i in range(1, 10)] + ["H310", "H311"]
+    + [f"A10{i}" for i in range(1, 7)] + [f"P40{i}" for i in range(1, 10)]
+    + ["P410", "P411", "P412", "P413", "P414"]
 )
 PLAN_RULES = [r for r in catalog.RULES if r.family != "P"]
 

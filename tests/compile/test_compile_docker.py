@@ -131,8 +131,13 @@ def test_a_database_in_a_container_is_dumped_and_read_back_through_docker_exec()
     [step] = list(cp.leaves())
     [dump] = [a.command.render() for a in step.actions]
     valid_shell(dump)
-    assert "docker exec -i immich_postgres pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=immich' ;" in dump
-    assert "zstd -q -dc < /root/immich.dump.part | docker exec -i immich_postgres pg_restore -f /dev/null" in dump
+    assert "docker exec immich_postgres pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=immich' ;" in dump
+    # read back as it is written (no second pass through `docker exec -i`), then the part read whole
+    assert "{ docker exec -i immich_postgres pg_restore -f /dev/null < /root/immich.dump.part.verify &" in dump
+    assert "| tee -- /root/immich.dump.part.verify | zstd -q -T0 -3 -c > /root/immich.dump.part ;" in dump
+    assert 'wait "$mdsl_vpid"; vrc=$?' in dump
+    assert '[ "$vrc" -eq 0 ] && zstd -q -t < /root/immich.dump.part ||' in dump
+    assert dump.index("zstd -q -t") < dump.index("mv -f -T")
     tools = dict(step.tools)["a"]
     assert "docker" in tools and "pg_dump" not in tools  # no PostgreSQL client needed on the host
 
@@ -146,8 +151,15 @@ def test_a_parallel_restore_into_a_container_reads_a_copy_made_inside_it_and_rem
     [restore] = texts('  restore b:"/root/immich.dump" into new_pg')
     valid_shell(restore.replace("<0600 temp file: PGPASSWORD=***>", "/tmp/x"))
     assert "zstd -q -t < /root/immich.dump &&" in restore
-    assert "docker exec -i immich_postgres sh -c 'umask 077 && cat > \"$1\"' mdsl-copy \"$mdsl_tmp\"" in restore
-    assert '-j "$mdsl_jobs"' in restore and 'rc=$?; docker exec immich_postgres rm -f -- "$mdsl_tmp"' in restore
+    # the container's user makes the copy's file; the host writes it straight into the container's
+    # file system where it can, else streams it in
+    assert "docker exec immich_postgres sh -c 'umask 077 && : > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in restore
+    assert 'zstd -q -dc < /root/immich.dump > "/proc/$mdsl_pid/root$mdsl_tmp" ; else' in restore
+    assert "| docker exec -i immich_postgres sh -c 'cat > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in restore
+    # one shell inside makes the database when missing, restores with the host's job count, removes the copy
+    assert '-j "$2"' in restore and 'mdsl-restore "$mdsl_tmp" "$mdsl_jobs"' in restore
+    assert "|| createdb -w -T template0" in restore and 'rm -f -- "$1"; exit "$rc"' in restore
+    assert '[ "$rc" -eq 0 ] || docker exec immich_postgres sh -c \'rm -f -- "$1"\' mdsl-restore "$mdsl_tmp"' in restore
 
 
 def test_a_container_databases_password_travels_in_an_env_file_never_in_argv():
@@ -169,3 +181,44 @@ def test_hostile_names_stay_single_words():
     [act, _] = [a.command.render() for s in cp.leaves() for a in s.actions]
     assert "'/srv/a'\"'\"'b;$(x)/docker-compose.yml'" in act
     valid_shell(act)
+
+
+MYSQL = HEAD + """mysql old_my on a { container = "nextcloud-db"  database = "nextcloud"  user = "root"  password = env("PW") }
+mysql new_my on b { container = "nextcloud-db"  database = "nextcloud"  user = "root"  password = env("PW")  fresh = true }
+"""
+
+
+def mysql_texts(steps: str) -> list:
+    bound = resolve(parse_text(MYSQL + "steps {\n" + steps + "\n}\n", "docker.plan"))
+    assert bound.ok, [f.message for f in bound.findings]
+    cp = compile_plan(bound)
+    return [(a.command, step) for step in cp.leaves() for a in step.actions if isinstance(a, Shell)]
+
+
+def test_a_mysql_database_in_a_container_is_dumped_by_its_own_client_through_docker_exec():
+    [(cmd, step)] = mysql_texts('  dump old_my to a:"/root/nc.sql.zst"')
+    text = cmd.render()
+    valid_shell(text.replace("<0600 temp file: MYSQL_PWD=***>", "/tmp/x"))
+    # the wrapper (mariadb-dump, else mysqldump) runs inside the container; zstd and the file stay on the host
+    assert "sh -c 'exec docker exec --env-file \"$MDSL_MYSQL_ENV\" \"$@\"' mdsl-exec nextcloud-db sh -c " in text
+    assert "command -v mariadb-dump || command -v mysqldump" in text and "| zstd -q -T0 -1 -c >" in text
+    assert "MDSL_MYSQL_ENV=<0600 temp file: MYSQL_PWD=***>" in text and "--defaults-extra-file=/" not in text
+    tools = dict(step.tools)["a"]
+    assert "docker" in tools and "mariadb-dump|mysqldump" not in tools  # no client needed on the host
+
+
+def test_a_mysql_restore_into_a_container_feeds_the_client_inside_on_stdin():
+    [(cmd, _)] = mysql_texts('  restore b:"/root/nc.sql.zst" into new_my')
+    text = cmd.render()
+    valid_shell(text.replace("<0600 temp file: MYSQL_PWD=***>", "/tmp/x"))
+    assert "| python3 -c" in text
+    assert "sh -c 'exec docker exec -i --env-file \"$MDSL_MYSQL_ENV\" \"$@\"' mdsl-exec nextcloud-db sh -c " in text
+    secret = [f for f in cmd.all_secret_files()]
+    assert secret and secret[0].content.reveal(lambda s: "pw") == b"MYSQL_PWD=pw\n"
+
+
+def test_a_mysql_database_in_a_container_has_no_run_as():
+    text = MYSQL.replace('container = "nextcloud-db"  database = "nextcloud"  user = "root"  password = env("PW") }',
+                         'container = "nextcloud-db"  database = "nextcloud"  run_as = "mysql" }', 1)
+    bound = resolve(parse_text(text + "steps {\n}\n", "docker.plan"))
+    assert any("`run_as`" in f.message for f in bound.findings)

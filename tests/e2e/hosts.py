@@ -587,7 +587,7 @@ create table statuses (
   updated_at     timestamptz not null
 );
 insert into statuses (id, account_id, in_reply_to_id, text, language, visibility, sensitive, created_at, updated_at)
-  select i, 1 + (i * 7919) % :accounts,
+  select i, 1 + (i::bigint * 7919) % :accounts,  -- bigint: past 271,000 rows i * 7919 overflows int
          case when i % 7 = 0 then i - 1 - (i % 5) end,
          'Post ' || i || ': ' || md5(i::text) || ' — «naïve café» #tag' || (i % 50),
          (array['en', 'de', 'fr', null])[1 + i % 4],

@@ -25,7 +25,10 @@ H301 = Rule(
     summary=(
         "Every service running when the plan starts should run somewhere when it ends: its systemd "
         "units are stopped on the old host, so some service on the new host must run the same units. "
-        "A service with start/stop commands has no unit names to compare: it counts as moved when a "
+        "Compose services are compared by name the same way: each one an old declaration lists "
+        "(`services = [...]`) must run in a Compose project running at the end (one started whole runs "
+        "every service of its file). A service with start/stop commands has no unit names to compare: "
+        "it counts as moved when a "
         "service running at the end writes the data its own writes were copied into. The usual miss "
         "is a timer or worker unit (a cron timer, a queue worker) that the old box ran and the new "
         "service declaration forgot."),
@@ -43,32 +46,52 @@ def runs_nowhere(walk) -> Iterator[Finding]:
     res = walk.bound.resources
     running = walk.state.running
     units = set()
+    compose_running = set()
     for name in running:
         units.update(res[name].systemd)
+        compose_running.update(res[name].compose_services)
+    compose_whole = any(res[n].compose and not res[n].compose_services for n in running)
     for svc in res.values():
         if svc.kind != "service" or not svc.initially_running:
             continue
         if svc.app and any(res[n].app == svc.app and res[n].layout != svc.layout for n in running):
             continue  # the app runs on under another layout's unit names (A106 holds them to its profile)
+        by = "units" if svc.systemd else "data"
         if svc.systemd:
             missing = [u for u in svc.systemd if u not in units]
+        elif svc.compose and compose_whole:
+            missing = []  # a project running whole at the end runs whatever its file declares
+        elif svc.compose_services and compose_running:
+            # Compose services have names to compare, as units do: each one the old project ran must
+            # run in a project running at the end.
+            by = "compose"
+            missing = [c for c in svc.compose_services if c not in compose_running]
         else:
             # A command service has no unit names to compare: it lives on where its
             # data went, if a service running at the end writes a copy of that data.
             missing = [] if svc.name in running or _job_moved(walk, svc, running) else [svc.name]
         if missing:
-            yield _runs_nowhere(walk, svc, missing)
+            yield _runs_nowhere(walk, svc, missing, by)
 
 
-def _runs_nowhere(walk, svc, missing: List[str]) -> Finding:
+def _runs_nowhere(walk, svc, missing: List[str], by: str) -> Finding:
+    """`by`: what was compared: systemd `units`, `compose` service names, or where the `data` went."""
     stop = walk.last_stop.get(svc.name)
     span = stop.span if stop is not None else svc.span
-    if not svc.systemd:
+    if by == "data":
         return H301.finding(
             f"{svc.name} ran at the start and runs nowhere at the end", span, label=f"{svc.name} stops here",
             notes=("no later step starts it, here or on another host",),
             help=f"start {svc.name} again, or a service that writes the data where it went")
     what = ", ".join(missing)
+    if by == "compose":
+        return H301.finding(
+            f"{svc.name} ran at the start, but its Compose service{'s' if len(missing) > 1 else ''} {what} "
+            f"{'runs' if len(missing) == 1 else 'run'} nowhere at the end", span, label=f"{svc.name} stops here",
+            notes=("no Compose service running at the end of the plan lists "
+                   f"{'it' if len(missing) == 1 else 'them'} (a worker the new project forgot?)",),
+            help=f"add {'it' if len(missing) == 1 else 'them'} to `services` of a service on the new host and "
+                 f"`start` it, or start {svc.name} again")
     return H301.finding(
         f"{svc.name} ran at the start, but {what} {'runs' if len(missing) == 1 else 'run'} nowhere at the end",
         span, label=f"{svc.name} stops here",

@@ -60,9 +60,11 @@ P405 = Rule(
         "Every unit named in a service's `systemd = [...]` must exist on its host (and every start/"
         "stop/status command must be runnable), or stopping and starting services fails midway. "
         "Likewise every `container` a service names, and every Compose project (`compose`) with the "
-        "`services` listed from it. An image a project the plan starts needs that is not on the host "
-        "is a warning: `docker compose up` would pull it during the downtime, or fail where no "
-        "registry answers."),
+        "`services` listed from it; a project the plan finds running must have containers under the "
+        "name Compose gives it from that file (else the app runs from another deployment, and stopping "
+        "this one would stop nothing while it writes on). An image a project the plan starts needs "
+        "that is not on the host is a warning: `docker compose up` would pull it during the downtime, "
+        "or fail where no registry answers."),
     bad="`systemd = [\"mastodon-sidekiq\"]` on a NixOS host whose module names it differently.",
     fixed="List the units `systemctl list-units 'mastodon*'` shows on that host.",
     source="unit names differ between a hand-built install and a distribution's module, and the seed moved "
@@ -156,4 +158,20 @@ P411 = Rule(
            "user existed on the old box only.",
 )
 
-RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411)
+P414 = Rule(
+    "P414", "a database's container is stopped by a Compose service before the plan uses it", ERROR,
+    summary=(
+        "A database declared with `container = \"NAME\"` is dumped, restored and dropped inside that "
+        "container (`docker exec`). Docker tells which Compose project and service run the container "
+        "(its `com.docker.compose.*` labels); when the last step before the database's use that stops "
+        "or starts one of the plan's Compose services of that project, covering that service (it lists "
+        "it, or names the whole project), is a `stop`, the container is stopped then, and the step would "
+        "fail in the middle of the downtime. The checker cannot know which Compose service runs a "
+        "container (H311 covers `container =` services); preflight asks Docker."),
+    bad="`stop old_stack` (the whole Immich project, database included) before `dump old_pg`, whose "
+        "container `immich_postgres` is the project's `database` service.",
+    fixed="Stop only the app's services (`services = [\"immich-server\"]`), dump, then stop the rest.",
+    source="Compose guides stop the whole stack (`docker compose down`) before a backup.",
+)
+
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411, P414)

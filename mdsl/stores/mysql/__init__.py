@@ -3,6 +3,8 @@
 Its commands (mariadb-dump or mysqldump, the mariadb or mysql client) are in
 `commands.py`, its preflight probes in `probes.py`. Which flavour a server is
 comes from `SELECT VERSION()` at preflight; the commands work with either.
+With `container = "NAME"` the clients run inside that Docker container (`docker exec -i`), as
+for postgres: the server's own client version, none needed on the host.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Optional, Union
 
 from attrs import frozen
 
+from mdsl.docker import CONTAINER_SCHEMA, bind_container
 from mdsl.model import Database
 from mdsl.stores.base import Binding, StoreKind
 from mdsl.syntax import ast as A
@@ -27,6 +30,7 @@ class Mysql(Database):
     socket: Optional[str] = None  # the server's socket file (not a directory, unlike postgres)
     password: Optional[Union[A.Secret, A.Str]] = None
     run_as: Optional[str] = None
+    container: Optional[str] = None  # its client programs run inside this Docker container (`docker exec -i`)
     kind = "mysql"
 
 
@@ -39,7 +43,8 @@ def bind(b: Binding) -> Mysql:
     if "socket" in at:
         b.path("socket")
     return Mysql(database=at.get("database", ""), user=at.get("user"), tcp_host=tcp_host, tcp_port=tcp_port,
-                 socket=at.get("socket"), password=at.get("password"), run_as=at.get("run_as"), **b.common())
+                 socket=at.get("socket"), password=at.get("password"), run_as=at.get("run_as"),
+                 container=bind_container(b), **b.common())
 
 
 STORE = StoreKind(
@@ -49,7 +54,7 @@ STORE = StoreKind(
     artifact="a MySQL/MariaDB dump",
     schema={
         "database": ("str", True), "user": ("str", False), "tcp": ("str", False), "socket": ("str", False),
-        "password": ("secret", False), "run_as": ("str", False), "fresh": ("bool", False),
+        "password": ("secret", False), "run_as": ("str", False), "fresh": ("bool", False), **CONTAINER_SCHEMA,
     },
     restore_options={"jobs": "int"},
     bind=bind,

@@ -7,7 +7,9 @@ has no `mysqldump`; MySQL hosts have no `mariadb-dump`), and passes
 made for the command. A password never reaches argv or the environment. With
 `run_as` (unix_socket auth as that OS user, Debian's default for root) only
 the client runs as that user; files are read and written by the connecting
-user. Measurements behind the choices: docs/performance.md (MariaDB block).
+user. With `container` the wrapper runs inside that container (`docker exec`, the password as
+MYSQL_PWD from a 0600 `--env-file`); the dump file, zstd and the restore filter stay on the host.
+Measurements behind the choices: docs/performance.md (MariaDB block).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Tuple
 
 from mdsl.compile.actions import Destination, Location, Shell
 from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext, option_value, parent, step_timeout
+from mdsl.compile.docker import in_container
 from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
 from mdsl.stores.mysql import Mysql
 from mdsl.stores.postgres.commands import RESTORE_JOBS_VAR, RESTORE_PART_SUFFIX, RestorePart, auto_jobs
@@ -25,6 +28,7 @@ from mdsl.syntax import ast as A
 DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")
 CLIENT_PROGRAMS = ("mariadb", "mysql")
 OPTION_FILE_VAR = "MDSL_MYSQL_OPTIONS"
+CONTAINER_ENV_VAR = "MDSL_MYSQL_ENV"  # the `docker exec --env-file` of a database in a container
 
 # --single-transaction: one consistent snapshot of InnoDB tables (with the writers stopped, as the checker
 # demands, of everything); routines, triggers and events too; binary columns as hex, so the SQL text is
@@ -67,10 +71,29 @@ def _option_files(db: Mysql) -> Tuple[Tuple[str, SecretText], ...]:
                                           Lit("\n")])),)
 
 
-def client_command(ctx: CompileContext, db: Mysql, programs: Tuple[str, ...], args, tools=()) -> Command:
-    """A MySQL/MariaDB client on the database's host, as its `run_as` user, with the option file."""
+def _container_env(db: Mysql) -> Tuple[Tuple[str, SecretText], ...]:
+    """A database in a container gets its password through `docker exec --env-file` (a host file the
+    container cannot read as an option file): MYSQL_PWD, which both clients read."""
+    if db.password is None:
+        return ()
+    if not isinstance(db.password, A.Secret):
+        raise CompileError(f"the password of `{db.name}` is a literal; use env(\"NAME\") or file(\"PATH\")",
+                           db.password.span)
+    return ((CONTAINER_ENV_VAR, SecretText([Lit("MYSQL_PWD="), SecretArg(db.password), Lit("\n")])),)
+
+
+def client_command(ctx: CompileContext, db: Mysql, programs: Tuple[str, ...], args, tools=(),
+                   stdin: bool = False) -> Command:
+    """A MySQL/MariaDB client on the database's host, as its `run_as` user, with the option file; or inside
+    its container (`stdin`: the client reads its stdin there: `docker exec -i`)."""
     h = ctx.host(db.host)
     parts = (Lit("sh -c"), Lit(shlex.quote(_wrapper(programs))), Lit(programs[0]), *connection_args(db), *args)
+    if db.container:
+        env = _container_env(db)
+        return Command(db.host, in_container(db.container, parts, stdin=stdin,
+                                             env_file=CONTAINER_ENV_VAR if env else None),
+                       sudo=h.sudo, sudo_password=h.sudo_password, tools=("docker", *tools), secret_files=env,
+                       argv=True)
     return Command(db.host, parts, run_as=db.run_as, sudo=h.sudo, sudo_password=h.sudo_password,
                    tools=("|".join(programs), *tools), secret_files=_option_files(db), argv=True)
 
@@ -176,7 +199,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: st
     replace = bool(option_value(step, "replace", False))
     jobs = option_value(step, "jobs")
     load = client_command(ctx, db, CLIENT_PROGRAMS, (Lit("--batch --skip-column-names --binary-mode"),
-                                                    Lit("--"), Arg(db.database)))
+                                                    Lit("--"), Arg(db.database)), stdin=True)
     spool = path + RESTORE_PART_SUFFIX
     n = f'"${RESTORE_JOBS_VAR}"'
     each = f'i=0; while [ "$i" -lt {n} ]; do'

@@ -95,12 +95,14 @@ def _on_host(db: Postgres, tools) -> Tuple[str, ...]:
     return tuple(t for t in tools if not (db.container and t in _CLIENTS))
 
 
-def tool_command(ctx: CompileContext, db: Postgres, parts, tools) -> Command:
-    """A PostgreSQL client command as the database's `run_as` user (or inside its container), with its password file."""
+def tool_command(ctx: CompileContext, db: Postgres, parts, tools, stdin: bool = True) -> Command:
+    """A PostgreSQL client command as the database's `run_as` user (or inside its container), with its password file.
+
+    `stdin`: inside a container, whether the program reads its stdin (`docker exec -i`)."""
     h = ctx.host(db.host)
     if db.container:
         env_file = CONTAINER_ENV if db.password is not None else None
-        return Command(db.host, in_container(db.container, tuple(parts), env_file=env_file), sudo=h.sudo,
+        return Command(db.host, in_container(db.container, tuple(parts), stdin=stdin, env_file=env_file), sudo=h.sudo,
                        sudo_password=h.sudo_password, tools=("docker",), secret_files=_password_files(db), argv=True)
     return Command(db.host, parts, run_as=db.run_as, sudo=h.sudo, sudo_password=h.sudo_password, tools=tools,
                    secret_files=_password_files(db), argv=True)
@@ -193,6 +195,9 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
         # pg_dump writes the directory itself, so it is written by the run_as user.
         tool = tool_command(ctx, db, tuple(args) + (Arg(part, "--file="),), tools)
         body = pre + (Sub(tool),)
+    elif piped and db.container and fmt == "custom":
+        body = pre + _dump_from_container(ctx, db, tool_command(ctx, db, tuple(args), tools, stdin=False), part)
+        tools += ["zstd", "tee", "mkfifo"]
     elif piped:
         # sh has no pipefail: pg_dump's own status comes out on fd 3, so its failure (a missing
         # database, a refused login) is reported as itself, not as a short file afterwards.
@@ -206,7 +211,8 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
         body = pre + (Sub(tool),) + sh(">", Arg(part))
     # pg_dump's exit status alone is not trusted (a pipe into gzip or zstd hides it; sh has no pipefail;
     # a full disk or a killed dump can leave a short file): the part is read back before the rename.
-    body += _verify_dump(ctx, db, fmt, compress, part, path)
+    if not (piped and db.container and fmt == "custom"):  # (that one is read back as it is written)
+        body += _verify_dump(ctx, db, fmt, compress, part, path)
     tools.append("pg_restore" if fmt != "plain" else "tail")
     body += sh("&& mv -f -T --", Arg(part), Arg(path))
     ctx.remember(host, path, ArtifactFormat("postgres", fmt, compress))
@@ -214,6 +220,25 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
     return ([Shell(cmd, f"dump {db.name} ({fmt}, {compress})", step_timeout(step, DEFAULT_TIMEOUT),
                    watch=Location(host, part))],
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
+
+
+def _dump_from_container(ctx: CompileContext, db: Postgres, dump: Command, part: str) -> Tuple:
+    """`pg_dump -Fc -Z0` inside the container, zstd on the host, read back as it is written.
+
+    Streaming the dump back into the container afterwards (`docker exec -i`, several times slower
+    than a pipe) would cost a second full pass: instead `tee` hands the same bytes, through a fifo,
+    to a `pg_restore -f /dev/null` inside the container that reads every data block while zstd
+    writes the part, and `zstd -t` then reads the part whole (the frame complete, its checksum
+    right). Either failing fails the step before the rename.
+    """
+    fifo = Arg(part + ".verify")
+    read = tool_command(ctx, db, (_tool(db, "pg_restore"), Lit("-f /dev/null")), ("pg_restore",))
+    return sh("rm -f --", fifo, "&& mkfifo -m 600 --", fifo, "&& {", Sub(read), "<", fifo, "& mdsl_vpid=$!; } &&",
+              "rc=$( { {", Sub(dump), "; echo \"$?\" >&3; } | tee --", fifo, "|", ZSTD, ">", Arg(part),
+              "; } 3>&1 ); zrc=$?; wait \"$mdsl_vpid\"; vrc=$?; rm -f --", fifo, ";",
+              '[ "$zrc" -eq 0 ] && { [ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }; } &&',
+              '{ [ "$vrc" -eq 0 ] && zstd -q -t <', Arg(part), "|| { echo",
+              Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"), ">&2; exit 1; }; }")
 
 
 def _no_other_clients(ctx: CompileContext, db: Postgres, writers) -> Tuple:
@@ -337,7 +362,7 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
         args.append(Arg(conninfo(db), "--dbname="))
         setup = _exists_or_create(ctx, db)
         if db.container:
-            return _restore_in_container(ctx, db, kind, parallel, args, setup, path)
+            return _restore_in_container(ctx, db, kind, parallel, args, path)
         if kind == "zstd" and parallel:
             # pg_restore -j needs a seekable file: decompressed first, before anything in the database changes.
             made["part"] = True
@@ -378,10 +403,15 @@ def restore(ctx: CompileContext, step: A.Restore, db: Postgres, host: str, path:
     return [Shell(cmd, f"restore {db.name}: {what}", step_timeout(step, DEFAULT_TIMEOUT))], dests
 
 
-def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel: bool, args: list, setup: Tuple,
+def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel: bool, args: list,
                           path: str) -> Tuple:
     """pg_restore inside the database's container: from stdin, or (parallel) from a copy made inside it.
 
+    Each `docker exec` costs a round trip through the daemon, and its stdin stream is several times
+    slower than a pipe (docs/performance.md, target 13), so the database is made (when missing) and
+    restored by one shell inside the container, and a parallel restore's copy is written straight
+    into the container's file system (`/proc/PID/root`, where the host runs as root) into a file the
+    container's user made first (so it is that user's, 0600), else streamed in through `docker exec -i`.
     A zstd dump is tested whole (`zstd -t`) first: piped into the container, a cut file would only
     show as a short copy (sh has no pipefail).
     """
@@ -390,23 +420,47 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
         return sh("echo", Arg(f"mdsl: {path} is a directory dump, which pg_restore inside container "
                               f"{db.container} cannot read"), ">&2; exit 1")
     test = sh("zstd -q -t <", src, "&&") if kind == "zstd" else ()
-    if not parallel:
-        tool = tool_command(ctx, db, tuple(args), ("pg_restore",))
-        feed = sh(UNZSTD, "<", src, "|", Sub(tool)) if kind == "zstd" else sh(Sub(tool), "<", src)
-        return test + setup + sh("&&") + feed
     h = ctx.host(db.host)
+    env_file = CONTAINER_ENV if db.password is not None else None
+
+    def inside(script: str, words, stdin: bool, secrets: bool = False) -> Command:
+        parts = sh("sh -c", Arg(script), "mdsl-restore", *words)
+        return Command(db.host, in_container(db.container, parts, stdin=stdin, env_file=env_file if secrets else None),
+                       sudo=h.sudo, sudo_password=h.sudo_password, tools=("docker",),
+                       secret_files=_password_files(db) if secrets else (), argv=True)
+
+    make_db = _render(_exists_or_create_inside(db))
+    if not parallel:
+        tool = inside(f"{make_db} && {_render(args)}", (), True, secrets=True)
+        feed = sh(UNZSTD, "<", src, "|", Sub(tool)) if kind == "zstd" else sh(Sub(tool), "<", src)
+        return test + feed
+    # pg_restore -j reads a seekable file: "$1" inside the container; the job count is the host's ("$2").
+    jobs_var = f'"${RESTORE_JOBS_VAR}"'
+    inner = [Lit('"$2"') if isinstance(a, Lit) and a.text == jobs_var else a for a in args]
     tmp = Lit('"$mdsl_tmp"')
-
-    def inside(parts, stdin: bool) -> Command:
-        return Command(db.host, in_container(db.container, parts, stdin=stdin), sudo=h.sudo,
-                       sudo_password=h.sudo_password, tools=("docker",), argv=True)
-
-    copy = inside(sh("sh -c", Arg('umask 077 && cat > "$1"'), "mdsl-copy", tmp), True)
-    remove = inside(sh("rm -f --", tmp), False)
-    tool = tool_command(ctx, db, tuple(args) + (Lit("--"), tmp), ("pg_restore",))
+    make = inside('umask 077 && : > "$1"', (tmp,), False)
+    copy = inside('cat > "$1"', (tmp,), True)
+    restore = inside(f'{make_db} && {_render(inner)} -- "$1"; rc=$?; rm -f -- "$1"; exit "$rc"',
+                     (tmp, Lit(jobs_var)), False, secrets=True)
+    remove = inside('rm -f -- "$1"', (tmp,), False)
+    feed_direct = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
     feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
-    return sh("mdsl_tmp=/tmp/mdsl-restore.$$;", *test, "{", *feed, "&&", *setup, "&&", Sub(tool), "; }; rc=$?;",
-              Sub(remove), '; [ "$rc" -eq 0 ]')
+    direct = Lit('"/proc/$mdsl_pid/root$mdsl_tmp"')
+    return sh("mdsl_tmp=/tmp/mdsl-restore.$$;", *test, "{", Sub(make), "&&",
+              "mdsl_pid=$(docker inspect --format '{{.State.Pid}}' --", Arg(db.container), ") &&",
+              "if [ -f", direct, "] && [ -w", direct, "]; then", *feed_direct, ">", direct, "; else", *feed,
+              "; fi &&", Sub(restore), "; }; rc=$?;", '[ "$rc" -eq 0 ] ||', Sub(remove), '; [ "$rc" -eq 0 ]')
+
+
+def _exists_or_create_inside(db: Postgres) -> Tuple:
+    """`_exists_or_create` as one shell line run inside the database's container."""
+    return sh("{", _tool(db, "psql"), "-X -w -q", Arg(conninfo(db), "--dbname="), "-c '' >/dev/null 2>&1 ||",
+              _tool(db, "createdb"), "-w -T template0", *_conn_options(db), "--", Arg(db.database), "; }")
+
+
+def _render(parts) -> str:
+    """Parts as the shell words of a script run inside a container (no secret reaches them)."""
+    return " ".join(p.render() for p in parts)
 
 
 def _restore_args(db: Postgres, replace: bool) -> list:
