@@ -102,6 +102,8 @@ def broken_live_pass(facts, walk) -> Iterator[Finding]:
     line = step.span.line
     for broken in facts.broken:
         prov = broken.prov
+        if prov.replication:  # a replicated database: H206
+            continue
         stop = f"after `stop {', '.join(prov.writers)}`"
         if broken.how == USED:
             yield _live_pass(
@@ -128,6 +130,8 @@ def broken_live_pass(facts, walk) -> Iterator[Finding]:
 def torn_at_end(walk) -> Iterator[Finding]:
     """Every live sync whose copy no final sync completed."""
     for prov in sorted(walk.state.provisional.values(), key=lambda p: (p.step.span.line, p.step.span.col)):
+        if prov.replication:  # a replication still running: H206
+            continue
         yield _live_pass(prov, f"no final `sync {prov.source} to {prov.dest}` follows with "
                                f"{', '.join(prov.writers)} stopped, so {prov.dest} stays torn")
 
