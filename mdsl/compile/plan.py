@@ -12,11 +12,11 @@ from attrs import define, field, frozen
 from mdsl.model import BoundPlan
 from mdsl.compile import files, services
 from mdsl.compile.actions import (
-    Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell,
+    Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell, Tunnel,
 )
 from mdsl.compile.context import RUN_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import CompileError, Lit
-from mdsl.stores.registry import commands_of, logins_of
+from mdsl.stores.registry import commands_of, logins_of, replication_of
 from mdsl.syntax import ast as A
 from mdsl.syntax.format import step_text as format_step
 
@@ -212,6 +212,12 @@ def _sync(ctx: CompileContext, step: A.Sync, leaf: _Leaf) -> None:
     leaf.actions, leaf.destinations = files.sync(ctx, step, resources[step.source.name], resources[step.dest.name])
 
 
+def _replicate(ctx: CompileContext, step: A.Replicate, leaf: _Leaf) -> None:
+    src, dst = ctx.bound.resources[step.source.name], ctx.bound.resources[step.dest.name]
+    replication = replication_of(src)
+    leaf.actions = (replication.live if step.live else replication.final)(ctx, step, src, dst)
+
+
 def _transfer(ctx: CompileContext, step: A.Transfer, leaf: _Leaf) -> None:
     src, dst = _loc(ctx, step.source), _loc(ctx, step.dest)
     leaf.actions, leaf.destinations, secret = files.transfer(ctx, step, src, dst)
@@ -261,7 +267,8 @@ def _confirm(ctx: CompileContext, step: A.Confirm, leaf: _Leaf) -> None:
 
 _LEAVES = {
     A.Stop: _services, A.Start: _services, A.Restart: _services, A.Dump: _dump, A.Restore: _restore,
-    A.Drop: _drop, A.Archive: _archive, A.Extract: _extract, A.Sync: _sync, A.Transfer: _transfer, A.Move: _move,
+    A.Drop: _drop, A.Archive: _archive, A.Extract: _extract, A.Sync: _sync, A.Replicate: _replicate,
+    A.Transfer: _transfer, A.Move: _move,
     A.Delete: _delete, A.Run: _run, A.VerifyRun: _run, A.VerifyHttp: _verify_http, A.VerifyDns: _verify_dns,
     A.Confirm: _confirm,
 }
@@ -309,6 +316,9 @@ def _hosts(step: A.Step, actions) -> Tuple[str, ...]:
         if isinstance(a, CopyArtifact):
             hs[a.source.host] = None
             hs[a.dest.host] = None
+        if isinstance(a, Tunnel):
+            hs[a.from_host] = None
+            hs[a.to_host] = None
     return tuple(hs)
 
 
@@ -335,7 +345,7 @@ def _arrivals(step: A.Step) -> Tuple[str, ...]:
     """Names of the declared data a step copies data into (restore, extract, sync, transfer to a file)."""
     if isinstance(step, (A.Restore, A.Extract)):
         return (step.db.name if isinstance(step, A.Restore) else step.dir.name,)
-    if isinstance(step, A.Sync):
+    if isinstance(step, (A.Sync, A.Replicate)):
         return (step.dest.name,)
     if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
         return (step.dest.name,)

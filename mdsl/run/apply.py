@@ -217,6 +217,7 @@ class Apply:
         stop_leftovers(state, executor, self.hosts, self.console, self.journal)
         total = len(compiled.steps)
         ok = False
+        runner = None
         try:
             with Progress(self.progress_enabled) as progress:
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
@@ -230,6 +231,8 @@ class Apply:
             self._report_failure(exc)
             return 1
         finally:
+            if runner is not None:
+                runner.close()
             self.journal.finished(ok)
         tops = sum(1 for top in compiled.steps if any(m in pending for m in top.leaves()))
         self._summary((tops, self.stats.ran), count_steps(compiled), time.monotonic() - t0)
