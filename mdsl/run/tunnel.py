@@ -136,8 +136,8 @@ class Tunnels:
             tr.request_port_forward("127.0.0.1", t.listen, handler=handler)
         except Exception as exc:  # noqa: BLE001 - paramiko raises SSHException for a refused forward
             raise BackendError(t.to_host, f"cannot open a tunnel at 127.0.0.1:{t.listen} on {t.to_host}: {exc}",
-                               hint=f"the port may be taken there (write `port = N` on the step), or its sshd "
-                                    f"refuses forwarding (AllowTcpForwarding yes)") from None
+                               hint="the port may be taken there (write `port = N` on the step), or its sshd "
+                                    "refuses forwarding (AllowTcpForwarding yes)") from None
 
         def close() -> None:
             try:

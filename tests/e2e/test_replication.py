@@ -124,3 +124,24 @@ def test_kill_during_the_live_pass_then_apply_again_leaves_no_slot(ssh_hosts, lo
     assert r.returncode == 0, human(output(r))
     _assert_equal(src, dst)
     assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}
+
+
+def test_preflight_refuses_what_replication_cannot_do_before_anything_changes(ssh_hosts, pg_source, pg_target,
+                                                                               writer, tmp_path, monkeypatch):
+    from hosts import free_port
+    src, dst = pg_source, pg_target  # the source left at the default wal_level = replica
+    password = secrets.token_urlsafe(12)
+    src.psql(f"alter role postgres password '{password}';")
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    src.psql("create table keyless (a int, b text);", db=src.db)
+    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, STEPS.format(port=free_port()), name="refused")
+
+    r = mdsl("apply", "--yes", str(plan), timeout=300)
+    no_traceback(output(r))
+    text = human(output(r))
+    assert r.returncode != 0, text
+    assert "P413" in text and "wal_level = replica" in text and "restart" in text, text
+    assert "public.keyless" in text and "replica_identity = full" in text, text
+    # nothing changed: no target database, no publication, no slot
+    assert dst.psql(f"select count(*) from pg_database where datname = '{REPLICA_DB}'") == "0"
+    assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}

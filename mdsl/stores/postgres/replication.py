@@ -21,13 +21,15 @@ unmarks the target and closes the tunnel. Every part may run again after a kill.
 from __future__ import annotations
 
 import hashlib
-from typing import List
+from typing import List, Optional
 
 import attrs
 
+from mdsl.check.rules.p_preflight import P413
 from mdsl.compile.actions import Feed, Tunnel
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import Arg, Lit, SecretArg, SecretText
+from mdsl.findings import Finding
 from mdsl.stores.postgres import Postgres
 from mdsl.stores.postgres.commands import conninfo, libpq_quote, tool_command
 from mdsl.stores.postgres.logins import sql_ident, sql_str
@@ -247,3 +249,114 @@ def final(ctx: CompileContext, step: A.Replicate, src: Postgres, dst: Postgres) 
 def _conn_value(value: str) -> str:
     """A libpq value inside a SQL literal: libpq-quoted when needed, quotes doubled."""
     return libpq_quote(value).replace("'", "''")
+
+
+# ---------------------------------------------------------------- preflight (P413)
+
+SEPARATOR = "\x1f"
+
+
+def _p413(step: A.Replicate, message: str, help: str, notes=(), label: str = "") -> Finding:
+    return P413.finding(message, step.span, label=label, notes=tuple(notes), help=help)
+
+
+def _ask(ctx, run, db: Postgres, database: str, fields: List[str]) -> Optional[List[str]]:
+    """One row of `fields` (SQL expressions) read as `db`'s login on `database`; None when psql fails (the
+    login itself is P406's)."""
+    sql = "SELECT concat_ws(chr(31), " + ", ".join(f"({f})::text" for f in fields) + ")"
+    r = run(_client(ctx, db, "psql", "-X -w -q -A -t", Arg(sql, "--command="), database=database))
+    row = r.stdout.strip().split(SEPARATOR) if r.ok else []
+    return row if len(row) == len(fields) else None
+
+
+def preflight(ctx, run, step: A.Replicate, src: Postgres, dst: Postgres, side: str) -> List[Finding]:
+    """P413 on the `side` ("source" or "target") of a live pass, asked on that database's host."""
+    return _source_findings(ctx, run, step, src, dst) if side == "source" else _target_findings(ctx, run, step, dst)
+
+
+def _source_findings(ctx, run, step: A.Replicate, src: Postgres, dst: Postgres) -> List[Finding]:
+    name = replication_name(src, dst)
+    user = replication_user(src)
+    no_key = ("SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ') FROM pg_class c JOIN pg_namespace n "
+              f"ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} AND c.relreplident = 'd' "
+              "AND NOT EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)")
+    row = _ask(ctx, run, src, src.database, [
+        "current_setting('wal_level')",
+        "current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots "
+        f"WHERE slot_name <> {sql_str(name)})",
+        "current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)",
+        f"(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = {sql_str(user)})",
+        "(SELECT count(*) FROM pg_largeobject_metadata)",
+        f"coalesce(({no_key}), '')",
+    ])
+    if row is None:
+        return []
+    wal_level, slots, senders, may_replicate, large_objects, keyless = row
+    out = []
+    if wal_level != "logical":
+        out.append(_p413(step, f"`{src.name}`'s server runs with wal_level = {wal_level}: logical replication "
+                               "needs `logical`", label="wal_level is not logical",
+                         notes=("changing wal_level takes effect only after a restart of the server (a short stop "
+                                "of every app on it)",),
+                         help="`ALTER SYSTEM SET wal_level = logical;` then restart the source's server, in a "
+                              "maintenance window before the move"))
+    if slots.lstrip("-").isdigit() and int(slots) < 1:
+        out.append(_p413(step, f"`{src.name}`'s server has no free replication slot", label="no free slot",
+                         help="raise max_replication_slots (a restart), or drop an unused slot "
+                              "(pg_replication_slots, pg_drop_replication_slot)"))
+    if senders.lstrip("-").isdigit() and int(senders) < 1:
+        out.append(_p413(step, f"`{src.name}`'s server has no free WAL sender", label="no free WAL sender",
+                         help="raise max_wal_senders (a restart)"))
+    if may_replicate != "true":
+        out.append(_p413(step, f"role `{user}` may not replicate `{src.name}`: it has neither REPLICATION nor "
+                               "superuser", label="no REPLICATION",
+                         help=f"`ALTER ROLE {sql_ident(user)} REPLICATION;` on the source, or declare a login "
+                              "that has it"))
+    if large_objects not in ("0", ""):
+        out.append(_p413(step, f"`{src.name}` holds {large_objects} large object(s), which logical replication "
+                               "does not copy", label="large objects",
+                         help="move this database with `dump` and `restore` after the stop"))
+    if keyless and step.option("replica_identity") is None:
+        out.append(_p413(step, f"tables of `{src.name}` have no primary key or replica identity: {keyless}",
+                         label="UPDATE/DELETE would fail",
+                         notes=("once they are published, the source refuses UPDATE and DELETE on them: the app "
+                                "would fail",),
+                         help="add a primary key, or write `replica_identity = full` on the step (whole rows "
+                              "identify them; mdsl sets REPLICA IDENTITY FULL on those tables)"))
+    if not src.tcp_host:  # the tunnel arrives at 127.0.0.1: the server must take the login over TCP there
+        tcp = attrs.evolve(src, tcp_host="127.0.0.1", tcp_port=src.tcp_port or DEFAULT_PORT, socket=None,
+                           run_as=None, container=None, user=user)
+        r = run(_client(ctx, tcp, "psql", "-X -w -q -A -t", Arg("SELECT 1", "--command=")))
+        if not r.ok:
+            err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"psql exited with {r.exit}"
+            out.append(_p413(step, f"`{src.name}`'s server refuses `{user}` over TCP from 127.0.0.1, where the "
+                                   f"replication arrives: {err}", label="no TCP login",
+                             help="a `host DB USER 127.0.0.1/32 scram-sha-256` line in pg_hba.conf (and a password "
+                                  "on the declaration), or declare `tcp` and `password` for this database"))
+    return out
+
+
+def _target_findings(ctx, run, step: A.Replicate, dst: Postgres) -> List[Finding]:
+    row = _ask(ctx, run, dst, "postgres", [
+        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+        "current_setting('max_logical_replication_workers')::int - (SELECT count(*) FROM pg_stat_subscription "
+        "WHERE pid IS NOT NULL)",
+        "current_setting('max_replication_slots')::int",
+    ])
+    if row is None:
+        return []
+    superuser, workers, origins = row
+    out = []
+    if superuser != "true":
+        out.append(_p413(step, f"`{dst.name}`'s login is not a superuser: PostgreSQL lets only a superuser "
+                               "create a subscription", label="not a superuser",
+                         help="declare the target with an administrative login (e.g. `run_as = \"postgres\"`)"))
+    if workers.lstrip("-").isdigit() and int(workers) < 2:
+        out.append(_p413(step, f"`{dst.name}`'s server has {workers} free logical replication worker(s): the "
+                               "replication needs one, and one more per table copied at once",
+                         label="no free workers", help="raise max_logical_replication_workers (a restart)"))
+    if origins == "0":
+        out.append(_p413(step, f"`{dst.name}`'s server has max_replication_slots = 0, which also bounds its "
+                               "subscriptions' replication origins", label="no replication origins",
+                         help="raise max_replication_slots on the target (a restart)"))
+    return out
