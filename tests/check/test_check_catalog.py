@@ -10,9 +10,9 @@ from mdsl.findings import Severity
 from check_helpers import findings_of
 
 EXPECTED = (
-    [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 6)]
+    [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 7)]
     + [f"H30{i}" for i in range(1, 10)] + [f"A10{i}" for i in range(1, 7)] + [f"P40{i}" for i in range(1, 10)]
-    + ["P410", "P411"]
+    + ["P410", "P411", "P413"]
 )
 PLAN_RULES = [r for r in catalog.RULES if r.family != "P"]
 
@@ -28,7 +28,7 @@ def test_get_is_case_insensitive_and_none_for_unknown():
 
 def test_severities_follow_hazards_md():
     sev = {r.code: r.severity for r in catalog.RULES}
-    errors = {"H101", "H103", "H104", "H201", "H202", "H203", "H204", "H205", "H304", "A101", "A102", "A105"}
+    errors = {"H101", "H103", "H104", "H201", "H202", "H203", "H204", "H205", "H206", "H304", "A101", "A102", "A105"}
     for code, s in sev.items():
         if code.startswith(("E", "P")) or code in errors:
             assert s == Severity.ERROR, code

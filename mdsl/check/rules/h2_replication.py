@@ -9,12 +9,16 @@ from typing import Iterator
 
 from mdsl.check.facts import SOURCE_GONE
 from mdsl.check.rules.base import ERROR, Rule
-from mdsl.check.rules.examples import FILES, HOSTS, SERVICES, plan
+from mdsl.check.rules.examples import HOSTS, SERVICES, plan
 from mdsl.findings import Finding
 from mdsl.syntax import ast as A
 
 _DBS = '''postgres old_db on old { database = "app"  user = "app"  password = env("APP_DB_PASSWORD") }
 postgres new_db on new { database = "app"  run_as = "postgres" }
+'''
+
+_FILES = '''dir old_files on old { path = "/srv/app/files"  owner = "app:app" }
+dir new_files on new { path = "/srv/app/files"  owner = "app:app"  fresh = true }
 '''
 
 _REPLICATED = '''  replicate old_db to new_db live
@@ -40,8 +44,8 @@ H206 = Rule(
         "run there never reaches the target), and a plan that ends with the replication running "
         "(its slot keeps the source's WAL until the disk fills)."),
     bad=plan(_REPLICATED.replace("  replicate old_db to new_db\n", "", 1),
-             HOSTS + "\n" + _DBS + "\n" + FILES + "\n" + SERVICES),
-    fixed=plan(_REPLICATED, HOSTS + "\n" + _DBS + "\n" + FILES + "\n" + SERVICES),
+             HOSTS + "\n" + _DBS + "\n" + _FILES + "\n" + SERVICES),
+    fixed=plan(_REPLICATED, HOSTS + "\n" + _DBS + "\n" + _FILES + "\n" + SERVICES),
     source="PostgreSQL's documentation, Logical Replication: Restrictions (no DDL, no sequence data, "
            "no large objects); pgcopydb's --follow and its cutover.",
 )
