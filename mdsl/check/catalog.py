@@ -33,8 +33,8 @@ RULES: Tuple[Rule, ...] = (
 
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk
 # hands every step to the checks that declared its kind, in this order.
-CHECKS: Tuple[Check, ...] = (h1_loss.CHECKS + h2_order.CHECKS + h2_replication.CHECKS + h3_operations.CHECKS + h3_docker.CHECKS
-                             + h3_logins.CHECKS)
+CHECKS: Tuple[Check, ...] = (h1_loss.CHECKS + h2_order.CHECKS + h2_replication.CHECKS + h3_operations.CHECKS
+                             + h3_docker.CHECKS + h3_logins.CHECKS)
 
 # What runs after the walk, on its results: an app's hazards judge the whole move (several A1xx codes
 # per app), not one step or one rule at a time.

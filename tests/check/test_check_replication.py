@@ -79,7 +79,8 @@ def test_run_writing_the_source_during_replication_is_h206():
 def test_dropping_the_source_before_the_final_pass_is_h206():
     f = check("  replicate old_db to new_db live\n  stop old_app\n  drop old_db\n  replicate old_db to new_db\n"
               "  start new_app\n")
-    assert any(x.code == "H206" and "`drop` at line" in x.message and "deletes old_db before the final pass" in x.message for x in f)
+    assert any(x.code == "H206" and "`drop` at line" in x.message
+               and "deletes old_db before the final pass" in x.message for x in f)
 
 
 def test_resolver_wants_two_distinct_databases_of_a_kind_that_replicates():
