@@ -190,6 +190,17 @@ def _restore(ctx: CompileContext, step: A.Restore, leaf: _Leaf) -> None:
             leaf.actions = [*before, *leaf.actions, *after]
 
 
+def _login_actions(ctx: CompileContext, db) -> list:
+    """The actions that make the app's logins on `db` the plan makes (`like`), after its data arrived."""
+    out: list = []
+    for login in ctx.bound.logins_on(db.name):
+        if login.like is not None:
+            like = ctx.bound.resources[login.like]
+            before, after = logins_of(db).restore_actions(ctx, login, db, like, ctx.bound.resources[like.database])
+            out += [*before, *after]
+    return out
+
+
 def _drop(ctx: CompileContext, step: A.Drop, leaf: _Leaf) -> None:
     db = ctx.bound.resources[step.db.name]
     leaf.actions, leaf.destructive = commands_of(db).drop(ctx, step, db), True
@@ -216,6 +227,8 @@ def _replicate(ctx: CompileContext, step: A.Replicate, leaf: _Leaf) -> None:
     src, dst = ctx.bound.resources[step.source.name], ctx.bound.resources[step.dest.name]
     replication = replication_of(src)
     leaf.actions = (replication.live if step.live else replication.final)(ctx, step, src, dst)
+    if not step.live:  # the app's logins the plan makes arrive with the final pass, as with a restore
+        leaf.actions += _login_actions(ctx, dst)
 
 
 def _transfer(ctx: CompileContext, step: A.Transfer, leaf: _Leaf) -> None:

@@ -93,3 +93,13 @@ def test_resolver_wants_two_distinct_databases_of_a_kind_that_replicates():
     assert any(c == "E103" for c, _ in errors("  replicate old_app to new_db live"))
     assert any(c == "E106" and "replica_identity" in m for c, m in
                errors("  replicate old_db to new_db live replica_identity = half"))
+
+
+def test_a_replicated_database_the_app_logs_in_to_needs_a_login_on_the_target():
+    login = 'login app_old on old_db { user = "app"  password = env("APP_PW")  tcp = "127.0.0.1:5432" }\n'
+    text = (f'plan "repl"\n{DECLS}{login}\nsteps {{\n  replicate old_db to new_db live\n  stop old_app\n'
+            "  replicate old_db to new_db\n  start new_app\n}\n")
+    f = findings_of(text, "repl.plan")
+    assert [(x.code, x.span.line) for x in f] == [("H309", 15)]  # at the final pass
+    made = login + 'login app_new on new_db { user = "app"  socket = "/run/postgresql"  like = app_old }\n'
+    assert findings_of(text.replace(login, made), "repl.plan") == []

@@ -82,3 +82,17 @@ def test_replica_identity_full_sets_it_instead_of_refusing():
     full = "\n".join(compiled("replica_identity = full").steps[0].describe())
     assert "REPLICA IDENTITY FULL'" in full and "add a primary key" not in full
     assert "add a primary key" in plain
+
+
+def test_final_pass_makes_the_apps_login_like_a_restore_does():
+    text = PLAN.replace("OPTS", "").replace(
+        'service old_app', 'login app_old on old_db { user = "app"  password = env("APP_PW")  tcp = "127.0.0.1:5432" }\n'
+        'login app_new on new_db { user = "app"  socket = "/run/postgresql"  like = app_old }\nservice old_app')
+    bound = resolve(parse_text(text, "r.plan"))
+    assert bound.ok, [f.message for f in bound.findings]
+    cp = compile_plan(bound)
+    live = [a.what for a in cp.steps[0].actions if hasattr(a, "what")]
+    final = [a.what for a in cp.steps[2].actions if hasattr(a, "what")]
+    assert not any("make role app" in w for w in live)
+    assert any(w.startswith("make role app for app_new") for w in final)
+    assert any("give app what" in w for w in final)
