@@ -145,3 +145,33 @@ def test_preflight_refuses_what_replication_cannot_do_before_anything_changes(ss
     # nothing changed: no target database, no publication, no slot
     assert dst.psql(f"select count(*) from pg_database where datname = '{REPLICA_DB}'") == "0"
     assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}
+
+
+def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, logical_source, pg_target, writer,
+                                                                     tmp_path):
+    """The first run ends after the live pass (a step fails), closing the tunnel: the subscription's worker
+    loses its connection and retries. Rows written meanwhile reach the target once the next run's final pass
+    has opened the tunnel again on the same port."""
+    from hosts import free_port
+    src, dst = logical_source, pg_target
+    writer.start()
+    wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
+    gate = tmp_path / "go-on"
+    port = free_port()
+    steps = (f"  replicate old_db to new_db live  port = {port}\n"
+             '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
+             f"  stop old_app\n  run a {plan_str('test -e ' + str(gate))}\n"
+             f"  replicate old_db to new_db  port = {port}")
+    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name="resumed")
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    assert r.returncode != 0 and "step 3" in human(output(r)), human(output(r))
+    src.psql("insert into writer_events (seq, file, payload) select 1000000 + g, 'between', '{}' "
+             "from generate_series(1, 500) g;", db=src.db)
+    gate.write_text("")
+
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    no_traceback(output(r))
+    assert r.returncode == 0, human(output(r))
+    _assert_equal(src, dst)
+    assert dst.psql("select count(*) from writer_events where file = 'between'", db=REPLICA_DB) == "500"
+    assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}

@@ -157,30 +157,50 @@ def _prepare_source_sql(src: Postgres, name: str, identity_full: bool) -> str:
           f"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_SCHEMAS} \\gexec\n")
 
 
+# Errors a replication may have while it runs without anything being wrong: its worker's connection ends
+# when a run ends and its tunnel closes, and the worker retries (every wal_retrieve_retry_interval, 5 s by
+# default). A real error (a row the target refuses) repeats at every retry: more than this many during one
+# wait fails the step. And a slot that no WAL sender uses for this long while the final pass waits means
+# the target does not apply the changes.
+TRANSIENT_ERRORS = 3
+IDLE_SLOT_SECONDS = 60
+
+
 def wait_copied_sql(name: str) -> str:
-    """In the target database: wait until every table's initial copy is done; fail on a replication error."""
+    """In the target database: wait until every table's initial copy is done; fail on repeated replication
+    errors (counted from the start of the wait)."""
     n = sql_str(name)
+    errors = ("SELECT coalesce(sum(sync_error_count + apply_error_count), 0) INTO {var} "
+              f"FROM pg_stat_subscription_stats WHERE subname = {n}; ")
     return (
-        "DO $$ DECLARE left_ int; errs bigint; BEGIN LOOP "
+        "DO $$ DECLARE left_ int; errs bigint; first bigint; BEGIN "
+        + errors.format(var="first") +
+        "LOOP "
         "SELECT count(*) INTO left_ FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
         f"WHERE s.subname = {n} AND r.srsubstate NOT IN ('r', 's'); "
         "EXIT WHEN left_ = 0; "
         "PERFORM pg_stat_clear_snapshot(); "
-        "SELECT sync_error_count + apply_error_count INTO errs FROM pg_stat_subscription_stats "
-        f"WHERE subname = {n}; "
-        "IF errs > 0 THEN RAISE EXCEPTION 'the replication into % failed % time(s): the target server''s log "
-        "says why', current_database(), errs; END IF; "
+        + errors.format(var="errs") +
+        f"IF errs - first > {TRANSIENT_ERRORS} THEN RAISE EXCEPTION 'the replication into % failed % times in a "
+        "row: the target server''s log says why', current_database(), errs - first; END IF; "
         "PERFORM pg_sleep(0.2); END LOOP; END $$;\n")
 
 
 def wait_caught_up_sql(name: str) -> str:
     """In the source database: wait until the slot confirms the WAL position of now (its writers stopped,
-    that is everything they wrote). A slot already gone (a resumed final pass dropped it) waits for nothing."""
+    that is everything they wrote). A slot already gone (a resumed final pass dropped it) waits for nothing;
+    one no WAL sender uses for IDLE_SLOT_SECONDS fails the step."""
     n = sql_str(name)
     return (
-        "DO $$ DECLARE goal pg_lsn := pg_current_wal_insert_lsn(); got pg_lsn; BEGIN LOOP "
-        f"SELECT confirmed_flush_lsn INTO got FROM pg_replication_slots WHERE slot_name = {n}; "
-        "EXIT WHEN NOT FOUND OR got >= goal; PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
+        "DO $$ DECLARE goal pg_lsn := pg_current_wal_insert_lsn(); got pg_lsn; busy bool; "
+        "seen timestamptz := clock_timestamp(); BEGIN LOOP "
+        f"SELECT confirmed_flush_lsn, active INTO got, busy FROM pg_replication_slots WHERE slot_name = {n}; "
+        "EXIT WHEN NOT FOUND OR got >= goal; "
+        "IF busy THEN seen := clock_timestamp(); "
+        f"ELSIF clock_timestamp() - seen > interval '{IDLE_SLOT_SECONDS} seconds' THEN "
+        "RAISE EXCEPTION 'the target has not read from replication slot % for % s: its server''s log says why', "
+        f"{n}, {IDLE_SLOT_SECONDS}; END IF; "
+        "PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
 
 
 SEQUENCES_SQL = (
