@@ -167,6 +167,7 @@ service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan
                     steps = journal_steps(files[name])
                     window = sum(steps[i] for i in plans[name][1])
                     s.add("total", m.seconds)
+                    s.parts = getattr(s, "parts", []) + [" + ".join(f"{steps[i]:.1f}" for i in plans[name][1])]
                     same = (table_sums(dst, TARGET_DB, skip=("writer_events_new",))
                             == table_sums(src, SOURCE_DB)
                             and sequences(dst, TARGET_DB, skip="writer_events_new")
@@ -183,9 +184,9 @@ service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan
             results.append((size, db_bytes, out))
 
         lines = [f"{machine()}; {load()} at the end.", "",
-                 table(["database", "way", "downtime window s", "runs (s)", "whole apply s"],
+                 table(["database", "way", "downtime window s", "runs (s)", "its steps, last run (s)", "whole apply s"],
                        [(f"{db / MiB:,.0f} MiB", n, f"{s.med:.1f}", ", ".join(f"{x:.1f}" for x in s.seconds),
-                         f"{s.med_of('total'):.1f}")
+                         (getattr(s, "parts", None) or ["-"])[-1], f"{s.med_of('total'):.1f}")
                         for _, db, out in results for n, s in out.items()]),
                  "", f"command: `{command_line()}`"]
         text = "\n".join(lines)
