@@ -103,3 +103,10 @@ def test_a_replicated_database_the_app_logs_in_to_needs_a_login_on_the_target():
     assert [(x.code, x.span.line) for x in f] == [("H309", 15)]  # at the final pass
     made = login + 'login app_new on new_db { user = "app"  socket = "/run/postgresql"  like = app_old }\n'
     assert findings_of(text.replace(login, made), "repl.plan") == []
+
+
+def test_replicating_into_a_database_whose_service_runs_is_h202():
+    text = (f'plan "repl"\n{DECLS.replace("  initially = stopped", "")}\nsteps {{\n'
+            "  replicate old_db to new_db live\n  stop old_app\n  replicate old_db to new_db\n}\n")
+    f = findings_of(text, "repl.plan")
+    assert ("H202", 12) in [(x.code, x.span.line) for x in f]

@@ -155,12 +155,12 @@ H202 = Rule(
 )
 
 
-@H202.on(A.Restore, A.Extract, A.Sync, A.Transfer, A.Move)
+@H202.on(A.Restore, A.Extract, A.Sync, A.Replicate, A.Transfer, A.Move)
 def write_while_running(facts, walk) -> Iterator[Finding]:
     """A step writes into data a running service writes too (unless H205 said so at its start)."""
     res = facts.into
-    if res is None:
-        return
+    if res is None or isinstance(facts.step, A.Replicate) and not facts.step.live:
+        return  # a final pass into a database already in use: H206 said so at the live pass
     writers = [s for s in walk.running_writers(res.name) if res.name not in walk.early_start.get(s, ())]
     if not writers:
         return
