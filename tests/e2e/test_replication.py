@@ -175,3 +175,38 @@ def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, 
     _assert_equal(src, dst)
     assert dst.psql("select count(*) from writer_events where file = 'between'", db=REPLICA_DB) == "500"
     assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}
+
+
+def test_final_pass_resumed_after_its_subscription_was_dropped_removes_the_slot(ssh_hosts, logical_source,
+                                                                               pg_target, writer, tmp_path):
+    """A final pass killed between dropping the target's subscription and dropping the source's slot: run
+    again, it does not wait for a slot nobody reads, and removes it."""
+    import time as _time
+
+    from hosts import free_port
+    src, dst = logical_source, pg_target
+    writer.start()
+    wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
+    gate = tmp_path / "go-on"
+    port = free_port()
+    steps = (f"  replicate old_db to new_db live  port = {port}\n"
+             '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
+             f"  stop old_app\n  run a {plan_str('test -e ' + str(gate))}\n"
+             f"  replicate old_db to new_db  port = {port}")
+    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name="half-final")
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    assert r.returncode != 0, human(output(r))
+    name = dst.psql("select subname from pg_subscription")
+    assert name.startswith("mdsl_")
+    # what the killed final pass had done: the subscription dropped, detached from its slot
+    dst.psql(f"alter subscription {name} disable; alter subscription {name} set (slot_name = none); "
+             f"drop subscription {name};", db=REPLICA_DB)
+    assert src.psql("select count(*) from pg_replication_slots") == "1"
+    gate.write_text("")
+
+    t = _time.monotonic()
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    no_traceback(output(r))
+    assert r.returncode == 0, human(output(r))
+    assert _time.monotonic() - t < 50  # it did not wait out the 60 s a slot without a reader gets
+    assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}

@@ -203,6 +203,13 @@ def wait_caught_up_sql(name: str) -> str:
         "PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
 
 
+def while_subscribed_sql(name: str, sql: str) -> str:
+    """In the target database: a query printing `sql` while the subscription `name` exists, else a no-op."""
+    n = sql_str(name)
+    return (f"SELECT CASE WHEN EXISTS (SELECT FROM pg_subscription WHERE subname = {n}) THEN $mdsl${sql}$mdsl$ "
+            "ELSE 'SELECT 1;' END")
+
+
 SEQUENCES_SQL = (
     "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', format('%I.%I', schemaname, sequencename), "
     "coalesce(last_value, start_value), (last_value IS NOT NULL)::text) FROM pg_sequences "
@@ -254,7 +261,11 @@ def final(ctx: CompileContext, step: A.Replicate, src: Postgres, dst: Postgres) 
     return [
         _tunnel(step, src, dst),
         _psql(ctx, dst, dst.database, wait_copied_sql(name), f"finish copying {src.name}'s rows", timeout),
-        _psql(ctx, src, src.database, wait_caught_up_sql(name), f"wait until {dst.name} has caught up", timeout),
+        # asked of the target first: once its subscription is gone (a resumed final pass dropped it), the slot
+        # has no reader any more and there is nothing to wait for
+        Feed(_client(ctx, src, "psql", ADMIN_FLAGS), f"wait until {dst.name} has caught up",
+             _client(ctx, dst, "psql", "-X -w -q -A -t", Arg(while_subscribed_sql(name, wait_caught_up_sql(name)),
+                                                             "--command=")), timeout=timeout),
         Feed(load, f"copy {src.name}'s sequences into {dst.name}", sequences, timeout=600.0,
              limit=64 << 20),
         _psql(ctx, dst, dst.database, drop_subscription_sql(name)
