@@ -156,6 +156,7 @@ _TOUCHES = {
     A.Restore: lambda walk, s: ({walk.ref(s.source).key}, {s.db.name}),
     A.Extract: lambda walk, s: ({walk.ref(s.source).key}, {s.dir.name}),
     A.Sync: lambda walk, s: ({s.source.name}, {s.dest.name}),
+    A.Replicate: lambda walk, s: ({s.source.name}, {s.dest.name}),
     A.Transfer: lambda walk, s: ({walk.ref(s.source).key}, {walk.ref(s.dest).key}),
     A.Move: lambda walk, s: (set(), {walk.ref(s.source).key, walk.ref(s.dest).key}),
     A.Delete: _delete_touches,

@@ -8,7 +8,8 @@ import textwrap
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from mdsl.check.rules import (
-    a_apps, e_plan, h1_loss, h2_order, h3_docker, h3_logins, h3_operations, h3_rollback, p_preflight,
+    a_apps, e_plan, h1_loss, h2_order, h2_replication, h3_docker, h3_logins, h3_operations, h3_rollback,
+    p_preflight,
 )
 from mdsl.check.rules.base import Check, Rule
 from mdsl.findings import Finding
@@ -19,7 +20,7 @@ RULES: Tuple[Rule, ...] = (
     # H1: data loss
     h1_loss.H101, h1_loss.H102, h1_loss.H103, h1_loss.H104,
     # H2: consistency and order
-    h2_order.H201, h2_order.H202, h2_order.H203, h2_order.H204, h2_order.H205,
+    h2_order.H201, h2_order.H202, h2_order.H203, h2_order.H204, h2_order.H205, h2_replication.H206,
     # H3: operations
     h3_operations.H301, h3_operations.H302, h3_operations.H303, h3_operations.H304,
     h3_operations.H305, h3_operations.H306, h3_operations.H307, h3_docker.H308, h3_logins.H309,
@@ -30,13 +31,13 @@ RULES: Tuple[Rule, ...] = (
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
     p_preflight.P406, p_preflight.P407, p_preflight.P408, p_preflight.P409, p_preflight.P410,
-    p_preflight.P411, p_preflight.P414,
+    p_preflight.P411, p_preflight.P413, p_preflight.P414,
 )
 
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk
 # hands every step to the checks that declared its kind, in this order.
-CHECKS: Tuple[Check, ...] = (h1_loss.CHECKS + h2_order.CHECKS + h3_operations.CHECKS + h3_docker.CHECKS
-                             + h3_logins.CHECKS + h3_rollback.CHECKS)
+CHECKS: Tuple[Check, ...] = (h1_loss.CHECKS + h2_order.CHECKS + h2_replication.CHECKS + h3_operations.CHECKS
+                             + h3_docker.CHECKS + h3_logins.CHECKS + h3_rollback.CHECKS)
 
 # What runs after the walk, on its results: an app's hazards judge the whole move (several A1xx codes
 # per app), not one step or one rule at a time.

@@ -48,7 +48,7 @@ def arrivals(step: A.Step) -> Tuple[str, ...]:
     """Names of the declared data a step copies data into (restore, extract, sync, transfer to a file)."""
     if isinstance(step, (A.Restore, A.Extract)):
         return (step.db.name if isinstance(step, A.Restore) else step.dir.name,)
-    if isinstance(step, A.Sync):
+    if isinstance(step, (A.Sync, A.Replicate)):
         return (step.dest.name,)
     if isinstance(step, A.Transfer) and isinstance(step.dest, A.Ident):
         return (step.dest.name,)

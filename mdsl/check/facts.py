@@ -53,6 +53,10 @@ class StepFacts:
         self.broken: List[BrokenLivePass] = []  # live passes it breaks (H201)
         # (service, [(data, the later step bringing it)]) for each service it starts before its data
         self.late: List[Tuple[str, List[Tuple[str, A.Step]]]] = []
+        # `replicate`: the replication this step finds running into its target (None: none), and for
+        # a `run` the replications whose source it writes (logical replication carries no DDL)
+        self.replication: Optional[Provisional] = None
+        self.writes_replicated: List[Provisional] = []
         self.effects: list = []  # (function, args): the state change, applied after the rules judged
 
     def then(self, fn, *args) -> None:

@@ -98,6 +98,8 @@ class _Lineage:
         elif isinstance(s, A.Sync):
             what = self.excluded(s, sid, s.source.name, what + (" live" if s.live else ""))
             self.edges.append((self.res(s.source.name), self.res(s.dest.name), what))
+        elif isinstance(s, A.Replicate):
+            self.edges.append((self.res(s.source.name), self.res(s.dest.name), what + (" live" if s.live else "")))
         elif isinstance(s, (A.Transfer, A.Move)):
             self.edges.append((self.loc(s.source), self.loc(s.dest), what))
         elif isinstance(s, A.Delete):

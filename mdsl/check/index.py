@@ -203,6 +203,11 @@ class PlanIndex:
         self._arrive(s.dest.name, pos, s)
         self._name_excluded(s.source.name, s)
 
+    def _scan_replicate(self, s: A.Replicate, pos: int) -> None:
+        self._links.union(s.source.name, s.dest.name)
+        if s.live:  # the data arrives with the live pass; the final pass only completes it (H206)
+            self._arrive(s.dest.name, pos, s)
+
     def _scan_transfer(self, s: A.Step, pos: int) -> None:
         src = self._node(s.source)
         dst = self._loc(s.dest)
@@ -249,7 +254,8 @@ class PlanIndex:
 
 _SCANS = {
     A.Dump: PlanIndex._scan_dump, A.Archive: PlanIndex._scan_archive, A.Restore: PlanIndex._scan_restore,
-    A.Extract: PlanIndex._scan_extract, A.Sync: PlanIndex._scan_sync, A.Transfer: PlanIndex._scan_transfer,
+    A.Extract: PlanIndex._scan_extract, A.Sync: PlanIndex._scan_sync, A.Replicate: PlanIndex._scan_replicate,
+    A.Transfer: PlanIndex._scan_transfer,
     A.Move: PlanIndex._scan_transfer, A.Delete: PlanIndex._scan_delete,
 }
 

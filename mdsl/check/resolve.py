@@ -56,6 +56,9 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
     "extract": {"replace": "flag"},
     "sync": {"exclude": "excludes", "live": "flag"},
+    # `replica_identity = full`: tables without a primary key replicate their UPDATE/DELETE by whole rows
+    # (REPLICA IDENTITY FULL, set on the source by the live pass); `port`: the tunnel's port on the target.
+    "replicate": {"live": "flag", "replica_identity": "enum:full", "port": "int"},
     "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool"},
     "move": {}, "delete": {}, "drop": {},
     "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str", "undo": "str"},
@@ -82,6 +85,7 @@ _STEP_NAMES = {
     A.Drop: (("db", "database"),),
     A.Archive: (("dir", "dir"), ("to", "location")), A.Extract: (("source", "location"), ("dir", "dir")),
     A.Sync: (("source", "dir"), ("dest", "dir")),
+    A.Replicate: (("source", "database"), ("dest", "database")),
     A.Transfer: (("source", "location"), ("dest", "location")), A.Move: (("source", "location"), ("dest", "location")),
     A.Delete: (("target", "location"),),
     A.Run: (("host", "host"),), A.VerifyRun: (("host", "host"),), A.VerifyDns: (("host", "host"),),
@@ -437,7 +441,7 @@ class _Resolver:
         others = [k for k, store in STORES.items()
                   if k != kind and key in (store.dump_options if isinstance(step, A.Dump) else store.restore_options)]
         if key == "live":
-            help = "`live` is a flag of `sync` only (a pre-sync pass while the writers still run)"
+            help = "`live` is a flag of `sync` and `replicate` only (a pass while the writers still run)"
         elif kind is not None and others:
             self.err(E106, f"`{step.keyword}` of a {kind} database has no option `{key}`", opt.key.span,
                      label=f"not for {kind}", help=f"`{key}` is for {' and '.join(others)} databases")
@@ -509,10 +513,23 @@ class _Resolver:
                     bound[attr] = self.need(ident, *_ROLES[role])
         if isinstance(step, A.Sync) and bound["source"] is not None and bound["source"] is bound["dest"]:
             self.err(E105, "`sync` copies a dir to another, but both are the same", step.span)
+        elif isinstance(step, A.Replicate) and bound["source"] is not None and bound["dest"] is not None:
+            self.replicate_pair(step, bound["source"], bound["dest"])
         elif isinstance(step, (A.Transfer, A.Move)) and bound["source"] and bound["dest"]:
             self.two_hosts(step, step.source, step.dest)
         elif isinstance(step, (A.Parallel, A.Sequence)):
             self.bind_steps(step.steps)
+
+    def replicate_pair(self, step: A.Replicate, src: A.Decl, dst: A.Decl) -> None:
+        """Two distinct databases of one kind, a kind that can replicate."""
+        if src is dst:
+            self.err(E105, "`replicate` copies a database into another, but both are the same", step.span)
+        elif src.kind != dst.kind:
+            self.err(E105, f"`replicate` needs two databases of one kind: {src.name.name} is {src.kind}, "
+                           f"{dst.name.name} is {dst.kind}", step.span, help="copy with `dump` and `restore`")
+        elif not STORES[src.kind].replicates:
+            self.err(E106, f"{STORES[src.kind].title} databases cannot be replicated by mdsl (yet)",
+                     step.span, label="no replication", help="copy with `dump` and `restore` after the stop")
 
     def bind_labels(self):
         seen = {}

@@ -105,18 +105,21 @@ class Place:
 
 class Provisional:
     """A dir's copy made by a `sync ... live` while writers of its source ran: torn until a
-    final (not live) sync of the same source, taken while none of them runs, completes it."""
+    final (not live) sync of the same source, taken while none of them runs, completes it.
+    A database a `replicate ... live` follows (`replication`) is provisional the same way until
+    the final `replicate` (H206 judges it, not H201)."""
 
-    __slots__ = ("step", "source", "dest", "writers", "why", "excludes")
+    __slots__ = ("step", "source", "dest", "writers", "why", "excludes", "replication")
 
     def __init__(self, step, source: str, dest: str, writers: Tuple[str, ...], why: Tuple[str, ...],
-                 excludes: Tuple[str, ...]):
+                 excludes: Tuple[str, ...], replication: bool = False):
         self.step = step  # the live sync, where a missing final sync is reported
         self.source = source  # the dir copied
         self.dest = dest  # the dir holding the provisional copy
         self.writers = writers  # the services that may have written the source during the pass
         self.why = why  # (writer, the step that started it, in the same block?) as of the live pass
         self.excludes = excludes  # subpaths the live pass left out
+        self.replication = replication  # a `replicate ... live`: the source's changes still flow into dest
 
 
 class State:
@@ -139,7 +142,8 @@ class State:
         self.started_by: Dict[str, object] = {}  # service -> the step that started it (None: initially)
         self.checked_at: Dict[str, int] = {}  # host -> position of the last verify that checked it
         self.http_via: Set[str] = set()  # hosts a `verify http ... via = HOST` passed for
-        # dir -> its provisional copy (a `sync ... live` not yet completed by a final sync)
+        # dir -> its provisional copy (a `sync ... live` not yet completed by a final sync); database -> the
+        # replication following its source (a `replicate ... live` not yet finished by the final pass)
         self.provisional: Dict[str, Provisional] = {}
 
     # ---------------------------------------------------------------- places

@@ -62,6 +62,8 @@ class Walk:
         self.last_stop: Dict[str, A.Step] = {}
         # (source, dest) of every `sync ... live` so far: later syncs of that pair mirror (rsync --delete)
         self.live_pairs: Set[Tuple[str, str]] = set()
+        # (source, dest) of every `replicate ... live` so far: a final pass without one is reported (H206)
+        self.replicated: Set[Tuple[str, str]] = set()
         self.memo: Dict[str, object] = {}  # what checks precompute once per walk
         self._handlers = {kind: getattr(self, name) for kind, name in _HANDLERS.items()}
         self.state = State(bound.resources.values(), self.pieces)
@@ -254,6 +256,7 @@ class Walk:
         db = self.bound.resources[s.db.name]
         store = store_of(db)
         facts.copied = db
+        self._use(facts, db.name, f"dumps {db.name}")
         facts.fmt = store.dump_format(s)
         facts.dst = self.dest(self.ref(s.to), None)
         facts.then(self._apply_copy, s, None, set(self.place_of(db.name).holds), facts.dst, store.artifact,
@@ -264,6 +267,7 @@ class Walk:
         facts = StepFacts(s)
         self._read(facts, s.source)
         facts.into = self.bound.resources[s.db.name]
+        self._use(facts, s.db.name, f"restores into {s.db.name}")
         self._fill(facts, self.place_of(s.db.name))
         return facts
 
@@ -278,6 +282,8 @@ class Walk:
         facts = StepFacts(s)
         dbp = self.place_of(s.db.name)
         facts.destroys = [(dbp, set(dbp.holds))]
+        self._use(facts, s.db.name, f"drops {s.db.name}")
+        self._lose_sources(facts, facts.destroys)
         facts.then(self._apply_destroy, s, [(dbp, set(dbp.holds))])
         return facts
 
@@ -345,6 +351,32 @@ class Walk:
                     del st.provisional[prov.dest]
                     facts.broken.append(BrokenLivePass(prov, FINAL_EXCLUDES, extra))
         return None
+
+    def _replicate(self, s: A.Replicate) -> StepFacts:
+        """`replicate ... live` makes the target a provisional copy that follows its source; the final
+        pass (with every writer stopped, H206 judges it) makes it whole."""
+        facts = StepFacts(s)
+        src, dst = self.bound.resources[s.source.name], self.bound.resources[s.dest.name]
+        st = self.state
+        facts.copied, facts.into = src, dst
+        prov = st.provisional.get(dst.name)
+        if prov is not None and not (prov.replication and prov.source == src.name):
+            self._use(facts, dst.name, f"replicates {src.name} into {dst.name}")
+            prov = None
+        pieces = set(self.place_of(src.name).holds)
+        dp = self.place_of(dst.name)
+        if s.live:
+            if prov is not None:  # started twice: the second start is the one the final pass ends
+                self._use(facts, dst.name, f"starts replicating {src.name} into {dst.name} again")
+            writers = tuple(self.running_writers(src.name))
+            why = tuple((svc, *self.started_how(svc)) for svc in writers)
+            new = Provisional(s, src.name, dst.name, writers, why, (), replication=True)
+            self.replicated.add((src.name, dst.name))
+            facts.then(self._apply_replicate, s, pieces, dp, new)
+        else:
+            facts.replication = prov
+            facts.then(self._apply_replicate, s, pieces, dp, None)
+        return facts
 
     def _left_out(self, s: A.Step, d: Resource) -> Set[Piece]:
         """What an archive or sync of `d` copies; remembers the pieces of `d` it leaves behind (H102)."""
@@ -426,6 +458,8 @@ class Walk:
             facts.then(self._apply_destroy, s, targets)
         writes, reads = names(s, "writes"), names(s, "reads")
         if self.state.provisional:
+            facts.writes_replicated = [p for p in self.state.provisional.values()
+                                       if p.replication and p.source in writes and p.source not in deletes]
             for n in dict.fromkeys(reads + writes):
                 if n not in deletes:  # what it deletes whole holds no torn copy any more
                     self._use(facts, n, f"{'writes' if n in writes else 'reads'} {n}")
@@ -497,6 +531,13 @@ class Walk:
         else:  # a consistent pass (or a torn one, reported as H201 where it runs)
             st.provisional.pop(dst.key, None)
 
+    def _apply_replicate(self, s, pieces, dst: Place, prov: Optional[Provisional]):
+        self._apply_fill(s, None, pieces, dst, False)
+        if prov is not None:
+            self.state.provisional[dst.key] = prov
+        else:
+            self.state.provisional.pop(dst.key, None)
+
     def _apply_move(self, s, src: Place, pieces, dst: Place, kind):
         st = self.state
         if dst.resource is not None:
@@ -542,7 +583,8 @@ class Walk:
 
 _HANDLERS = {
     A.Stop: "_stop", A.Start: "_start", A.Restart: "_start", A.Dump: "_dump", A.Restore: "_restore",
-    A.Archive: "_archive", A.Extract: "_extract", A.Sync: "_sync", A.Transfer: "_transfer",
+    A.Archive: "_archive", A.Extract: "_extract", A.Sync: "_sync", A.Replicate: "_replicate",
+    A.Transfer: "_transfer",
     A.Move: "_transfer", A.Delete: "_delete", A.Drop: "_drop", A.Run: "_run",
     A.VerifyHttp: "_verify_http", A.VerifyDns: "_judged_only", A.VerifyRun: "_verify_run",
     A.Confirm: "_judged_only",

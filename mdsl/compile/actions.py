@@ -230,4 +230,32 @@ class Gate:
         return (f"[operator] confirm: {self.message}",)
 
 
-Action = Union[Shell, Feed, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate]
+@frozen
+class Tunnel:
+    """Let `to_host` reach `address:port` as seen from `from_host` at 127.0.0.1:`listen` on `to_host`, through
+    mdsl's SSH connections (a forward on `to_host`'s, a channel on `from_host`'s): a database server reaches
+    another's port with no port opened to the network. Opened by the runner and kept for later steps
+    (a replication lasts from its live pass to its final pass) until a `close` one, or the end of the run;
+    opening one already open does nothing."""
+
+    from_host: str
+    address: str
+    port: int
+    to_host: str
+    listen: int
+    close: bool = False
+
+    def commands(self) -> Tuple[Command, ...]:
+        """No shell commands: done by the runner."""
+        return ()
+
+    def describe(self) -> Tuple[str, ...]:
+        """Lines for `mdsl plan`."""
+        if self.close:
+            return (f"[control] close the tunnel {self.to_host}:127.0.0.1:{self.listen} -> "
+                    f"{self.from_host}:{self.address}:{self.port}",)
+        return (f"[control] tunnel {self.to_host}:127.0.0.1:{self.listen} -> {self.from_host}:{self.address}:"
+                f"{self.port} through SSH (kept open until the final pass)",)
+
+
+Action = Union[Shell, Feed, Poll, CopyArtifact, HttpCheck, DnsCheck, Gate, Tunnel]

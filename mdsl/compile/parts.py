@@ -95,9 +95,17 @@ def _pg_password_literal(value: str) -> str:
     return f"'SCRAM-SHA-256${rounds}:{salt_text}${stored_text}:{server_text}'"
 
 
+def _pg_conninfo_in_literal(value: str) -> str:
+    # A libpq connection string's value (single-quoted, backslash-escaped), inside a SQL string literal
+    # (quotes doubled): the password of `CREATE SUBSCRIPTION ... CONNECTION '... password=VALUE'`.
+    quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return quoted.replace("'", "''")
+
+
 _ESCAPES: Dict[Optional[str], Callable[[str], str]] = {None: lambda v: v, "pgpass": _pgpass_escape,
                                                        "mycnf": _mycnf_escape, "mysql-literal": _mysql_literal,
-                                                       "pg-password": _pg_password_literal}
+                                                       "pg-password": _pg_password_literal,
+                                                       "pg-conninfo": _pg_conninfo_in_literal}
 
 
 @frozen

@@ -15,11 +15,11 @@ from mdsl.check.cutover import Rollback, leaves, rollback_of
 from mdsl.compile.undo import CompiledUndo, compile_undos
 from mdsl.compile import files, services
 from mdsl.compile.actions import (
-    Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell,
+    Action, Artifact, CopyArtifact, Destination, DnsCheck, Gate, HttpCheck, Location, Shell, Tunnel,
 )
 from mdsl.compile.context import RUN_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import CompileError, Lit
-from mdsl.stores.registry import commands_of, logins_of
+from mdsl.stores.registry import commands_of, logins_of, replication_of
 from mdsl.syntax import ast as A
 from mdsl.syntax.format import step_text as format_step
 
@@ -202,6 +202,17 @@ def _restore(ctx: CompileContext, step: A.Restore, leaf: _Leaf) -> None:
             leaf.actions = [*before, *leaf.actions, *after]
 
 
+def _login_actions(ctx: CompileContext, db) -> list:
+    """The actions that make the app's logins on `db` the plan makes (`like`), after its data arrived."""
+    out: list = []
+    for login in ctx.bound.logins_on(db.name):
+        if login.like is not None:
+            like = ctx.bound.resources[login.like]
+            before, after = logins_of(db).restore_actions(ctx, login, db, like, ctx.bound.resources[like.database])
+            out += [*before, *after]
+    return out
+
+
 def _drop(ctx: CompileContext, step: A.Drop, leaf: _Leaf) -> None:
     db = ctx.bound.resources[step.db.name]
     leaf.actions, leaf.destructive = commands_of(db).drop(ctx, step, db), True
@@ -222,6 +233,14 @@ def _extract(ctx: CompileContext, step: A.Extract, leaf: _Leaf) -> None:
 def _sync(ctx: CompileContext, step: A.Sync, leaf: _Leaf) -> None:
     resources = ctx.bound.resources
     leaf.actions, leaf.destinations = files.sync(ctx, step, resources[step.source.name], resources[step.dest.name])
+
+
+def _replicate(ctx: CompileContext, step: A.Replicate, leaf: _Leaf) -> None:
+    src, dst = ctx.bound.resources[step.source.name], ctx.bound.resources[step.dest.name]
+    replication = replication_of(src)
+    leaf.actions = (replication.live if step.live else replication.final)(ctx, step, src, dst)
+    if not step.live:  # the app's logins the plan makes arrive with the final pass, as with a restore
+        leaf.actions += _login_actions(ctx, dst)
 
 
 def _transfer(ctx: CompileContext, step: A.Transfer, leaf: _Leaf) -> None:
@@ -273,7 +292,8 @@ def _confirm(ctx: CompileContext, step: A.Confirm, leaf: _Leaf) -> None:
 
 _LEAVES = {
     A.Stop: _services, A.Start: _services, A.Restart: _services, A.Dump: _dump, A.Restore: _restore,
-    A.Drop: _drop, A.Archive: _archive, A.Extract: _extract, A.Sync: _sync, A.Transfer: _transfer, A.Move: _move,
+    A.Drop: _drop, A.Archive: _archive, A.Extract: _extract, A.Sync: _sync, A.Replicate: _replicate,
+    A.Transfer: _transfer, A.Move: _move,
     A.Delete: _delete, A.Run: _run, A.VerifyRun: _run, A.VerifyHttp: _verify_http, A.VerifyDns: _verify_dns,
     A.Confirm: _confirm,
 }
@@ -321,6 +341,9 @@ def _hosts(step: A.Step, actions) -> Tuple[str, ...]:
         if isinstance(a, CopyArtifact):
             hs[a.source.host] = None
             hs[a.dest.host] = None
+        if isinstance(a, Tunnel):
+            hs[a.from_host] = None
+            hs[a.to_host] = None
     return tuple(hs)
 
 

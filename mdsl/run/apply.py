@@ -232,6 +232,7 @@ class Apply:
         stop_leftovers(state, executor, self.hosts, self.console, self.journal)
         total = len(compiled.steps)
         ok = False
+        runner = None
         try:
             with Progress(self.progress_enabled, self.progress_file) as progress:
                 self.console.pause = progress.paused
@@ -256,6 +257,8 @@ class Apply:
             self._after_stop(compiled, executor)
             return 130
         finally:
+            if runner is not None:
+                runner.close()
             self.journal.finished(ok)
         tops = sum(1 for top in compiled.steps if any(m in pending for m in top.leaves()))
         self._summary((tops, self.stats.ran), count_steps(compiled), time.monotonic() - t0)

@@ -15,12 +15,12 @@ from mdsl.findings import Finding, Severity
 from mdsl.model import Database, Host
 from mdsl.run.backend import Backend, BackendError, CommandTimeout, Result
 from mdsl.check.rules.base import Rule
-from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P409, P411
+from mdsl.check.rules.p_preflight import P401, P402, P403, P404, P405, P406, P407, P408, P409, P411, P413
 from mdsl.compile.context import CompileContext
 from mdsl.run.docker import DockerChecks
 from mdsl.run.preflight_needs import DestNeed, Needs
 from mdsl.stores.base import DatabaseProbe
-from mdsl.stores.registry import all_probes, logins_of, probes_of
+from mdsl.stores.registry import all_probes, logins_of, probes_of, replication_of
 from mdsl.syntax import ast as A
 
 CHECK_TIMEOUT = 60.0
@@ -88,7 +88,7 @@ class HostChecks:
         self.facts.reachable = True
         checks = ((P402, self.tools), (P409, self.docker.go), (P403, self.versions), (P406, self.databases),
                   (P404, self.sizes), (P407, self.destinations), (P405, self.services), (P408, self.sources),
-                  (P411, self.logins))
+                  (P411, self.logins), (P413, self.replications))
         try:
             for code, check in checks:
                 try:
@@ -223,6 +223,21 @@ class HostChecks:
                     P411, f"cannot check the app's login `{login.name}`: {e.args[0]}", login.span,
                     "set the variable (or create the file) before running apply")]
             self.facts.findings.extend(found)
+
+    # -- P413: what a live replication needs of the source's and the target's servers
+
+    def replications(self) -> None:
+        for step, src, dst in self.needs.replications:
+            for db, side in ((src, "source"), (dst, "target")):
+                if db.host != self.name:
+                    continue
+                try:
+                    found = replication_of(db).preflight(self.ctx, self.run, step, src, dst, side)
+                except KeyError as e:  # a password's env var / file is missing on this machine
+                    found = [preflight_finding(P413, f"cannot check the replication of `{src.name}`: {e.args[0]}",
+                                               step.span, "set the variable (or create the file) before running "
+                                               "apply")]
+                self.facts.findings.extend(found)
 
     def _probe(self, db: Database) -> DatabaseProbe:
         found = self._login(db)

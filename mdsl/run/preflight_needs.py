@@ -77,6 +77,7 @@ class Needs:
     sources: List[SourceNeed] = field(factory=list)
     docker: DockerNeeds = field(factory=DockerNeeds)
     logins: List[Login] = field(factory=list)  # every declared login of an app: made by the plan, or proven (P411)
+    replications: List[Tuple[A.Replicate, Database, Database]] = field(factory=list)  # live passes (P413)
 
     def size_source(self, d: DestNeed) -> Optional[Tuple[str, str, str, str]]:
         """(kind, key, host, path) of what decides how much lands at `d`.
@@ -164,6 +165,8 @@ class _NeedsWalk:
     def step(self, order: int, leaf) -> None:
         n, step = self.needs, leaf.step
         db = self.bound.resources.get(step.db.name) if isinstance(step, (A.Dump, A.Restore, A.Drop)) else None
+        if isinstance(step, A.Replicate):
+            self._replicate(step)
         for host, tools in getattr(leaf, "tools", ()):
             for t in tools:
                 word = probes_of(db).tool_word(db, t) if db is not None and host == db.host else t
@@ -207,6 +210,19 @@ class _NeedsWalk:
     def _sync(self, step: A.Sync, db) -> None:
         self.read(step.source, step, True)
         self.needs.written[step.dest.name] = None
+
+    def _replicate(self, step: A.Replicate) -> None:
+        """The source is read (it must exist, its login work: P406); the target is filled; a live pass is
+        checked for what replication needs (P413)."""
+        n = self.needs
+        src, dst = self.bound.resources[step.source.name], self.bound.resources[step.dest.name]
+        n.databases.setdefault(src.name, src)
+        n.databases.setdefault(dst.name, dst)
+        if src.name not in n.written:
+            n.dumped[src.name] = None
+        n.written[dst.name] = None
+        if step.live:
+            n.replications.append((step, src, dst))
 
     def _extract(self, step: A.Extract, db) -> None:
         self.needs.written[step.dir.name] = None

@@ -334,6 +334,10 @@ class SshBackend(Backend):
             conn = self._conn
         return conn.transport
 
+    def forwarding_transport(self) -> paramiko.Transport:
+        """The connection's transport, for tunnels (mdsl.run.tunnel): forwards and direct-tcpip channels."""
+        return self._transport()
+
     def close(self) -> None:
         """Close the connection and the OpenSSH master; a later command reconnects."""
         with self._lock:

@@ -16,7 +16,7 @@ import attrs
 from attrs import define, field
 
 from mdsl.model import Host
-from mdsl.compile.actions import CopyArtifact, DnsCheck, Feed, Gate, HttpCheck, Poll, Shell
+from mdsl.compile.actions import CopyArtifact, DnsCheck, Feed, Gate, HttpCheck, Poll, Shell, Tunnel
 from mdsl.compile.parts import Command, Lit, SecretText
 from mdsl.compile.plan import CompiledStep
 from mdsl.run import journal as J
@@ -29,6 +29,7 @@ from mdsl.run.probes import dns_check, http_check
 from mdsl.run.progress import Progress, StepLine
 from mdsl.run.rsync_meter import RsyncMeter
 from mdsl.run.transfer import Copier, remote_hash, remote_size
+from mdsl.run.tunnel import Tunnels
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
 
@@ -61,7 +62,12 @@ class StepRunner:
         self.known_sha, self.stats = known_sha, stats
         # (host, path) -> the bytes preflight expects to land there (a dump's database size, a dir's du): bar totals
         self.expected = expected or {}
+        self.tunnels = Tunnels(executor.backends)  # open from a `replicate ... live` to its final pass
         self.log = log.get_logger()
+
+    def close(self) -> None:
+        """Close what the run keeps open across steps (tunnels)."""
+        self.tunnels.close_all()
 
     def run_top(self, top: CompiledStep, todo: List[CompiledStep], position: str) -> None:
         """One top-level step (`todo`: its leaves still to run), shown as `position` (`[3/8]`)."""
@@ -171,6 +177,8 @@ class StepRunner:
             http_check(action)
         elif isinstance(action, DnsCheck):
             dns_check(action)
+        elif isinstance(action, Tunnel):
+            self.tunnels.perform(action)
         elif isinstance(action, Gate):
             self.console.say(f"  confirm: {action.message}")
             self.console.ask(f"{action.message} Continue?", f"the gate `confirm {action.message!r}`")

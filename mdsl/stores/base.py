@@ -94,6 +94,9 @@ class StoreKind:
     restore_owner: Callable[[Database], Optional[str]] = lambda db: None
     # The kind has database logins (`login NAME on DB`): its package has a `logins` module (mdsl/stores/logins.py).
     logins: bool = False
+    # The kind can follow a running source into a target (`replicate DB to DB live`, then the final pass):
+    # its package has a `replication` module (commands and preflight, mdsl/stores/postgres/replication.py).
+    replicates: bool = False
 
 
 @frozen

@@ -37,6 +37,11 @@ def logins_of(db: Database):
     return importlib.import_module(f"mdsl.stores.{db.kind}.logins")
 
 
+def replication_of(db: Database):
+    """The `replication` module of a database's kind (`StoreKind.replicates`): live and final pass, preflight."""
+    return importlib.import_module(f"mdsl.stores.{db.kind}.replication")
+
+
 def all_probes() -> List:
     """Every kind's `probes` module, in registry order."""
     return [importlib.import_module(f"mdsl.stores.{kind}.probes") for kind in STORES]

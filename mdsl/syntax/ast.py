@@ -278,6 +278,21 @@ class Sync(Step):
 
 
 @frozen
+class Replicate(Step):
+    """`replicate DB to DB live` starts following the source's changes into the target while its writers
+    run; `replicate DB to DB` (after they stopped) is the final pass: catch up, finish, remove replication."""
+
+    source: Ident = None
+    dest: Ident = None
+    keyword = "replicate"
+
+    @property
+    def live(self) -> bool:
+        """True for `replicate ... live`: the target is provisional until the final pass."""
+        return self.option("live") is not None
+
+
+@frozen
 class Transfer(Step):
     """`transfer LOC to LOC [via = ...]`."""
 
@@ -377,7 +392,7 @@ class Sequence(Step):
 
 
 STEP_KINDS = (
-    Stop, Start, Restart, Dump, Restore, Archive, Extract, Sync, Transfer, Move,
+    Stop, Start, Restart, Dump, Restore, Archive, Extract, Sync, Replicate, Transfer, Move,
     Delete, Drop, Run, VerifyHttp, VerifyDns, VerifyRun, Confirm, Parallel, Sequence,
 )
 

@@ -105,6 +105,7 @@ _HEADS = {
     A.Archive: lambda s: f"archive {s.dir.name} to {_target(s.to)}",
     A.Extract: lambda s: f"extract {_target(s.source)} into {s.dir.name}",
     A.Sync: lambda s: f"sync {s.source.name} to {s.dest.name}",
+    A.Replicate: lambda s: f"replicate {s.source.name} to {s.dest.name}",
     A.Transfer: _copy,
     A.Move: _copy,
     A.Delete: lambda s: f"delete {_target(s.target)}",

@@ -11,7 +11,7 @@ from mdsl.syntax import ast as A
 
 # The words a step begins with (docs/language.md, "Steps"); `sequence` only opens a lane of `parallel`.
 STEP_KEYWORDS = frozenset({
-    "stop", "start", "restart", "dump", "restore", "archive", "extract", "sync", "transfer",
+    "stop", "start", "restart", "dump", "restore", "archive", "extract", "sync", "replicate", "transfer",
     "move", "delete", "drop", "run", "verify", "confirm", "parallel",
 })
 # The words a top-level item other than a resource declaration begins with.

@@ -228,6 +228,9 @@ class ToAst(Transformer):
     def sync(self, c):
         return A.Sync(source=_ident(c[1]), dest=_ident(c[3]), options=_options(c), span=_sp(c))
 
+    def replicate(self, c):
+        return A.Replicate(source=_ident(c[1]), dest=_ident(c[3]), options=_options(c), span=_sp(c))
+
     def transfer(self, c):
         return A.Transfer(source=c[1], dest=c[3], options=_options(c), span=_sp(c))
 

@@ -243,7 +243,7 @@ def test_live_is_a_flag_of_sync_only():
     _, f = check('  dump old_db to old:"/root/db.dump" live\n')
     e = [x for x in f if x.code == "E106"]
     assert len(e) == 1 and "`dump` has no option `live`" in e[0].message
-    assert "`live` is a flag of `sync` only" in e[0].help
+    assert "`live` is a flag of `sync` and `replicate` only" in e[0].help
     _, f = check("  sync old_files to new_files live = true\n")
     assert any(x.code == "E106" and "`live` is a bare flag" in x.message for x in f)
     _, f = check("  sync old_files to new_files live live\n")

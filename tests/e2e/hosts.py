@@ -646,6 +646,7 @@ class PgCluster:
         self.db = "postgres"
         self.app_user: str | None = None
         self.app_password: str | None = None
+        self.extra_conf = ""  # appended to the generated config, e.g. `wal_level = logical` for replication
         self._ref: ProcRef | None = None
 
     # -- creation
@@ -705,7 +706,7 @@ wal_recycle = off
 dynamic_shared_memory_type = mmap
 log_line_prefix = '%m [%p] %q%u@%d '
 """
-        (self.datadir / "mdsl_test.conf").write_text(conf)
+        (self.datadir / "mdsl_test.conf").write_text(conf + self.extra_conf)
         hba = ["local all all trust", "local replication all trust"]
         for addr in addresses:
             hba += [f"host all all {addr}/32 scram-sha-256", f"host replication all {addr}/32 scram-sha-256"]

@@ -102,6 +102,8 @@ def broken_live_pass(facts, walk) -> Iterator[Finding]:
     line = step.span.line
     for broken in facts.broken:
         prov = broken.prov
+        if prov.replication:  # a replicated database: H206
+            continue
         stop = f"after `stop {', '.join(prov.writers)}`"
         if broken.how == USED:
             yield _live_pass(
@@ -128,6 +130,8 @@ def broken_live_pass(facts, walk) -> Iterator[Finding]:
 def torn_at_end(walk) -> Iterator[Finding]:
     """Every live sync whose copy no final sync completed."""
     for prov in sorted(walk.state.provisional.values(), key=lambda p: (p.step.span.line, p.step.span.col)):
+        if prov.replication:  # a replication still running: H206
+            continue
         yield _live_pass(prov, f"no final `sync {prov.source} to {prov.dest}` follows with "
                                f"{', '.join(prov.writers)} stopped, so {prov.dest} stays torn")
 
@@ -151,12 +155,12 @@ H202 = Rule(
 )
 
 
-@H202.on(A.Restore, A.Extract, A.Sync, A.Transfer, A.Move)
+@H202.on(A.Restore, A.Extract, A.Sync, A.Replicate, A.Transfer, A.Move)
 def write_while_running(facts, walk) -> Iterator[Finding]:
     """A step writes into data a running service writes too (unless H205 said so at its start)."""
     res = facts.into
-    if res is None:
-        return
+    if res is None or isinstance(facts.step, A.Replicate) and not facts.step.live:
+        return  # a final pass into a database already in use: H206 said so at the live pass
     writers = [s for s in walk.running_writers(res.name) if res.name not in walk.early_start.get(s, ())]
     if not writers:
         return

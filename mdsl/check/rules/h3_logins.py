@@ -54,10 +54,16 @@ H309 = Rule(
 )
 
 
-@H309.on(A.Restore)
+@H309.on(A.Restore, A.Replicate)
 def restored(facts, w) -> Iterator[Finding]:
-    """Remember which databases a restore fills its database from (the pieces of data it carries)."""
-    sources = tuple(dict.fromkeys(p.resource.name for p in facts.pieces if p.resource.is_database))
+    """Remember which databases a restore (or a replication's final pass, which makes the logins as a restore
+    does) fills its database from (the pieces of data it carries)."""
+    if isinstance(facts.step, A.Replicate):
+        if facts.step.live:
+            return iter(())
+        sources = (facts.step.source.name,)
+    else:
+        sources = tuple(dict.fromkeys(p.resource.name for p in facts.pieces if p.resource.is_database))
     w.memo.setdefault("h309", []).append((facts.step, facts.into, sources))
     return iter(())
 

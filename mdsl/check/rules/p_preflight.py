@@ -158,6 +158,23 @@ P411 = Rule(
            "user existed on the old box only.",
 )
 
+P413 = Rule(
+    "P413", "the source cannot be replicated as the plan asks", ERROR,
+    summary=(
+        "`replicate DB to DB live` needs, before anything changes: on the source's server `wal_level = "
+        "logical` (changing it needs a server restart, so do it in a maintenance window before the move), a "
+        "free replication slot (`max_replication_slots`) and WAL sender (`max_wal_senders`), a login with the "
+        "REPLICATION attribute (or a superuser) that the source's server accepts over TCP from 127.0.0.1, "
+        "where mdsl's SSH tunnel arrives; on the target's, free logical replication workers "
+        "(`max_logical_replication_workers`, `max_worker_processes`). Every table needs a primary key or a "
+        "replica identity, or its UPDATE and DELETE fail on the source once it is published: mdsl refuses, "
+        "unless the step says `replica_identity = full` (whole rows identify them; slower on large tables). "
+        "Large objects (pg_largeobject) are not replicated: mdsl refuses a source that has any."),
+    bad="The source runs with the default `wal_level = replica`: the live pass could not create its slot.",
+    fixed="`ALTER SYSTEM SET wal_level = logical;` and a restart of the source's server before the move.",
+    source="PostgreSQL's documentation, Logical Replication: Configuration Settings and Restrictions.",
+)
+
 P414 = Rule(
     "P414", "a database's container is stopped by a Compose service before the plan uses it", ERROR,
     summary=(
@@ -174,4 +191,4 @@ P414 = Rule(
     source="Compose guides stop the whole stack (`docker compose down`) before a backup.",
 )
 
-RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411, P414)
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411, P413, P414)

@@ -69,6 +69,7 @@ STORE = StoreKind(
     },
     bind=bind,
     logins=True,
+    replicates=True,
     restore_owner=lambda db: db.user or db.run_as,
     dump_options={"format": "enum:custom,directory,plain", "jobs": "int", "compress": "enum:gzip,zstd,none"},
     restore_options={"jobs": "int"},

@@ -1,0 +1,205 @@
+"""Issue 18: the downtime of a database move with `replicate ... live` against dump and restore, by size.
+
+    python3 bench/replication.py                     # ~1 GB and ~3 GB databases, 1 round each (~30 minutes)
+    python3 bench/replication.py --sizes 0.1 --runs 1   # ~100 MB (~3 minutes)
+    python3 bench/replication.py --write-docs        # put the figures into docs/performance.md
+
+Two sshd test hosts on 127.0.77.2 (a, the old box) and .3 (b, the new box) and two PostgreSQL 15
+clusters (tests/e2e/hosts.py): the source with `wal_level = logical`, reached from a over TCP as
+its superuser (the subscription logs in through mdsl's tunnel as that login), holding Mastodon-like
+rows made by bench/database.py's `load_mastodon` (its two generator tables have no primary key:
+the plan says `replica_identity = full`); the target, reached from b over its socket. The old app
+is the e2e writer (tests/e2e/writer.py, 20 inserts a second into `writer_events`, each taking the
+identity sequence) running on a while the live pass copies; the new app is the same writer on the
+target.
+
+Per size, the two ways alternate (each its own mdsl plan):
+
+  replicate   replicate old_db to new_db live  replica_identity = full   (the app runs)
+              stop old_app; replicate old_db to new_db; start new_app
+  dump        stop old_app; dump old_db (zstd); transfer to b; restore into new_db; start new_app
+
+The **downtime window** is from the start of `stop old_app` to the end of `start new_app` (the
+journal's per-step seconds, summed over those steps; the steps run one after the other). After every
+run (not timed) the target is compared with the source: every table's rows (count and a hash sum)
+and every sequence; a run whose copy differs counts as failed. Between runs the target database is
+dropped and the old app started again. Exits 1 if a copy differs, or if the 1 GB case's downtime
+with replication is over 5 s (the issue's target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from _common import (
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table,
+    write_doc_block,
+)
+from hosts import Writer, plan_str
+
+HERE = Path(__file__).resolve().parent
+STATUSES_PER_GB = 1_100_000  # bench/database.py's rows: ~1 GB on disk per 1.1 M statuses, indexes included
+SOURCE_DB, TARGET_DB = "mastodon_production", "mastodon"
+PASSWORD_ENV = "MDSL_BENCH_REPL_PASSWORD"
+
+
+def journal_steps(plan: Path) -> dict:
+    """{step id: seconds} of the last run, from the plan's journal."""
+    out = {}
+    for raw in (plan.parent / ".mdsl" / (plan.stem + ".journal")).read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(raw)
+            if rec.get("event") in ("reset", "run"):
+                out = {}
+            elif rec.get("event") == "done":
+                out[rec["step"]] = float(rec["seconds"])
+    return out
+
+
+def table_sums(pg, db: str, skip=()) -> dict:
+    """{table: (rows, sum of a 64-bit hash of each row's text)} over every public table (order-free)."""
+    tables = [t for t in pg.tables(db) if t not in skip]
+    parts = [f"select '{t}', count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) from public.\"{t}\" t"
+             for t in tables]
+    out = pg.psql("set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set extra_float_digits = 3;\n"
+                  + "\nunion all\n".join(parts) + ";", db=db)
+    return {line.split("|")[0]: tuple(line.split("|")[1:]) for line in out.splitlines()}
+
+
+def sequences(pg, db: str, skip=()) -> dict:
+    out = pg.psql("select sequencename, last_value from pg_sequences where schemaname = 'public'", db=db)
+    return {n: v for n, v in (line.split("|") for line in out.splitlines()) if not n.startswith(skip)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1,3", help="database sizes in GB, comma-separated (default 1,3)")
+    ap.add_argument("--runs", type=int, default=1, help="rounds per size (default 1)")
+    ap.add_argument("--sides", default="replicate,dump")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    sizes = [float(x) for x in args.sizes.split(",")]
+    wanted = args.sides.split(",")
+    compile_bytecode()
+    print(f"start: {load()}", flush=True)
+    results = []
+    failed = False
+    with contextlib.ExitStack() as stack:
+        H = stack.enter_context(BenchHosts(2))
+        a, b = H.cluster.a, H.cluster.b
+        src, dst = H.postgres("source"), H.postgres("target")
+        src.extra_conf = "wal_level = logical\nmax_wal_size = 4GB\n"
+        src.restart()
+        password = secrets.token_urlsafe(12)
+        src.psql(f"alter role postgres password '{password}';")
+        env = {**os.environ, PASSWORD_ENV: password}
+        run_dir = H.base / "apps"
+        old_w = Writer(run_dir / "old", src.dsn(SOURCE_DB), a.root / "old-files", rate=20, name="old-app")
+        new_w = Writer(run_dir / "new", dst.dsn(TARGET_DB), b.root / "new-files", table="writer_events_new",
+                       rate=20, name="new-app")
+        stack.callback(old_w.close)
+        stack.callback(new_w.close)
+        decls = f"""
+{H.host_decl(a)}
+{H.host_decl(b)}
+postgres old_db on {a.name} {{ database = "{SOURCE_DB}"  user = "postgres"  tcp = {plan_str(src.tcp)}
+                        password = env("{PASSWORD_ENV}") }}
+postgres new_db on {b.name} {{ database = "{TARGET_DB}"  user = "postgres"  socket = {plan_str(str(dst.sockdir))}
+                        port = {dst.port}  fresh = true }}
+service old_app on {a.name} {{ start = {plan_str(old_w.start_cmd)}  stop = {plan_str(old_w.stop_cmd)}
+                       status = {plan_str(old_w.status_cmd)}  writes = [old_db] }}
+service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan_str(new_w.stop_cmd)}
+                       status = {plan_str(new_w.status_cmd)}  writes = [new_db]  initially = stopped }}
+"""
+        plans = {
+            "replicate": ("""  replicate old_db to new_db live  replica_identity = full
+  stop old_app
+  replicate old_db to new_db
+  start new_app
+""", ("2", "3", "4")),
+            "dump": (f"""  stop old_app
+  dump old_db to {a.name}:"{a.root}/app.dump"
+  transfer {a.name}:"{a.root}/app.dump" to {b.name}:"{b.root}/app.dump"
+  restore {b.name}:"{b.root}/app.dump" into new_db replace
+  start new_app
+""", ("1", "2", "3", "4", "5")),
+        }
+        files = {}
+        for name, (steps, _) in plans.items():
+            p = H.base / f"{name}.plan"
+            p.write_text(f'plan "{name}"\n{decls}\nsteps {{\n{steps}}}\n')
+            files[name] = p
+
+        for size in sizes:
+            with contextlib.suppress(Exception):
+                old_w.stop()
+            src.psql(f"drop database if exists {SOURCE_DB} with (force);")
+            src.psql(f"create database {SOURCE_DB} template template0 encoding 'UTF8';")
+            t = time.monotonic()
+            sys.path.insert(0, str(HERE))
+            from database import load_mastodon
+            load_mastodon(src, SOURCE_DB, int(size * STATUSES_PER_GB))
+            src.compact()
+            db_bytes = int(src.psql(f"select pg_database_size('{SOURCE_DB}')"))
+            print(f"database: {db_bytes / MiB:.0f} MiB in {time.monotonic() - t:.0f}s; {load()}", flush=True)
+
+            def reset():
+                with contextlib.suppress(Exception):
+                    new_w.stop()
+                dst.psql(f"drop database if exists {TARGET_DB} with (force);")
+                dst.psql(f"create database {TARGET_DB} template template0 encoding 'UTF8';")
+                for p in (a.root / "app.dump", b.root / "app.dump"):
+                    p.unlink(missing_ok=True)
+                if not old_w.running:
+                    old_w.start()
+                time.sleep(2)  # the app writes for a while before the move starts
+
+            def side(name):
+                def run(s: Side) -> float:
+                    m = mdsl_apply(files[name], env=env)
+                    steps = journal_steps(files[name])
+                    window = sum(steps[i] for i in plans[name][1])
+                    s.add("total", m.seconds)
+                    s.parts = getattr(s, "parts", []) + [" + ".join(f"{steps[i]:.1f}" for i in plans[name][1])]
+                    same = (table_sums(dst, TARGET_DB, skip=("writer_events_new",))
+                            == table_sums(src, SOURCE_DB)
+                            and sequences(dst, TARGET_DB, skip="writer_events_new")
+                            == sequences(src, SOURCE_DB))
+                    slots = src.psql("select count(*) from pg_replication_slots")
+                    if not same or slots != "0":
+                        print(f"  {name}: the target differs from the source, or slots are left ({slots})",
+                              flush=True)
+                        return float("nan")
+                    return window
+                return run
+
+            out = alternate(args.runs, {n: side(n) for n in wanted}, before=reset)
+            results.append((size, db_bytes, out))
+
+        lines = [f"{machine()}; {load()} at the end.", "",
+                 table(["database", "way", "downtime window s", "runs (s)", "its steps, last run (s)", "whole apply s"],
+                       [(f"{db / MiB:,.0f} MiB", n, f"{s.med:.1f}", ", ".join(f"{x:.1f}" for x in s.seconds),
+                         (getattr(s, "parts", None) or ["-"])[-1], f"{s.med_of('total'):.1f}")
+                        for _, db, out in results for n, s in out.items()]),
+                 "", f"command: `{command_line()}`"]
+        text = "\n".join(lines)
+        print(text)
+        if args.write_docs:
+            write_doc_block("replication", text)
+        for size, _, out in results:
+            for s in out.values():
+                failed |= bool(s.failures)
+            if size == 1 and "replicate" in out and not out["replicate"].med <= 5.0:
+                failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
