@@ -342,10 +342,13 @@ def _fields(obj) -> dict:
 
 
 def _nest(dirs: List[DataDir]) -> List[DataDir]:
-    """Record, on each dir, the other dirs inside it (copied on their own, so excluded from it)."""
+    """Keep the outermost dirs: one inside another (Gitea's repositories in its data dir by default)
+    travels with it, and is recorded on it (`nested`) for the plan's comments."""
     out = []
     for d in dirs:
-        inner = tuple(posixpath.relpath(o.path, d.path) for o in dirs
+        if any(o is not d and d.path.startswith(o.path + "/") for o in dirs):
+            continue
+        inner = tuple(f"{posixpath.relpath(o.path, d.path)} ({o.role})" for o in dirs
                       if o is not d and o.path.startswith(d.path + "/"))
         out.append(DataDir(d.role, d.path, d.owner, d.size, inner))
     return out

@@ -200,7 +200,7 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
         for der in role.derived:
             add(f"# {der.subpath}/ is copied too: {der.holds}; without it {der.lost}.")
         if d.nested:
-            add(f"# {', '.join(x + '/' for x in d.nested)} inside it is copied on its own.")
+            add(f"# It holds {', '.join(d.nested)}: copied with it.")
         own = [f"owner = {q(d.owner)}"] if d.owner else []
         out.extend(_block("dir", f"old_{d.role}", "old", [f"path  = {q(d.path)}", *own]))
         add("")
@@ -313,4 +313,4 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
 
 
 def _excludes(d: DataDir) -> str:
-    return "".join(f" exclude {q(x)}" for x in d.nested)
+    return ""
