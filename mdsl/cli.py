@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--from", dest="source", required=True, metavar="ssh://USER@HOST[:PORT]", help="the old host")
     i.add_argument("--to", dest="target", required=True, metavar="ssh://USER@HOST[:PORT]", help="the new host")
     i.add_argument("--identity", metavar="FILE", help="the SSH key for both hosts")
-    i.add_argument("--known-hosts", metavar="FILE", help="host keys are checked against it (default ~/.ssh/known_hosts)")
+    i.add_argument("--known-hosts", metavar="FILE",
+                   help="host keys are checked against it (default ~/.ssh/known_hosts)")
     i.add_argument("-o", "--output", metavar="PLAN",
                    help="write the plan here (several apps: PLAN-APP.plan each); default: standard output")
     i.add_argument("--app", metavar="NAME", help="only this app, when the host runs several")

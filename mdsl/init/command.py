@@ -131,7 +131,7 @@ def init_command(args) -> int:
         for b in backends:
             b.close()
     status = EXIT_OK
-    for (name, text), path in zip(texts, _outputs(args.output, [n for n, _ in texts])):
+    for (name, text), path in zip(texts, _outputs(args.output, [n for n, _ in texts]), strict=True):
         problems = _checked(text, path or f"<{name}.plan>")
         if problems:
             print(f"mdsl init: the plan written for {name} does not check clean (a bug in mdsl init):\n"

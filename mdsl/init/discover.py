@@ -122,7 +122,8 @@ def host_facts(backend: Backend, fingerprints: List[str]) -> HostFacts:
     pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_text, re.M)
     nixos = "MDSL_NIXOS=1" in os_text or bool(re.search(r"^ID=\"?nixos", os_text, re.M))
     tools = ("docker", "psql", "pg_dump", "mysql", "mariadb", "sqlite3", "rsync", "zstd", "systemctl")
-    _, found = _run(backend, "for t in " + " ".join(tools) + '; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; :')
+    probe = "for t in " + " ".join(tools) + '; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; :'
+    _, found = _run(backend, probe)
     have = tuple(t for t in found.split() if t in tools)
     dirs = " ".join(shlex.quote(d) for d in UNIT_DIRS)
     _, units = _run(backend, f"for d in {dirs}; do ls -1 \"$d\" 2>/dev/null; done; :")
@@ -203,7 +204,8 @@ def _du(backend: Backend, path: str) -> Optional[int]:
         return None
 
 
-def _split_host(store: str, host: Optional[str], port: Optional[str]) -> Tuple[Optional[str], Optional[str], Optional[int]]:
+def _split_host(store: str, host: Optional[str],
+                port: Optional[str]) -> Tuple[Optional[str], Optional[str], Optional[int]]:
     """(tcp, socket, socket port) of a database from the config's host and port values."""
     host = (host or "").strip()
     # Nextcloud's `localhost:/run/mysqld/mysqld.sock`, Gitea's `/var/run/postgresql` or `127.0.0.1:5432`

@@ -223,7 +223,7 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
     out.extend(_block("file", f"new_{c.role}", "new", [f"path   = {q(tgt.config)}", *own,
                                                         f"mode   = {q(_secret_mode(c.mode))}", "secret = true"]))
 
-    data = ([f"old_db"] if declared_db else []) + [f"old_{d.role}" for d, _ in tgt.dirs]
+    data = (["old_db"] if declared_db else []) + [f"old_{d.role}" for d, _ in tgt.dirs]
     add("")
     add(f"# {p.title} as the units found on {source.address} run it (unit files under /etc/systemd or /lib/systemd).")
     out.extend(_block("service", "old_app", "old", [
@@ -239,78 +239,81 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
         add(f"  {line}")
     add("}")
 
-    # ---------------------------------------------------------------- steps
     add("")
     add("steps {")
+    out.extend("  " + line for line in _steps(app, target, source, tgt, big, declared_db, stage))
+    add("}")
+    return format_text("\n".join(out) + "\n", f"<{name}.plan>")
+
+
+def _steps(app: AppFound, target: Endpoint, source: Endpoint, tgt: _Target, big: set, declared_db: bool,
+           stage: str) -> List[str]:
+    """The steps, in the safe order (see the module's docstring)."""
+    p, c = app.profile, app.config
     steps: List[str] = []
     s = steps.append
-    dirs = list(tgt.dirs)
-    for d, _ in dirs:
+    for d, _ in tgt.dirs:
         if d.role in big:
             s(f"# {d.path} is {size_text(d.size)}: copied while {p.title} still serves; the final sync after the "
               "stop copies only what changed")
-            s(f"presync_{d.role}: sync old_{d.role} to new_{d.role} live" + _excludes(d))
+            s(f"presync_{d.role}: sync old_{d.role} to new_{d.role} live")
     for cmd in p.commands:
         if cmd.when == "before-stop":
             text, run_as = _command_text(app, cmd, app.layout, c.path)
             s(f"# {cmd.why}")
             s(f"run old {q(text)}" + (f" run_as = {q(run_as)}" if run_as else ""))
-    s(f"freeze: stop old_app")
-    members = []
-    if declared_db:
-        members.append(f"dump old_db to old:{q(stage + '/' + name + '.dump')}")
-    for d, _ in dirs:
-        if d.role in big:
-            members.append(f"final_{d.role}: sync old_{d.role} to new_{d.role}" + _excludes(d))
-        else:
-            members.append(f"archive old_{d.role} to old:{q(f'{stage}/{d.role}.tar.zst')}" + _excludes(d)
-                           + " compress = zstd")
-    if len(members) > 1:
-        s("parallel {")
-        steps.extend("  " + m for m in members)
-        s("}")
+    s("freeze: stop old_app")
+    steps.extend(_copies(app, tgt, big, declared_db, stage))
+    steps.extend(_after(app, tgt, declared_db))
+    if app.url:
+        s("# through the new box, whatever DNS says, before DNS moves")
+        s(f"verify http {q(app.url)} via = new status = 200")
+        host = app.url.split("//", 1)[1].split("/", 1)[0]
+        dns = f"Point the DNS records of {host} at {target.address}; {p.title} stays stopped on {source.address}"
+        s(f"confirm {q(dns)}")
     else:
-        steps.extend(members)
+        s("verify run new " + q("systemctl is-active --quiet -- " + " ".join(app.target_units)))
+        s(f"confirm {q(f'Point the DNS records of {p.title} at {target.address}')}")
+    return steps
+
+
+def _copies(app: AppFound, tgt: _Target, big: set, declared_db: bool, stage: str) -> List[str]:
+    """The dump beside the final syncs or the archives (one `parallel` block), the copies, the restore."""
+    name, c = app.profile.name, app.config
+    dump = f"{stage}/{name}.dump"
+    members = [f"dump old_db to old:{q(dump)}"] if declared_db else []
+    for d, _ in tgt.dirs:
+        if d.role in big:
+            members.append(f"final_{d.role}: sync old_{d.role} to new_{d.role}")
+        else:
+            members.append(f"archive old_{d.role} to old:{q(f'{stage}/{d.role}.tar.zst')} compress = zstd")
+    steps = ["parallel {", *("  " + m for m in members), "}"] if len(members) > 1 else members
     if declared_db:
-        s(f"transfer old:{q(stage + '/' + name + '.dump')} to new:{q(stage + '/' + name + '.dump')}")
-    for d, _ in dirs:
-        if d.role not in big:
-            s(f"transfer old:{q(f'{stage}/{d.role}.tar.zst')} to new:{q(f'{stage}/{d.role}.tar.zst')}")
-    s(f"# the secrets reach the new host before {p.title} first starts there")
-    s(f"transfer old_{c.role} to new_{c.role}")
+        steps.append(f"transfer old:{q(dump)} to new:{q(dump)}")
+    small = [d for d, _ in tgt.dirs if d.role not in big]
+    steps += [f"transfer old:{q(f'{stage}/{d.role}.tar.zst')} to new:{q(f'{stage}/{d.role}.tar.zst')}" for d in small]
+    steps.append(f"# the secrets reach the new host before {app.profile.title} first starts there")
+    steps.append(f"transfer old_{c.role} to new_{c.role}")
     if declared_db:
-        s(f"restore new:{q(stage + '/' + name + '.dump')} into new_db replace")
-    for d, _ in dirs:
-        if d.role not in big:
-            s(f"extract new:{q(f'{stage}/{d.role}.tar.zst')} into new_{d.role}")
-    started = False
+        steps.append(f"restore new:{q(dump)} into new_db replace")
+    steps += [f"extract new:{q(f'{stage}/{d.role}.tar.zst')} into new_{d.role}" for d in small]
+    return steps
+
+
+def _after(app: AppFound, tgt: _Target, declared_db: bool) -> List[str]:
+    """The app's commands after the restore and before its first start, the start, the commands after it."""
+    p = app.profile
+    steps: List[str] = []
     for when in ("after-restore", "before-start", "after-start"):
         if when == "after-start":
-            s("cutover: start new_app")
-            started = True
+            steps.append("cutover: start new_app")
         for cmd in p.commands:
             if cmd.when != when or cmd.id in app.target_layout.does:
                 continue
             if cmd.needs and not any(o.id == cmd.needs and o.when == "before-stop" for o in p.commands):
                 continue
             text, run_as = _command_text(app, cmd, app.target_layout, tgt.config)
-            reads = "new_db" if declared_db else f"new_{c.role}"
-            s(f"# {cmd.why}")
-            s(f"run new {q(text)} reads = [{reads}]" + (f" run_as = {q(run_as)}" if run_as else ""))
-    if not started:
-        s("cutover: start new_app")
-    if app.url:
-        s(f"# through the new box, whatever DNS says, before DNS moves")
-        s(f"verify http {q(app.url)} via = new status = 200")
-        host = app.url.split("//", 1)[1].split("/", 1)[0]
-        s(f"confirm {q(f'Point the DNS records of {host} at {target.address}; {p.title} stays stopped on {source.address}')}")
-    else:
-        s("verify run new " + q("systemctl is-active --quiet -- " + " ".join(app.target_units)))
-        s(f"confirm {q(f'Point the DNS records of {p.title} at {target.address}')}")
-    out.extend("  " + line for line in steps)
-    add("}")
-    return format_text("\n".join(out) + "\n", f"<{name}.plan>")
-
-
-def _excludes(d: DataDir) -> str:
-    return ""
+            reads = "new_db" if declared_db else f"new_{app.config.role}"
+            steps.append(f"# {cmd.why}")
+            steps.append(f"run new {q(text)} reads = [{reads}]" + (f" run_as = {q(run_as)}" if run_as else ""))
+    return steps

@@ -18,7 +18,6 @@ import http.server
 import os
 import shlex
 import shutil
-import signal
 import ssl
 import subprocess
 import threading
@@ -72,7 +71,8 @@ class NsHost(SshHost):
         for f in ("passwd", "group"):
             mounts.append(f"mount --bind {shlex.quote(str(self.fs / f))} /etc/{f}")
         mounts.append(f"mount --bind {shlex.quote(str(self.fs / 'systemctl'))} /usr/bin/systemctl")
-        script = " && ".join(mounts) + f" && exec {shlex.join(['/usr/sbin/sshd', '-D', '-f', str(self.config_path), '-E', str(self.log_path)])}"
+        sshd = ["/usr/sbin/sshd", "-D", "-f", str(self.config_path), "-E", str(self.log_path)]
+        script = " && ".join(mounts) + f" && exec {shlex.join(sshd)}"
         proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
