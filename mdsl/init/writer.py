@@ -273,7 +273,8 @@ def _steps(app: AppFound, target: Endpoint, source: Endpoint, tgt: _Target, big:
         s(f"confirm {q(dns)}")
     else:
         s("verify run new " + q("systemctl is-active --quiet -- " + " ".join(app.target_units)))
-        s(f"confirm {q(f'Point the DNS records of {p.title} at {target.address}')}")
+        # no URL in the config: test the app through the new box by hand before moving its name
+        s(f"confirm {q(f'Test {p.title} on {target.address} by hand, then move its name there')}")
     return steps
 
 
