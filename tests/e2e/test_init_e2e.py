@@ -290,14 +290,14 @@ def test_gitea_and_nextcloud_installs_get_plans_that_check_clean(world, tmp_path
     a, b = cluster.a, cluster.b
     # Gitea from the release binary, on SQLite, per "Installation from binary"
     data = a.fs / "var-lib-gitea" / "data"
-    repos = a.fs / "var-lib-gitea" / "repositories"
+    repos = data / "gitea-repositories"  # the default: inside the data dir
     (repos / "alice" / "notes.git" / "objects").mkdir(parents=True)
     (repos / "alice" / "notes.git" / "HEAD").write_text("ref: refs/heads/main\n")
     (data / "attachments").mkdir(parents=True)
     (data / "gitea.db").write_bytes(b"SQLite format 3\x00" + os.urandom(4080))
     (a.fs / "etc-gitea" / "app.ini").write_text(
         "APP_NAME = Gitea\nRUN_USER = git\nWORK_PATH = /var/lib/gitea\n\n[database]\nDB_TYPE = sqlite3\n"
-        "PATH = /var/lib/gitea/data/gitea.db\n\n[repository]\nROOT = /var/lib/gitea/repositories\n\n"
+        "PATH = /var/lib/gitea/data/gitea.db\n\n[repository]\nROOT = /var/lib/gitea/data/gitea-repositories\n\n"
         "[server]\nROOT_URL = https://git.init.test/\nAPP_DATA_PATH = /var/lib/gitea/data\n\n[security]\n"
         f"INSTALL_LOCK = true\nSECRET_KEY = {os.urandom(20).hex()}\nINTERNAL_TOKEN = {os.urandom(20).hex()}\n")
     (a.fs / "etc-gitea" / "app.ini").chmod(0o640)
@@ -308,8 +308,8 @@ def test_gitea_and_nextcloud_installs_get_plans_that_check_clean(world, tmp_path
     assert r.returncode == 0, output(r)
     text = plan.read_text()
     assert 'app     = "gitea"' in text and 'systemd = ["gitea"]' in text
-    # the SQLite file inside the data dir travels with it while Gitea is stopped
-    assert 'path  = "/var/lib/gitea/repositories"' in text and "sqlite old_db" not in text
+    # the repositories and the SQLite file inside the data dir travel with it while Gitea is stopped
+    assert "gitea-repositories (repositories): copied with it" in text and "sqlite old_db" not in text
     assert "admin regenerate hooks" in text
     assert 'verify http "https://git.init.test/api/healthz"' in text
     chk = mdsl("check", str(plan))
