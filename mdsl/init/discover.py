@@ -188,6 +188,17 @@ def units_of(layout: Layout, extra: Tuple[str, ...], facts: HostFacts) -> Tuple[
     return tuple(out)
 
 
+_HELPER_UNITS = re.compile(r"init|dump|setup|cron|update|remove|\.timer$")
+
+
+def layout_units(layout: Layout, app: str) -> Tuple[str, ...]:
+    """The units that run the app in a layout not installed yet: its `APP.target` when it has one,
+    else its named units that are not one-shot helpers (init, dump, setup, cron, timers)."""
+    if f"{app}.target" in layout.units:
+        return (f"{app}.target",)
+    return tuple(u for u in layout.units if "*" not in u and not _HELPER_UNITS.search(u))
+
+
 def _stat(backend: Backend, path: str) -> Tuple[Optional[str], Optional[str]]:
     code, out = _run(backend, f"stat -c '%U:%G %a' -- {shlex.quote(path)} 2>/dev/null")
     if code != 0 or not out.strip():
@@ -332,7 +343,8 @@ def read_app(src: Backend, dst: Backend, p: Profile, layout: Layout, sfacts: Hos
 
     target_layout, has_app = _target_layout(p, layout, tfacts)
     units = units_of(layout, d.units, sfacts)
-    target_units = units_of(target_layout, d.units, tfacts) or units
+    target_units = units_of(target_layout, d.units, tfacts) or \
+        (units if target_layout.name == layout.name else layout_units(target_layout, p.name))
     url = _url(d.url, settings)
     return AppFound(p, layout, units, config, db, tuple(dirs), url, target_layout, target_units, has_app)
 

@@ -72,3 +72,22 @@ def test_the_written_plan_is_in_canonical_layout():
 def test_sizes_read_as_people_write_them():
     assert size_text(None) == "size unknown" and size_text(512) == "512 B" and size_text(1536) == "1.5 KiB"
     assert size_text(5 << 30) == "5.0 GiB"
+
+
+def test_a_nixos_target_gets_the_module_s_places_database_and_units():
+    from attrs import evolve
+
+    from mdsl.init.discover import layout_units
+
+    p = profile.load("mastodon")
+    nixos = p.layouts["nixos"]
+    assert layout_units(nixos, "mastodon") == ("mastodon.target",)
+    assert layout_units(profile.load("gitea").layouts["nixos"], "gitea") == ("gitea",)
+    app = evolve(_mastodon(1 << 20), target_layout=nixos, target_units=("mastodon.target",), target_has_app=False)
+    text = _write(app)
+    assert 'path  = "/var/lib/mastodon/public-system"' in text
+    assert 'path   = "/var/lib/mastodon/secrets/env.production"' in text
+    assert 'database = "mastodon"' in text and 'run_as   = "mastodon"' in text
+    assert 'run new "mastodon-tootctl feeds build"' in text
+    assert 'layout    = "nixos"' in text and 'systemd   = ["mastodon.target"]' in text
+    assert _problems(text) == []
