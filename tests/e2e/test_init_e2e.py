@@ -334,8 +334,14 @@ def test_gitea_and_nextcloud_installs_get_plans_that_check_clean(world, tmp_path
         "  'installed' => true,\n);\n")
     _unit(a.fs, "apache2.service")
     _unit(b.fs, "apache2.service")
+    before = {h.name: FileTree.snapshot(h.fs) for h in (a, b)}
+    # two apps and one output: asks which (or -o for one plan per app)
+    r = mdsl("init", "--from", f"ssh://root@{a.address}:{a.port}", "--to", f"ssh://root@{b.address}:{b.port}",
+             "--identity", str(cluster.client_key), "--known-hosts", str(cluster.known_hosts))
+    assert r.returncode == 2 and "gitea, nextcloud" in r.stderr and "--app NAME" in r.stderr, output(r)
     r = _init(cluster, tmp_path / "both.plan")
     assert r.returncode == 0, output(r)
+    assert {h.name: FileTree.snapshot(h.fs) for h in (a, b)} == before  # init changed nothing on either host
     assert "both-gitea.plan" in r.stderr and "both-nextcloud.plan" in r.stderr
     text = (tmp_path / "both-nextcloud.plan").read_text()
     assert 'database = "nextcloud"' in text and 'env("NEXTCLOUD_DB_PASSWORD")' in text
@@ -354,3 +360,17 @@ def test_a_host_running_nothing_known_says_what_it_saw(world, tmp_path):
     assert f"{cluster.a.address}:{cluster.a.port}" in r.stderr  # its sshd listens
     assert not (tmp_path / "x.plan").exists()
     no_traceback(output(r))
+
+
+def test_init_checks_host_keys_as_apply_does(world, tmp_path):
+    cluster, _, _ = world
+    a, b = cluster.a, cluster.b
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    r = mdsl("init", "--from", f"ssh://root@{a.address}:{a.port}", "--to", f"ssh://root@{b.address}:{b.port}",
+             "--identity", str(cluster.client_key), "--known-hosts", str(empty), "-o", str(tmp_path / "x.plan"))
+    assert r.returncode == 2 and "host key" in r.stderr.lower(), output(r)
+    assert empty.read_text() == "" and not (tmp_path / "x.plan").exists()
+    no_traceback(output(r))
+    r = mdsl("init", "--from", "root@old", "--to", f"ssh://root@{b.address}:{b.port}")
+    assert r.returncode == 2 and "is not ssh://USER@HOST[:PORT]" in r.stderr, output(r)
