@@ -57,6 +57,10 @@ def size_text(n: Optional[int]) -> str:
     return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def password_env(app: str) -> str:
     """The environment variable the plan reads the database password from: MASTODON_DB_PASSWORD."""
     return app.upper().replace("-", "_") + "_DB_PASSWORD"
@@ -177,7 +181,7 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
     declared_db = db is not None and db.store != "sqlite" or (db is not None and db.inside is None)
     if db is not None and declared_db:
         add("")
-        add(f"# {db_role.holds} ({STORE_WORDS.get(db.store, db.store)}, {size_text(db.size)}).")
+        add(f"# {_cap(db_role.holds)} ({STORE_WORDS.get(db.store, db.store)}, {size_text(db.size)}).")
         if db.store == "sqlite":
             out.extend(_block("sqlite", "old_db", "old", [f"path = {q(db.path)}"]))
             add("")
@@ -189,14 +193,14 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
             out.extend(_block(db.store, "new_db", "new", [*_db_lines(tdb, name), "fresh = true"]))
     elif db is not None:
         add("")
-        add(f"# {db_role.holds}: SQLite at {db.path}, inside the {db.inside} dir, copied with it while "
+        add(f"# {_cap(db_role.holds)}: SQLite at {db.path}, inside the {db.inside} dir, copied with it while "
             f"{p.title} is stopped.")
 
     big = {d.role for d in app.dirs if d.size is not None and d.size >= presync_above}
     for d, tpath in tgt.dirs:
         role = p.roles[d.role]
         add("")
-        add(f"# {role.holds} ({size_text(d.size)}).")
+        add(f"# {_cap(role.holds)} ({size_text(d.size)}).")
         for der in role.derived:
             add(f"# {der.subpath}/ is copied too: {der.holds}; without it {der.lost}.")
         if d.nested:
@@ -211,7 +215,7 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
     c = app.config
     role = p.roles[c.role]
     add("")
-    add(f"# {role.holds}.")
+    add(f"# {_cap(role.holds)}.")
     for key in c.secrets:
         add(f"# {key}: without it {p.secrets[key].lost}.")
     add("# The file is copied as it is; its values are never shown (secret = true).")

@@ -349,6 +349,12 @@ def test_gitea_and_nextcloud_installs_get_plans_that_check_clean(world, tmp_path
     assert "secret-value" not in text and "pw-nc" not in text
     chk = mdsl("check", str(tmp_path / "both-nextcloud.plan"), str(tmp_path / "both-gitea.plan"))
     assert chk.returncode == 0 and "no findings" in chk.stdout, output(chk)
+    # The hand-edited plan that puts the data on a bigger disk at another path: A102.
+    moved = tmp_path / "nextcloud-moved.plan"
+    new_data = text.index("dir new_data on new")
+    moved.write_text(text[:new_data] + text[new_data:].replace('"/var/www/nextcloud/data"', '"/srv/nextcloud-data"', 1))
+    chk = mdsl("check", str(moved))
+    assert chk.returncode == 1 and "error[A102]" in chk.stdout and "datadirectory" in output(chk), output(chk)
 
 
 def test_a_host_running_nothing_known_says_what_it_saw(world, tmp_path):
