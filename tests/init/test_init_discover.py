@@ -25,7 +25,7 @@ def test_units_found_by_the_layout_s_names_and_patterns_without_templates():
     assert units_of(m.layouts["source"], (), facts) == ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming")
     n = profile.load("nextcloud")
     facts = _facts(units=["php8.2-fpm.service", "apache2.service", "cron.service"])
-    assert units_of(n.layouts["archive"], n.discover.units, facts) == ("apache2", "php8.2-fpm")
+    assert units_of(n.layouts["archive"], n.discover.units, facts) == ("php8.2-fpm", "apache2")
 
 
 def test_a_dir_inside_another_travels_with_it():
