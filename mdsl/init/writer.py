@@ -259,7 +259,8 @@ def _steps(app: AppFound, target: Endpoint, source: Endpoint, tgt: _Target, big:
     for d, _ in tgt.dirs:
         if d.role in big:
             s(f"# {d.path} is {size_text(d.size)}: copied while {p.title} still serves; the final sync after the "
-              "stop copies only what changed")
+              "stop copies only what changed. rsync runs on old and logs in to new over SSH itself (old must "
+              "reach new); below --presync-above an archive goes through this machine instead")
             s(f"presync_{d.role}: sync old_{d.role} to new_{d.role} live")
     for cmd in p.commands:
         if cmd.when == "before-stop":
