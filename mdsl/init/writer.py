@@ -58,7 +58,9 @@ def size_text(n: Optional[int]) -> str:
 
 
 def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
+    """The sentence with a capital, unless it starts with a name (`config.php`, `app.ini`)."""
+    first = text.split(" ", 1)[0]
+    return text if any(c in first for c in "._/") else text[:1].upper() + text[1:]
 
 
 def password_env(app: str) -> str:
@@ -168,6 +170,9 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
            f"{p.title} on it first ({app.target_layout.title}), with its units stopped."))
     if not same:
         add(f"#   {app.target_layout.title}: the data goes where that layout reads it.")
+    for inv in p.invariants:  # what the move must keep (the restore's `replace` keeps the empty database)
+        if inv.kind != "empty-database" and (not inv.layouts or app.layout.name in inv.layouts):
+            add(f"# {_cap(inv.help or inv.broken)}.")
     add(f"# {p.title}'s profile: `mdsl explain {name}` (each fact with its source).")
     add("")
     add(f"plan {q(f'{p.title}: {source.address} -> {target.address}')}")
@@ -217,7 +222,7 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
     add("")
     add(f"# {_cap(role.holds)}.")
     for key in c.secrets:
-        add(f"# {key}: without it {p.secrets[key].lost}.")
+        add(f"# {key} lost: {p.secrets[key].lost}.")
     add("# The file is copied as it is; its values are never shown (secret = true).")
     own = [f"owner  = {q(c.owner)}"] if c.owner else []
     out.extend(_block("file", f"old_{c.role}", "old", [f"path   = {q(c.path)}", "secret = true"]))
