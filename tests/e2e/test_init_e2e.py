@@ -35,7 +35,9 @@ ADDRESSES = ("127.0.15.2", "127.0.15.3")  # this module's own: its health server
 APP_UID = 9915  # `mastodon` (and `git`) exist only inside the test hosts' /etc/passwd
 DOMAIN = "m.init.test"
 PASSWORD = "db-pass-" + os.urandom(6).hex()
-BINDS = ("/home", "/var/tmp", "/var/lib/gitea", "/var/www", "/etc/gitea", "/etc/systemd/system", "/run/postgresql")
+BINDS = ("/home", "/var/tmp", "/var/lib/gitea", "/var/www", "/etc/gitea", "/etc/systemd/system", "/usr/local/bin",
+         "/run/postgresql")
+HEALTH = {("m.init.test", "/health"), ("git.init.test", "/api/healthz")}  # what b's web server answers
 MADE_MOUNT_POINTS = []  # mount points this module created on the control machine (removed at the end)
 
 SYSTEMCTL = """#!/bin/sh
@@ -97,6 +99,11 @@ def _make_fs(h: NsHost, writer: Writer) -> None:
                      ("group", f"mastodon:x:{APP_UID}:\ngit:x:{APP_UID + 1}:\n")):
         (h.fs / f).write_text(Path(f"/etc/{f}").read_text() + extra)
         (h.fs / f).chmod(0o644)
+    _make_fs_systemctl(h, writer)
+
+
+def _make_fs_systemctl(h: NsHost, writer: Writer) -> None:
+    """The host's `systemctl`: every unit is `writer` (rewritten in place: the bind mount keeps the file)."""
     (h.fs / "systemctl").write_text(SYSTEMCTL % {"start": writer.start_cmd, "stop": writer.stop_cmd,
                                                  "status": writer.status_cmd})
     (h.fs / "systemctl").chmod(0o755)
@@ -198,7 +205,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
     writer: Writer
 
     def do_GET(self):  # noqa: N802 - http.server's name
-        up = self.path == "/health" and self.headers.get("Host") == DOMAIN and self.writer.running
+        up = (self.headers.get("Host"), self.path) in HEALTH and self.writer.running
         self.send_response(200 if up else 503)
         self.end_headers()
         self.wfile.write(b"OK" if up else b"down")
@@ -209,12 +216,13 @@ class _Health(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def health(world, tmp_path):
-    """https://m.init.test/health on b's address (port 443, a certificate the apply trusts through
-    SSL_CERT_FILE): 200 while b's app (writer) runs."""
+    """https://m.init.test/health and https://git.init.test/api/healthz on b's address (port 443, a
+    certificate the apply trusts through SSL_CERT_FILE): 200 while b's app (writer) runs."""
     cluster, _, writers = world
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-          "-days", "1", "-subj", f"/CN={DOMAIN}", "-addext", f"subjectAltName=DNS:{DOMAIN}"])
+          "-days", "1", "-subj", f"/CN={DOMAIN}",
+          "-addext", "subjectAltName=" + ",".join(sorted(f"DNS:{h}" for h, _ in HEALTH))])
     handler = type("Health", (_Health,), {"writer": writers[1]})
     server = http.server.ThreadingHTTPServer((cluster.b.address, 443), handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -380,3 +388,69 @@ def test_init_checks_host_keys_as_apply_does(world, tmp_path):
     no_traceback(output(r))
     r = mdsl("init", "--from", "root@old", "--to", f"ssh://root@{b.address}:{b.port}")
     assert r.returncode == 2 and "is not ssh://USER@HOST[:PORT]" in r.stderr, output(r)
+
+
+def test_gitea_binary_install_init_then_apply_with_a_live_writer(world, health, tmp_path):
+    cluster, pgs, (_, new) = world
+    a, b = cluster.a, cluster.b
+    data = a.fs / "var-lib-gitea" / "data"  # the install guide's layout: repositories and gitea.db inside
+    repo = data / "gitea-repositories" / "alice" / "notes.git"
+    (repo / "objects" / "ab").mkdir(parents=True)
+    (repo / "objects" / "ab" / "cdef01").write_bytes(os.urandom(2000))
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "hooks").mkdir()
+    (repo / "hooks" / "pre-receive").write_text("#!/bin/sh\n/usr/local/bin/gitea hook --config=/etc/gitea/app.ini\n")
+    (data / "attachments" / "1" / "2").mkdir(parents=True)
+    (data / "attachments" / "1" / "2" / "12abc").write_bytes(os.urandom(5000))
+    (data / "gitea.db").write_bytes(b"SQLite format 3\x00" + os.urandom(8176))
+    ini = a.fs / "etc-gitea" / "app.ini"
+    key = os.urandom(20).hex()
+    ini.write_text("RUN_USER = git\nWORK_PATH = /var/lib/gitea\n[database]\nDB_TYPE = sqlite3\n"
+                   "PATH = /var/lib/gitea/data/gitea.db\n[server]\nROOT_URL = https://git.init.test/\n"
+                   f"APP_DATA_PATH = /var/lib/gitea/data\n[security]\nSECRET_KEY = {key}\n"
+                   f"INTERNAL_TOKEN = {os.urandom(20).hex()}\n")
+    os.chown(ini, 0, APP_UID + 1)
+    ini.chmod(0o640)
+    _run(["chown", "-R", f"{APP_UID + 1}:{APP_UID + 1}", str(a.fs / "var-lib-gitea")])
+    # the app on a: the writer keeps writing into the repositories until `systemctl stop gitea`
+    old = Writer(a.fs.parent.parent / "run-gitea", pgs[0].dsn("mastodon_production", "mastodon"),
+                 data / "gitea-repositories" / "bob" / "live.git", rate=20, name="gitea-writer")
+    try:
+        _make_fs_systemctl(a, old)
+        for fs in (a.fs, b.fs):
+            _unit(fs, "gitea.service", "User=git\nExecStart=/usr/local/bin/gitea web --config /etc/gitea/app.ini")
+        (b.fs / "var-lib-gitea" / "data").mkdir()  # what installing Gitea on b made
+        record = b.fs / "var-tmp" / "gitea.calls"
+        stand_in = b.fs / "usr-local-bin" / "gitea"
+        stand_in.write_text(f'#!/bin/sh\necho "$(id -un) $*" >> {record}\n')
+        stand_in.chmod(0o755)
+        old.start()
+        wait_until(lambda: len(old.files()) >= 10, what="Gitea on a wrote files")
+
+        plan = tmp_path / "gitea.plan"
+        r = _init(cluster, plan)
+        assert r.returncode == 0, output(r)
+        text = plan.read_text()
+        assert key not in text and 'systemd = ["gitea"]' in text
+        chk = mdsl("check", str(plan))
+        assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+
+        r = mdsl("apply", "--yes", str(plan), env={**os.environ, "SSL_CERT_FILE": str(health)}, timeout=600)
+        old.track()
+        new.track()
+        assert r.returncode == 0, output(r)
+        no_traceback(output(r))
+        assert key not in output(r)
+        assert old.status() == 3 and new.status() == 0
+        assert len(old.files()) > 10
+        there = b.fs / "var-lib-gitea" / "data"
+        diff = FileTree.diff(tree_content(FileTree.snapshot(data)), tree_content(FileTree.snapshot(there)))
+        assert diff == {"only_a": [], "only_b": [], "changed": []}
+        assert {v[2:] for v in FileTree.snapshot(there).values()} == {(APP_UID + 1, APP_UID + 1)}
+        ini_b = b.fs / "etc-gitea" / "app.ini"
+        st = ini_b.stat()
+        assert ini_b.read_bytes() == ini.read_bytes() and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (0, APP_UID + 1, 0o640)
+        assert record.read_text().splitlines() == ["git admin regenerate hooks --config /etc/gitea/app.ini"]
+    finally:
+        old.close()
