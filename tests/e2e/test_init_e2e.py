@@ -4,18 +4,21 @@ each host's sshd runs in its own mount namespace (`unshare --mount`), so both ho
 /home/mastodon/live as real machines do. (A minimal version of the namespaced hosts, kept in
 this module until tests/e2e/namespaces.py lands.)
 
-Mastodon is installed from source on a (the mastodon user, /home/mastodon/live/.env.production
-with its DB_ and secret keys, public/system with cache/, the units, a PostgreSQL database with
-Mastodon-like tables and a live writer); `mdsl init` writes the plan, the plan checks clean,
-`mdsl apply` moves the app to b while it writes, and b ends equal to a. Gitea (app.ini, SQLite)
-and Nextcloud (config.php, PostgreSQL) installs get plans that check clean too; a host running
-nothing known gets a non-zero exit and a list of what it runs.
+Each app is installed on a as its guide lays it out, with a live writer standing in for the app
+(the hosts' `systemctl` starts and stops it): Mastodon from source (the mastodon user,
+/home/mastodon/live/.env.production with its DB_ and secret keys, public/system with cache/, the
+units, a PostgreSQL database with Mastodon-like tables), Gitea from the release binary (app.ini,
+SQLite and the repositories inside the data dir), Nextcloud from the release archive (config.php,
+PostgreSQL, Apache). `mdsl init` writes each plan, the plan checks clean, `mdsl apply` moves the
+app to b while it writes, and b ends equal to a, secrets included. Hand-edited plans are caught
+(A101, A102, A104); a host running nothing known gets exit 1 and a list of what it runs.
 """
 
 from __future__ import annotations
 
 import http.server
 import os
+import pwd
 import shlex
 import shutil
 import ssl
@@ -37,7 +40,7 @@ DOMAIN = "m.init.test"
 PASSWORD = "db-pass-" + os.urandom(6).hex()
 BINDS = ("/home", "/var/tmp", "/var/lib/gitea", "/var/www", "/etc/gitea", "/etc/systemd/system", "/usr/local/bin",
          "/run/postgresql")
-HEALTH = {("m.init.test", "/health"), ("git.init.test", "/api/healthz")}  # what b's web server answers
+HEALTH = {("m.init.test", "/health"), ("git.init.test", "/api/healthz"), ("cloud.init.test", "/status.php")}  # what b's web server answers
 MADE_MOUNT_POINTS = []  # mount points this module created on the control machine (removed at the end)
 
 SYSTEMCTL = """#!/bin/sh
@@ -454,3 +457,77 @@ def test_gitea_binary_install_init_then_apply_with_a_live_writer(world, health, 
         assert record.read_text().splitlines() == ["git admin regenerate hooks --config /etc/gitea/app.ini"]
     finally:
         old.close()
+
+
+def test_nextcloud_archive_install_on_postgresql_init_then_apply_with_a_live_writer(world, health, tmp_path):
+    cluster, pgs, (_, new) = world
+    a, b = cluster.a, cluster.b
+    nc_pw = "nc-" + os.urandom(6).hex()
+    pgs[0].psql(f"create role oc_admin login password '{nc_pw}'; create database nextcloud owner oc_admin")
+    pgs[0].psql("create table oc_filecache (fileid bigint primary key, path text not null);"
+                "insert into oc_filecache select i, 'files/f' || i from generate_series(1, 3000) i;"
+                "alter table oc_filecache owner to oc_admin;", db="nextcloud")
+    pgs[1].psql(f"create role oc_admin login createdb password '{nc_pw}'; create database nextcloud owner oc_admin")
+    www = pwd.getpwnam("www-data").pw_uid  # Debian's, in both hosts' /etc/passwd
+    for fs in (a.fs, b.fs):  # the release archive on both (b: installed, not configured, stopped)
+        nc = fs / "var-www" / "nextcloud"
+        (nc / "config").mkdir(parents=True)
+        (nc / "data").mkdir()
+        (nc / "occ").write_text("<?php\n")
+        _unit(fs, "apache2.service")
+        php = fs / "usr-local-bin" / "php"
+        php.write_text('#!/bin/sh\necho "$(id -un) $*" >> /var/tmp/php.calls\n')
+        php.chmod(0o755)
+    data = a.fs / "var-www" / "nextcloud" / "data"
+    (data / "alice" / "files").mkdir(parents=True)
+    (data / "alice" / "files" / "report.odt").write_bytes(os.urandom(30000))
+    (data / "appdata_oc8x1y2z3" / "preview").mkdir(parents=True)
+    secret = os.urandom(24).hex()
+    config = a.fs / "var-www" / "nextcloud" / "config" / "config.php"
+    config.write_text(
+        "<?php\n$CONFIG = array (\n  'instanceid' => 'oc8x1y2z3',\n  'passwordsalt' => 'salt-" + secret[:8] + "',\n"
+        f"  'secret' => '{secret}',\n  'trusted_domains' => array (0 => 'cloud.init.test'),\n"
+        "  'datadirectory' => '/var/www/nextcloud/data',\n  'dbtype' => 'pgsql',\n  'dbname' => 'nextcloud',\n"
+        f"  'dbhost' => '/var/run/postgresql:{pgs[0].port}',\n  'dbuser' => 'oc_admin',\n"
+        f"  'dbpassword' => '{nc_pw}',\n  'overwrite.cli.url' => 'https://cloud.init.test',\n);\n")
+    config.chmod(0o640)
+    for fs in (a.fs, b.fs):
+        _run(["chown", "-R", f"{www}:{www}", str(fs / "var-www" / "nextcloud")])
+    old = Writer(a.fs.parent.parent / "run-nc", pgs[0].dsn("nextcloud", "oc_admin"), data / "alice" / "files" / "live",
+                 rate=20, name="nextcloud-writer")
+    try:
+        _make_fs_systemctl(a, old)
+        old.start()
+        wait_until(lambda: len(old.files()) >= 10, what="Nextcloud on a wrote files")
+        plan = tmp_path / "nextcloud.plan"
+        r = _init(cluster, plan)
+        assert r.returncode == 0, output(r)
+        text = plan.read_text()
+        assert secret not in text and nc_pw not in text
+        chk = mdsl("check", str(plan))
+        assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+
+        env = {**os.environ, "NEXTCLOUD_DB_PASSWORD": nc_pw, "SSL_CERT_FILE": str(health)}
+        r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
+        old.track()
+        new.track()
+        assert r.returncode == 0, output(r)
+        no_traceback(output(r))
+        assert secret not in output(r) and nc_pw not in output(r)
+        assert old.status() == 3 and new.status() == 0
+        src, dst = pgs[0].table_checksum("nextcloud"), pgs[1].table_checksum("nextcloud")
+        assert src["writer_events"].rows == len(old.files()) > 0
+        assert {k: v for k, v in dst.items() if k != "new_app_events"} == src
+        there = b.fs / "var-www" / "nextcloud" / "data"
+        diff = FileTree.diff(tree_content(FileTree.snapshot(data)), tree_content(FileTree.snapshot(there)))
+        assert diff == {"only_a": [], "only_b": [], "changed": []}
+        config_b = b.fs / "var-www" / "nextcloud" / "config" / "config.php"
+        st = config_b.stat()
+        assert config_b.read_bytes() == config.read_bytes() and (st.st_uid, st.st_mode & 0o7777) == (www, 0o640)
+        occ = "www-data /var/www/nextcloud/occ"
+        assert (a.fs / "var-tmp" / "php.calls").read_text().splitlines() == [f"{occ} maintenance:mode --on"]
+        assert (b.fs / "var-tmp" / "php.calls").read_text().splitlines() == \
+            [f"{occ} maintenance:data-fingerprint", f"{occ} maintenance:mode --off"]
+    finally:
+        old.close()
+
