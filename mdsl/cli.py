@@ -1,4 +1,4 @@
-"""The `mdsl` command line: check, explain, fmt, plan, apply, status.
+"""The `mdsl` command line: check, explain, fmt, plan, apply, status, graph, init.
 
 `check`, `explain` and `fmt` import only the syntax and check stages, so they
 start fast (editors, pre-commit); `plan`, `apply` and `status` import the

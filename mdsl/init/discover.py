@@ -121,7 +121,7 @@ def host_facts(backend: Backend, fingerprints: List[str]) -> HostFacts:
     _, os_text = _run(backend, "cat /etc/os-release 2>/dev/null; test -e /etc/NIXOS && echo MDSL_NIXOS=1; :")
     pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_text, re.M)
     nixos = "MDSL_NIXOS=1" in os_text or bool(re.search(r"^ID=\"?nixos", os_text, re.M))
-    tools = ("docker", "psql", "pg_dump", "mysql", "mariadb", "sqlite3", "rsync", "zstd", "systemctl")
+    tools = ("docker", "psql", "pg_dump", "pg_restore", "mysql", "mariadb", "sqlite3", "rsync", "zstd", "systemctl")
     probe = "for t in " + " ".join(tools) + '; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; :'
     _, found = _run(backend, probe)
     have = tuple(t for t in found.split() if t in tools)

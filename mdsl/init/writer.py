@@ -131,6 +131,23 @@ def _target_places(app: AppFound) -> _Target:
     return _Target(db, dirs, config)
 
 
+# The programs the new host needs for the app's database, by store kind.
+_DB_TOOLS = {"postgres": (("psql", "pg_restore"), "PostgreSQL"), "mysql": (("mysql", "mariadb"), "MySQL or MariaDB")}
+
+
+def _missing_tools(app: AppFound, tfacts: HostFacts) -> List[str]:
+    """What the new host lacks for this plan, when its tools were seen at all."""
+    out = []
+    db = app.database
+    if db is not None and db.store in _DB_TOOLS and tfacts.tools:
+        names, server = _DB_TOOLS[db.store]
+        if not any(t in tfacts.tools for t in names):
+            out.append(f"new has no {' or '.join(names)}: install {server} there first (apply's preflight checks it).")
+    if tfacts.tools and "rsync" not in tfacts.tools:
+        out.append("new has no rsync: install it first (the copies use it).")
+    return out
+
+
 def _secret_mode(mode: Optional[str]) -> str:
     """The source's mode when no other user may read the file, else 0600."""
     if mode and len(mode) >= 3 and mode[-1] == "0" and mode[-2] in "04":
@@ -170,6 +187,8 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
            f"{p.title} on it first ({app.target_layout.title}), with its units stopped."))
     if not same:
         add(f"#   {app.target_layout.title}: the data goes where that layout reads it.")
+    for line in _missing_tools(app, tfacts):
+        add(f"# {line}")
     for inv in p.invariants:  # what the move must keep (the restore's `replace` keeps the empty database)
         if inv.kind != "empty-database" and (not inv.layouts or app.layout.name in inv.layouts):
             add(f"# {_cap(inv.help or inv.broken)}.")

@@ -91,3 +91,15 @@ def test_a_nixos_target_gets_the_module_s_places_database_and_units():
     assert 'run new "mastodon-tootctl feeds build"' in text
     assert 'layout    = "nixos"' in text and 'systemd   = ["mastodon.target"]' in text
     assert _problems(text) == []
+
+
+def test_what_the_new_host_lacks_is_said_in_the_header():
+    bare = HostFacts("new", "Debian", False, False, ("systemctl",), ())
+    text = write_plan(_mastodon(1 << 20), Endpoint("root", "old.example"), Endpoint("root", "new.example"),
+                      FACTS, bare, today="2026-01-01")
+    assert "# new has no psql or pg_restore: install PostgreSQL there first" in text
+    assert "# new has no rsync" in text
+    ready = HostFacts("new", "Debian", False, False, ("psql", "pg_restore", "rsync", "systemctl"), ())
+    text = write_plan(_mastodon(1 << 20), Endpoint("root", "old.example"), Endpoint("root", "new.example"),
+                      FACTS, ready, today="2026-01-01")
+    assert "has no" not in text
