@@ -28,8 +28,8 @@ ROLE_KINDS = ("database", "dir", "file")
 WHEN = ("before-stop", "after-restore", "before-start", "after-start")
 SEVERITIES = ("error", "warning", "info")
 INVARIANT_KINDS = ("same-path", "setting", "empty-database", "same-version")
-# How `mdsl init` reads a config file (mdsl.init.configs): dotenv, a PHP array, INI.
-CONFIG_FORMATS = ("env", "php", "ini")
+# How `mdsl init` reads a config file (mdsl.init.configs): dotenv, a PHP array, INI, YAML (a subset).
+CONFIG_FORMATS = ("env", "php", "ini", "yaml")
 
 
 class ProfileError(Exception):

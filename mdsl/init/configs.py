@@ -1,10 +1,12 @@
 """Readers for the config files apps keep their settings in: a dotenv file (Mastodon's
-`.env.production`, Immich's `.env`), a PHP array (Nextcloud's `config.php`) and an INI file
-(Gitea's `app.ini`). Pure: text in, a flat `{key: value}` out, never an exception for odd input
-(a line it cannot read is skipped: a config file is the app's, not ours to reject).
+`.env.production`, Immich's `.env`), a PHP array (Nextcloud's `config.php`), an INI file
+(Gitea's `app.ini`) and YAML's block mappings and lists (Synapse's `homeserver.yaml`). Pure: text
+in, a flat `{key: value}` out, never an exception for odd input (a line it cannot read is skipped:
+a config file is the app's, not ours to reject).
 
 Keys are flattened the way profiles name them: `KEY` for dotenv, `key` (and `key.0`, `key.sub`
-for a nested array) for PHP, `section.KEY` for INI (keys before the first section: `KEY`).
+for a nested array) for PHP, `section.KEY` for INI (keys before the first section: `KEY`), `a.b`
+and `a.0` for YAML.
 """
 
 from __future__ import annotations
@@ -168,9 +170,63 @@ def parse_php(text: str) -> Dict[str, str]:
     return {}
 
 
+# ---------------------------------------------------------------- YAML
+
+_YAML_KEY = re.compile(r"""^(?P<key>"[^"]*"|'[^']*'|[^\s#'"][^:#]*?)\s*:(?:\s+(?P<value>.*))?$""")
+
+
+def _yaml_scalar(raw: str) -> str:
+    raw = raw.strip()
+    if raw[:1] in ("'", '"'):
+        end = raw.find(raw[0], 1)
+        return raw[1:end] if end > 0 else raw[1:]
+    cut = re.search(r"\s+#", raw)
+    return (raw[: cut.start()] if cut else raw).strip()
+
+
+def parse_yaml(text: str) -> Dict[str, str]:
+    """YAML's block mappings and `- ` lists of scalars, by indentation (what config files use);
+    flow collections, anchors and multi-line scalars are skipped, never guessed at."""
+    out: Dict[str, str] = {}
+    stack: List[Tuple[int, str]] = []  # (indent, dotted key) of the open mappings
+    counters: Dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "---", "...")):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        body = line.strip()
+        while stack and stack[-1][0] >= indent and not (body.startswith("- ") and stack[-1][0] == indent):
+            stack.pop()
+        parent = stack[-1][1] if stack else ""
+        if body.startswith("- ") or body == "-":
+            n = counters.get(parent, 0)
+            counters[parent] = n + 1
+            item = f"{parent}.{n}" if parent else str(n)
+            rest = body[2:].strip()
+            m = _YAML_KEY.match(rest)
+            if m:  # `- key: value` opens a mapping inside the list
+                stack.append((indent + 1, item))
+                key, value = _yaml_scalar(m.group("key")), m.group("value")
+                if value and value[:1] not in "|>&*[{":
+                    out[f"{item}.{key}"] = _yaml_scalar(value)
+            elif rest and rest[:1] not in "|>&*[{":
+                out[item] = _yaml_scalar(rest)
+            continue
+        m = _YAML_KEY.match(body)
+        if not m:
+            continue
+        key = f"{parent}.{_yaml_scalar(m.group('key'))}" if parent else _yaml_scalar(m.group("key"))
+        value = m.group("value")
+        if value is None or value.startswith("#"):
+            stack.append((indent, key))
+        elif value[:1] not in "|>&*[{":
+            out[key] = _yaml_scalar(value)
+    return out
+
+
 def parse(text: str, fmt: str) -> Dict[str, str]:
     """The settings of a config file in format `fmt` (one of FORMATS)."""
-    return {"env": parse_env, "php": parse_php, "ini": parse_ini}[fmt](text)
+    return {"env": parse_env, "php": parse_php, "ini": parse_ini, "yaml": parse_yaml}[fmt](text)
 
 
 def lookup(settings: Dict[str, str], key: Optional[str]) -> Optional[str]:

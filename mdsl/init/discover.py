@@ -26,7 +26,7 @@ from mdsl.run.backend import Backend
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 STORE_SPELLINGS = {"sqlite3": "sqlite", "sqlite": "sqlite", "pgsql": "postgres", "postgres": "postgres",
-                   "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+                   "postgresql": "postgres", "psycopg2": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 DEFAULT_SOCKETS = {"postgres": "/var/run/postgresql", "mysql": "/run/mysqld/mysqld.sock"}
 
@@ -106,6 +106,7 @@ class AppFound:
     target_layout: Layout
     target_units: Tuple[str, ...]
     target_has_app: bool
+    files: Tuple[ConfigFile, ...] = ()  # the app's other files (Synapse's signing key), settings empty
 
 
 # ---------------------------------------------------------------- probes
@@ -327,7 +328,7 @@ def read_app(src: Backend, dst: Backend, p: Profile, layout: Layout, sfacts: Hos
     dirs = []
     for role_name, r in p.roles.items():
         if r.kind != "dir":
-            continue
+            continue  # files: below
         path = configs.lookup(settings, d.paths.get(role_name))
         if path is None and role_name in d.relative:
             path = posixpath.join(posixpath.dirname(config_path), d.relative[role_name])
@@ -341,12 +342,23 @@ def read_app(src: Backend, dst: Backend, p: Profile, layout: Layout, sfacts: Hos
         dirs.append(DataDir(role_name, path.rstrip("/") or "/", owner_d, _du(src, path)))
     dirs = _nest(dirs)
 
+    files = []
+    for role_name, r in p.roles.items():
+        if r.kind != "file" or role_name == d.config:
+            continue
+        place = layout.places.get(role_name)
+        path = configs.lookup(settings, d.paths.get(role_name)) or (place.path if place is not None else None)
+        owner_f, mode_f = _stat(src, path) if path else (None, None)
+        if owner_f is not None:
+            files.append(ConfigFile(role_name, path, owner_f, mode_f, r.secrets, {}))
+
     target_layout, has_app = _target_layout(p, layout, tfacts)
     units = units_of(layout, d.units, sfacts)
     target_units = units_of(target_layout, d.units, tfacts) or \
         (units if target_layout.name == layout.name else layout_units(target_layout, p.name))
     url = _url(d.url, settings)
-    return AppFound(p, layout, units, config, db, tuple(dirs), url, target_layout, target_units, has_app)
+    return AppFound(p, layout, units, config, db, tuple(dirs), url, target_layout, target_units, has_app,
+                    tuple(files))
 
 
 def _fields(obj) -> dict:

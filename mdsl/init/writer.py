@@ -18,7 +18,7 @@ from typing import Iterable, List, Optional, Tuple
 from attrs import frozen
 
 from mdsl.apps.profile import Layout
-from mdsl.init.discover import AppFound, Database, DataDir, HostFacts
+from mdsl.init.discover import AppFound, ConfigFile, Database, DataDir, HostFacts
 from mdsl.syntax.format import format_text
 
 PRESYNC_ABOVE = 1 << 30  # a dir this big is pre-synced live: its copy would be most of the downtime
@@ -104,7 +104,12 @@ class _Target:
 
     db: Optional[Database]
     dirs: Tuple[Tuple[DataDir, str], ...]  # source dir, path on the target
-    config: str
+    files: Tuple[Tuple[ConfigFile, str], ...]  # the config file first, then the app's other files
+
+    @property
+    def config(self) -> str:
+        """Where the config file goes on the target."""
+        return self.files[0][1]
 
 
 def _target_places(app: AppFound) -> _Target:
@@ -122,13 +127,14 @@ def _target_places(app: AppFound) -> _Target:
             peer = bool(place.auth and "peer" in place.auth)
             db = Database(db.store, place.database, place.user, password_key=None if peer else db.password_key)
     dirs = tuple((d, place_path(d.role, d.path)) for d in app.dirs)
-    cplace = lay.places.get(app.config.role)
-    config = app.config.path
-    if not same and cplace is not None and cplace.path:
-        kind = cplace.kind or "file"
-        config = posixpath.join(cplace.path, posixpath.basename(config).lstrip(".") or "config") \
-            if kind == "dir" else cplace.path
-    return _Target(db, dirs, config)
+    files = []
+    for f in (app.config, *app.files):
+        fplace, path = lay.places.get(f.role), f.path
+        if not same and fplace is not None and fplace.path:
+            path = posixpath.join(fplace.path, posixpath.basename(path).lstrip(".") or "config") \
+                if (fplace.kind or "file") == "dir" else fplace.path
+        files.append((f, path))
+    return _Target(db, dirs, tuple(files))
 
 
 # The programs the new host needs for the app's database, by store kind.
@@ -236,20 +242,21 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
             if d.role in big else []
         out.extend(_block("dir", f"new_{d.role}", "new", [f"path  = {q(tpath)}", *own, *fresh]))
 
-    c = app.config
-    role = p.roles[c.role]
-    add("")
-    add(f"# {_cap(role.holds)}.")
-    for key in c.secrets:
-        add(f"# {key} lost: {p.secrets[key].lost}.")
-    add("# The file is copied as it is; its values are never shown (secret = true).")
-    own = [f"owner  = {q(c.owner)}"] if c.owner else []
-    out.extend(_block("file", f"old_{c.role}", "old", [f"path   = {q(c.path)}", "secret = true"]))
-    add("")
-    if tgt.config != c.path:
-        add(f"# Where {app.target_layout.title} reads it (list it in the module's options if it asks).")
-    out.extend(_block("file", f"new_{c.role}", "new", [f"path   = {q(tgt.config)}", *own,
-                                                        f"mode   = {q(_secret_mode(c.mode))}", "secret = true"]))
+    for c, tpath in tgt.files:
+        role = p.roles[c.role]
+        add("")
+        add(f"# {_cap(role.holds)}.")
+        for key in c.secrets:
+            add(f"# {key} lost: {p.secrets[key].lost}.")
+        add("# The file is copied as it is; its content is never shown (secret = true).")
+        own = [f"owner  = {q(c.owner)}"] if c.owner else []
+        out.extend(_block("file", f"old_{c.role}", "old", [f"path   = {q(c.path)}", "secret = true"]))
+        add("")
+        if tpath != c.path:
+            add(f"# Where {app.target_layout.title} reads it (list it in the module's options if it asks).")
+        out.extend(_block("file", f"new_{c.role}", "new", [f"path   = {q(tpath)}", *own,
+                                                            f"mode   = {q(_secret_mode(c.mode))}", "secret = true"]))
+    reads = ", ".join(f"old_{c.role}" for c, _ in tgt.files)
 
     data = (["old_db"] if declared_db else []) + [f"old_{d.role}" for d, _ in tgt.dirs]
     add("")
@@ -257,13 +264,13 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
     out.extend(_block("service", "old_app", "old", [
         f"app     = {q(name)}", f"layout  = {q(app.layout.name)}",
         "systemd = [" + ", ".join(q(u) for u in app.units) + "]",
-        "writes  = [" + ", ".join(data) + "]", f"reads   = [old_{c.role}]"]))
+        "writes  = [" + ", ".join(data) + "]", f"reads   = [{reads}]"]))
     add("")
     add("service new_app on new {")
     for line in (f"app       = {q(name)}", f"layout    = {q(app.target_layout.name)}",
                  "systemd   = [" + ", ".join(q(u) for u in app.target_units) + "]",
                  "writes    = [" + ", ".join(x.replace("old_", "new_", 1) for x in data) + "]",
-                 f"reads     = [new_{c.role}]", "initially = stopped"):
+                 f"reads     = [{reads.replace('old_', 'new_')}]", "initially = stopped"):
         add(f"  {line}")
     add("}")
 
@@ -309,7 +316,7 @@ def _steps(app: AppFound, target: Endpoint, source: Endpoint, tgt: _Target, big:
 
 def _copies(app: AppFound, tgt: _Target, big: set, declared_db: bool, stage: str) -> List[str]:
     """The dump beside the final syncs or the archives (one `parallel` block), the copies, the restore."""
-    name, c = app.profile.name, app.config
+    name = app.profile.name
     dump = f"{stage}/{name}.dump"
     members = [f"dump old_db to old:{q(dump)}"] if declared_db else []
     for d, _ in tgt.dirs:
@@ -323,7 +330,7 @@ def _copies(app: AppFound, tgt: _Target, big: set, declared_db: bool, stage: str
     small = [d for d, _ in tgt.dirs if d.role not in big]
     steps += [f"transfer old:{q(f'{stage}/{d.role}.tar.zst')} to new:{q(f'{stage}/{d.role}.tar.zst')}" for d in small]
     steps.append(f"# the secrets reach the new host before {app.profile.title} first starts there")
-    steps.append(f"transfer old_{c.role} to new_{c.role}")
+    steps += [f"transfer old_{f.role} to new_{f.role}" for f, _ in tgt.files]
     if declared_db:
         steps.append(f"restore new:{q(dump)} into new_db replace")
     steps += [f"extract new:{q(f'{stage}/{d.role}.tar.zst')} into new_{d.role}" for d in small]
@@ -343,7 +350,10 @@ def _after(app: AppFound, tgt: _Target, declared_db: bool) -> List[str]:
             if cmd.needs and not any(o.id == cmd.needs and o.when == "before-stop" for o in p.commands):
                 continue
             text, run_as = _command_text(app, cmd, app.target_layout, tgt.config)
-            reads = "new_db" if declared_db else f"new_{app.config.role}"
+            # before the start the command works on the restored database (Synapse's TRUNCATE); after it,
+            # on the running app's behalf
+            touches = "writes" if declared_db and when != "after-start" else "reads"
+            what = "new_db" if declared_db else f"new_{app.config.role}"
             steps.append(f"# {cmd.why}")
-            steps.append(f"run new {q(text)} reads = [{reads}]" + (f" run_as = {q(run_as)}" if run_as else ""))
+            steps.append(f"run new {q(text)} {touches} = [{what}]" + (f" run_as = {q(run_as)}" if run_as else ""))
     return steps

@@ -85,3 +85,15 @@ def test_health_urls_from_settings():
         "https://git.example/api/healthz"
     assert _url("{overwrite.cli.url}/status.php", {}) is None
     assert _url("{x}/a", {"x": "not a url"}) is None
+
+
+def test_yaml_block_mappings_lists_quotes_and_comments():
+    text = ("# Synapse\nserver_name: \"example.org\"\nlisteners:\n  - port: 8008\n    type: http\n"
+            "    resources:\n      - names: [client]\ndatabase:\n  name: psycopg2\n  args:\n"
+            "    password: 'se:cret # kept'\n    host: localhost  # comment\nlist:\n  - a\n  - 'b c'\n"
+            "block: |\n  text\nafter: 1\n")
+    s = configs.parse_yaml(text)
+    assert s["server_name"] == "example.org" and s["listeners.0.port"] == "8008"
+    assert s["listeners.0.type"] == "http" and "listeners.0.resources.0.names" not in s  # flow: skipped
+    assert s["database.args.password"] == "se:cret # kept" and s["database.args.host"] == "localhost"
+    assert s["list.0"] == "a" and s["list.1"] == "b c" and "block" not in s and s["after"] == "1"

@@ -103,3 +103,27 @@ def test_what_the_new_host_lacks_is_said_in_the_header():
     text = write_plan(_mastodon(1 << 20), Endpoint("root", "old.example"), Endpoint("root", "new.example"),
                       FACTS, ready, today="2026-01-01")
     assert "has no" not in text
+
+
+def test_synapse_from_its_homeserver_yaml_with_the_signing_key_as_a_second_secret_file():
+    p = profile.load("synapse")
+    lay = p.layouts["debian"]
+    settings = configs.parse_yaml(
+        "server_name: example.org\npublic_baseurl: https://matrix.example.org/\ndatabase:\n  name: psycopg2\n"
+        "  args:\n    user: synapse_user\n    password: pw-syn\n    database: synapse\n    host: localhost\n"
+        "media_store_path: /var/lib/matrix-synapse/media\nmacaroon_secret_key: mac-value\n")
+    cfg = ConfigFile("config", "/etc/matrix-synapse/homeserver.yaml", "root:matrix-synapse", "0640",
+                     ("macaroon_secret_key",), settings)
+    key = ConfigFile("signing_key", "/etc/matrix-synapse/homeserver.signing.key", "matrix-synapse:nogroup", "0600",
+                     ("signing_key",), {})
+    media = DataDir("media", "/var/lib/matrix-synapse/media", "matrix-synapse:nogroup", 1 << 20)
+    db = read_database(p, lay, settings)
+    assert (db.store, db.name, db.tcp, db.password_key) == ("postgres", "synapse", "127.0.0.1:5432",
+                                                           "database.args.password")
+    app = AppFound(p, lay, ("matrix-synapse",), cfg, db, (media,), "https://matrix.example.org/health", lay,
+                   ("matrix-synapse",), True, (key,))
+    text = _write(app)
+    assert "transfer old_signing_key to new_signing_key" in text and "transfer old_config to new_config" in text
+    assert "TRUNCATE e2e_one_time_keys_json" in text and 'env("SYNAPSE_DB_PASSWORD")' in text
+    assert "pw-syn" not in text and "mac-value" not in text
+    assert _problems(text) == []
