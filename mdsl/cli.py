@@ -1,4 +1,4 @@
-"""The `mdsl` command line: check, explain, fmt, plan, apply, rollback, status.
+"""The `mdsl` command line: check, explain, fmt, plan, apply, rollback, status, graph, init.
 
 `check`, `explain` and `fmt` import only the syntax and check stages, so they
 start fast (editors, pre-commit); `plan`, `apply` and `status` import the
@@ -138,7 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the state of the plan's journal: which steps are done, failed or pending.")
     s.add_argument("plan", metavar="PLAN")
     s.set_defaults(handler=_runner("status"))
+
+    i = sub.add_parser("init", help="write the plan for the app a host runs (reads both hosts, changes nothing)",
+                       description="Connect to both hosts (host keys checked), find the app installed on the "
+                                   "source by its profile's fingerprints, read its config, measure its data, look "
+                                   "at the target, and write a commented plan that `mdsl check` passes. "
+                                   "Exit 1 when no known app is found (what was seen is printed).")
+    i.add_argument("--from", dest="source", required=True, metavar="ssh://USER@HOST[:PORT]", help="the old host")
+    i.add_argument("--to", dest="target", required=True, metavar="ssh://USER@HOST[:PORT]", help="the new host")
+    i.add_argument("--identity", metavar="FILE", help="the SSH key for both hosts")
+    i.add_argument("--known-hosts", metavar="FILE",
+                   help="host keys are checked against it (default ~/.ssh/known_hosts)")
+    i.add_argument("-o", "--output", metavar="PLAN",
+                   help="write the plan here (several apps: PLAN-APP.plan each); default: standard output")
+    i.add_argument("--app", metavar="NAME", help="only this app, when the host runs several")
+    i.add_argument("--presync-above", metavar="SIZE",
+                   help="pre-sync dirs at least this big while the app runs (default 1G)")
+    i.set_defaults(handler=_init)
     return p
+
+
+def _init(args) -> int:
+    from mdsl.init.command import init_command
+
+    return init_command(args)
 
 
 # ---------------------------------------------------------------- output helpers

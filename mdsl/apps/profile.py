@@ -28,6 +28,8 @@ ROLE_KINDS = ("database", "dir", "file")
 WHEN = ("before-stop", "after-restore", "before-start", "after-start")
 SEVERITIES = ("error", "warning", "info")
 INVARIANT_KINDS = ("same-path", "setting", "empty-database", "same-version")
+# How `mdsl init` reads a config file (mdsl.init.configs): dotenv, a PHP array, INI, YAML (a subset).
+CONFIG_FORMATS = ("env", "php", "ini", "yaml")
 
 
 class ProfileError(Exception):
@@ -172,6 +174,24 @@ class Command:
 
 
 @frozen
+class Discover:
+    """How `mdsl init` reads an installed copy of the app: the role whose file holds its settings,
+    that file's format (configs.FORMATS), which keys name the database (`database`: name, user,
+    host, port, password, path, store) and the data dirs (`paths`: role -> key), dirs relative to
+    the config file's own dir when no key says (`relative`), the health URL (`{KEY}` filled from
+    the settings, `{A|B}` the first set), and units that serve the app without being its own."""
+
+    config: str
+    format: str
+    database: Mapping[str, str]
+    paths: Mapping[str, str]
+    relative: Mapping[str, str]
+    url: Optional[str]
+    units: Tuple[str, ...]
+    source: Source
+
+
+@frozen
 class Profile:
     """Everything mdsl knows about one app."""
 
@@ -184,6 +204,7 @@ class Profile:
     invariants: Tuple[Invariant, ...]
     commands: Tuple[Command, ...]
     layouts: Mapping[str, Layout]
+    discover: Optional[Discover] = None
 
 
 # ---------------------------------------------------------------- schema
@@ -194,7 +215,10 @@ _SOURCE_KEYS = {"source": ("str", True), "confirmed": ("bool", False), "note": (
 _SCHEMA: Dict[str, Dict[str, Tuple[str, bool]]] = {
     "profile": {"name": ("str", True), "title": ("str", True), "docs": ("str", True),
                 "roles": ("table", True), "secrets": ("table", False), "invariants": ("tables", False),
-                "commands": ("tables", False), "layouts": ("table", True)},
+                "commands": ("tables", False), "layouts": ("table", True), "discover": ("table", False)},
+    "discover": {"config": ("str", True), "format": ("str", True), "database": ("map", False),
+                 "paths": ("map", False), "relative": ("map", False), "url": ("str", False),
+                 "units": ("strs", False), **_SOURCE_KEYS},
     "role": {"kind": ("str", True), "store": ("str-or-strs", False), "holds": ("str", True),
              "lost": ("str", True), "secrets": ("strs", False), "derived": ("tables", False),
              "optional": ("bool", False), "inside": ("str", False), **_SOURCE_KEYS},
@@ -375,6 +399,27 @@ def _commands(r: _Reader, data: List[dict], roles, layouts) -> Tuple[Command, ..
     return tuple(out)
 
 
+_DISCOVER_DB_KEYS = ("store", "name", "user", "host", "port", "password", "path")
+
+
+def _discover(r: _Reader, raw: Optional[dict], roles: Mapping[str, Role]) -> Optional[Discover]:
+    if raw is None:
+        return None
+    r.table(raw, "discover", "discover")
+    r.one_of(raw["format"], CONFIG_FORMATS, "discover.format")
+    if raw["config"] not in roles or roles[raw["config"]].kind != "file":
+        raise r.fail("discover.config", f"`{raw['config']}` is not a file role of this app")
+    for key in raw.get("database", {}):
+        r.one_of(key, _DISCOVER_DB_KEYS, f"discover.database.{key}")
+    for table in ("paths", "relative"):
+        for role in raw.get(table, {}):
+            if role not in roles:
+                raise r.fail(f"discover.{table}.{role}", f"`{role}` is not a role of this app")
+    return Discover(raw["config"], raw["format"], dict(raw.get("database", {})), dict(raw.get("paths", {})),
+                    dict(raw.get("relative", {})), raw.get("url"), tuple(raw.get("units", ())),
+                    r.source(raw, "discover"))
+
+
 def parse_profile(text: str, file: str) -> Profile:
     """A profile from the text of its TOML file; ProfileError naming `file` and the key when broken."""
     r = _Reader(file)
@@ -395,9 +440,11 @@ def parse_profile(text: str, file: str) -> Profile:
         for cmd in layout.does:
             if cmd not in {c.id for c in commands}:
                 raise r.fail(f"layouts.{name}.does", f"`{cmd}` is not the id of a command here")
+    discover = _discover(r, data.get("discover"), roles)
     if Path(file).stem != data["name"]:
         raise r.fail("name", f"`{data['name']}` must be the file's name without .toml")
-    return Profile(data["name"], data["title"], data["docs"], file, roles, secrets, invariants, commands, layouts)
+    return Profile(data["name"], data["title"], data["docs"], file, roles, secrets, invariants, commands, layouts,
+                   discover)
 
 
 _CACHE: Dict[str, Profile] = {}

@@ -83,12 +83,20 @@ class AppMove:
         return self.profile.title
 
     def holders(self, role: str) -> List[Resource]:
-        """The declarations carrying a role: its own, else those of the role it lives inside."""
+        """The declarations carrying a role: its own, else those of the role it lives inside, else
+        a declared dir that holds the path the old side's layout keeps it at (Gitea's release
+        binary keeps its repositories in data/gitea-repositories: the data dir carries them)."""
         own = self.roles.get(role, [])
         inside = self.profile.roles[role].inside
-        if own or inside is None:
+        if own:
             return own
-        return self.roles.get(inside, [])
+        if inside is not None:
+            return self.roles.get(inside, [])
+        place = self.place(self.source, role)
+        if place is None or not place.path:
+            return []
+        return [d for other, decls in self.roles.items() if other != role for d in decls
+                if d.is_dir and getattr(d, "path", "") and place.path.startswith(d.path.rstrip("/") + "/")]
 
     def place(self, side: Side, role: str) -> Optional[Place]:
         """Where the side's layout keeps a role."""
