@@ -153,7 +153,8 @@ class StepLine:
             rich = self._progress._rich
             if self._timer is None or rich is None:
                 return
-            self._task = Task(rich, rich.add_task(escape(self._description), total=None, line=True, detail=self._detail))
+            task_id = rich.add_task(escape(self._description), total=None, line=True, detail=self._detail)
+            self._task = Task(rich, task_id)
 
     def detail(self, text: str) -> None:
         """What the step does now (`waiting for mastodon-web to stop`, `rsync old -> new`)."""
