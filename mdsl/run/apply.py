@@ -36,6 +36,8 @@ from mdsl.run.executor import Executor, current_step
 from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan, render_findings
 from mdsl.run.preflight import run_preflight
+from mdsl.run.preflight_routes import prove_routes
+from mdsl.run.routes import Routes
 from mdsl.run.progress import Progress
 from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_schedule, steps, steps_of
 from mdsl.run.secrets import SecretStore
@@ -186,6 +188,7 @@ class Apply:
         hosts |= {a.host for s in compiled.leaves() if sched.status.get(s.id) == "done"
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
+        hosts |= {r.host for r in state.routes.values()}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
         self._read_secrets(compiled, sched)
         self._connect(compiled.bound, sorted(hosts))
@@ -219,8 +222,9 @@ class Apply:
         ok = False
         try:
             with Progress(self.progress_enabled) as progress:
+                self.routes.executor, self.routes.journal = executor, self.journal
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
-                                    self.stats)
+                                    self.stats, self.routes)
                 for i, top in enumerate(compiled.steps):
                     todo = [m for m in top.leaves() if m in pending]
                     if todo:
@@ -291,10 +295,13 @@ class Apply:
 
     def _preflight(self, compiled: CompiledPlan) -> bool:
         journal = J.LazyJournal(J.journal_path(self.opts.plan))
+        self.routes = Routes(Executor(self.backends, self.secrets), self.backends, self.hosts, journal)
         try:
             findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal)
+            findings += prove_routes(self.routes, compiled)
         finally:
             journal.close()
+            self.routes.journal = None
         errors = [f for f in findings if f.severity == Severity.ERROR]
         others = [f for f in findings if f.severity != Severity.ERROR]
         if others:

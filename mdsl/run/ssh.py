@@ -327,6 +327,15 @@ class SshBackend(Backend):
         """Why the OpenSSH client cannot be used for this host, once that is known."""
         return self._openssh.unusable
 
+    def host_key(self) -> Tuple[str, str]:
+        """(key type, base64) of the host key this connection verified against known_hosts."""
+        key = self._transport().get_remote_server_key()
+        return key.get_name(), key.get_base64()
+
+    def client_words(self) -> Optional[List[str]]:
+        """The OpenSSH client's options reaching this host as mdsl does, without the address (None: no client)."""
+        return self._openssh._client_words()
+
     def _transport(self) -> paramiko.Transport:
         conn = self._conn
         if conn is None or conn.transport is None or not conn.transport.is_active():

@@ -27,6 +27,7 @@ from mdsl.run.errors import StepFailed, TransferError
 from mdsl.run.executor import Executor, current_step
 from mdsl.run.probes import dns_check, http_check
 from mdsl.run.progress import Progress
+from mdsl.run.routes import RouteError
 from mdsl.run.transfer import Copier, remote_hash, remote_size
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
@@ -53,11 +54,12 @@ class StepRunner:
     """Runs steps through an executor, journaling each; `known_sha`: artifacts' hashes from the journal."""
 
     def __init__(self, executor: Executor, hosts: Dict[str, Host], journal: J.Journal, console: Console,
-                 progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats):
+                 progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats, routes=None):
         self.executor, self.hosts, self.journal = executor, hosts, journal
         self.console, self.progress = console, progress
         self.known_sha, self.stats = known_sha, stats
         self.log = log.get_logger()
+        self.routes = routes  # opens a host-to-host copy's route around it (mdsl.run.routes)
 
     def run_top(self, top: CompiledStep, todo: List[CompiledStep], position: str) -> None:
         """One top-level step (`todo`: its leaves still to run), shown as `position` (`[3/8]`)."""
@@ -144,6 +146,17 @@ class StepRunner:
 
     def _perform(self, action, produced, notes: List[str]) -> int:
         """Run one action; returns bytes copied between hosts."""
+        route = getattr(action, "route", None)
+        if route is not None and self.routes is not None:
+            try:
+                with self.routes.opened(route) as prefix:
+                    return self._perform_one(with_route(action, prefix), produced, notes)
+            except RouteError as exc:
+                raise StepFailed(f"the route {route.source} -> {route.target}: {exc.message}",
+                                 host=route.source) from None
+        return self._perform_one(action, produced, notes)
+
+    def _perform_one(self, action, produced, notes: List[str]) -> int:
         if isinstance(action, Shell):
             self._shell(action, notes)
         elif isinstance(action, Feed):
@@ -266,6 +279,17 @@ class StepRunner:
             self.known_sha[key] = sha
             out.append(J.ArtifactRecord(a.host, a.path, None if a.secret else sha, size))
         return out
+
+
+def with_route(action, prefix: str):
+    """The action with its route's `MDSL_ROUTE_DIR=...;` before the command that copies."""
+    def prefixed(cmd: Command) -> Command:
+        return attrs.evolve(cmd, parts=(Lit(prefix), *cmd.parts))
+    if isinstance(action, Shell):
+        return attrs.evolve(action, command=prefixed(action.command))
+    if isinstance(action, CopyArtifact) and action.push is not None:
+        return attrs.evolve(action, push=prefixed(action.push))
+    return action
 
 
 def _fail(cmd: Command, res: Result, what: str) -> StepFailed:
