@@ -189,6 +189,8 @@ class Apply:
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
         hosts |= {r.host for r in state.routes.values()}
+        # a host-to-host copy runs on its source, and its route needs the target's connection too
+        hosts |= {a.route.target for s in sched.pending(compiled) for a in s.actions if getattr(a, "route", None)}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
         self._read_secrets(compiled, sched)
         self._connect(compiled.bound, sorted(hosts))
