@@ -55,8 +55,8 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "restore": {"replace": "flag"},  # likewise (StoreKind.restore_options)
     "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
     "extract": {"replace": "flag"},
-    "sync": {"exclude": "excludes", "live": "flag", "route": "enum:auto,direct,relay"},
-    "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool", "route": "enum:auto,direct,relay"},
+    "sync": {"exclude": "excludes", "live": "flag", "route": "enum:auto,direct,relay,agent"},
+    "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool", "route": "enum:auto,direct,relay,agent"},
     "move": {}, "delete": {}, "drop": {},
     "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str"},
     "verify http": {"via": "host", "status": "int", "contains": "str"},

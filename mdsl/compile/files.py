@@ -273,8 +273,9 @@ def copy_route(ctx: CompileContext, step, src: str, dst: str) -> Optional[Route]
     mode = option_value(step, "route", None)
     if not needs_route(hs, hd):
         if mode is not None and mode != "auto":
-            raise CompileError(f"`route = {mode}` is for copies between two SSH hosts; `{hs.name if hs.local else hd.name}`"
-                               " is this machine, which copies itself", step.span, help="remove `route`")
+            here = hs.name if hs.local else hd.name
+            raise CompileError(f"`route = {mode}` is for copies between two SSH hosts; `{here}` is this machine, "
+                               "which copies itself", step.span, help="remove `route`")
         return None
     return Route(src, dst, mode or "auto")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
 import secrets
 import shlex
@@ -36,7 +37,7 @@ from mdsl.compile.parts import Arg, Command, Lit, sh
 from mdsl.compile.routes import ROUTE_DIR_VAR, TARGET_ALIAS, Route
 from mdsl.model import Host
 from mdsl.run import log
-from mdsl.run.backend import BackendError
+from mdsl.run.backend import BackendError, forward_agent
 from mdsl.run.log import redact_text
 from mdsl.run.openssh import NO_MUX
 
@@ -47,8 +48,8 @@ TUNNEL_TIMEOUT = 20.0
 
 # Makes the route's dir in the source's TMPDIR (/tmp when TMPDIR has blanks: rsync splits its -e on them).
 _MAKE_DIR = ('umask 077 && t=${TMPDIR:-/tmp} && case $t in *[[:space:]]*) t=/tmp;; esac && '
-             'd=$(mktemp -d "$t/mdsl-route.XXXXXXXX") && printf "%s\\n" "$d" && '
-             'ssh-keygen -q -t ed25519 -N "" -C mdsl-route -f "$d/key" </dev/null >/dev/null && cat "$d/key.pub"')
+             'd=$(mktemp -d "$t/mdsl-route.XXXXXXXX") && printf "%s\\n" "$d"')
+_MAKE_KEY = ' && ssh-keygen -q -t ed25519 -N "" -C mdsl-route -f "$d/key" </dev/null >/dev/null && cat "$d/key.pub"'
 
 # $1: the marker. Removes the lines carrying it from ~/.ssh/authorized_keys, in place (its mode stays).
 _UNAUTHORIZE = ('f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
@@ -164,18 +165,29 @@ class Routes:
         tunnel: Optional[Tunnel] = None
         route_dir: Optional[str] = None
         authorized = False
+        agent = None
         try:
             host_key = self._host_key(dst)
-            route_dir, public = self._make_dir(src)
-            self._authorize(dst, public, marker)
-            authorized = True
+            if mode == "agent" and not os.environ.get("SSH_AUTH_SOCK"):
+                raise RouteError("`route = agent` forwards this machine's ssh-agent, and none runs here "
+                                 "(SSH_AUTH_SOCK is not set)")
+            route_dir, public = self._make_dir(src, keygen=mode != "agent")
+            if public is not None:
+                self._authorize(dst, public, marker)
+                authorized = True
             address, port = dst.address, dst.port
             if mode == "relay":
                 tunnel = self._tunnel(src, dst)
                 address, port = "127.0.0.1", tunnel.port
-            self._write_config(src, route_dir, dst, address, port, host_key)
+            self._write_config(src, route_dir, dst, address, port, host_key, key=public is not None)
             log.get_logger().info("route.open", source=src.name, target=dst.name, mode=mode)
-            yield f"{ROUTE_DIR_VAR}={shlex.quote(route_dir)};"
+            if mode == "agent":
+                agent = forward_agent.set(True)
+            try:
+                yield f"{ROUTE_DIR_VAR}={shlex.quote(route_dir)};"
+            finally:
+                if agent is not None:
+                    forward_agent.reset(agent)
         finally:
             if tunnel is not None:
                 tunnel.close()
@@ -201,16 +213,19 @@ class Routes:
         except BackendError as exc:
             raise RouteError(exc.message) from None
 
-    def _make_dir(self, src: Host) -> Tuple[str, str]:
-        res = self._run(Command(src.name, sh("sh -c", Arg(_MAKE_DIR)), tools=("ssh-keygen", "mktemp")))
+    def _make_dir(self, src: Host, keygen: bool) -> Tuple[str, Optional[str]]:
+        script = _MAKE_DIR + (_MAKE_KEY if keygen else "")
+        res = self._run(Command(src.name, sh("sh -c", Arg(script)), tools=("ssh-keygen", "mktemp")))
         lines = res.stdout.splitlines()
         if lines and ROUTE_DIR_RE.fullmatch(lines[0]):
             self._journal("route_placed", src.name, "dir", lines[0])
-        if not res.ok or len(lines) < 2 or not ROUTE_DIR_RE.fullmatch(lines[0]):
+        if not res.ok or len(lines) < 1 + keygen or not ROUTE_DIR_RE.fullmatch(lines[0]):
             if lines and ROUTE_DIR_RE.fullmatch(lines[0]):
                 self._remove_dir(src, lines[0])
             raise RouteError(f"cannot make a key pair on {src.name} (ssh-keygen, mktemp): "
                              f"{_tail(res.stderr) or f'exit {res.exit}'}")
+        if not keygen:
+            return lines[0], None
         public = lines[1].split()
         if len(public) < 2 or not public[0].startswith("ssh-ed25519"):
             self._remove_dir(src, lines[0])
@@ -236,9 +251,10 @@ class Routes:
         return Tunnel(words, src, dst)
 
     def _write_config(self, src: Host, route_dir: str, dst: Host, address: str, port: int,
-                      host_key: Tuple[str, str]) -> None:
-        config = [f"Host {TARGET_ALIAS}", f"  HostName {address}", f"  Port {int(port)}",
-                  f'  IdentityFile "{route_dir}/key"', "  IdentitiesOnly yes",
+                      host_key: Tuple[str, str], key: bool) -> None:
+        # route = agent: no key file, the forwarded agent's keys (ssh's default IdentityAgent)
+        ident = [f'  IdentityFile "{route_dir}/key"', "  IdentitiesOnly yes"] if key else []
+        config = [f"Host {TARGET_ALIAS}", f"  HostName {address}", f"  Port {int(port)}", *ident,
                   f'  UserKnownHostsFile "{route_dir}/known_hosts"', "  GlobalKnownHostsFile /dev/null",
                   f"  HostKeyAlias {TARGET_ALIAS}", "  StrictHostKeyChecking yes", "  UpdateHostKeys no",
                   "  CheckHostIP no", "  BatchMode yes", "  PasswordAuthentication no", "  ForwardAgent no",

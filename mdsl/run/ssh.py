@@ -25,10 +25,11 @@ import time
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import paramiko
+import paramiko.agent
 from fabric import Config, Connection
 
 from mdsl.model import Host
-from mdsl.run.backend import Backend, BackendError, BulkClient, Result, new_run_token
+from mdsl.run.backend import Backend, BackendError, BulkClient, Result, forward_agent, new_run_token
 from mdsl.run.openssh import OpenSshRoutes
 from mdsl.run.secrets import SecretStore
 from mdsl.run.ssh_channel import (
@@ -403,6 +404,7 @@ class SshBackend(Backend):
                 ch = transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as e:
                 raise BackendError(self.name, f"cannot open a channel to run `{short(command)}`: {e}") from None
+            agent = paramiko.agent.AgentRequestHandler(ch) if forward_agent.get() and not killer else None
             ex = ChannelCommand(self.name, transport, ch, command, self.wrap(command, stdin=stdin is not None),
                                 on_stdout, stdin, deadline, timeout, sudo=self._sudo_wrapper(),
                                 on_started=None if killer else self._started, kill=None if killer else self.kill_groups)
@@ -410,6 +412,8 @@ class SshBackend(Backend):
                 return ex.run()
             finally:
                 ch.close()
+                if agent is not None:
+                    agent.close()
 
     def kill_groups(self, pids: Iterable[int]) -> None:
         """TERM the process groups `pids` now, KILL them a few seconds later (detached: returns at once).

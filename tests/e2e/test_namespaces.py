@@ -21,7 +21,8 @@ def test_a_file_written_on_one_host_is_invisible_elsewhere(ssh_hosts):
     _sh(ssh_hosts, a, "; ".join(f"echo a > {shlex.quote(p)}" for p in paths))
     # host a sees its own files; b and the control machine see none of them
     assert _sh(ssh_hosts, a, "cat " + " ".join(map(shlex.quote, paths))) == "a\n" * len(paths)
-    seen_on_b = _sh(ssh_hosts, b, "for p in " + " ".join(map(shlex.quote, paths)) + '; do test -e "$p" && echo "$p"; done; true')
+    each = " ".join(map(shlex.quote, paths))
+    seen_on_b = _sh(ssh_hosts, b, f'for p in {each}; do test -e "$p" && echo "$p"; done; true')
     assert seen_on_b == ""
     assert [p for p in paths if Path(p).exists()] == []
     # the test reads host a's files where its namespace keeps them

@@ -156,7 +156,9 @@ def test_a_route_that_cannot_work_is_refused_in_preflight(ssh_hosts, tmp_path):
     plan = tmp_path / "unreachable.plan"
     plan.write_text(f"""plan "unreachable"
 {_hosts(ssh_hosts, b_decl)}
-service app on a {{ start = "touch /srv/app-running"  stop = "rm -f /srv/app-running"  status = "test -e /srv/app-running" }}
+service app on a {{
+  start = "touch /srv/app-running"  stop = "rm -f /srv/app-running"  status = "test -e /srv/app-running"
+}}
 dir old on a {{ path = {plan_str(str(a.root / "data"))} }}
 dir new on b {{ path = {plan_str(str(b.root / "data"))}  owner = "root:root" }}
 steps {{
