@@ -12,7 +12,7 @@ from check_helpers import findings_of
 EXPECTED = (
     [f"E10{i}" for i in range(1, 8)] + [f"H10{i}" for i in range(1, 5)] + [f"H20{i}" for i in range(1, 6)]
     + [f"H30{i}" for i in range(1, 10)] + [f"A10{i}" for i in range(1, 7)] + [f"P40{i}" for i in range(1, 10)]
-    + ["P410", "P411"]
+    + ["P410", "P411", "P412"]
 )
 PLAN_RULES = [r for r in catalog.RULES if r.family != "P"]
 

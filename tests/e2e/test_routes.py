@@ -174,3 +174,37 @@ steps {{
     assert running.exists()  # the app was not stopped
     assert not (b.root / "data").exists()
     _assert_no_route_left(ssh_hosts)
+
+
+def test_agent_route_forwards_the_control_agent_only_for_the_copy(ssh_hosts, tmp_path):
+    a, b = ssh_hosts.a, ssh_hosts.b
+    src = a.root / "data"
+    FileTree.populate(src, files=10)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(ssh_hosts.client_key)], env=env, check=True, capture_output=True)
+        plan = tmp_path / "agent.plan"
+        plan.write_text(f"""plan "agent"
+{_hosts(ssh_hosts)}
+dir old on a {{ path = {plan_str(str(src))} }}
+dir new on b {{ path = {plan_str(str(b.root / "data"))}  owner = "root:root" }}
+steps {{
+  sync old to new route = agent
+}}
+""")
+        without = mdsl("apply", "--yes", str(plan), env={k: v for k, v in env.items() if k != "SSH_AUTH_SOCK"})
+        assert without.returncode != 0 and "P412" in output(without) and "SSH_AUTH_SOCK" in output(without)
+        r = mdsl("apply", "--yes", str(plan), env=env)
+        assert r.returncode == 0, output(r)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    assert _contents(b.root / "data") == _contents(src)
+    assert not b.path("/root/.ssh/authorized_keys").exists()  # no key was added for this route
+    _assert_no_route_left(ssh_hosts)
