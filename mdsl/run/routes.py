@@ -118,6 +118,10 @@ class Routes:
         self.hosts = hosts
         self.journal = journal
         self.modes: Dict[Tuple[str, str, str], str] = {}  # (source, target, the plan's mode) -> mode proven
+        # parallel copies to one target edit one authorized_keys: one edit at a time per host (a removal
+        # rewrites the file from what it read, and would drop a key added meanwhile)
+        self._key_locks: Dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     # -- preflight
 
@@ -232,12 +236,17 @@ class Routes:
             raise RouteError(f"ssh-keygen on {src.name} printed no ed25519 public key")
         return lines[0], f"{public[0]} {public[1]}"
 
+    def _key_lock(self, host: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._key_locks.setdefault(host, threading.Lock())
+
     def _authorize(self, dst: Host, public: str, marker: str) -> None:
         self._journal("route_placed", dst.name, "key", marker)
         line = f"restrict {public} {marker}"
-        res = self._run(Command(dst.name, sh(
-            'umask 077 && mkdir -p -- "$HOME/.ssh" && printf "%s\\n"', Arg(line), '>> "$HOME/.ssh/authorized_keys"'),
-            tools=("mkdir",)))
+        with self._key_lock(dst.name):
+            res = self._run(Command(dst.name, sh(
+                'umask 077 && mkdir -p -- "$HOME/.ssh" && printf "%s\\n"', Arg(line),
+                '>> "$HOME/.ssh/authorized_keys"'), tools=("mkdir",)))
         if not res.ok:
             self._unauthorize(dst, marker)
             raise RouteError(f"cannot add the copy's key to {dst.name}'s ~/.ssh/authorized_keys: "
@@ -271,7 +280,9 @@ class Routes:
                              f"{_tail(res.stderr) or f'exit {res.exit}'}")
 
     def _unauthorize(self, dst: Host, marker: str) -> None:
-        if remove_key(self.executor, dst.name, marker):
+        with self._key_lock(dst.name):
+            removed = remove_key(self.executor, dst.name, marker)
+        if removed:
             self._journal("route_removed", dst.name, "key", marker)
         else:
             log.get_logger().warning("route.key_left", host=dst.name, marker=marker)

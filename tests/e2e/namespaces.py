@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 UNSHARE = "unshare"
@@ -46,16 +47,28 @@ PRIVATE_DIRS = ("/root", "/home", "/srv", "/var/lib", "/etc/ssh")
 TMP = "/tmp"
 
 # Runs inside the new namespace: $1 base dir, $2 per-host dir (relative to base), $3 hostname,
-# then "mask:REL" / "keep:REL" / "keepfile:REL" operations (REL relative to base), "--", argv.
+# $4 the control's paths to bind back inside the private dirs (colon-separated: the Python the
+# tests run, when it lives under /root), then "mask:REL" / "keep:REL" / "keepfile:REL" operations
+# (REL relative to base), "--", argv. A bound-back path is reached through an fd opened on the
+# control's / before the binds (a magic /proc/self/fd link resolves to the file, not to its name).
 _SETUP = r"""
 set -eu
-base=$1 ns=$2 name=$3
-shift 3
+base=$1 ns=$2 name=$3 shared=$4
+shift 4
 hostname "$name"
+exec 3</
 cd "$base"
 for d in %(private)s; do
   mount --no-canonicalize --bind "$ns$d" "$d"
 done
+IFS=:
+for p in $shared; do
+  [ -n "$p" ] || continue
+  mkdir -p "$p"
+  mount --no-canonicalize --bind "/proc/self/fd/3$p" "$p"
+  mount -o remount,bind,ro "$p"
+done
+unset IFS
 mount --no-canonicalize --bind "$ns/tmp" /tmp
 mkdir -p "$base"
 mount --no-canonicalize --bind . "$base"
@@ -86,6 +99,9 @@ class HostNamespace:
         self.address = address
         self.dir = self.base / "ns" / address
         self.masks: list[str] = []  # operations for _SETUP, in order
+        # the control's paths every host sees read-only at the same place, although they are in a
+        # private dir: the interpreter the tests start services with (pyenv keeps it under /root)
+        self.shared: list[str] = [p for p in _python_prefixes() if self._private(Path(p))]
         for d in (*PRIVATE_DIRS, TMP):
             if not Path(d).is_dir():
                 raise RuntimeError(f"namespaced test hosts need {d} on this machine to bind over")
@@ -116,19 +132,29 @@ class HostNamespace:
         script = _SETUP % {"private": " ".join(shlex.quote(d) for d in PRIVATE_DIRS)}
         rel = str(self.dir.relative_to(self.base))
         return [UNSHARE, "--mount", "--uts", "--propagation", "private", "--",
-                "sh", "-c", script, "mdsl-e2e-host", str(self.base), rel, self.name,
+                "sh", "-c", script, "mdsl-e2e-host", str(self.base), rel, self.name, ":".join(self.shared),
                 *self.masks, "--", *argv]
 
     def reset(self) -> None:
         """Empty the host's private directories (keeping the directories: they are mount points)."""
         # the base dir is bound back inside the host's /tmp: its mount point there must stay
         keep = {self.path(p) for p in (self.base, *self.base.parents) if self._private(p)}
+        # and so must those of the control's paths bound back (the interpreter)
+        keep |= {self.path(p) for s in self.shared for p in (Path(s), *Path(s).parents) if self._private(p)}
         for d in (*PRIVATE_DIRS, TMP):
             empty_dir(self.path(d), keep)
 
     @staticmethod
     def _private(p: Path) -> bool:
         return any(p == Path(d) or Path(d) in p.parents for d in (*PRIVATE_DIRS, TMP))
+
+
+def _python_prefixes() -> list[str]:
+    """The installation of the Python running the tests (what a venv's bin/python points into)."""
+    real = Path(sys.executable).resolve()
+    prefixes = {str(Path(sys.base_prefix).resolve())}
+    prefixes |= {str(real.parent.parent)} if real.parent.name == "bin" else set()
+    return sorted(p for p in prefixes if p != "/" and ":" not in p)
 
 
 def empty_dir(path: Path, keep: set[Path] = frozenset()) -> None:

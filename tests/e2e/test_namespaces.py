@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 PRIVATE = ("/tmp", "/root", "/home", "/srv", "/var/lib", "/etc/ssh")
@@ -39,6 +40,8 @@ def test_host_roots_and_control_keys_are_hidden(ssh_hosts):
     quoted = " ".join(shlex.quote(str(p)) for p in hidden)
     assert _sh(ssh_hosts, b, f'for p in {quoted}; do test -e "$p" && echo "$p"; done; true') == ""
     assert _sh(ssh_hosts, a, f"test -e {shlex.quote(str(ssh_hosts.client_key))} && echo visible; true") == ""
+    # the interpreter the tests start services with is there, read-only, though pyenv keeps it in /root
+    assert _sh(ssh_hosts, a, f"{shlex.quote(sys.executable)} -c 'print(1)'") == "1\n"
     # each host has a name of its own
     assert _sh(ssh_hosts, a, "hostname").strip() == a.name
     assert _sh(ssh_hosts, b, "hostname").strip() == b.name
