@@ -49,26 +49,25 @@ TMP = "/tmp"
 # Runs inside the new namespace: $1 base dir, $2 per-host dir (relative to base), $3 hostname,
 # $4 the control's paths to bind back inside the private dirs (colon-separated: the Python the
 # tests run, when it lives under /root), then "mask:REL" / "keep:REL" / "keepfile:REL" operations
-# (REL relative to base), "--", argv. A bound-back path is reached through an fd opened on the
-# control's / before the binds (a magic /proc/self/fd link resolves to the file, not to its name).
+# (REL relative to base), "--", argv. A bound-back path is first bound (read-only) into the host's
+# stand-in dir, which is then bound recursively over the private dir, carrying it along.
 _SETUP = r"""
 set -eu
 base=$1 ns=$2 name=$3 shared=$4
 shift 4
 hostname "$name"
-exec 3</
 cd "$base"
-for d in %(private)s; do
-  mount --no-canonicalize --bind "$ns$d" "$d"
-done
 IFS=:
 for p in $shared; do
   [ -n "$p" ] || continue
-  mkdir -p "$p"
-  mount --no-canonicalize --bind "/proc/self/fd/3$p" "$p"
-  mount -o remount,bind,ro "$p"
+  mkdir -p "$ns$p"
+  mount --no-canonicalize --bind "$p" "$ns$p"
+  mount -o remount,bind,ro "$ns$p"
 done
 unset IFS
+for d in %(private)s; do
+  mount --no-canonicalize --rbind "$ns$d" "$d"
+done
 mount --no-canonicalize --bind "$ns/tmp" /tmp
 mkdir -p "$base"
 mount --no-canonicalize --bind . "$base"
