@@ -51,10 +51,14 @@ _MAKE_DIR = ('umask 077 && t=${TMPDIR:-/tmp} && case $t in *[[:space:]]*) t=/tmp
              'd=$(mktemp -d "$t/mdsl-route.XXXXXXXX") && printf "%s\\n" "$d"')
 _MAKE_KEY = ' && ssh-keygen -q -t ed25519 -N "" -C mdsl-route -f "$d/key" </dev/null >/dev/null && cat "$d/key.pub"'
 
-# $1: the marker. Removes the lines carrying it from ~/.ssh/authorized_keys, in place (its mode stays).
-_UNAUTHORIZE = ('f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
-                'grep -v -F -e "$1" -- "$f" > "$f.mdsl-route" ; rc=$?; '
-                'if [ "$rc" -le 1 ]; then cat -- "$f.mdsl-route" > "$f"; rc=$?; fi; rm -f -- "$f.mdsl-route"; exit $rc')
+# $1: the marker. Removes the lines carrying it from ~/.ssh/authorized_keys by a rename, so that sshd,
+# reading the file for another copy's login meanwhile, never sees it half written; its mode stays (a
+# symlinked file is rewritten in place instead).
+_UNAUTHORIZE = ('f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; t="$f.mdsl-route.$$"; umask 077; '
+                'grep -v -F -e "$1" -- "$f" > "$t"; rc=$?; '
+                'if [ "$rc" -le 1 ]; then if [ -L "$f" ]; then cat -- "$t" > "$f"; '
+                'else chmod --reference="$f" -- "$t" 2>/dev/null; mv -f -- "$t" "$f"; fi; rc=$?; fi; '
+                'rm -f -- "$t"; exit $rc')
 
 
 class RouteError(Exception):

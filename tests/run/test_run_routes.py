@@ -39,7 +39,7 @@ def test_remove_key_removes_only_the_marked_line_and_keeps_the_mode(tmp_path, mo
     assert remove_key(_executor(), "here", "mdsl-route:0123456789abcdef")
     assert keys.read_text() == "ssh-ed25519 AAAA1 admin\nssh-ed25519 AAAA3 other\n"
     assert oct(keys.stat().st_mode & 0o777) == "0o600"
-    assert not (tmp_path / ".ssh" / "authorized_keys.mdsl-route").exists()
+    assert os.listdir(tmp_path / ".ssh") == ["authorized_keys"]  # no temp file left
     # the last line going leaves an empty file, not an error
     keys.write_text("restrict ssh-ed25519 AAAA2 mdsl-route:0123456789abcdef\n")
     assert remove_key(_executor(), "here", "mdsl-route:0123456789abcdef") and keys.read_text() == ""
