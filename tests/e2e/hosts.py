@@ -253,6 +253,12 @@ class SshHost:
         """Where this machine (the control) reads the host's private `host_path` (/root, /tmp, /etc/ssh ...)."""
         return self.namespace.path(host_path)
 
+    def in_namespace(self, argv: list[str]) -> list[str]:
+        """argv run in the host's mount namespace (a mount the host must see is made there, not here)."""
+        if not self.running:
+            raise RuntimeError(f"host {self.name} is not running")
+        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", "--", *argv]
+
     # -- identity
     @property
     def known_hosts_line(self) -> str:
