@@ -150,13 +150,14 @@ def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str
             _stop_commands(hosts[host], running[host], executor, console, journal, dry_run)
         for cmd, paths in remove_commands(host, files.get(host, []), hosts[host].sudo_password):
             _remove_files(host, cmd, paths, executor, console, journal, dry_run)
-        _remove_routes(host, [r for r in state.routes.values() if r.host == host], executor, console, journal,
-                       dry_run)
+        _remove_routes(hosts[host], [r for r in state.routes.values() if r.host == host], executor, console,
+                       journal, dry_run)
 
 
-def _remove_routes(host: str, recs: List[J.RouteLeftover], executor: Executor, console: Console,
+def _remove_routes(h: Host, recs: List[J.RouteLeftover], executor: Executor, console: Console,
                    journal: Optional[J.Journal], dry_run: bool) -> None:
     """The route keys and dirs (mdsl.run.routes) a killed run left: authorized_keys lines, key dirs."""
+    host = h.name
     if not recs:
         return
     if dry_run:
@@ -164,7 +165,7 @@ def _remove_routes(host: str, recs: List[J.RouteLeftover], executor: Executor, c
         return
     removed = 0
     for r in recs:
-        ok = remove_key(executor, host, r.value) if r.kind == "key" else remove_dir(executor, host, r.value)
+        ok = remove_key(executor, host, r.value) if r.kind == "key" else remove_dir(executor, h, r.value)
         if ok:
             removed += 1
             if journal is not None:

@@ -150,8 +150,8 @@ class Routes:
         return "; ".join(whys)
 
     def _login(self, route: Route, prefix: str) -> None:
-        cmd = Command(route.source, sh(Lit(prefix), Lit(f'ssh -F "${ROUTE_DIR_VAR}/config"'), Arg(TARGET_ALIAS),
-                                       "true"), tools=("ssh",))
+        cmd = _as_copy(self.hosts[route.source], sh(Lit(prefix), Lit(f'ssh -F "${ROUTE_DIR_VAR}/config"'),
+                                                    Arg(TARGET_ALIAS), "true"), tools=("ssh",))
         res = self._run(cmd)
         if not res.ok:
             raise RouteError(f"{route.source} cannot log in to {route.target} through it: "
@@ -223,7 +223,7 @@ class Routes:
 
     def _make_dir(self, src: Host, keygen: bool) -> Tuple[str, Optional[str]]:
         script = _MAKE_DIR + (_MAKE_KEY if keygen else "")
-        res = self._run(Command(src.name, sh("sh -c", Arg(script)), tools=("ssh-keygen", "mktemp")))
+        res = self._run(_as_copy(src, sh("sh -c", Arg(script)), tools=("ssh-keygen", "mktemp")))
         lines = res.stdout.splitlines()
         if lines and ROUTE_DIR_RE.fullmatch(lines[0]):
             self._journal("route_placed", src.name, "dir", lines[0])
@@ -276,7 +276,7 @@ class Routes:
         if dst.user:
             config.append(f"  User {dst.user}")
         known = f"{TARGET_ALIAS} {host_key[0]} {host_key[1]}"
-        res = self._run(Command(src.name, sh(
+        res = self._run(_as_copy(src, sh(
             "umask 077 && printf '%s\\n'", Arg(known), ">", Arg(route_dir + "/known_hosts"),
             "&& printf '%s\\n'", *[Arg(c) for c in config], ">", Arg(route_dir + "/config"))))
         if not res.ok:
@@ -292,7 +292,7 @@ class Routes:
             log.get_logger().warning("route.key_left", host=dst.name, marker=marker)
 
     def _remove_dir(self, src: Host, route_dir: str) -> None:
-        if remove_dir(self.executor, src.name, route_dir):
+        if remove_dir(self.executor, src, route_dir):
             self._journal("route_removed", src.name, "dir", route_dir)
         else:
             log.get_logger().warning("route.dir_left", host=src.name, path=route_dir)
@@ -314,12 +314,18 @@ def remove_key(executor, host: str, marker: str) -> bool:
     return res.ok
 
 
-def remove_dir(executor, host: str, route_dir: str) -> bool:
-    """`rm -rf` a route's dir on `host` (only a path of mktemp's `mdsl-route.XXXXXXXX` shape)."""
+def _as_copy(src: Host, parts, tools=()) -> Command:
+    """A command on the source as its copy runs there: under sudo on a `sudo = true` host, so that ssh
+    accepts the route's config and key as its own (it refuses a config another user owns)."""
+    return Command(src.name, parts, sudo=src.sudo, sudo_password=src.sudo_password, tools=tools)
+
+
+def remove_dir(executor, src: Host, route_dir: str) -> bool:
+    """`rm -rf` a route's dir on `src` (only a path of mktemp's `mdsl-route.XXXXXXXX` shape)."""
     if not ROUTE_DIR_RE.fullmatch(route_dir):
         return False
     try:
-        res = executor.run(Command(host, sh("rm -rf --", Arg(route_dir))), timeout=PROBE_TIMEOUT)
+        res = executor.run(_as_copy(src, sh("rm -rf --", Arg(route_dir))), timeout=PROBE_TIMEOUT)
     except BackendError:
         return False
     return res.ok

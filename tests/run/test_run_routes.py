@@ -25,6 +25,9 @@ def test_route_records_replay_until_removed_and_survive_restart(tmp_path):
     assert set(st.routes) == {("b", "key", "mdsl-route:0123456789abcdef"), ("a", "dir", "/tmp/mdsl-route.AbCd1234")}
 
 
+HERE = Host("here", local=True)
+
+
 def _executor():
     return Executor({"here": LocalBackend(Host("here", local=True))}, SecretStore())
 
@@ -49,11 +52,11 @@ def test_removal_refuses_what_is_not_of_the_routes_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     victim = tmp_path / "keep"
     victim.mkdir()
-    assert not remove_dir(_executor(), "here", str(victim))
+    assert not remove_dir(_executor(), HERE, str(victim))
     assert not remove_key(_executor(), "here", "ssh-ed25519")  # would remove every key
     assert victim.exists()
     made = tmp_path / "mdsl-route.AbCd1234"
     made.mkdir()
     (made / "key").write_text("x")
-    assert remove_dir(_executor(), "here", str(made)) and not made.exists()
+    assert remove_dir(_executor(), HERE, str(made)) and not made.exists()
     assert os.listdir(tmp_path) == ["keep"]
