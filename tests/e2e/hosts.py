@@ -426,7 +426,7 @@ class SshCluster:
         names = names or tuple("abcdefghijklmnopqrstuvwxyz"[: len(addresses)])
         self.hosts: list[SshHost] = [
             SshHost(name, addr, self.sshdir / addr, self.base / "hosts" / addr, self.authorized_keys)
-            for name, addr in zip(names, addresses)
+            for name, addr in zip(names, addresses, strict=True)
         ]
 
     # -- access

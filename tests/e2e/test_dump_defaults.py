@@ -98,7 +98,7 @@ steps {{
 
 def test_dumps_made_outside_the_plan_are_recognised_when_the_restore_runs(ssh_hosts, pg_source, pg_target,
                                                                            tmp_path):
-    a, b = ssh_hosts.a, ssh_hosts.b
+    a = ssh_hosts.a
     out = a.root / "made-earlier"
     # an earlier plan's default dump (zstd) and its directory dump, and the seed's `pg_dump -Fc` by hand
     first = tmp_path / "first.plan"

@@ -318,7 +318,6 @@ def test_target_sshd_restart_or_reboot_mid_transfer(ssh_hosts, tmp_path, how):
 
 
 def test_target_disk_fills_up_mid_transfer(ssh_hosts, tmp_path, request):
-    b = ssh_hosts.b
     size = 64 << 20
     src, dst, plan = _big_transfer_plan(ssh_hosts, tmp_path, size)
     want = _sha(src)
@@ -352,7 +351,6 @@ def test_target_disk_fills_up_mid_transfer(ssh_hosts, tmp_path, request):
 def test_connection_cut_mid_dump_leaves_no_dump_and_a_rerun_finishes(ssh_hosts, pg_source, tmp_path):
     """The cut session's pg_dump goes on on the host (as it would); the re-run stops it, then ends with one
     whole dump."""
-    from hosts import PG_BIN
 
     a, b = ssh_hosts.a, ssh_hosts.b
     dump_a, dump_b = a.root / "outbox" / "db.dump", b.root / "inbox" / "db.dump"

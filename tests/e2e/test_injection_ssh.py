@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts import FileTree, plan_str
+from hosts import plan_str
 from reliability_helpers import hooked, human, mdsl, no_traceback, output, three  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +141,7 @@ service svc{i} on c {{ systemd = [{q(unit)}] }}""")
 
     dbs = set(pg_target.databases())
     calls = [json.loads(x) for x in log.read_text().splitlines()]
-    for i, v in enumerate(vals):
+    for v in vals:
         short = v[:40]
         # the database with exactly that name, holding exactly what the source held
         assert "t" + short in dbs, (v, sorted(dbs))

@@ -14,7 +14,6 @@ import os
 import pwd
 import random
 import re
-import socket
 import stat
 import string
 import subprocess

@@ -218,7 +218,7 @@ def test_the_pgpassfile_a_killed_apply_left_is_removed_by_the_rerun(ssh_hosts, p
     import signal
 
     from hosts import REGISTRY
-    from reliability_helpers import journal_events, lock_path, wait_until
+    from reliability_helpers import journal_events, wait_until
 
     a = ssh_hosts.a
     source_pw = os.environ["MDSL_E2E_SOURCE_PASSWORD"]
