@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hosts import FileTree, _comm, descendants, plan_str
 from reliability_helpers import REPO, human, mdsl, output
+from test_ssh_backend import SUDO_USER, sudo_user  # noqa: F401 - the fixture: a user with a sudo password
 
 
 def _assert_no_route_left(ssh_hosts) -> None:
@@ -207,4 +208,31 @@ steps {{
         agent.wait(timeout=10)
     assert _contents(b.root / "data") == _contents(src)
     assert not b.path("/root/.ssh/authorized_keys").exists()  # no key was added for this route
+    _assert_no_route_left(ssh_hosts)
+
+
+def test_a_sudo_source_copies_as_root_with_its_route(ssh_hosts, sudo_user, tmp_path):  # noqa: F811
+    """On a `sudo = true` source the copy runs as root: its route's key and config are root's too (ssh
+    refuses a config another user owns), and root removes them."""
+    a, b = ssh_hosts.a, ssh_hosts.b
+    src = a.root / "private"
+    FileTree.populate(src, files=8)
+    os.chmod(src, 0o700)  # only root reads it: the copy must run as root
+    sudo_a = (f"host a {{ ssh = {plan_str(SUDO_USER + '@' + a.address)}  port = {a.port}  "
+              f"identity = {plan_str(str(ssh_hosts.identity))}  known_hosts = {plan_str(str(ssh_hosts.known_hosts))}"
+              f"  sudo = true  sudo_password = env(\"MDSL_E2E_SUDO_PASSWORD\") }}")
+    plan = tmp_path / "sudo.plan"
+    plan.write_text(f"""plan "sudo source"
+{sudo_a}
+{ssh_hosts.plan_host_decl("b")}
+dir old on a {{ path = {plan_str(str(src))} }}
+dir new on b {{ path = {plan_str(str(b.root / "private"))}  owner = "root:root" }}
+steps {{
+  sync old to new
+}}
+""")
+    r = mdsl("apply", "--yes", str(plan))
+    assert r.returncode == 0, output(r)
+    assert _contents(b.root / "private") == _contents(src)
+    assert sudo_user not in output(r)
     _assert_no_route_left(ssh_hosts)
