@@ -268,3 +268,23 @@ def command_line() -> str:
     """How this benchmark was invoked (for the docs)."""
     return "python3 " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]
                                  if a != "--write-docs")
+
+
+def hand_made_access(src, dst) -> str:
+    """Give test host `src` its own key for `dst`, as an admin would by hand; return the `ssh` words for rsync -e.
+
+    The hosts share nothing (tests/e2e/namespaces.py): the control machine's ssh_config and key are not
+    on `src`, so a by-hand baseline needs a key pair in src's /root/.ssh, its public half in dst's
+    authorized_keys and dst's host key in src's known_hosts.
+    """
+    ssh_dir = src.path("/root/.ssh")
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ssh_dir / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    dst_keys = dst.path("/root/.ssh/authorized_keys")
+    dst_keys.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with dst_keys.open("a") as f:
+        f.write(key.with_suffix(".pub").read_text())
+    (ssh_dir / "known_hosts").write_text(dst.known_hosts_line + "\n")
+    return f"ssh -o BatchMode=yes -p {dst.port}"

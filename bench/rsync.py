@@ -22,8 +22,8 @@ import subprocess
 import sys
 
 from _common import (
-    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table, timed,
-    write_doc_block,
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_access, load, machine, mdsl_apply,
+    table, timed, write_doc_block,
 )
 
 
@@ -46,7 +46,7 @@ def main() -> int:
         plan.write_text(f'plan "rsync bench"\n{H.host_decl("a")}\n{H.host_decl("b")}\n'
                         f'file big on a {{ path = "{src}" }}\n'
                         f'steps {{\n  transfer big to b:"{dst}" via = rsync\n}}\n')
-        rsh = f"ssh -F {shlex.quote(str(H.cluster.ssh_config))}"
+        rsh = hand_made_access(a, b)  # the control's ssh_config is not on host a
         by_hand = " ".join(["rsync -a -e", shlex.quote(rsh), shlex.quote(str(src)),
                             shlex.quote(f"root@{b.address}:{dst}")])
 

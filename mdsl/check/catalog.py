@@ -31,7 +31,7 @@ RULES: Tuple[Rule, ...] = (
     # P: preflight at apply time
     p_preflight.P401, p_preflight.P402, p_preflight.P403, p_preflight.P404, p_preflight.P405,
     p_preflight.P406, p_preflight.P407, p_preflight.P408, p_preflight.P409, p_preflight.P410,
-    p_preflight.P411, p_preflight.P413, p_preflight.P414,
+    p_preflight.P411, p_preflight.P412, p_preflight.P413, p_preflight.P414,
 )
 
 # What the walk runs: each check declares the steps it looks at (`@H201.on(A.Dump, ...)`); the walk

@@ -55,11 +55,11 @@ STEP_OPTIONS: Dict[str, Dict[str, str]] = {
     "restore": {"replace": "flag"},  # likewise (StoreKind.restore_options)
     "archive": {"exclude": "excludes", "compress": "enum:gzip,zstd,none"},
     "extract": {"replace": "flag"},
-    "sync": {"exclude": "excludes", "live": "flag"},
+    "sync": {"exclude": "excludes", "live": "flag", "route": "enum:auto,direct,relay,agent"},
     # `replica_identity = full`: tables without a primary key replicate their UPDATE/DELETE by whole rows
     # (REPLICA IDENTITY FULL, set on the source by the live pass); `port`: the tunnel's port on the target.
     "replicate": {"live": "flag", "replica_identity": "enum:full", "port": "int"},
-    "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool"},
+    "transfer": {"via": "enum:stream,rsync,scp,tailscale", "verify": "bool", "route": "enum:auto,direct,relay,agent"},
     "move": {}, "delete": {}, "drop": {},
     "run": {"reads": "names", "writes": "names", "deletes": "names", "run_as": "str", "undo": "str"},
     "verify http": {"via": "host", "status": "int", "contains": "str"},

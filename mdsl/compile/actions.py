@@ -12,6 +12,7 @@ from typing import Optional, Tuple, Union
 from attrs import field, frozen
 
 from mdsl.compile.parts import Arg, Command
+from mdsl.compile.routes import Route
 
 
 @frozen
@@ -61,6 +62,7 @@ class Shell:
     # "rsync": its stdout is rsync's `--info=progress2 --stats` (progress shown, totals read: mdsl.run.rsync_meter)
     meter: str = ""
     between_hosts: bool = False  # what it moves goes from one declared host to another (the summary counts it)
+    route: Optional[Route] = None  # a copy from one SSH host to another: how the source reaches the target
 
     def commands(self) -> Tuple[Command, ...]:
         """The commands, for display and fingerprints."""
@@ -68,7 +70,8 @@ class Shell:
 
     def describe(self) -> Tuple[str, ...]:
         """Lines for `mdsl plan`."""
-        return (f"[{self.command.host}] $ {self.command.render(masked=True)}",)
+        route = (self.route.describe(),) if self.route else ()
+        return (*route, f"[{self.command.host}] $ {self.command.render(masked=True)}")
 
 
 @frozen
@@ -147,6 +150,7 @@ class CopyArtifact:
     push: Optional[Command] = None
     pull: Optional[Command] = None
     timeout: Optional[float] = None
+    route: Optional[Route] = None  # rsync/scp from one SSH host to another: how the source reaches the target
 
     def commands(self) -> Tuple[Command, ...]:
         """The external commands (rsync/scp/tailscale), for display and fingerprints."""
@@ -161,6 +165,7 @@ class CopyArtifact:
                          f"# streamed to {self.dest.host}, sha256 computed in the same pass")
             lines.append(f"[{self.dest.host}] $ umask 077 && cat > {Arg(part).render()}")
         else:
+            lines += [self.route.describe()] if self.route else []
             lines += [f"[{c.host}] $ {c.render(masked=True)}" for c in self.commands()]
         if self.verify:
             lines.append(f"[{self.dest.host}] $ sha256sum < {Arg(part).render()}    # must equal the source's")

@@ -18,6 +18,7 @@ from mdsl.compile.context import (
 )
 from mdsl.compile.parts import Arg, CompileError, Lit, sh
 from mdsl.compile.docker import dir_root, is_volume, remote_in_volume, remote_rsync_path
+from mdsl.compile.routes import TARGET_ALIAS, Route, needs_route, route_ssh, rsync_rsh
 from mdsl.syntax import ast as A
 
 _COMPRESS_BY_SUFFIX = ((".tar.zst", "zstd"), (".tzst", "zstd"), (".tar.gz", "gzip"), (".tgz", "gzip"),
@@ -191,7 +192,8 @@ _SLACK = 2
 _MARK_RECENT = "! -type d -newermt \"@$t\" -exec touch -h -d @0 -- {} +"
 
 
-def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir, b_root) -> Tuple[Tuple, Tuple]:
+def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir, b_root,
+                route: Optional[Route] = None) -> Tuple[Tuple, Tuple]:
     """(what starts the live pass: `t` = the source's clock, what ends it: stale target files to mtime 0)."""
     if remote_src is not None:  # the target pulls: ask the source for its clock
         clock = (Lit("t=$("), Lit(ssh_command(remote_src)), Arg(remote_src.login), Lit("date +%s) &&"))
@@ -204,7 +206,11 @@ def _live_marks(remote_src: Optional[Host], remote_dst: Optional[Host], b: Dir, 
             find = (Arg(remote_in_volume(b, _sudo_without_password(remote_dst), "find")), Lit("-P ."))
         else:
             find = (*sudo, Lit("find -P"), Arg(shlex.quote(b.path)))
-        mark = (Lit(ssh_command(remote_dst)), Arg(remote_dst.login), *find, Lit(_MARK_RECENT))
+        if route is not None:
+            reach = (Lit(route_ssh()), Arg(TARGET_ALIAS))
+        else:
+            reach = (Lit(ssh_command(remote_dst)), Arg(remote_dst.login))
+        mark = (*reach, *find, Lit(_MARK_RECENT))
     else:
         mark = (Lit("find -P"), b_root, Lit(_MARK_RECENT))
     end = (Lit(_LIVE_24 + ' if [ "$rc" -eq 0 ]; then'), *mark,
@@ -226,8 +232,9 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     if live:
         ctx.live_pairs.add(pair)
     runner, remote_src, remote_dst = _where_to_run(ctx, a.host, b.host)
+    route = copy_route(ctx, step, a.host, b.host)
     find_src, src = _sync_end(ctx, a, remote_src, "mdsl_src", False)
-    find_dst, dst = _sync_end(ctx, b, remote_dst, "mdsl_dst", True)
+    find_dst, dst = _sync_end(ctx, b, remote_dst, "mdsl_dst", True, route)
     # progress2: one progress line for the whole copy (bytes, rate, ETA); --stats: the bytes sent and received
     args = [Lit("rsync -a --protect-args --info=progress2 --stats")]
     if is_volume(a) or is_volume(b):
@@ -240,7 +247,7 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
         args.append(Arg(b.owner, "--chown="))
     other = remote_src or remote_dst
     if other is not None:
-        args.append(Arg(ssh_command(other), "--rsh="))
+        args.append(Lit(rsync_rsh()) if route else Arg(ssh_command(other), "--rsh="))
         far = a if remote_src else b
         if is_volume(far):  # the far rsync runs in the volume's mountpoint (made first, if it is the target)
             args.append(Arg(remote_rsync_path(ctx, far, _sudo_without_password(other), far is b), "--rsync-path="))
@@ -248,7 +255,7 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
             args.append(Lit("--rsync-path='sudo -n rsync'"))
     rsync = (*args, Lit("--"), src, dst)
     if live:
-        start, end = _live_marks(remote_src, remote_dst, b, _root_word(dst))
+        start, end = _live_marks(remote_src, remote_dst, b, _root_word(dst), route)
         rsync = (*start, *rsync, Lit(";"), *end)
     mk = find_src + find_dst
     if not remote_dst and not is_volume(b):
@@ -259,7 +266,7 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     what = f"rsync {a.name} -> {b.name}" + (" (live pass)" if live else " (final pass)" if mirror else "")
     dests = [] if is_volume(b) else [Destination(b.host, b.path, None, a.name)]
     actions = [Shell(cmd, what, step_timeout(step, DEFAULT_TIMEOUT), show_output=live, meter="rsync",
-                     between_hosts=a.host != b.host)]
+                     between_hosts=a.host != b.host, route=route)]
     if b.mode and remote_dst:  # rsync -a gave the target the source's mode: the declared one, on its own host
         find, root = dir_root(ctx, b, "mdsl_dst")
         actions.append(Shell(ctx.command(b.host, (*find, *sh("chmod --", Arg(b.mode), root))),
@@ -267,11 +274,26 @@ def sync(ctx: CompileContext, step: A.Sync, a: Dir, b: Dir):
     return actions, dests
 
 
-def _sync_end(ctx: CompileContext, d: Dir, far: Optional[Host], var: str, create: bool):
+def copy_route(ctx: CompileContext, step, src: str, dst: str) -> Optional[Route]:
+    """The route of a copy between two SSH hosts (`route = ...`, auto by default); None when one end is local."""
+    hs, hd = ctx.host(src), ctx.host(dst)
+    mode = option_value(step, "route", None)
+    if not needs_route(hs, hd):
+        if mode is not None and mode != "auto":
+            here = hs.name if hs.local else hd.name
+            raise CompileError(f"`route = {mode}` is for copies between two SSH hosts; `{here}` is this machine, "
+                               "which copies itself", step.span, help="remove `route`")
+        return None
+    return Route(src, dst, mode or "auto")
+
+
+def _sync_end(ctx: CompileContext, d: Dir, far: Optional[Host], var: str, create: bool,
+              route: Optional[Route] = None):
     """(shell that finds the dir here, rsync's word for its content): `PATH/`, `"$var/"` for a volume
     here, `login:PATH/` or `login:./` (a volume there, whose mountpoint the far rsync starts in)."""
     if far is not None:
-        return (), Arg(remote(far, "./" if is_volume(d) else d.path.rstrip("/") + "/"))
+        path = "./" if is_volume(d) else d.path.rstrip("/") + "/"
+        return (), Arg(f"{TARGET_ALIAS}:{path}" if route else remote(far, path))
     find, root = dir_root(ctx, d, var, create=create)
     if is_volume(d):
         return find, Lit(f'"${var}/"')
@@ -299,19 +321,30 @@ def transfer(ctx: CompileContext, step: A.Transfer, src: Location, dst: Location
     hs, hd = ctx.host(src.host), ctx.host(dst.host)
     part = dst.path + ".part"
     push = pull = None
+    route = None
+    if option_value(step, "route", None) is not None and via not in ("rsync", "scp"):
+        raise CompileError(f"`route` is for `via = rsync` or `via = scp`; `via = {via}` goes its own way",
+                           step.span, help="remove `route`, or copy with `via = rsync`")
     if via in ("rsync", "scp"):
         runner, remote_src, remote_dst = _where_to_run(ctx, src.host, dst.host)
+        route = copy_route(ctx, step, src.host, dst.host)
         s = remote(remote_src, src.path) if remote_src else src.path
         d = remote(remote_dst, part) if remote_dst else part
+        if route is not None:
+            d = f"{TARGET_ALIAS}:{part}"
         other = remote_src or remote_dst
         if via == "rsync":
             words = [Lit("rsync --partial --inplace --protect-args")]
-            if other is not None:
+            if route is not None:
+                words.append(Lit(rsync_rsh()))
+            elif other is not None:
                 words.append(Arg(ssh_command(other), "--rsh="))
             words += [Lit("--"), Arg(s), Arg(d)]
         else:
             words = [Lit("scp -q -p")]
-            if other is not None:
+            if route is not None:
+                words += [Lit(route_ssh()[len("ssh "):])]  # scp takes ssh's -F
+            elif other is not None:
                 h = other
                 words += [Lit("-o BatchMode=yes"), Arg("Ciphers=" + SSH_CIPHERS, "-o"), Lit("-P"), Arg(str(h.port))]
                 if h.identity:
@@ -340,7 +373,7 @@ def transfer(ctx: CompileContext, step: A.Transfer, src: Location, dst: Location
         mode=(target_file.mode if target_file else None) or ("0600" if secret else None),
         owner=target_file.owner if target_file else None, secret=secret,
         dest_sudo=hd.sudo, source_sudo=hs.sudo, push=push, pull=pull,
-        timeout=step_timeout(step, DEFAULT_TIMEOUT))
+        timeout=step_timeout(step, DEFAULT_TIMEOUT), route=route)
     return [action], [Destination(dst.host, dst.path, None, src)], secret
 
 

@@ -38,6 +38,8 @@ from mdsl.run.leftovers import stop_leftovers
 from mdsl.run.load import Unusable, load_plan, render_findings
 from mdsl.run.preflight import run_preflight
 from mdsl.run.preflight_needs import leaves_by_top, needed_secrets, plan_needs
+from mdsl.run.preflight_routes import prove_routes
+from mdsl.run.routes import Routes
 from mdsl.run.progress import Progress
 from mdsl.run.rollback import RollbackRunner, state_now, what_to_undo
 from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_schedule, steps, steps_of
@@ -196,6 +198,9 @@ class Apply:
                   for a in (state.steps[s.id].artifacts if s.id in state.steps else ())}
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
         hosts |= set(docker_hosts(compiled.bound, sched.pending(compiled)))  # preflight asks Docker there
+        hosts |= {r.host for r in state.routes.values()}
+        # a host-to-host copy runs on its source, and its route needs the target's connection too
+        hosts |= {a.route.target for s in sched.pending(compiled) for a in s.actions if getattr(a, "route", None)}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
         # Preflight checks what the steps still to run need: a resume asks only for their secrets.
         pending = {id(s) for s in sched.pending(compiled)}
@@ -236,8 +241,9 @@ class Apply:
         try:
             with Progress(self.progress_enabled, self.progress_file) as progress:
                 self.console.pause = progress.paused
+                self.routes.executor, self.routes.journal = executor, self.journal
                 runner = StepRunner(executor, self.hosts, self.journal, self.console, progress, self.known_sha,
-                                    self.stats, self.expected)
+                                    self.stats, self.expected, self.routes)
                 for i, top in enumerate(compiled.steps):
                     todo = [m for m in top.leaves() if m in pending]
                     if todo:
@@ -323,11 +329,14 @@ class Apply:
 
     def _preflight(self, compiled: CompiledPlan, needs) -> bool:
         journal = J.LazyJournal(J.journal_path(self.opts.plan))
+        self.routes = Routes(Executor(self.backends, self.secrets), self.backends, self.hosts, journal)
         try:
             findings = run_preflight(compiled.bound, compiled, self.backends, journal=journal, needs=needs,
                                      estimates=self.expected)
+            findings += prove_routes(self.routes, compiled)
         finally:
             journal.close()
+            self.routes.journal = None
         errors = [f for f in findings if f.severity == Severity.ERROR]
         others = [f for f in findings if f.severity != Severity.ERROR]
         if others:

@@ -9,11 +9,16 @@ Secrets never appear in a command line: they reach a host as stdin or as a
 from __future__ import annotations
 
 import abc
+import contextvars
 import os
 import re
 from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 from attrs import frozen
+
+# True while a copy on `route = agent` runs (mdsl.run.routes): the SSH backend forwards this machine's
+# ssh-agent to the commands it starts then, and only then.
+forward_agent: contextvars.ContextVar[bool] = contextvars.ContextVar("mdsl_forward_agent", default=False)
 
 
 @frozen

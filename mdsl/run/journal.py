@@ -159,6 +159,19 @@ class SecretFileRecord:
     sudo: bool = False
 
 
+@frozen
+class RouteLeftover:
+    """What a host-to-host copy's route put on a host for the run (mdsl.run.routes): removed afterwards.
+
+    `kind` "dir": the route's directory on the source (its key pair, known_hosts, ssh_config), `value`
+    its path; "key": the line in the target's ~/.ssh/authorized_keys, `value` the marker it carries.
+    """
+
+    host: str
+    kind: str
+    value: str
+
+
 _TOKEN_CHARS = frozenset("0123456789abcdef")
 
 
@@ -191,11 +204,12 @@ class JournalState:
     running: List[RunningCommand] = field(factory=list)
     secret_files: Dict[Tuple[str, str], SecretFileRecord] = field(factory=dict)
     rolled_back: bool = False  # the last rollback finished (`mdsl rollback`, or apply's after a failure)
+    routes: Dict[Tuple[str, str, str], RouteLeftover] = field(factory=dict)
 
     def leftovers(self) -> "JournalState":
         """A fresh state that keeps only what may be left on the hosts (`--restart`)."""
         return JournalState(torn_lines=self.torn_lines, running=list(self.running),
-                            secret_files=dict(self.secret_files))
+                            secret_files=dict(self.secret_files), routes=dict(self.routes))
 
 
 class LazyJournal:
@@ -223,6 +237,12 @@ class LazyJournal:
 
     def secret_file_removed(self, host: str, path: str) -> None:
         self._open().secret_file_removed(host, path)
+
+    def route_placed(self, host: str, kind: str, value: str) -> None:
+        self._open().route_placed(host, kind, value)
+
+    def route_removed(self, host: str, kind: str, value: str) -> None:
+        self._open().route_removed(host, kind, value)
 
     def close(self) -> None:
         with self._lock:
@@ -281,6 +301,16 @@ def _secret_file_removed(st: JournalState, rec: dict) -> None:
     st.secret_files.pop((rec.get("host"), rec.get("path")), None)
 
 
+def _route_placed(st: JournalState, rec: dict) -> None:
+    host, kind, value = rec.get("host"), rec.get("kind"), rec.get("value")
+    if isinstance(host, str) and kind in ("dir", "key") and isinstance(value, str):
+        st.routes[(host, kind, value)] = RouteLeftover(host, kind, value)
+
+
+def _route_removed(st: JournalState, rec: dict) -> None:
+    st.routes.pop((rec.get("host"), rec.get("kind"), rec.get("value")), None)
+
+
 def _run(st: JournalState, rec: dict) -> None:
     st.rolled_back = False
     st.runs += 1
@@ -319,7 +349,8 @@ def _rollback(st: JournalState, rec: dict) -> None:
 
 # event -> how it changes the state (a new state, or None when it changed the one it was given)
 _REPLAY = {"reset": _reset, "pid": _pid, "reaped": _reaped, "secret-file": _secret_file,
-           "secret-file-removed": _secret_file_removed, "run": _run, "finished": _finished,
+           "secret-file-removed": _secret_file_removed, "route": _route_placed, "route-removed": _route_removed,
+           "run": _run, "finished": _finished,
            "start": _step, "done": _step, "failed": _step, "undone": _undone,
            "rollback": _rollback}
 
@@ -407,6 +438,14 @@ class Journal:
     def rolled_back(self, ok: bool, steps: Iterable[str]) -> None:
         """A rollback ended: every undo in `steps` ran (ok), or one failed."""
         self.append("rollback", ok=ok, steps=list(steps))
+
+    def route_placed(self, host: str, kind: str, value: str) -> None:
+        """A route's directory (kind "dir") or authorized_keys line ("key") is about to exist on `host`."""
+        self.append("route", host=host, kind=kind, value=value)
+
+    def route_removed(self, host: str, kind: str, value: str) -> None:
+        """That route leftover is gone."""
+        self.append("route-removed", host=host, kind=kind, value=value)
 
     def finished(self, ok: bool) -> None:
         """The apply ended."""

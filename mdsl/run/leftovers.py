@@ -43,6 +43,7 @@ from mdsl.run.console import Console
 from mdsl.run.errors import Refused
 from mdsl.run.executor import Executor
 from mdsl.run.log import redact_text
+from mdsl.run.routes import remove_dir, remove_key
 
 SECRET_PATH_RE = re.compile(r"/(?:[^\n\0]*/)?mdsl-secret\.[A-Za-z0-9]{8}")
 GRACE_TICKS = 25  # times 0.2 s between TERM and KILL
@@ -139,7 +140,7 @@ def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str
     files: Dict[str, List[J.SecretFileRecord]] = {}
     for f in state.secret_files.values():
         files.setdefault(f.host, []).append(f)
-    for host in sorted(set(running) | set(files)):
+    for host in sorted(set(running) | set(files) | {r.host for r in state.routes.values()}):
         if host not in executor.backends or host not in hosts:
             console.warn(f"warning: the journal lists commands or temp files an interrupted run may have left on "
                          f"host {host}, which this run does not reach (not in the plan any more?); check that host "
@@ -149,6 +150,32 @@ def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str
             _stop_commands(hosts[host], running[host], executor, console, journal, dry_run)
         for cmd, paths in remove_commands(host, files.get(host, []), hosts[host].sudo_password):
             _remove_files(host, cmd, paths, executor, console, journal, dry_run)
+        _remove_routes(hosts[host], [r for r in state.routes.values() if r.host == host], executor, console,
+                       journal, dry_run)
+
+
+def _remove_routes(h: Host, recs: List[J.RouteLeftover], executor: Executor, console: Console,
+                   journal: Optional[J.Journal], dry_run: bool) -> None:
+    """The route keys and dirs (mdsl.run.routes) a killed run left: authorized_keys lines, key dirs."""
+    host = h.name
+    if not recs:
+        return
+    if dry_run:
+        console.say(f"would remove {len(recs)} copy route key(s) or dir(s) the interrupted run left on host {host}")
+        return
+    removed = 0
+    for r in recs:
+        ok = remove_key(executor, host, r.value) if r.kind == "key" else remove_dir(executor, h, r.value)
+        if ok:
+            removed += 1
+            if journal is not None:
+                journal.route_removed(host, r.kind, r.value)
+        else:
+            console.warn(f"warning: cannot remove the copy route's {'authorized_keys line ' if r.kind == 'key' else ''}"
+                         f"{r.value} the interrupted run left on host {host}; remove it by hand")
+    if removed:
+        console.say(f"removed {removed} copy route key(s) or dir(s) the interrupted run left on host {host}")
+        log.get_logger().info("leftover.route_removed", host=host, removed=removed)
 
 
 def _stop_commands(h: Host, recs: List[J.RunningCommand], executor: Executor, console: Console,

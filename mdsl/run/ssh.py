@@ -25,10 +25,11 @@ import time
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import paramiko
+import paramiko.agent
 from fabric import Config, Connection
 
 from mdsl.model import Host
-from mdsl.run.backend import Backend, BackendError, BulkClient, Result, new_run_token
+from mdsl.run.backend import Backend, BackendError, BulkClient, Result, forward_agent, new_run_token
 from mdsl.run.openssh import OpenSshRoutes
 from mdsl.run.secrets import SecretStore
 from mdsl.run.ssh_channel import (
@@ -327,6 +328,15 @@ class SshBackend(Backend):
         """Why the OpenSSH client cannot be used for this host, once that is known."""
         return self._openssh.unusable
 
+    def host_key(self) -> Tuple[str, str]:
+        """(key type, base64) of the host key this connection verified against known_hosts."""
+        key = self._transport().get_remote_server_key()
+        return key.get_name(), key.get_base64()
+
+    def client_words(self) -> Optional[List[str]]:
+        """The OpenSSH client's options reaching this host as mdsl does, without the address (None: no client)."""
+        return self._openssh._client_words()
+
     def _transport(self) -> paramiko.Transport:
         conn = self._conn
         if conn is None or conn.transport is None or not conn.transport.is_active():
@@ -398,6 +408,7 @@ class SshBackend(Backend):
                 ch = transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as e:
                 raise BackendError(self.name, f"cannot open a channel to run `{short(command)}`: {e}") from None
+            agent = paramiko.agent.AgentRequestHandler(ch) if forward_agent.get() and not killer else None
             ex = ChannelCommand(self.name, transport, ch, command, self.wrap(command, stdin=stdin is not None),
                                 on_stdout, stdin, deadline, timeout, sudo=self._sudo_wrapper(),
                                 on_started=None if killer else self._started, kill=None if killer else self.kill_groups)
@@ -405,6 +416,8 @@ class SshBackend(Backend):
                 return ex.run()
             finally:
                 ch.close()
+                if agent is not None:
+                    agent.close()
 
     def kill_groups(self, pids: Iterable[int]) -> None:
         """TERM the process groups `pids` now, KILL them a few seconds later (detached: returns at once).

@@ -28,6 +28,7 @@ from mdsl.run.executor import Executor, current_step
 from mdsl.run.probes import dns_check, http_check
 from mdsl.run.progress import Progress, StepLine
 from mdsl.run.rsync_meter import RsyncMeter
+from mdsl.run.routes import RouteError
 from mdsl.run.transfer import Copier, remote_hash, remote_size
 from mdsl.run.tunnel import Tunnels
 
@@ -56,7 +57,7 @@ class StepRunner:
 
     def __init__(self, executor: Executor, hosts: Dict[str, Host], journal: J.Journal, console: Console,
                  progress: Progress, known_sha: Dict[Tuple[str, str], str], stats: Stats,
-                 expected: Optional[Dict[Tuple[str, str], int]] = None):
+                 expected: Optional[Dict[Tuple[str, str], int]] = None, routes=None):
         self.executor, self.hosts, self.journal = executor, hosts, journal
         self.console, self.progress = console, progress
         self.known_sha, self.stats = known_sha, stats
@@ -64,6 +65,7 @@ class StepRunner:
         self.expected = expected or {}
         self.tunnels = Tunnels(executor.backends)  # open from a `replicate ... live` to its final pass
         self.log = log.get_logger()
+        self.routes = routes  # opens a host-to-host copy's route around it (mdsl.run.routes)
 
     def close(self) -> None:
         """Close what the run keeps open across steps (tunnels)."""
@@ -158,10 +160,21 @@ class StepRunner:
 
     def _perform(self, action, produced, notes: List[str], line: Optional[StepLine] = None,
                  total: Optional[int] = None) -> int:
-        """Run one action (`line` says what it does, `total`: the bytes expected); returns bytes copied
-        between hosts."""
+        """Run one action (`line` says what it does, `total`: the bytes expected), through its route when it
+        copies between two SSH hosts; returns bytes copied between hosts."""
         if line is not None:
             line.detail(_doing(action))
+        route = getattr(action, "route", None)
+        if route is not None and self.routes is not None:
+            try:
+                with self.routes.opened(route) as prefix:
+                    return self._perform_one(with_route(action, prefix), produced, notes, total)
+            except RouteError as exc:
+                raise StepFailed(f"the route {route.source} -> {route.target}: {exc.message}",
+                                 host=route.source) from None
+        return self._perform_one(action, produced, notes, total)
+
+    def _perform_one(self, action, produced, notes: List[str], total: Optional[int] = None) -> int:
         if isinstance(action, Shell):
             if action.meter == "rsync":
                 return self._rsync(action, notes, total)
@@ -340,6 +353,17 @@ def _doing(action) -> str:
     if isinstance(action, Gate):
         return "waiting for the operator"
     return type(action).__name__
+
+
+def with_route(action, prefix: str):
+    """The action with its route's `MDSL_ROUTE_DIR=...;` before the command that copies."""
+    def prefixed(cmd: Command) -> Command:
+        return attrs.evolve(cmd, parts=(Lit(prefix), *cmd.parts))
+    if isinstance(action, Shell):
+        return attrs.evolve(action, command=prefixed(action.command))
+    if isinstance(action, CopyArtifact) and action.push is not None:
+        return attrs.evolve(action, push=prefixed(action.push))
+    return action
 
 
 def _fail(cmd: Command, res: Result, what: str) -> StepFailed:

@@ -106,7 +106,7 @@ def test_a_volume_synced_between_hosts_is_reached_at_both_mountpoints_with_numer
     words = shlex.split(sync)
     assert "--numeric-ids" in words
     # the source's mountpoint here, the target's through the far rsync, which starts in it (made first)
-    assert '"$mdsl_src/"' in sync and words[-1] == "root@10.0.0.2:./"
+    assert '"$mdsl_src/"' in sync and words[-1] == "mdsl-route-target:./"  # the route names the target (issue 11)
     [rsync_path] = [w for w in words if w.startswith("--rsync-path=")]
     far = rsync_path[len("--rsync-path="):]
     valid_shell(far)

@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from namespaces import HostNamespace, empty_dir
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SSHD = Path("/usr/sbin/sshd")
 WRITER_SCRIPT = Path(__file__).resolve().with_name("writer.py")
@@ -235,6 +237,27 @@ class SshHost:
         confdir.mkdir(parents=True, exist_ok=True)
         self.host_public_key = _keygen(self.host_key_path, f"mdsl-e2e-host-{name}")
         self.reset_root()
+        # a machine of its own: private /root /home /srv /var/lib /etc/ssh /tmp (namespaces.py); of the
+        # base dir it sees its own root and sshd dir, never the control's keys or the other hosts' roots
+        base = root.parent.parent
+        self.namespace = HostNamespace(base, name, address)
+        keep_files = ()
+        if authorized_keys.parent == base / "ssh":
+            keep_files = (str(authorized_keys.relative_to(base)),)
+        (base / "ssh").mkdir(exist_ok=True)
+        self.namespace.mask("ssh", keep=(str(confdir.relative_to(base)),), keep_files=keep_files)
+        self.namespace.mask("hosts", keep=(str(root.relative_to(base)),))
+        self.namespace.mask("ns")
+
+    def path(self, host_path: str | Path) -> Path:
+        """Where this machine (the control) reads the host's private `host_path` (/root, /tmp, /etc/ssh ...)."""
+        return self.namespace.path(host_path)
+
+    def in_namespace(self, argv: list[str]) -> list[str]:
+        """argv run in the host's mount namespace (a mount the host must see is made there, not here)."""
+        if not self.running:
+            raise RuntimeError(f"host {self.name} is not running")
+        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", "--", *argv]
 
     # -- identity
     @property
@@ -256,9 +279,10 @@ class SshHost:
 
     def reset_root(self) -> None:
         """Empty the host's root directory and put its marker file back."""
+        # emptied, not removed: it is a mount point in the host's namespace
         if self.root.exists():
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True)
+            empty_dir(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         (self.root / ".mdsl-host").write_text(f"{self.name} {self.address}\n")
 
@@ -272,7 +296,8 @@ class SshHost:
                     f"ListenAddress {self.address}:{self.port}",
                     f"HostKey {self.host_key_path}",
                     f"PidFile {self.pid_file}",
-                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    # the shared client key, and the host's own ~/.ssh (where mdsl's run keys go)
+                    f"AuthorizedKeysFile {self.authorized_keys} .ssh/authorized_keys",
                     "UsePAM no",
                     # keys live under /tmp (mode 1777), which StrictModes rejects
                     "StrictModes no",
@@ -306,13 +331,15 @@ class SshHost:
                 self.port = free_port(self.address)
             self._write_config()
             self.pid_file.unlink(missing_ok=True)
-            proc = subprocess.Popen(
-                [str(SSHD), "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            setup_log = self.confdir / "namespace.log"  # what the namespace setup says if it fails
+            with setup_log.open("w") as err:
+                proc = subprocess.Popen(
+                    self.namespace.wrap([str(SSHD), "-D", "-f", str(self.config_path), "-E", str(self.log_path)]),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
             ref = REGISTRY.record(proc.pid, f"sshd {self.name} {self.address}")
             if wait_for_tcp(self.address, self.port, timeout, proc):
                 self._proc, self._ref = proc, ref
@@ -320,6 +347,7 @@ class SshHost:
             ref.stop(timeout=2.0)
             proc.wait(timeout=5)
             last_log = self.log_path.read_text() if self.log_path.exists() else ""
+            last_log += setup_log.read_text()
         raise RuntimeError(f"sshd for {self.address} did not start:\n{last_log}")
 
     def connection_pids(self) -> list[int]:
@@ -449,6 +477,7 @@ class SshCluster:
             else:
                 h.start()
             h.reset_root()
+            h.namespace.reset()
         self.write_client_files()
 
     def __enter__(self) -> "SshCluster":

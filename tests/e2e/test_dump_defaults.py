@@ -174,7 +174,8 @@ def _path_without(tmp_path: Path, *missing: str) -> Path:
 
 def test_a_host_without_zstd_is_p402_and_compress_gzip_runs_without_it(three, pg_source, tmp_path):
     a, b, c, decls = three
-    c.set_hook(f"export PATH={_path_without(tmp_path, 'zstd', 'unzstd', 'zstdcat', 'zstdmt')}")
+    # in c's root: host c sees none of this machine's temp dirs
+    c.set_hook(f"export PATH={_path_without(c.root, 'zstd', 'unzstd', 'zstdcat', 'zstdmt')}")
     dump = c.root / "db.dump"
     plan = tmp_path / "nozstd.plan"
 

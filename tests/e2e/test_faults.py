@@ -233,9 +233,10 @@ def test_sigkill_then_rerun_converges(migration, points):
 def test_a_hung_step_is_stopped_by_its_timeout_and_says_so(ssh_hosts, tmp_path, where):
     marker = f"mdsl-hang-{os.getpid()}-{where}"
     host = ssh_hosts.plan_host_decl("a") if where == "ssh" else "host a { local = true }"
+    scratch = ssh_hosts.a.root if where == "ssh" else tmp_path  # where host a and this test both look
     plan = tmp_path / "hang.plan"
     plan.write_text(f'{host}\nsteps {{\n  quick: run a "true"\n  hang: run a "sleep 300; : {marker}" timeout = 2\n'
-                    f'  after: run a "touch {tmp_path}/after"\n}}\n')
+                    f'  after: run a "touch {scratch}/after"\n}}\n')
     t = time.monotonic()
     r = mdsl("apply", "--yes", str(plan), timeout=60)
     took = time.monotonic() - t
@@ -246,7 +247,7 @@ def test_a_hung_step_is_stopped_by_its_timeout_and_says_so(ssh_hosts, tmp_path, 
     assert re.search(r"step 2 .*hang", said) and ("timed out after 2s" in said or "longer than 2s" in said), said
     assert "timeout" in said  # how to give it longer
     assert took < 30, took
-    assert not (tmp_path / "after").exists()
+    assert not (scratch / "after").exists()
     # the hung command is gone from the host, not left running
     wait_until(lambda: not subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout, 10,
                what="the timed-out command to be stopped")
@@ -430,7 +431,8 @@ def test_a_command_a_killed_apply_left_running_is_stopped_before_the_rerun(ssh_h
     """SIGKILL mdsl while a step's command runs: the command goes on; the re-run stops it, then finishes."""
     marker = f"mdsl-orphan-{os.getpid()}-{where}"
     host = ssh_hosts.plan_host_decl("a") if where == "ssh" else "host a { local = true }"
-    once, after = tmp_path / "once", tmp_path / "after"
+    scratch = ssh_hosts.a.root if where == "ssh" else tmp_path  # where host a and this test both look
+    once, after = scratch / "once", scratch / "after"
     slow = f": {marker}; test -e {once} || {{ touch {once}; sleep 300; }}"  # long only the first time
     plan = tmp_path / "orphan.plan"
     plan.write_text(f'{host}\nsteps {{\n  first: run a "true"\n  slow: run a {plan_str(slow)}\n'
@@ -483,8 +485,9 @@ def test_a_command_killed_by_a_signal_is_reported_with_the_signal(ssh_hosts, tmp
     """sshd's exit-signal (which paramiko ignores) becomes exit 128+N and the signal's name, not "connection lost"."""
     host = ssh_hosts.plan_host_decl("a") if where == "ssh" else "host a { local = true }"
     plan = tmp_path / "signal.plan"
+    scratch = ssh_hosts.a.root if where == "ssh" else tmp_path  # where host a and this test both look
     # $$ is the wrapper shell itself (the wrapper exec'd it): the command's whole session dies
-    plan.write_text(f'{host}\nsteps {{\n  run a "kill -KILL $$"\n  run a {plan_str(f"touch {tmp_path}/after")}\n}}\n')
+    plan.write_text(f'{host}\nsteps {{\n  run a "kill -KILL $$"\n  run a {plan_str(f"touch {scratch}/after")}\n}}\n')
     r = mdsl("apply", "--yes", str(plan))
     text = output(r)
     assert r.returncode == 1, text
@@ -492,6 +495,6 @@ def test_a_command_killed_by_a_signal_is_reported_with_the_signal(ssh_hosts, tmp
     said = human(text)
     assert "killed by SIGKILL (exit status 137)" in said and re.search(r"step 1\b.*failed on host a", said), said
     assert "connection lost" not in said
-    assert not (tmp_path / "after").exists()
+    assert not (scratch / "after").exists()
     failed = [e for e in journal_events(plan) if e.get("event") == "failed"]
     assert len(failed) == 1 and "SIGKILL" in failed[0]["error"]

@@ -55,9 +55,9 @@ if cmd == "run":
 
 def test_two_apps_move_in_lanes_and_a_failed_lane_resumes(ssh_hosts, tmp_path):
     a, b = ssh_hosts.a, ssh_hosts.b
-    app = tmp_path / "app.py"
-    app.write_text(APP)
     homes = {"old1": a.root / "app1", "new1": b.root / "app1", "old2": b.root / "app2", "new2": a.root / "app2"}
+    for root in (a.root, b.root):  # each host runs the app from its own copy (they share no files)
+        (root / "app.py").write_text(APP)
     for h in homes.values():
         h.mkdir(parents=True)
     FileTree.populate(homes["old1"] / "data", files=30, seed=1)
@@ -66,7 +66,7 @@ def test_two_apps_move_in_lanes_and_a_failed_lane_resumes(ssh_hosts, tmp_path):
     want2 = FileTree.snapshot(homes["old2"] / "data")
 
     def ctl(verb, name):
-        return shlex.join([sys.executable, str(app), verb, str(homes[name])])
+        return shlex.join([sys.executable, str(homes[name].parent / "app.py"), verb, str(homes[name])])
 
     def running(name) -> bool:
         return subprocess.run(ctl("status", name), shell=True).returncode == 0
@@ -75,7 +75,7 @@ def test_two_apps_move_in_lanes_and_a_failed_lane_resumes(ssh_hosts, tmp_path):
         return (f'service app_{name} on {host} {{ start = "{ctl("start", name)}"  stop = "{ctl("stop", name)}"  '
                 f'status = "{ctl("status", name)}"  writes = [data_{name}] {initially}}}')
 
-    gate = tmp_path / "gate"
+    gate = a.root / "gate"  # on host a, which tests it
     plan = tmp_path / "lanes.plan"
     plan.write_text(f"""plan "two apps in lanes"
 {ssh_hosts.plan_host_decl("a")}

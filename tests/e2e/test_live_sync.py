@@ -111,6 +111,9 @@ def test_live_pass_marks_recently_changed_target_files_over_ssh(ssh_hosts, tmp_p
     (src / "old.txt").write_text("old\n")
     os.utime(src / "old.txt", ns=(10**18, 10**18))
     (src / "recent.db").write_bytes(b"x" * 4096)
+    # written "during" the pass, whenever it starts (preflight and the copy's route take seconds first)
+    soon = time.time_ns() + 3600 * 10**9
+    os.utime(src / "recent.db", ns=(soon, soon))
     plan = tmp_path / "live-only.plan"
     plan.write_text(f"""
 plan "live pass only"

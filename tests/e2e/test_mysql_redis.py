@@ -87,7 +87,7 @@ steps {{
 
 
 def test_nextcloud_like_mariadb_moves_whole_with_definers_fixed(ssh_hosts, mariadb_source, mariadb_target, tmp_path):
-    writer = SqlWriter(mariadb_source, tmp_path / "writer")
+    writer = SqlWriter(mariadb_source, ssh_hosts.a.root / "writer")  # host a stops it
     plan = _mysql_plan(tmp_path, ssh_hosts, mariadb_source, mariadb_target, writer, start_again=True)
     subprocess.run(["sh", "-c", writer.start], check=True, timeout=30)
     try:
@@ -115,7 +115,7 @@ def test_nextcloud_like_mariadb_moves_whole_with_definers_fixed(ssh_hosts, maria
 @pytest.mark.parametrize("mistake", ["wrong password", "wrong database", "older target", "hidden routine"])
 def test_mariadb_mistakes_are_refused_in_preflight(ssh_hosts, mariadb_source, mariadb_target, tmp_path, monkeypatch,
                                                    mistake, e2e_base):
-    writer = SqlWriter(mariadb_source, tmp_path / "writer")
+    writer = SqlWriter(mariadb_source, ssh_hosts.a.root / "writer")  # host a stops it
     target = mariadb_target
     if mistake == "wrong password":
         monkeypatch.setenv("MDSL_E2E_MYSQL_PASSWORD", "not-the-password")

@@ -149,23 +149,25 @@ def unchanged(ssh_hosts, pg_source, pg_target):
 
 
 @pytest.fixture
-def mounts():
-    """mount(path, options): a tmpfs there for this test only (unmounted in the finalizer)."""
+def mounts(ssh_hosts):
+    """mount(path, options): a tmpfs there for this test only (unmounted in the finalizer), made in the
+    mount namespace of the host whose root holds `path` (the hosts share no mounts with this machine)."""
     made = []
 
     def mount(path: Path, options: str) -> Path:
+        (host,) = [h for h in ssh_hosts if h.root in path.parents]
         path.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "mdsl-e2e", str(path)],
+        r = subprocess.run(host.in_namespace(["mount", "-t", "tmpfs", "-o", options, "mdsl-e2e", str(path)]),
                            capture_output=True, text=True)
         if r.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); these checks need root with CAP_SYS_ADMIN")
-        made.append(path)
+        made.append((host, path))
         return path
 
     yield mount
-    for p in reversed(made):
-        if subprocess.run(["umount", str(p)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(p)], capture_output=True)
+    for host, p in reversed(made):
+        if subprocess.run(host.in_namespace(["umount", str(p)]), capture_output=True).returncode != 0:
+            subprocess.run(host.in_namespace(["umount", "-l", str(p)]), capture_output=True)
 
 
 # ---------------------------------------------------------------- the clean case

@@ -75,7 +75,9 @@ class ProcScanner:
 
 
 def _secret_files(ssh_hosts=None) -> set:
-    dirs = [Path("/tmp")] + ([h.tmpdir for h in ssh_hosts] if ssh_hosts is not None else [])
+    # each host's TMPDIR, and its own /tmp (where a sudo'ed command, whose TMPDIR sudo drops, writes)
+    dirs = [Path("/tmp")] + ([d for h in ssh_hosts for d in (h.tmpdir, h.path("/tmp"))] if ssh_hosts is not None
+                             else [])
     return {p for d in dirs for p in d.glob("mdsl-secret.*")}
 
 

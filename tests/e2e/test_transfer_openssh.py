@@ -111,7 +111,7 @@ def test_bulk_copies_share_one_connection_per_host_which_ends_with_mdsl(ssh_host
         blob = a.root / f"media{k}.bin"
         blob.write_bytes(os.urandom((16 << 20) + k))  # BULK_MIN: the OpenSSH route
         blobs.append(blob)
-    once, marker = tmp_path / "once", f"mdsl-mux-{os.getpid()}"
+    once, marker = a.root / "once", f"mdsl-mux-{os.getpid()}"  # on host a: it runs the test of it
     slow = f": {marker}; test -e {once} || {{ touch {once}; sleep 300; }}"
     plan = tmp_path / "mux.plan"
     files = "\n".join(f'file m{k} on a {{ path = "{blobs[k]}" }}' for k in range(4))

@@ -158,6 +158,23 @@ P411 = Rule(
            "user existed on the old box only.",
 )
 
+P412 = Rule(
+    "P412", "a copy between two hosts has no working route", ERROR,
+    summary=(
+        "`sync` and `transfer ... via = rsync|scp` between two SSH hosts run on the source and log in to the "
+        "target from there, with a key pair mdsl makes for the copy (its public half in the target's "
+        "~/.ssh/authorized_keys, `restrict`ed) and the target's host key as this machine knows it. Preflight "
+        "opens every such route and logs in through it before any step: `route = direct` needs the source to "
+        "reach the target's address and port, `route = relay` needs this machine to reach the target and "
+        "the source's sshd to allow TCP forwarding, `auto` (the default) takes direct, else relay. A route "
+        "that fails is reported here, before any app is stopped."),
+    bad="The source is at one provider, the target behind NAT at home; `route = direct` cannot connect.",
+    fixed="Leave `route` out (auto: relayed through this machine when the source cannot reach the target), "
+          "or open the target's firewall to the source.",
+    source="issue 11: a Gitea move stopped, dumped and transferred, then failed at the `sync` because the source "
+           "host had no key for the target.",
+)
+
 P413 = Rule(
     "P413", "the source cannot be replicated as the plan asks", ERROR,
     summary=(
@@ -191,4 +208,4 @@ P414 = Rule(
     source="Compose guides stop the whole stack (`docker compose down`) before a backup.",
 )
 
-RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411, P413, P414)
+RULES = (P401, P402, P403, P404, P405, P406, P407, P408, P409, P410, P411, P412, P413, P414)
