@@ -117,14 +117,20 @@ def new_writer(ssh_hosts, pg_target):
 
 
 @pytest.fixture
-def mounts():
-    """Mount points made by a test; unmounted (lazily if busy) afterwards."""
-    made: list[Path] = []
-    yield made
-    for m in reversed(made):
-        subprocess.run(["umount", str(m)], capture_output=True)
-        if os.path.ismount(m):
-            subprocess.run(["umount", "-l", str(m)], capture_output=True)
+def mounts(ssh_hosts):
+    """mount(host, path, options): a tmpfs made in that host's mount namespace (the hosts share no mounts
+    with this machine); unmounted (lazily if busy) afterwards."""
+    made: list[tuple] = []
+
+    def mount(host, path: Path, options: str) -> None:
+        path.mkdir()
+        subprocess.run(host.in_namespace(["mount", "-t", "tmpfs", "-o", options, "mdsl-e2e", str(path)]), check=True)
+        made.append((host, path))
+
+    yield mount
+    for host, m in reversed(made):
+        if subprocess.run(host.in_namespace(["umount", str(m)]), capture_output=True).returncode != 0:
+            subprocess.run(host.in_namespace(["umount", "-l", str(m)]), capture_output=True)
 
 
 # ---------------------------------------------------------------- 1. the seed's migration, done right
@@ -415,15 +421,11 @@ def test_preflight_catches_before_anything_is_stopped(case, ssh_hosts, pg_source
         must_name = "pg_restore"
     elif case == "target-not-writable":
         inbox = b.root / "readonly"
-        inbox.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1g,mode=0755", "mdsl-e2e-ro", str(inbox)], check=True)
-        mounts.append(inbox)
+        mounts(b, inbox, "ro,size=1g,mode=0755")
         code, fix = "P407", None
     elif case == "too-little-space":
         inbox = b.root / "small"
-        inbox.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "mdsl-e2e-small", str(inbox)], check=True)
-        mounts.append(inbox)
+        mounts(b, inbox, "size=1m,mode=0755")
         code, fix = "P404", None
 
     plan = render_plan(
