@@ -123,14 +123,7 @@ class Apply:
             self.console.warn("interrupted; run `mdsl apply` again to resume where it stopped")
             return 130
         finally:
-            for b in self.backends.values():
-                try:
-                    b.close()
-                except Exception:  # noqa: BLE001 - closing must not mask the real outcome
-                    pass
-            if self.journal is not None:
-                self.journal.close()
-            lock.release()
+            self._release(lock)
             log.clear()
             current_step.set(None)
 
@@ -142,6 +135,17 @@ class Apply:
             self.console.warn(render_findings(warnings))
             self.console.ask(f"`mdsl check` found {len(warnings)} warning(s). Apply anyway?", "a plan with warnings")
         return compiled
+
+    def _release(self, lock) -> None:
+        """Close every connection and the journal, then release the plan's lock."""
+        for backend in self.backends.values():
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+                pass
+        if self.journal is not None:
+            self.journal.close()
+        lock.release()
 
     def _lock(self, lock: J.PlanLock) -> bool:
         try:

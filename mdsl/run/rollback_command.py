@@ -31,14 +31,7 @@ class RollbackCommand(Apply):
             self.console.warn(f"refused: {exc}")
             return 1
         finally:
-            for b in self.backends.values():
-                try:
-                    b.close()
-                except Exception:  # noqa: BLE001 - closing must not mask the real outcome
-                    pass
-            if self.journal is not None:
-                self.journal.close()
-            lock.release()
+            self._release(lock)
 
     def _roll_back(self, compiled) -> int:
         plan = self.opts.plan
