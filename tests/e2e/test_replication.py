@@ -156,7 +156,7 @@ def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, 
     src, dst = logical_source, pg_target
     writer.start()
     wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
-    gate = tmp_path / "go-on"
+    gate = ssh_hosts.a.root / "go-on"  # the run step reads it on host a, which has its own /tmp
     port = free_port()
     steps = (f"  replicate old_db to new_db live  port = {port}\n"
              '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
@@ -187,7 +187,7 @@ def test_final_pass_resumed_after_its_subscription_was_dropped_removes_the_slot(
     src, dst = logical_source, pg_target
     writer.start()
     wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
-    gate = tmp_path / "go-on"
+    gate = ssh_hosts.a.root / "go-on"  # the run step reads it on host a, which has its own /tmp
     port = free_port()
     steps = (f"  replicate old_db to new_db live  port = {port}\n"
              '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
