@@ -45,6 +45,7 @@ UNSHARE = "unshare"
 # the paths a machine keeps to itself; /tmp separately, last (it hides the base dir)
 PRIVATE_DIRS = ("/root", "/home", "/srv", "/var/lib", "/etc/ssh")
 TMP = "/tmp"
+REPO = Path(__file__).resolve().parents[2]
 
 # Runs inside the new namespace: $1 base dir, $2 per-host dir (relative to base), $3 hostname,
 # $4 the control's paths to bind back inside the private dirs (colon-separated: the Python the
@@ -68,7 +69,7 @@ unset IFS
 for d in %(private)s; do
   mount --no-canonicalize --rbind "$ns$d" "$d"
 done
-mount --no-canonicalize --bind "$ns/tmp" /tmp
+mount --no-canonicalize --rbind "$ns/tmp" /tmp
 mkdir -p "$base"
 mount --no-canonicalize --bind . "$base"
 while [ "$1" != "--" ]; do
@@ -99,8 +100,9 @@ class HostNamespace:
         self.dir = self.base / "ns" / address
         self.masks: list[str] = []  # operations for _SETUP, in order
         # the control's paths every host sees read-only at the same place, although they are in a
-        # private dir: the interpreter the tests start services with (pyenv keeps it under /root)
-        self.shared: list[str] = [p for p in _python_prefixes() if self._private(Path(p))]
+        # private dir: the interpreter the tests start services with (pyenv keeps it under /root) and
+        # this checkout with its venv (a CI clone may live under /tmp)
+        self.shared: list[str] = [p for p in _control_paths() if self._private(Path(p))]
         for d in (*PRIVATE_DIRS, TMP):
             if not Path(d).is_dir():
                 raise RuntimeError(f"namespaced test hosts need {d} on this machine to bind over")
@@ -148,12 +150,14 @@ class HostNamespace:
         return any(p == Path(d) or Path(d) in p.parents for d in (*PRIVATE_DIRS, TMP))
 
 
-def _python_prefixes() -> list[str]:
-    """The installation of the Python running the tests (what a venv's bin/python points into)."""
+def _control_paths() -> list[str]:
+    """The installation of the Python running the tests (what a venv's bin/python points into), the
+    venv, and the checkout the tests run from; a path inside another listed one is carried by it."""
     real = Path(sys.executable).resolve()
-    prefixes = {str(Path(sys.base_prefix).resolve())}
-    prefixes |= {str(real.parent.parent)} if real.parent.name == "bin" else set()
-    return sorted(p for p in prefixes if p != "/" and ":" not in p)
+    paths = {str(Path(sys.base_prefix).resolve()), str(Path(sys.prefix).resolve()), str(REPO)}
+    paths |= {str(real.parent.parent)} if real.parent.name == "bin" else set()
+    paths = {p for p in paths if p != "/" and ":" not in p}
+    return sorted(p for p in paths if not any(Path(q) in Path(p).parents for q in paths))
 
 
 def empty_dir(path: Path, keep: set[Path] = frozenset()) -> None:
