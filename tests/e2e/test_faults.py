@@ -322,16 +322,29 @@ def test_target_disk_fills_up_mid_transfer(ssh_hosts, tmp_path, request):
     size = 64 << 20
     src, dst, plan = _big_transfer_plan(ssh_hosts, tmp_path, size)
     want = _sha(src)
+    b = ssh_hosts.b
+
+    def on_b(*argv: str) -> subprocess.CompletedProcess:
+        """argv in host b's mount namespace: the small disk is mounted there only, as on a real machine."""
+        return subprocess.run(b.in_namespace(list(argv)), capture_output=True, text=True)
+
     inbox = dst.parent
     inbox.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=0755", "mdsl-e2e-full", str(inbox)], check=True)
-    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(inbox)], capture_output=True))
+    assert on_b("mount", "-t", "tmpfs", "-o", "size=160m,mode=0755", "mdsl-e2e-full", str(inbox)).returncode == 0
+    request.addfinalizer(lambda: on_b("umount", "-l", str(inbox)))
     part = dst.with_name(dst.name + ".part")
+
+    def size_on_b(path: Path) -> int:
+        return int(on_b("stat", "-c", "%s", str(path)).stdout.strip() or 0)
+
+    def sha_on_b(path: Path) -> str:
+        return on_b("sha256sum", str(path)).stdout.split()[0]
+
     run = Apply(plan)
     try:
-        wait_until(lambda: _size(part) > 0 or not run.running, 60, 0.002, "the transfer to start")
+        wait_until(lambda: size_on_b(part) > 0 or not run.running, 60, 0.002, "the transfer to start")
         # another process takes the room the preflight saw
-        subprocess.run(["dd", "if=/dev/zero", f"of={inbox}/hog", "bs=1M", "count=160"], capture_output=True)
+        on_b("dd", "if=/dev/zero", f"of={inbox}/hog", "bs=1M", "count=160")
         r = run.finish(timeout=120)
     finally:
         if run.running:
@@ -341,12 +354,12 @@ def test_target_disk_fills_up_mid_transfer(ssh_hosts, tmp_path, request):
     no_traceback(text)
     said = human(text)
     assert "No space left on device" in said and "host b" in said, said
-    assert not dst.exists() and _sha(src) == want
+    assert on_b("test", "-e", str(dst)).returncode == 1 and _sha(src) == want
     assert [e["event"] for e in journal_events(plan) if e.get("step") == "2"][-1] == "failed"
-    (inbox / "hog").unlink()  # the operator frees the space; the same plan finishes
+    assert on_b("rm", "--", f"{inbox}/hog").returncode == 0  # the operator frees the space; the same plan finishes
     r = mdsl("apply", "--yes", str(plan))
     assert r.returncode == 0, output(r)
-    assert _sha(dst) == want and not part.exists()
+    assert sha_on_b(dst) == want and on_b("test", "-e", str(part)).returncode == 1
 
 
 def test_connection_cut_mid_dump_leaves_no_dump_and_a_rerun_finishes(ssh_hosts, pg_source, tmp_path):
