@@ -15,6 +15,7 @@ the e2e suite makes too).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -170,6 +171,20 @@ def mdsl_apply(plan: Path, *extra: str, env=None) -> Measured:
     if m.returncode != 0:
         raise RuntimeError(f"mdsl apply {plan} failed ({m.returncode}):\n{m.stdout[-3000:]}\n{m.stderr[-3000:]}")
     return m
+
+
+def journal_steps(plan: Path) -> dict:
+    """{step id: seconds} from the plan's journal (the last run)."""
+    path = plan.parent / ".mdsl" / (plan.stem + ".journal")
+    out = {}
+    for raw in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(raw)
+            if rec.get("event") in ("reset", "run"):
+                out = {}
+            elif rec.get("event") == "done":
+                out[rec["step"]] = float(rec["seconds"])
+    return out
 
 
 def compile_bytecode() -> None:

@@ -59,7 +59,6 @@ import contextlib
 import hashlib
 import http.client
 import http.server
-import json
 import os
 import shlex
 import signal
@@ -458,23 +457,9 @@ class Poller(threading.Thread):
 # ---------------------------------------------------------------- the benchmark
 
 
-def journal_steps(plan: Path) -> dict:
-    """{step id: seconds} from the plan's journal (the last run)."""
-    path = plan.parent / ".mdsl" / (plan.stem + ".journal")
-    out = {}
-    for raw in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            rec = json.loads(raw)
-            if rec.get("event") in ("reset", "run"):
-                out = {}
-            elif rec.get("event") == "done":
-                out[rec["step"]] = float(rec["seconds"])
-    return out
-
-
 def main() -> int:
     from _common import (  # noqa: E402 (the `serve` subcommand above needs none of this)
-        MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, median, mdsl_apply,
+        MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, journal_steps, load, machine, median, mdsl_apply,
         run_measured, table, write_doc_block,
     )
     from files import make_tree

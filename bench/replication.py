@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import sys
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 
 from _common import (
-    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table,
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, journal_steps, load, machine, mdsl_apply, table,
     write_doc_block,
 )
 from hosts import Writer, plan_str
@@ -48,19 +47,6 @@ HERE = Path(__file__).resolve().parent
 STATUSES_PER_GB = 1_100_000  # bench/database.py's rows: ~1 GB on disk per 1.1 M statuses, indexes included
 SOURCE_DB, TARGET_DB = "mastodon_production", "mastodon"
 PASSWORD_ENV = "MDSL_BENCH_REPL_PASSWORD"
-
-
-def journal_steps(plan: Path) -> dict:
-    """{step id: seconds} of the last run, from the plan's journal."""
-    out = {}
-    for raw in (plan.parent / ".mdsl" / (plan.stem + ".journal")).read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            rec = json.loads(raw)
-            if rec.get("event") in ("reset", "run"):
-                out = {}
-            elif rec.get("event") == "done":
-                out[rec["step"]] = float(rec["seconds"])
-    return out
 
 
 def table_sums(pg, db: str, skip=()) -> dict:
