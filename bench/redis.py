@@ -16,9 +16,10 @@ each run the target holds keys of its own. Each round, in turn:
   by-hand   `redis-cli --rdb F` on a; scp a -> b; on b the file is put in the
             target's dir as dump.rdb and the target restarted, timed until it
             answers PING (not LOADING): the file swap of the guides
-  mdsl      `mdsl apply` of dump, transfer, restore replace: the snapshot's
-            read-back by redis-check-rdb, the stream copy's sha256, and the
-            restore into the running target (it replicates the file)
+  mdsl      `mdsl apply` of dump, transfer, restore replace: the snapshot
+            taken as a replica (no replica wait) and fed to redis-check-rdb
+            as it arrives, the stream copy's sha256, and the restore into the
+            running target (it replicates the file)
 
 After every run the target's keys per database must equal the source's, and
 DEBUG DIGEST (every key, value and expiry time) must match. The figure is the
@@ -224,8 +225,8 @@ steps {{
             dst.destroy()
 
     explain = {"by-hand": "`redis-cli --rdb`; scp; put as the target's dump.rdb, restart it, until it answers",
-               "mdsl": "`redis-cli --rdb` (no replica wait), read back by redis-check-rdb; stream copy; "
-                       "the running target replicates the file"}
+               "mdsl": "snapshot as a replica (no replica wait), checked by redis-check-rdb as it arrives; "
+                       "stream copy; the running target replicates the file"}
     hand, ours = res["by-hand"], res["mdsl"]
     rows = [[f"`{x.name}`", explain[x.name], f"**{x.med:.1f}**" if x.name == "mdsl" else f"{x.med:.1f}",
              ", ".join(f"{v:.1f}" for v in x.seconds),

@@ -148,7 +148,7 @@ def test_mariadb_mistakes_are_refused_in_preflight(ssh_hosts, mariadb_source, ma
     assert not (ssh_hosts.a.root / "outbox").exists()
 
 
-def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = True) -> Path:
+def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = True, before_restore: str = "") -> Path:
     a, b = ssh_hosts.a, ssh_hosts.b
     rdb_a, rdb_b = a.root / "outbox" / "dump.rdb", b.root / "inbox" / "dump.rdb"
     plan = tmp_path / "redis.plan"
@@ -160,6 +160,7 @@ def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = Tr
 steps {{
   dump old_queue to a:{plan_str(str(rdb_a))}
   transfer a:{plan_str(str(rdb_a))} to b:{plan_str(str(rdb_b))}
+{before_restore.replace("RDB", str(rdb_b))}
   restore b:{plan_str(str(rdb_b))} into new_queue{" replace" if replace else ""}
 }}
 """)
@@ -203,3 +204,23 @@ def test_redis_mistakes_are_refused_in_preflight(ssh_hosts, redis_source, redis_
     assert r.returncode != 0 and "cannot connect to Redis" in text, human(text)
     assert redis_target.keyspace() == {0: 50}
     assert not (ssh_hosts.a.root / "outbox").exists()
+
+
+def test_a_snapshot_cut_short_after_the_copy_is_refused_and_the_target_keeps_its_keys(
+        ssh_hosts, redis_source, redis_target, tmp_path):
+    """The plan's own snapshot, whole at the dump and the copy, loses its end on b (a full disk, a hand).
+
+    Loading it would cost the target its keys: a replica empties itself before it loads, and a Redis server
+    exits on an RDB that ends too soon. The restore sees the missing end-of-file marker first."""
+    plan = _redis_plan(tmp_path, ssh_hosts, redis_source, redis_target,
+                       before_restore='  run b "truncate -s -4096 RDB"')
+    r = mdsl("apply", "--yes", str(plan))
+    text = output(r)
+    no_traceback(text)
+    rdb_b = ssh_hosts.b.root / "inbox" / "dump.rdb"
+    assert r.returncode != 0 and f"{rdb_b} is cut short" in text and "not a whole RDB file" in text, human(text)
+    assert redis_target.running, "the target must keep running"
+    assert redis_target.keyspace() == {0: 50}
+    assert redis_target.cli("EXISTS", "stale:str:0").strip() == "1"
+    with redis_target.connect() as conn:  # never made a replica
+        assert b"role:master" in conn.call("INFO", "replication")
