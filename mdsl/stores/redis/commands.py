@@ -295,7 +295,7 @@ if old_auth is None:
 token = secrets.token_hex(24)
 listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(4); listener.settimeout(30)
 port = listener.getsockname()[1]
-served = False
+served = gone = False
 try:
     c.call("CONFIG", "SET", "masterauth", token)
     c.call("REPLICAOF", "127.0.0.1", port)
@@ -342,6 +342,7 @@ try:
             rep = info(c, "replication")
         except (Err, OSError) as e:
             # Redis exits when the RDB it loads is corrupt (after emptying itself): nothing to put back
+            gone = True
             fail("the target went away while loading the snapshot (%s): a Redis server exits when the RDB "
                  "it loads is corrupt; see its log, and restart it" % e)
         if rep.get("master_link_status") == "up" and rep.get("master_sync_in_progress") == "0":
@@ -357,8 +358,8 @@ try:
             fail("the target dropped the link while loading the snapshot (%s; see its log)" % e)
 finally:
     try:
-        c.call("REPLICAOF", "NO", "ONE")
-        c.call("CONFIG", "SET", "masterauth", old_auth or "")
+        if not gone: c.call("REPLICAOF", "NO", "ONE")
+        if not gone: c.call("CONFIG", "SET", "masterauth", old_auth or "")
     except (Err, OSError) as e:
         sys.stderr.write("mdsl: could not make the target a master again: %s\n" % e)
     listener.close()
