@@ -38,7 +38,8 @@ import subprocess
 import sys
 import time
 
-from _common import MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table
+from _common import MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_access, load, machine
+from _common import mdsl_apply, table
 from _common import timed, write_doc_block
 from database import journal_seconds
 from dbservers import RedisServer, Resp
@@ -180,6 +181,8 @@ steps {{
 }}
 ''')
             sizes = {}
+            # the hosts share nothing: a's own key for b, as an admin would set up (scp takes -P, not -p)
+            scp_opts = hand_made_access(a, b).removeprefix("ssh ").replace("-p ", "-P ")
 
             def clean():
                 subprocess.run(f"rm -f {q(str(a.root))}/redis.* {q(str(b.root))}/redis.* {q(str(dst.dir))}/dump.rdb",
@@ -197,10 +200,11 @@ steps {{
                 f_a, f_b = f"{a.root}/redis.rdb", f"{b.root}/redis.rdb"
                 t1 = timed(H.ssh_base("a") + [f"redis-cli -s {q(str(src.socket))} --rdb {q(f_a)} >/dev/null"])
                 sizes["by-hand"] = os.path.getsize(f_a)
-                t2 = timed(H.ssh_base("a") + [f"scp -q -F {q(str(H.cluster.ssh_config))} {q(f_a)} {q('b:' + f_b)}"])
+                t2 = timed(H.ssh_base("a") + [f"scp -q {scp_opts} {q(f_a)} {q(f'root@{b.address}:{f_b}')}"])
                 t = time.perf_counter()
                 dst.stop()
-                subprocess.run(H.ssh_base("b") + [f"cp -- {q(f_b)} {q(str(dst.dir / 'dump.rdb'))}"], check=True)
+                # the target's dir is the control machine's (the servers run here): cp as root on b would
+                subprocess.run(["cp", "--", f_b, str(dst.dir / "dump.rdb")], check=True)
                 dst.start(timeout=600)
                 ready(dst)
                 t3 = time.perf_counter() - t

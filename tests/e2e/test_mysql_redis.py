@@ -224,3 +224,25 @@ def test_a_snapshot_cut_short_after_the_copy_is_refused_and_the_target_keeps_its
     assert redis_target.cli("EXISTS", "stale:str:0").strip() == "1"
     with redis_target.connect() as conn:  # never made a replica
         assert b"role:master" in conn.call("INFO", "replication")
+
+
+def test_a_snapshot_corrupted_inside_after_the_copy_stops_the_target_and_the_step_says_so(
+        ssh_hosts, redis_source, redis_target, tmp_path):
+    """What the restore cannot see cheaply: a byte changed inside the file after its verified copy, both ends
+    intact. Redis checks the RDB's CRC64 as it loads: it empties itself first and then exits. The step must
+    say that at once, not wait for a link that never comes up (docs/reliability.md, "Faults")."""
+    flip = ("python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(-3, 2); b = f.read(1); "
+            "f.seek(-3, 2); f.write(bytes([b[0] ^ 1]))' RDB")  # inside the CRC64: the ends stay as they were
+    plan = _redis_plan(tmp_path, ssh_hosts, redis_source, redis_target, before_restore=f"  run b {plan_str(flip)}")
+    started = time.monotonic()
+    r = mdsl("apply", "--yes", str(plan))
+    text = output(r)
+    no_traceback(text)
+    assert r.returncode != 0 and "the target went away while loading the snapshot" in text, human(text)
+    assert "exits when the RDB it loads is corrupt" in text and "could not make the target" not in text
+    assert time.monotonic() - started < 120
+    deadline = time.monotonic() + 10
+    while redis_target.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis_target.running
+    assert "Wrong RDB checksum" in redis_target.log_path.read_text()
