@@ -179,6 +179,16 @@ def _assert_checks_clean(plan: Path) -> None:
     assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
 
 
+def _apply(plan: Path, env: dict, old, new) -> str:
+    """`mdsl apply --yes` of a written plan, which must succeed, the writers on both hosts tracked: what it said."""
+    r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
+    old.track()
+    new.track()
+    assert r.returncode == 0, output(r)
+    no_traceback(output(r))
+    return output(r)
+
+
 def _unit(fs: Path, name: str, text: str = "") -> None:
     (fs / "etc-systemd-system" / name).write_text(f"[Unit]\nDescription={name}\n[Service]\n{text}\n")
 
@@ -284,12 +294,8 @@ def test_mastodon_source_install_init_then_apply_with_a_live_writer(world, healt
     assert chk.returncode == 1 and "error[A101]" in chk.stdout and "SECRET_KEY_BASE" in chk.stdout, output(chk)
 
     env = {**os.environ, "MASTODON_DB_PASSWORD": PASSWORD, "SSL_CERT_FILE": str(health)}
-    r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
-    old.track()
-    new.track()
-    assert r.returncode == 0, output(r)
-    no_traceback(output(r))
-    assert PASSWORD not in output(r)
+    said = _apply(plan, env, old, new)
+    assert PASSWORD not in said
 
     assert old.status() == 3 and new.status() == 0  # stopped on a, running on b
     src = pgs[0].table_checksum("mastodon_production")
@@ -443,12 +449,8 @@ def test_gitea_binary_install_init_then_apply_with_a_live_writer(world, health, 
         assert key not in text and 'systemd = ["gitea"]' in text
         _assert_checks_clean(plan)
 
-        r = mdsl("apply", "--yes", str(plan), env={**os.environ, "SSL_CERT_FILE": str(health)}, timeout=600)
-        old.track()
-        new.track()
-        assert r.returncode == 0, output(r)
-        no_traceback(output(r))
-        assert key not in output(r)
+        said = _apply(plan, {**os.environ, "SSL_CERT_FILE": str(health)}, old, new)
+        assert key not in said
         assert old.status() == 3 and new.status() == 0
         assert len(old.files()) > 10
         there = b.fs / "var-lib-gitea" / "data"
@@ -510,12 +512,8 @@ def test_nextcloud_archive_install_on_postgresql_init_then_apply_with_a_live_wri
         _assert_checks_clean(plan)
 
         env = {**os.environ, "NEXTCLOUD_DB_PASSWORD": nc_pw, "SSL_CERT_FILE": str(health)}
-        r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
-        old.track()
-        new.track()
-        assert r.returncode == 0, output(r)
-        no_traceback(output(r))
-        assert secret not in output(r) and nc_pw not in output(r)
+        said = _apply(plan, env, old, new)
+        assert secret not in said and nc_pw not in said
         assert old.status() == 3 and new.status() == 0
         src, dst = pgs[0].table_checksum("nextcloud"), pgs[1].table_checksum("nextcloud")
         assert src["writer_events"].rows == len(old.files()) > 0
