@@ -90,10 +90,10 @@ def _declaration(head: str, attributes: Sequence[Attribute], one_line: bool = Fa
     return [f"{head} {{", *(f"  {line}" for line in lines), "}"]
 
 
-def _host(name: str, e: Endpoint) -> List[str]:
-    return _declaration(f"host {name}", [("ssh", quoted(e.login), ""), ("port", str(e.port), ""),
-                                         ("identity", _text(e.identity), ""),
-                                         ("known_hosts", _text(e.known_hosts), "")], one_line=True)
+def _host(name: str, endpoint: Endpoint) -> List[str]:
+    return _declaration(f"host {name}", [("ssh", quoted(endpoint.login), ""), ("port", str(endpoint.port), ""),
+                                         ("identity", _text(endpoint.identity), ""),
+                                         ("known_hosts", _text(endpoint.known_hosts), "")], one_line=True)
 
 
 @frozen
