@@ -115,8 +115,8 @@ class _Pair:
                 *_declaration(f"{self.kind} new_{self.role} on new", self.new)]
 
 
-FRESH: Attribute = ("fresh", "true", "")
-SECRET: Attribute = ("secret", "true", "")
+_FRESH: Attribute = ("fresh", "true", "")
+_SECRET: Attribute = ("secret", "true", "")
 
 # A database server's login as the plan declares it: plan attribute <- what the config said.
 _LOGIN_ATTRIBUTES = (("database", "name"), ("user", "user"), ("tcp", "tcp"), ("socket", "socket"), ("port", "port"))
@@ -137,9 +137,9 @@ def _database(app: AppFound, tdb: Database, holds: str) -> _Pair:
     """The database: SQLite by its file, a server by its login; the new one is emptied by the restore."""
     db = app.database
     about = (f"{_cap(holds)} ({STORES[db.store].title}, {size_text(db.size)}).",)
-    if db.store == "sqlite":
-        return _Pair("sqlite", "db", about, (("path", quoted(db.path), ""),), (("path", quoted(db.path), ""), FRESH))
-    return _Pair(db.store, "db", about, tuple(_login(db, app.profile.name)), (*_login(tdb, app.profile.name), FRESH),
+    if STORES[db.store].is_file:
+        return _Pair(db.store, "db", about, (("path", quoted(db.path), ""),), (("path", quoted(db.path), ""), _FRESH))
+    return _Pair(db.store, "db", about, tuple(_login(db, app.profile.name)), (*_login(tdb, app.profile.name), _FRESH),
                  about_new=("fresh: whatever the new server holds under this name is disposable "
                             "(the restore replaces it)",))
 
@@ -164,9 +164,9 @@ def _config_file(app: AppFound, c: ConfigFile, target_path: str) -> _Pair:
     about.append("The file is copied as it is; its content is never shown (secret = true).")
     moved = (f"Where {app.target_layout.title} reads it (list it in the module's options if it asks).",) \
         if target_path != c.path else ()
-    return _Pair("file", c.role, tuple(about), (("path", quoted(c.path), ""), SECRET),
+    return _Pair("file", c.role, tuple(about), (("path", quoted(c.path), ""), _SECRET),
                  (("path", quoted(target_path), ""), ("owner", _text(c.owner), ""),
-                  ("mode", quoted(_secret_mode(c.mode)), ""), SECRET), about_new=moved)
+                  ("mode", quoted(_secret_mode(c.mode)), ""), _SECRET), about_new=moved)
 
 
 def _service(app: AppFound, source: Endpoint, data: Sequence[str], reads: Sequence[str]) -> _Pair:
@@ -205,7 +205,7 @@ def _target_places(app: AppFound) -> _Target:
         return default if same or place is None or not place.path else place.path
 
     db = app.database
-    if db is not None and not same and db.store != "sqlite":
+    if db is not None and not same and not STORES[db.store].is_file:
         place = lay.places.get(next(r for r in app.profile.roles.values() if r.kind == "database").name)
         if place is not None and place.database:
             peer = bool(place.auth and "peer" in place.auth)
@@ -292,12 +292,12 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
 
     # ---------------------------------------------------------------- declarations
     db = app.database
-    declared_db = db is not None and (db.store != "sqlite" or db.inside is None)
+    declared_db = db is not None and db.inside is None  # a file database inside a data dir travels with it
     db_role = next((r for r in p.roles.values() if r.kind == "database"), None)
     if db is not None and not declared_db:
         add("")
-        add(f"# {_cap(db_role.holds)}: SQLite at {db.path}, inside the {db.inside} dir, copied with it while "
-            f"{p.title} is stopped.")
+        add(f"# {_cap(db_role.holds)}: {STORES[db.store].title} at {db.path}, inside the {db.inside} dir, "
+            f"copied with it while {p.title} is stopped.")
     big = {d.role for d in app.dirs if d.size is not None and d.size >= presync_above}
     pairs = [_database(app, tgt.db, db_role.holds)] if declared_db else []
     pairs += [_data_dir(app, d, tpath, d.role in big) for d, tpath in tgt.dirs]
