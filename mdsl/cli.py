@@ -215,7 +215,7 @@ def _check(args) -> int:
             unusable = True
             batch = exc.findings
         else:
-            batch = (check_plan(plan, rollback=True) if args.rollback else check_plan(plan)).findings
+            batch = check_plan(plan, rollback=args.rollback).findings
         batch = sorted(batch, key=lambda f: (f.span.line, f.span.col, f.code))
         findings.extend(batch)
     if any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings):
