@@ -145,8 +145,8 @@ def wait_position_sql(dst: Mysql, name: str, timeout: float) -> str:
     """On the source (its writers stopped): prints the statement that waits on the target until it executed
     the source's binlog up to now. Nothing to wait for once the final pass unmarked the target (a resumed
     final pass)."""
-    stopped = (f"the replication into {dst.name} has not run for {STOPPED_GRACE} s: `SHOW SLAVE {sql_str(name)} STATUS` on the target "
-               "says why (Last_SQL_Error)")
+    stopped = (f"the replication into {dst.name} has not run for {STOPPED_GRACE} s: "
+               f"`SHOW SLAVE {sql_str(name)} STATUS` on the target says why (Last_SQL_Error)")
     late = f"the replication into {dst.name} has not caught up within {int(timeout)} s"
     body = (f"BEGIN NOT ATOMIC DECLARE waited INT DEFAULT 0; DECLARE idle INT DEFAULT 0; IF {_marked(dst)} THEN "
             f"SET @@default_master_connection = {sql_str(name)}; "
@@ -157,8 +157,8 @@ def wait_position_sql(dst: Mysql, name: str, timeout: float) -> str:
             "ELSE SET idle = idle + {slice}; END IF; "
             "IF idle >= {grace} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {stopped}; END IF; "
             "IF waited >= {timeout} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {late}; END IF; "
-            "END LOOP w; END IF; END//").format(slice=WAIT_SLICE, grace=STOPPED_GRACE, timeout=int(timeout), stopped=sql_str(stopped),
-                                                 late=sql_str(late))
+            "END LOOP w; END IF; END//").format(slice=WAIT_SLICE, grace=STOPPED_GRACE, timeout=int(timeout),
+                                                 stopped=sql_str(stopped), late=sql_str(late))
     return f"SELECT CONCAT('SET @mdsl_goal = ', QUOTE(@@gtid_binlog_pos), ';\nDELIMITER //\n', {sql_str(body)})"
 
 
