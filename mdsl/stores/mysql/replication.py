@@ -32,7 +32,7 @@ from typing import List, Optional
 import attrs
 
 from mdsl.check.rules.p_preflight import P413
-from mdsl.compile.actions import Feed, Shell, Tunnel
+from mdsl.compile.actions import Feed, ReplicationObjects, Shell, Tunnel
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext, step_timeout
 from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
 from mdsl.findings import Finding
@@ -191,6 +191,13 @@ def _snapshot(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) ->
                  step_timeout(step, DEFAULT_TIMEOUT))
 
 
+def objects(ctx: CompileContext, src: Mysql, dst: Mysql) -> ReplicationObjects:
+    """The replication connection on the target, and the command that removes it with no plan (journaled:
+    a plan edited between the two passes still has it removed)."""
+    name = replication_name(src, dst)
+    return ReplicationObjects(name, [_admin(ctx, dst, stop_connection_sql(name), "").command])
+
+
 def live(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> List:
     """`replicate SRC to DST live`: the actions of the live pass (see the module's docstring)."""
     _check_names(step, src, dst)
@@ -201,8 +208,9 @@ def live(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> List
                source=sql_command(ctx, src, server_ids_sql(dst), "--raw")),
         _admin(ctx, dst, prepare_target_sql(dst, name), f"prepare {dst.name} for replication"),
         _snapshot(ctx, step, src, dst),
-        _admin(ctx, dst, start_sql(src, dst, name, tunnel_port(step, src, dst)),
-               f"replicate {src.name} into {dst.name} from the snapshot's GTID position"),
+        attrs.evolve(_admin(ctx, dst, start_sql(src, dst, name, tunnel_port(step, src, dst)),
+                            f"replicate {src.name} into {dst.name} from the snapshot's GTID position"),
+                     creates=objects(ctx, src, dst)),
     ]
 
 
@@ -215,7 +223,8 @@ def final(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> Lis
         _tunnel(step, src, dst),
         _admin(ctx, dst, "", f"wait until {dst.name} has executed {src.name}'s binlog", timeout=timeout + 60,
                source=sql_command(ctx, src, wait_position_sql(dst, name, timeout), "--raw")),
-        _admin(ctx, dst, end_sql(dst, name), f"end {dst.name}'s replication connection"),
+        attrs.evolve(_admin(ctx, dst, end_sql(dst, name), f"end {dst.name}'s replication connection"),
+                     removes=name),
         _tunnel(step, src, dst, close=True),
     ]
 
