@@ -3,7 +3,8 @@ with log_bin, binlog_format = ROW and its own server_id), two sshd hosts, the re
 own SSH tunnel, and a writer inserting rows until the plan stops it. Afterwards every table's CHECKSUM
 TABLE and row count are equal (an AUTO_INCREMENT table and a SEQUENCE too), and no replication connection
 is left on the target. A run killed between the live pass and the final pass leaves the connection; the
-next apply finishes and removes it. A source without binlog is refused in preflight, nothing changed.
+next apply finishes and removes it, or, when the plan was edited to drop the replication, removes it from
+what the journal recorded. A source without binlog is refused in preflight, nothing changed.
 The servers are shared by the module's tests (each test uses a database of its own)."""
 
 from __future__ import annotations
@@ -173,6 +174,34 @@ def test_kill_between_the_passes_then_apply_again_leaves_no_connection(ssh_hosts
     finally:
         writer.kill()
     _assert_equal(source, db, target, db)
+    assert _connections(target) == ""
+
+
+def test_a_plan_edited_between_the_passes_still_has_the_connection_removed(ssh_hosts, servers, db, tmp_path):
+    source, target = servers
+    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=8)
+    writer.run()
+    try:
+        plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name="edited")
+        run = Apply(plan)
+        try:
+            wait_until(lambda: _connections(target) != "" or not run.running, timeout=120, step=0.1,
+                       what="the live pass started its replication connection")
+            assert run.running, human(output(run.finish()))
+            run.kill()
+            run.finish()
+        finally:
+            run.ref.stop()
+        assert _connections(target) != ""
+        # the operator gives up replicating: the plan no longer names the replication at all
+        text = plan.read_text()
+        plan.write_text(text[:text.index("steps {")] + "steps {\n  stop old_app\n}\n")
+        r = mdsl("apply", "--yes", str(plan), timeout=300)
+        no_traceback(output(r))
+        assert r.returncode == 0, human(output(r))
+        assert "removed replication mdsl_" in human(output(r))
+    finally:
+        writer.kill()
     assert _connections(target) == ""
 
 
