@@ -247,7 +247,7 @@ def mariadb(args) -> int:
 {H.host_decl(a)}
 {H.host_decl(b)}
 {src.plan_decl("old_db", a.name, database=MARIA_DB, user=MARIA_USER, password_env=PASSWORD_ENV)}
-{dst.plan_decl("new_db", b.name, database=MARIA_DB, socket=True, run_as="root")}
+{dst.plan_decl("new_db", b.name, database=MARIA_DB, socket=True, run_as="root", fresh=True)}
 service old_app on {a.name} {{ start = {plan_str(start)}  stop = {plan_str(stop)}  status = {plan_str(status)}
                        writes = [old_db] }}
 service new_app on {b.name} {{ start = {plan_str("touch " + marker)}  stop = {plan_str("rm -f " + marker)}
