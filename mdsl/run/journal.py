@@ -40,6 +40,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from attrs import define, field, frozen
 
+from mdsl.run.leftover_records import ReplicationLeftover, RouteLeftover
+
 JOURNAL_DIR = ".mdsl"
 
 
@@ -157,33 +159,6 @@ class SecretFileRecord:
     path: str
     user: Optional[str] = None  # run_as of the command that owned it
     sudo: bool = False
-
-
-@frozen
-class RouteLeftover:
-    """What a host-to-host copy's route put on a host for the run (mdsl.run.routes): removed afterwards.
-
-    `kind` "dir": the route's directory on the source (its key pair, known_hosts, ssh_config), `value`
-    its path; "key": the line in the target's ~/.ssh/authorized_keys, `value` the marker it carries.
-    """
-
-    host: str
-    kind: str
-    value: str
-
-
-@frozen
-class ReplicationLeftover:
-    """What a `replicate ... live` made on its servers (mdsl.compile.actions.ReplicationObjects), until its
-    final pass removed it: `cleanup`, the commands that remove it, as JSON (mdsl.run.command_json)."""
-
-    name: str
-    cleanup: Tuple[dict, ...]
-
-    @property
-    def hosts(self) -> Tuple[str, ...]:
-        """The hosts its clean-up runs on."""
-        return tuple(dict.fromkeys(str(c.get("host")) for c in self.cleanup))
 
 
 _TOKEN_CHARS = frozenset("0123456789abcdef")
