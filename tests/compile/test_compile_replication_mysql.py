@@ -11,6 +11,7 @@ from mdsl.compile.actions import Feed, Shell, Tunnel
 from mdsl.compile.parts import CompileError
 from mdsl.stores.mysql import Mysql
 from mdsl.stores.mysql import replication as R
+from mdsl.syntax import ast as A
 from mdsl.syntax.parser import parse_text
 
 PLAN = '''plan "r"
@@ -91,3 +92,45 @@ def test_a_name_the_filters_cannot_hold_is_refused():
         assert "replication filters" in str(e)
     else:
         raise AssertionError("a database named a,b compiled")
+
+
+
+class _Answer:
+    def __init__(self, stdout: str):
+        self.stdout, self.ok, self.stderr, self.exit = stdout, True, "", 0
+
+
+def _preflight(side: str, row: list, slaves: str = ""):
+    from mdsl.compile.context import CompileContext
+    bound = resolve(parse_text(PLAN.replace("OPTS", "").replace("DST", "nc"), "r.plan"))
+    step = next(A.walk_steps(bound.plan.steps))
+    src, dst = bound.resources["old_db"], bound.resources["new_db"]
+
+    def run(cmd):
+        text = cmd.render(masked=True)
+        return _Answer(slaves) if "SHOW ALL SLAVES STATUS" in text else _Answer("\t".join(row) + "\n")
+    found = R.preflight(CompileContext(bound), run, step, src, dst, side)
+    return found, "\n".join(f"{f.code} {f.message} {f.help} {' '.join(f.notes)}" for f in found)
+
+
+def test_preflight_source_without_binlog_and_grants_says_how_to_fix():
+    found, text = _preflight("source", ["10.11.6-MariaDB", "repl@127.0.0.1", "0", "MIXED", "1", "0", "3307", "0",
+                                        "1"])
+    assert {f.code for f in found} == {"P413"} and len(found) == 2, text
+    assert "no binary log" in text and "restart" in text
+    assert "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'127.0.0.1';" in text
+
+
+def test_preflight_source_that_can_replicate_has_no_finding():
+    found, text = _preflight("source", ["10.11.6-MariaDB", "repl@127.0.0.1", "1", "ROW", "11", "0", "3307", "1",
+                                        "1"])
+    assert found == [], text
+
+
+def test_preflight_refuses_mysql_and_a_target_that_already_replicates():
+    found, text = _preflight("source", ["8.0.36", "repl@%", "1", "ROW", "1", "0", "3306", "1", "1"])
+    assert "MySQL 8.0.36" in text and len(found) == 1
+    found, text = _preflight("target", ["10.11.6-MariaDB", "root@localhost", "2", "1"], slaves="backup\tx\n")
+    assert "already replicates (backup)" in text and len(found) == 1
+    found, text = _preflight("target", ["10.11.6-MariaDB", "app@localhost", "0", "0"])
+    assert "server_id = 0" in text and "REPLICATION SLAVE ADMIN" in text

@@ -154,7 +154,7 @@ def test_replicate_live_then_final_pass_leaves_an_equal_database(ssh_hosts, serv
 
 def test_kill_between_the_passes_then_apply_again_leaves_no_connection(ssh_hosts, servers, db, tmp_path):
     source, target = servers
-    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=8)  # a slow stop: time to kill
+    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=5)  # a slow stop: time to kill
     writer.run()
     try:
         plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name="killed")
@@ -179,7 +179,7 @@ def test_kill_between_the_passes_then_apply_again_leaves_no_connection(ssh_hosts
 
 def test_a_plan_edited_between_the_passes_still_has_the_connection_removed(ssh_hosts, servers, db, tmp_path):
     source, target = servers
-    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=8)
+    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=5)
     writer.run()
     try:
         plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name="edited")

@@ -247,7 +247,7 @@ def _has(privileges: str) -> str:
 
 
 SOURCE_FIELDS = ("VERSION()", "CURRENT_USER()", "@@log_bin", "@@binlog_format", "@@server_id",
-                 "@@skip_networking", _has("'REPLICATION SLAVE'"), _has("'BINLOG MONITOR', 'SUPER'"))
+                 "@@skip_networking", "@@port", _has("'REPLICATION SLAVE'"), _has("'BINLOG MONITOR', 'SUPER'"))
 TARGET_FIELDS = ("VERSION()", "CURRENT_USER()", "@@server_id",
                  _has("'SUPER', 'REPLICATION SLAVE ADMIN'"))
 
@@ -277,7 +277,7 @@ def _source_findings(ctx, run, step: A.Replicate, src: Mysql) -> List[Finding]:
     row = _ask(ctx, run, src, SOURCE_FIELDS)
     if row is None:
         return []
-    version, user, log_bin, binlog_format, server_id, skip_networking, repl_slave, monitor = row
+    version, user, log_bin, binlog_format, server_id, skip_networking, port, repl_slave, monitor = row
     out = _not_mariadb(step, src, version)
     if out:
         return out
@@ -300,6 +300,16 @@ def _source_findings(ctx, run, step: A.Replicate, src: Mysql) -> List[Finding]:
         out.append(_p413(step, f"`{src.name}`'s server listens on no TCP port (skip_networking): the replication "
                                "arrives through mdsl's tunnel over TCP", label="no TCP",
                          help="remove skip_networking, with `bind_address = 127.0.0.1` (a restart)"))
+    if not src.tcp_host and port not in (str(DEFAULT_PORT), "0"):
+        out.append(_p413(step, f"`{src.name}` is declared by its socket, and its server listens on port {port}: the "
+                               f"tunnel would reach 127.0.0.1:{DEFAULT_PORT}", label="which port",
+                         help=f"declare `tcp = \"127.0.0.1:{port}\"` (with `user` and `password`) on `{src.name}`"))
+    if src.password is None:
+        out.append(_p413(step, f"`{src.name}` has no `password`: the target's server logs in to it over TCP, "
+                               "through the tunnel, with the declared user and password (unix_socket does not work "
+                               "there)", label="no password",
+                         help=f"declare `user` and `password = env(\"...\")` on `{src.name}`, a user the source "
+                              "accepts from 127.0.0.1"))
     missing = [p for p, ok in (("REPLICATION SLAVE", repl_slave), ("BINLOG MONITOR", monitor)) if ok == "0"]
     if missing:
         who = "'" + user.replace("@", "'@'", 1) + "'" if "@" in user else user
