@@ -319,14 +319,16 @@ def log_of(tmp_path: Path) -> list:
 
 
 def test_a_big_table_is_split_across_clients_with_its_keys_and_trigger_after_its_last_rows(tmp_path):
-    r, got, path = run_restore(tmp_path, make_big_dump(), jobs=2, chunk=8000)
+    # parts larger than a pipe holds, as with real dumps: a client's thread takes its next part only once
+    # its client has read most of the one before
+    r, got, path = run_restore(tmp_path, make_big_dump(statements=300), jobs=2, chunk=80_000)
     assert r.returncode == 0, r.stderr
     log = log_of(tmp_path)
     where = {i: line for i, line in enumerate(log)}
     inserts = [i for i, (_, line) in where.items() if line.startswith("INSERT INTO `big` VALUES")]
     # every statement loaded once, by both clients, in parts of whole statements
-    assert len(inserts) == 60
-    assert sorted(int(where[i][1].split("(", 2)[1].split(",")[0]) for i in inserts) == [s * 20 for s in range(60)]
+    assert len(inserts) == 300
+    assert sorted(int(where[i][1].split("(", 2)[1].split(",")[0]) for i in inserts) == [s * 20 for s in range(300)]
     loading = {where[i][0] for i in inserts}
     workers = [g for g in got if SENTINEL not in g]
     assert len(loading) == 2 and len(workers) == 2
@@ -350,12 +352,12 @@ def test_a_big_table_is_split_across_clients_with_its_keys_and_trigger_after_its
     assert "PROCEDURE `files_of`" in tail and "VIEW `v_usage`" in tail and "CREATE TABLE" not in tail
     # the step says so (its stdout is shown under the step)
     parts = int(re.search(r"`big` \((\d+) parts, 2 clients\)", r.stdout).group(1))
-    assert parts >= 5 and "rows loaded by several clients at once" in r.stdout
+    assert parts >= 3 and "rows loaded by several clients at once" in r.stdout
     assert not Path(str(path) + ".restore.part").exists()
 
 
 def test_a_failing_client_of_a_split_table_fails_the_step_with_its_error_first(tmp_path):
-    r, got, path = run_restore(tmp_path, make_big_dump(statements=200), jobs=2, chunk=8000, fail_on="(2000,0,")
+    r, got, path = run_restore(tmp_path, make_big_dump(statements=300), jobs=2, chunk=80_000, fail_on="(4000,0,")
     assert r.returncode != 0
     first = r.stderr.strip().splitlines()[0]
     assert first.startswith("mdsl: restore client") and "Duplicate entry" in first, r.stderr
