@@ -46,7 +46,8 @@ import time
 from typing import Dict
 
 from _common import (
-    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table, timed,
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_access, load, machine, mdsl_apply,
+    table, timed,
     write_doc_block,
 )
 from database import journal_seconds
@@ -115,6 +116,9 @@ steps {{
             sizes: Dict[str, int] = {}
             checked = set()
             split: list[str] = []  # what mdsl's restore step said about the tables it split, each run
+            # the hosts share nothing: a gets its own key for b, as an admin would make (not timed)
+            hand_made_access(a, b)
+            scp_opts = f"-o BatchMode=yes -P {b.port}"
             sock_a, sock_b = f"--socket={q(str(src.socket))}", f"--socket={q(str(dst.socket))}"
 
             def clean():
@@ -136,7 +140,7 @@ steps {{
                 t1 = timed(H.ssh_base("a") + [f"mysqldump {sock_a} -u root --single-transaction --routines --events "
                                               f"{DB} | gzip > {q(f_a)}"])
                 sizes["by-hand"] = os.path.getsize(f_a)
-                t2 = timed(H.ssh_base("a") + [f"scp -q -F {q(str(H.cluster.ssh_config))} {q(f_a)} {q('b:' + f_b)}"])
+                t2 = timed(H.ssh_base("a") + [f"scp -q {scp_opts} {q(f_a)} {q(f'root@{b.address}:{f_b}')}"])
                 t3 = timed(H.ssh_base("b") + [f"gunzip < {q(f_b)} | mysql {sock_b} -u root {DB}"])
                 for k, v in (("dump", t1), ("copy", t2), ("restore", t3)):
                     side.add(k, v)
@@ -149,7 +153,7 @@ steps {{
                                               f"--trx-consistency-only -o {q(d_a)}"])
                 sizes["mydumper"] = int(subprocess.run(["du", "-sb", d_a], capture_output=True, text=True,
                                                        check=True).stdout.split()[0])
-                t2 = timed(H.ssh_base("a") + [f"scp -q -r -F {q(str(H.cluster.ssh_config))} {q(d_a)} {q('b:' + d_b)}"])
+                t2 = timed(H.ssh_base("a") + [f"scp -q -r {scp_opts} {q(d_a)} {q(f'root@{b.address}:{d_b}')}"])
                 t3 = timed(H.ssh_base("b") + [f"myloader {sock_b} -u root -B {DB} -t 2 -o -d {q(d_b)}"])
                 for k, v in (("dump", t1), ("copy", t2), ("restore", t3)):
                     side.add(k, v)

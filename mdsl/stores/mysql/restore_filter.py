@@ -100,6 +100,8 @@ class Part:
             self.publish()
     def publish(self, done=False):
         self.out.flush()
+        if done:  # its file is unlinked once sent: its space comes back only when closed here too
+            self.out.close()
         with cond:
             self.size, self.done = self.sent, done
             cond.notify_all()
