@@ -115,7 +115,7 @@ steps {{
 ''')
             sizes: Dict[str, int] = {}
             checked = set()
-            split: list[str] = []  # what mdsl's restore step said about the tables it split, each run
+            split_said: list[str] = []  # what mdsl's restore step said about the tables it split, each run
             # the hosts share nothing: a gets its own key for b, as an admin would make (not timed)
             hand_made_access(a, b)
             scp_opts = f"-o BatchMode=yes -P {b.port}"
@@ -163,7 +163,7 @@ steps {{
             def mdsl(side: Side) -> float:
                 m = mdsl_apply(plan)
                 said = [x.strip(" |") for x in m.stdout.splitlines() if "loaded by several clients at once" in x]
-                split.extend(said[-1:])
+                split_said.extend(said[-1:])
                 for k, v in journal_seconds(plan).items():
                     side.add(k, v)
                 sizes["mdsl"] = os.path.getsize(f"{b.root}/nc.sql.zst")
@@ -209,7 +209,7 @@ steps {{
     lines += [
         f"- the restored database equals the source: row counts after every run; every table's CHECKSUM TABLE "
         f"and the view, trigger and procedure after the last run of {'; '.join(sorted(checked))}",
-        f"- mdsl's restore, last run: {split[-1] if split else 'no table split'}",
+        f"- mdsl's restore, last run: {split_said[-1] if split_said else 'no table split'}",
         "- mdsl's time includes `mdsl apply`'s own cost (check, connect, preflight, journal), the dump's "
         "read-back and the copy's sha256 on both ends; the other ways' parts are timed alone",
     ]
