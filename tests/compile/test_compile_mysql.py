@@ -19,6 +19,7 @@ from mdsl.compile import compile_plan
 from mdsl.compile.actions import Shell
 from mdsl.compile.parts import Command
 from mdsl.stores.mysql.commands import DUMP_FLAGS, RESTORE_SCRIPT, SENTINEL, ZSTD
+from mdsl.stores.mysql.restore_filter import CHUNK_BYTES
 from mdsl.stores.postgres.commands import RESTORE_JOBS_VAR, RestorePart, auto_jobs
 from mdsl.syntax.parser import parse_text
 
@@ -150,13 +151,23 @@ INSERT INTO `{name}` VALUES {rows};
 UNLOCK TABLES;
 """
 
-# Keeps what each client got (one file per client), answers the sentinel SELECT as the server
-# would, fails when its input holds FAIL_ON, and answers the emptying SQL (--execute) with nothing.
+# Keeps what each client got (one file per client, and every line in the order the clients read them in
+# one log shared by all, `N<TAB>line`), prints the filter's markers as the server would print the SELECTs
+# (line by line, as --unbuffered does), fails at a line holding FAIL_ON, and answers the emptying SQL
+# (--execute) with nothing.
 FAKE_CLIENT = r"""#!/bin/sh
 for a in "$@"; do case "$a" in --execute=*) exit 0;; esac; done
-f=$(mktemp "$CLIENTS/client.XXXXXX") && cat > "$f" || exit 1
-[ -n "$FAIL_ON" ] && grep -q -F -- "$FAIL_ON" "$f" && { echo "ERROR 1062 (23000): Duplicate entry" >&2; exit 1; }
-grep -q "SELECT 'mdsl: restore complete'" "$f" && echo 'mdsl: restore complete'
+f=$(mktemp "$CLIENTS/client.XXXXXX") || exit 1
+n=${f##*.}
+exec 3>>"$f" 4>>"$CLIENTS/all.log"
+while IFS= read -r line || [ -n "$line" ]; do
+  printf '%s\n' "$line" >&3
+  printf '%s\t%s\n' "$n" "$line" >&4
+  if [ -n "$FAIL_ON" ]; then
+    case "$line" in *"$FAIL_ON"*) echo "ERROR 1062 (23000) at line 9: Duplicate entry" >&2; exit 1;; esac
+  fi
+  case "$line" in "SELECT 'mdsl: "*"';") m=${line#"SELECT '"}; printf '%s\n' "${m%"';"}";; esac
+done
 exit 0
 """
 
@@ -169,8 +180,9 @@ def make_dump(tables: int = 7, rows: int = 3) -> str:
     return DUMP.replace("{tables}", "".join(parts))
 
 
-def run_restore(tmp_path: Path, dump_text: str, jobs: int = 3, fail_on: str = ""):
-    """The compiled restore step, run by /bin/sh here, with the fake client first on PATH."""
+def run_restore(tmp_path: Path, dump_text: str, jobs: int = 3, fail_on: str = "", chunk: int = 0):
+    """The compiled restore step, run by /bin/sh here, with the fake client first on PATH (and the filter's
+    part size `chunk` bytes of rows instead of CHUNK_BYTES, when given)."""
     bin_dir, clients = tmp_path / "bin", tmp_path / "clients"
     bin_dir.mkdir()
     clients.mkdir()
@@ -183,9 +195,13 @@ def run_restore(tmp_path: Path, dump_text: str, jobs: int = 3, fail_on: str = ""
     [restore] = shells(cp, "restore")
     env = {"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", "CLIENTS": str(clients),
            "FAIL_ON": fail_on}
-    r = subprocess.run(["/bin/sh", "-c", restore.render()], capture_output=True, text=True, env=env,
-                       stdin=subprocess.DEVNULL, timeout=60)
-    got = [p.read_text() for p in sorted(clients.iterdir())]
+    text = restore.render()
+    if chunk:
+        assert text.count(f' "$d" "${RESTORE_JOBS_VAR}" {CHUNK_BYTES} ;') == 1
+        text = text.replace(f' "$d" "${RESTORE_JOBS_VAR}" {CHUNK_BYTES} ;', f' "$d" "${RESTORE_JOBS_VAR}" {chunk} ;')
+    r = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=120)
+    got = [p.read_text() for p in sorted(clients.glob("client.*"))]
     return r, got, path
 
 
@@ -250,3 +266,103 @@ def test_the_filter_refuses_a_stream_cut_after_the_read_back(tmp_path):
         p.wait(timeout=30)
     assert r.returncode != 0 and b"closing line" in r.stderr
     assert not (spool / "tail.sql").exists()
+
+
+# A big table as mariadb-dump writes it: one INSERT statement a line, then a trigger on it.
+BIG = """
+--
+-- Table structure for table `big`
+--
+
+DROP TABLE IF EXISTS `big`;
+CREATE TABLE `big` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `storage` bigint(20) NOT NULL,
+  `path_hash` varchar(32) NOT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `big_hash` (`storage`,`path_hash`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+--
+-- Dumping data for table `big`
+--
+
+LOCK TABLES `big` WRITE;
+/*!40000 ALTER TABLE `big` DISABLE KEYS */;
+{inserts}
+/*!40000 ALTER TABLE `big` ENABLE KEYS */;
+UNLOCK TABLES;
+/*!50003 SET @saved_sql_mode       = @@sql_mode */ ;
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50017 DEFINER=`ncadmin`@`localhost`*/ /*!50003 TRIGGER `big_count` AFTER INSERT ON `big` FOR EACH ROW
+INSERT INTO t0 VALUES (NEW.id, 1, 'counted') */;;
+DELIMITER ;
+/*!50003 SET sql_mode              = @saved_sql_mode */ ;
+"""
+
+
+PAD = "x" * 30
+
+
+def make_big_dump(statements: int = 60, rows: int = 20) -> str:
+    """t0, the big table (`statements` INSERTs of `rows` rows each, ~1.2 KB a statement), t1."""
+    inserts = "\n".join("INSERT INTO `big` VALUES " + ",".join(
+        f"({s * rows + r},{r},'{s:04d}-{r:02d} 🐘 {PAD}')" for r in range(rows)) + ";" for s in range(statements))
+    tables = (TABLE.format(name="t0", rows="(1,1,'a')") + BIG.replace("{inserts}", inserts)
+              + TABLE.format(name="t1", rows="(2,2,'b')"))
+    return DUMP.replace("{tables}", tables)
+
+
+def log_of(tmp_path: Path) -> list:
+    """[(client, line)] in the order the fake clients read them."""
+    return [tuple(x.split("\t", 1)) for x in (tmp_path / "clients" / "all.log").read_text().splitlines()]
+
+
+def test_a_big_table_is_split_across_clients_with_its_keys_and_trigger_after_its_last_rows(tmp_path):
+    # parts larger than a pipe holds, as with real dumps: a client's thread takes its next part only once
+    # its client has read most of the one before
+    r, got, path = run_restore(tmp_path, make_big_dump(statements=300), jobs=2, chunk=80_000)
+    assert r.returncode == 0, r.stderr
+    log = log_of(tmp_path)
+    where = {i: line for i, line in enumerate(log)}
+    inserts = [i for i, (_, line) in where.items() if line.startswith("INSERT INTO `big` VALUES")]
+    # every statement loaded once, by both clients, in parts of whole statements
+    assert len(inserts) == 300
+    assert sorted(int(where[i][1].split("(", 2)[1].split(",")[0]) for i in inserts) == [s * 20 for s in range(300)]
+    loading = {where[i][0] for i in inserts}
+    workers = [g for g in got if SENTINEL not in g]
+    assert len(loading) == 2 and len(workers) == 2
+    # the table is made once, before any of its rows; keys and trigger once, after all of them
+    [made] = [i for i, (_, line) in where.items() if line.startswith("CREATE TABLE `big`")]
+    [keys] = [i for i, (_, line) in where.items() if line.startswith("ALTER TABLE `big` ADD UNIQUE KEY `big_hash`")]
+    [trigger] = [i for i, (_, line) in where.items() if "TRIGGER `big_count`" in line]
+    assert made < min(inserts) and max(inserts) < keys < trigger
+    assert "UNIQUE KEY" not in "".join(g[g.index("CREATE TABLE `big`"):].split(";")[0] for g in got
+                                       if "CREATE TABLE `big`" in g)
+    # the trigger's body stays whole and in place (it is no row of the table), its definer gone
+    body = [line for _, line in log if line.startswith("INSERT INTO t0 VALUES (NEW.id")]
+    assert body == ["INSERT INTO t0 VALUES (NEW.id, 1, 'counted') */;;"]
+    assert where[trigger + 1][1] == body[0] and "ncadmin" not in where[trigger][1]
+    # several sessions write it: no LOCK TABLES on it (they would wait for each other)
+    assert not any(line == "LOCK TABLES `big` WRITE;" for _, line in log)
+    # the other tables are whole in one client each; views and routines come last, after every table
+    for t in ("t0", "t1"):
+        assert len([g for g in workers if f"CREATE TABLE `{t}`" in g]) == 1
+    [tail] = [g for g in got if SENTINEL in g]
+    assert "PROCEDURE `files_of`" in tail and "VIEW `v_usage`" in tail and "CREATE TABLE" not in tail
+    # the step says so (its stdout is shown under the step)
+    parts = int(re.search(r"`big` \((\d+) parts, 2 clients\)", r.stdout).group(1))
+    assert parts >= 3 and "rows loaded by several clients at once" in r.stdout
+    assert not Path(str(path) + ".restore.part").exists()
+
+
+def test_a_failing_client_of_a_split_table_fails_the_step_with_its_error_first(tmp_path):
+    r, got, path = run_restore(tmp_path, make_big_dump(statements=300), jobs=2, chunk=80_000, fail_on="(4000,0,")
+    assert r.returncode != 0
+    first = r.stderr.strip().splitlines()[0]
+    assert first.startswith("mdsl: restore client") and "Duplicate entry" in first, r.stderr
+    # the keys and trigger of the table are not made after a failed part, nor views and routines
+    log = [line for _, line in log_of(tmp_path)]
+    assert not any("TRIGGER `big_count`" in line or line.startswith("ALTER TABLE `big`") for line in log)
+    assert not any(SENTINEL in g for g in got)
+    assert not Path(str(path) + ".restore.part").exists()

@@ -9,7 +9,7 @@ made for the command. A password never reaches argv or the environment. With
 the client runs as that user; files are read and written by the connecting
 user. With `container` the wrapper runs inside that container (`docker exec`, the password as
 MYSQL_PWD from a 0600 `--env-file`); the dump file, zstd and the restore filter stay on the host.
-Measurements behind the choices: docs/performance.md (MariaDB block).
+The restore filter is restore_filter.py. Measurements behind the choices: docs/performance.md (MariaDB block).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mdsl.compile.context import DEFAULT_TIMEOUT, ArtifactFormat, CompileContext
 from mdsl.compile.docker import in_container
 from mdsl.compile.parts import Arg, Command, CompileError, Lit, SecretArg, SecretText, Sub, sh
 from mdsl.stores.mysql import Mysql
+from mdsl.stores.mysql.restore_filter import CHUNK_BYTES, RESTORE_SCRIPT
 from mdsl.stores.postgres.commands import RESTORE_JOBS_VAR, RESTORE_PART_SUFFIX, RestorePart, auto_jobs
 from mdsl.syntax import ast as A
 
@@ -183,10 +184,11 @@ def _prepare(ctx: CompileContext, db: Mysql, replace: bool) -> Tuple:
 
 def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: str):
     """`restore LOC into DB [replace] [jobs = N]`: read the dump back whole, empty or create the database,
-    then load it through the restore filter into N clients at once, one table at a time each.
+    then load it through the restore filter into N clients at once.
 
-    The filter (RESTORE_SCRIPT) removes DEFINER clauses, holds secondary keys back until after the
-    rows, and hands each table's part of the dump to the next free client through a FIFO; what is
+    The filter (restore_filter.py) removes DEFINER clauses, holds secondary keys back until after the
+    rows, and hands each table's part of the dump to the next free client through a FIFO, a big
+    table's rows in several parts loaded at once (its keys and triggers after its last rows); what is
     not a table (views, routines, events) is loaded by one more client once every table is in. N is
     the restore host's CPU count (`nproc`, at most 8) unless `jobs =` says. The table parts wait in
     `LOC.restore.part/` (removed when the step ends) while every client is busy.
@@ -198,7 +200,8 @@ def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: st
     compress = known.compress if known is not None else "detect"
     replace = bool(option_value(step, "replace", False))
     jobs = option_value(step, "jobs")
-    load = client_command(ctx, db, CLIENT_PROGRAMS, (Lit("--batch --skip-column-names --binary-mode"),
+    # --unbuffered: what a client prints (the filter's markers) is in its output file once printed
+    load = client_command(ctx, db, CLIENT_PROGRAMS, (Lit("--batch --skip-column-names --binary-mode --unbuffered"),
                                                     Lit("--"), Arg(db.database)), stdin=True)
     spool = path + RESTORE_PART_SUFFIX
     n = f'"${RESTORE_JOBS_VAR}"'
@@ -210,174 +213,23 @@ def restore(ctx: CompileContext, step: A.Restore, db: Mysql, host: str, path: st
     body += sh("&& { umask 077 &&") + count + sh(
         'rm -rf -- "$d" && mkdir -- "$d" &&', each, 'mkfifo -- "$d/in$i" || exit 1;', "{", Sub(load),
         '< "$d/in$i" > "$d/out$i" 2>&1; echo $? > "$d/rc$i"; } & i=$((i+1)); done;',
-        *_reader(path, compress), "| python3 -c", Lit(shlex.quote(RESTORE_SCRIPT)), '"$d"', n, "; rc=$?;",
+        *_reader(path, compress), "| python3 -c", Lit(shlex.quote(RESTORE_SCRIPT)), '"$d"', n, str(CHUNK_BYTES),
+        "; rc=$?;",
         # a client whose FIFO the filter never opened (it failed first) gets its end of input here
         each, ': 1<>"$d/in$i"; i=$((i+1)); done; wait;',
-        each, '[ "$(cat "$d/rc$i" 2>/dev/null)" = 0 ] || { tail -n 5 "$d/out$i" >&2; rc=1; }; i=$((i+1)); done;',
+        each, '[ "$(cat "$d/rc$i" 2>/dev/null)" = 0 ] ||',
+        '{ grep -v -e "^mdsl: [0-9]" "$d/out$i" | tail -n 5 >&2; rc=1; }; i=$((i+1)); done;',
         '[ "$rc" = 0 ] && out=$(', Sub(load), '< "$d/tail.sql") && { printf \'%s\\n\' "$out" | grep -q -x -F --',
         Arg(SENTINEL), "|| { echo", Arg(failed), '>&2; false; }; }; }; rc=$?; rm -rf -- "$d"; [ "$rc" = 0 ]')
     unzip = {"zstd": ("zstd",), "gzip": ("gzip",), "none": ()}.get(compress, ("zstd", "gzip", "head", "od", "tr"))
     cmd = ctx.command(host, body, tools=("python3", "mkfifo", "tail", "grep", *unzip))
     how = "replace" if replace else "into an empty database"
     dests = [RestorePart(host, spool, None, Location(host, path))]
-    return [Shell(cmd, f"restore {db.name} ({how}, parallel)", step_timeout(step, DEFAULT_TIMEOUT))], dests
+    return [Shell(cmd, f"restore {db.name} ({how}, parallel)", step_timeout(step, DEFAULT_TIMEOUT),
+                  show_output=True)], dests
 
 
 def drop(ctx: CompileContext, step: A.Drop, db: Mysql):
     """`drop DB`: DROP DATABASE IF EXISTS."""
     cmd = ctx.command(db.host, (Sub(sql_command(ctx, db, f"DROP DATABASE IF EXISTS {sql_ident(db.database)};")),))
     return [Shell(cmd, f"drop database {db.database}", step_timeout(step, DEFAULT_TIMEOUT))]
-
-
-# The restore filter (python3, on every host mdsl runs on), between the decompressed dump and N clients;
-# argv: the spool directory (holding the clients' FIFOs in0..inN-1) and N.
-# - DEFINER clauses go, so views, triggers, routines and events are defined by the restoring user and
-#   work on a server where the source's definer does not exist. Only at the line starts mysqldump writes
-#   for them; a data line starts with `(` or `INSERT`, so a value holding `DEFINER=` is never touched.
-# - An InnoDB table's secondary keys are taken out of its CREATE TABLE and added by one ALTER TABLE after
-#   its rows (a sorted build instead of random inserts: 3x faster on Nextcloud's oc_filecache), unless
-#   the table has foreign keys (they need their index while rows arrive), a FULLTEXT or SPATIAL key (one
-#   per ALTER in InnoDB) or an AUTO_INCREMENT column outside the primary key (it must be a key).
-# - Each table's part (structure, rows, keys, triggers) goes to the next client free, after the dump's
-#   header (its session settings: character set, time zone, checks off); it is written to a file in the
-#   spool directory as it is read and sent from there, so a big table does not hold up the next ones.
-#   What is not a table (views, routines, events, the closing settings) goes to `tail.sql`, loaded
-#   after every table by the step's shell: a view needs its tables.
-# - The dump must end with the client's closing line; only then `tail.sql` is written, ending in a
-#   sentinel SELECT, so a cut stream (the decompressor failed halfway) never looks like a finished restore.
-RESTORE_SCRIPT = r'''
-import os, re, sys, threading
-spool, jobs = sys.argv[1], int(sys.argv[2])
-inp = sys.stdin.buffer
-definer = re.compile(rb"^(/\*!50003 CREATE\*/ /\*!50017 |/\*!50013 |CREATE |/\*!50106 CREATE\*/ /\*!50117 )"
-                     rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
-create = re.compile(rb"^CREATE TABLE (`(?:[^`]|``)+`) \(\n$")
-key = re.compile(rb"^  (?:UNIQUE )?KEY `")
-TABLE = b"-- Table structure for table "
-OTHER = (b"-- Temporary table structure for view ", b"-- Dumping events", b"-- Dumping routines",
-         b"-- Final view structure")
-cond = threading.Condition()
-parts, errors, state = [], [], {"read": False}
-
-class Part:
-    def __init__(self, n):
-        self.path = os.path.join(spool, "part%05d.sql" % n)
-        self.out, self.size, self.sent, self.done = open(self.path, "wb"), 0, 0, False
-    def write(self, data):
-        self.out.write(data)
-        self.sent += len(data)
-        if self.sent - self.size >= 1 << 20:
-            self.publish()
-    def publish(self, done=False):
-        self.out.flush()
-        with cond:
-            self.size, self.done = self.sent, done
-            cond.notify_all()
-
-def client(i, header):
-    try:
-        with open(os.path.join(spool, "in%d" % i), "wb") as fifo:
-            fifo.write(header)
-            while True:
-                with cond:
-                    while not parts and not state["read"] and not errors:
-                        cond.wait()
-                    if errors or not parts:
-                        return
-                    part = parts.pop(0)
-                with open(part.path, "rb") as f:
-                    while True:
-                        chunk = f.read(1 << 20)
-                        if chunk:
-                            fifo.write(chunk)
-                            continue
-                        with cond:
-                            if errors:
-                                return
-                            if part.done and f.tell() >= part.size:
-                                break
-                            cond.wait(1)
-                os.unlink(part.path)
-    except OSError as e:
-        with cond:
-            errors.append("a restore client stopped early (%s)" % (e.strerror or e))
-            cond.notify_all()
-
-header, pending, last, current, workers, count = [], {}, b"", None, [], 0
-tail = open(os.path.join(spool, "tail.part"), "wb")
-out = None  # where lines go: None = the header, a Part, or the tail file
-def flush_keys():
-    for table, keys in list(pending.items()):
-        (out or tail).write(b"ALTER TABLE " + table + b" " + b", ".join(b"ADD " + k for k in keys) + b";\n")
-        del pending[table]
-def switch(to):
-    global out, workers
-    flush_keys()
-    if isinstance(out, Part):
-        out.publish(done=True)
-    if out is None and not workers:
-        workers = [threading.Thread(target=client, args=(i, b"".join(header)), daemon=True) for i in range(jobs)]
-        tail.write(b"".join(header))
-        for w in workers:
-            w.start()
-    out = to
-    if isinstance(to, Part):
-        with cond:
-            parts.append(to)
-            cond.notify_all()
-def emit(data):
-    if out is None:
-        header.append(data)
-    else:
-        out.write(data)
-for line in inp:
-    if errors:
-        break
-    last = line if line.strip() else last
-    if line.startswith((b"(", b"INSERT ")):
-        emit(line)
-        continue
-    if line.startswith(TABLE):
-        count += 1
-        switch(Part(count))
-    elif line.startswith(OTHER):
-        switch(tail)
-    m = create.match(line)
-    if m:
-        block = [line]
-        for inner in inp:
-            block.append(inner)
-            if inner.startswith(b")"):
-                break
-        body, end = block[1:-1], block[-1]
-        auto = [b.split(b"`")[1] for b in body if b.startswith(b"  `") and b" AUTO_INCREMENT" in b]
-        pk = b"".join(b for b in body if b.startswith(b"  PRIMARY KEY"))
-        movable = (b"ENGINE=InnoDB" in end and not any(b.startswith(b"  CONSTRAINT") for b in body)
-                   and not any(b.startswith((b"  FULLTEXT", b"  SPATIAL")) for b in body)
-                   and all(b"`" + a + b"`" in pk for a in auto))
-        keys = [b for b in body if key.match(b)] if movable else []
-        kept = [b for b in body if b not in keys]
-        if keys:
-            kept[-1] = kept[-1].rstrip(b",\n") + b"\n"
-            pending[m.group(1)] = [k.strip().rstrip(b",") for k in keys]
-        emit(block[0] + b"".join(kept) + end)
-        continue
-    if line.startswith(b"/*!40000 ALTER TABLE ") and line.rstrip().endswith(b"ENABLE KEYS */;"):
-        emit(line)
-        flush_keys()
-        continue
-    emit(definer.sub(lambda m: m.group(1), line, count=1))
-switch(tail)
-with cond:
-    state["read"] = True
-    cond.notify_all()
-for w in workers:
-    w.join()
-if errors:
-    sys.exit("mdsl: " + errors[0])
-if not last.startswith(b"-- Dump completed"):
-    sys.exit("mdsl: the dump ends before the dump client's closing line")
-tail.write(b"SELECT 'mdsl: restore complete';\n")
-tail.close()
-os.rename(os.path.join(spool, "tail.part"), os.path.join(spool, "tail.sql"))
-'''
