@@ -214,6 +214,14 @@ steps {{
     def clean():
         subprocess.run(["rm", "-f", f"{a.root}/host.dump", f"{a.root}/container.dump"])
 
+    if os.environ.get("MDSL_BENCH_HOLD"):  # keep the hosts for measuring by hand until this file is removed
+        hold = Path(os.environ["MDSL_BENCH_HOLD"])
+        hold.write_text(f"DOCKER_HOST={da.host}\nBASE={H.base}\nHOST_PLAN={on_host}\nCONTAINER_PLAN={in_container}\n"
+                        f"HOST_PG_PID={host_pg.pid}\n")
+        print(f"holding: {hold.read_text()}", flush=True)
+        while hold.exists():
+            time.sleep(1)
+
     res = alternate(runs, {"on the host": lambda s: mdsl_apply(on_host).seconds,
                            "in a container": lambda s: mdsl_apply(in_container).seconds}, before=clean)
     host, cont = res["on the host"], res["in a container"]
