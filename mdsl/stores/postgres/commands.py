@@ -248,7 +248,8 @@ def _container_root(db: Postgres) -> Tuple:
     return sh("mdsl_i=$(docker inspect --format '{{.State.Pid}} {{.Config.User}}' --", Arg(db.container),
               "2>/dev/null) && mdsl_pid=${mdsl_i%% *} && mdsl_own=${mdsl_i#* } &&",
               'case "$mdsl_own" in *[!0-9:]*) false;; esac &&',
-              '[ "$mdsl_pid" -gt 0 ] 2>/dev/null && [ -d "/proc/$mdsl_pid/root/tmp" ] && [ -w "/proc/$mdsl_pid/root/tmp" ]')
+              '[ "$mdsl_pid" -gt 0 ] 2>/dev/null && [ -d "/proc/$mdsl_pid/root/tmp" ] &&',
+              '[ -w "/proc/$mdsl_pid/root/tmp" ]')
 
 
 def _inside(ctx: CompileContext, db: Postgres, label: str, script: str, words, *, stdin: bool,
@@ -477,24 +478,19 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     Each `docker exec` costs a round trip through the daemon, and its stdin stream is several times
     slower than a pipe (docs/performance.md, target 13), so the database is made (when missing) and
     restored by one shell inside the container, and a parallel restore's copy is written straight
-    into the container's file system (`/proc/PID/root`, where the host runs as root) into a file the
-    container's user made first (so it is that user's, 0600), else streamed in through `docker exec -i`.
-    A zstd dump is tested whole (`zstd -t`) first: piped into the container, a cut file would only
-    show as a short copy (sh has no pipefail).
+    into the container's file system (`/proc/PID/root`, where the host runs as root: a 0600 file of
+    the user `docker exec` runs as), else made by that user and streamed in through `docker exec -i`.
+    A zstd dump piped into the container is tested whole (`zstd -t`) first: a cut file would only
+    show as a short copy (sh has no pipefail); written straight in, zstd's own status says so.
     """
     src = Arg(path)
     if kind == "directory":
         return sh("echo", Arg(f"mdsl: {path} is a directory dump, which pg_restore inside container "
                               f"{db.container} cannot read"), ">&2; exit 1")
     test = sh("zstd -q -t <", src, "&&") if kind == "zstd" else ()
-    h = ctx.host(db.host)
-    env_file = CONTAINER_ENV if db.password is not None else None
 
     def inside(script: str, words, stdin: bool, secrets: bool = False) -> Command:
-        parts = sh("sh -c", Arg(script), "mdsl-restore", *words)
-        return Command(db.host, in_container(db.container, parts, stdin=stdin, env_file=env_file if secrets else None),
-                       sudo=h.sudo, sudo_password=h.sudo_password, tools=("docker",),
-                       secret_files=_password_files(db) if secrets else (), argv=True)
+        return _inside(ctx, db, "mdsl-restore", script, words, stdin=stdin, secrets=secrets)
 
     make_db = _render(_exists_or_create_inside(db))
     if not parallel:
@@ -512,11 +508,13 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     remove = inside('rm -f -- "$1"', (tmp,), False)
     feed_direct = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
     feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
-    direct = Lit('"/proc/$mdsl_pid/root$mdsl_tmp"')
-    return sh("mdsl_tmp=/tmp/mdsl-restore.$$;", *test, "{", Sub(make), "&&",
-              "mdsl_pid=$(docker inspect --format '{{.State.Pid}}' --", Arg(db.container), ") &&",
-              "if [ -f", direct, "] && [ -w", direct, "]; then", *feed_direct, ">", direct, "; else", *feed,
-              "; fi &&", Sub(restore), "; }; rc=$?;", '[ "$rc" -eq 0 ] ||', Sub(remove), '; [ "$rc" -eq 0 ]')
+    direct = Lit('"$mdsl_d"')
+    return sh("mdsl_tmp=/tmp/mdsl-restore.$$; mdsl_d=; { if", *_container_root(db), "; then",
+              'mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; umask 077 && rm -f --', direct, "&& : >", direct,
+              '&& { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"', direct, "; } &&", *feed_direct, ">", direct,
+              "; else", *test, Sub(make), "&&", *feed, "; fi &&", Sub(restore), "; }; rc=$?;",
+              '[ "$rc" -eq 0 ] || if [ -n "$mdsl_d" ]; then rm -f --', direct, "; else", Sub(remove), "; fi;",
+              '[ "$rc" -eq 0 ]')
 
 
 def _exists_or_create_inside(db: Postgres) -> Tuple:
