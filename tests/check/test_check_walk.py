@@ -365,11 +365,31 @@ def test_h304_in_commands(command, fires):
     ("du -sh /srv/app/files", "reads = [new_files]", False),
     ("du -sh /srv/app/files", "", True),
     ("du -sh /srv/app/filesystem", "", False),
+    ("du -sh /srv/app/files/cache/x.png", "", True),
+    ("cat x:/srv/app/files", "", True),
+    ("du -sh /srv/app/files.bak /srv/app/files-old", "", False),
+    ("du -sh srv/app/files", "", False),
     ("app-ctl feeds build", "", False),
 ])
 def test_h305_cases(command, options, fires):
     text = MOVE + f'  run new "{command}" {options}\n'
     assert ("H305" in codes(text)) is fires
+
+
+def test_h305_names_the_longest_declared_path_of_a_word_and_paths_with_spaces():
+    nested = DECLS.replace('dir new_files on new { path = "/srv/app/files"  owner = "app:app" }',
+                           'dir new_files on new { path = "/srv/app/files"  owner = "app:app" }\n'
+                           'dir new_cache on new { path = "/srv/app/files/cache" }\n'
+                           'dir new_media on new { path = "/srv/app/My Media" }')
+    assert nested != DECLS
+
+    def h305(command):
+        return [f.message for f in findings_of(plan(MOVE + f"  run new \"{command}\"\n", nested)) if f.code == "H305"]
+
+    assert h305("du -sh /srv/app/files/cache/a") == ["`run` mentions the path of new_cache but does not declare it"]
+    assert h305("du -sh /srv/app/files/other") == ["`run` mentions the path of new_files but does not declare it"]
+    assert h305("ls '/srv/app/My Media/x'") == ["`run` mentions the path of new_media but does not declare it"]
+    assert h305("ls /srv/app/My") == []
 
 
 def test_h306_restore_jobs_with_custom_format_is_fine():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional
 
 from mdsl.check.rules.base import ERROR, WARNING, Rule
 from mdsl.check.rules.examples import DBS, FILES, HOSTS, MOVE, SERVICES, plan
@@ -314,8 +314,43 @@ _DESTRUCTIVE_SQL = re.compile(
 _FIND_DELETE = re.compile(r"\s(-delete)\b")
 
 
-def _paths_on(walk, host: str) -> Tuple[Optional[re.Pattern], Dict[str, List[str]]]:
-    """A regex matching the data paths declared on `host`, and path -> resource names."""
+# A path-like word: what a shell command names a declared path with. Declared paths made only of these
+# characters are looked up word by word in a dict; a regex alternation of every path on a host costs a
+# compile per host, which dominated the check of plans with hundreds of hosts.
+_PATH_WORD = re.compile(r"(?<![\w./-])[\w./-]+")
+_PLAIN_PATH = re.compile(r"[\w./-]+")
+
+
+class _HostPaths:
+    """The data paths declared on one host, and how to find them in a command."""
+
+    def __init__(self, by_path: Dict[str, List[str]]):
+        self.by_path = by_path
+        unusual = [p for p in by_path if not _PLAIN_PATH.fullmatch(p)]
+        self.unusual_rx = None
+        if unusual:  # a path with spaces or quotes: only a regex finds it inside a word
+            alts = "|".join(re.escape(p) for p in sorted(unusual, key=len, reverse=True))
+            self.unusual_rx = re.compile(r"(?<![\w./-])(" + alts + r")(?![\w.-])")
+
+    def named_in(self, cmd: str) -> Iterator[str]:
+        """The declared paths `cmd` names: at a word's start, ending where the word ends or at a `/`
+        (the longest such path of each word, as the rest of the word is below it)."""
+        for m in _PATH_WORD.finditer(cmd):
+            word = m.group(0)
+            cut = len(word)
+            while cut > 0:
+                prefix = word[:cut]
+                if prefix in self.by_path:
+                    yield prefix
+                    break
+                cut = word.rfind("/", 0, cut)
+        if self.unusual_rx is not None:
+            for m in self.unusual_rx.finditer(cmd):
+                yield m.group(1)
+
+
+def _paths_on(walk, host: str) -> Optional[_HostPaths]:
+    """The data paths declared on `host` (None when it has none)."""
     memo = walk.memo.get("h305")
     if memo is None:  # one pass over the declarations for every host
         by_host: Dict[str, Dict[str, List[str]]] = {}
@@ -324,16 +359,11 @@ def _paths_on(walk, host: str) -> Tuple[Optional[re.Pattern], Dict[str, List[str
             if r.is_data and p:
                 by_host.setdefault(r.host, {}).setdefault(p, []).append(r.name)
         memo = walk.memo["h305"] = ({}, by_host)
-    compiled, by_host = memo
-    got = compiled.get(host)
-    if got is None:
-        by_path = by_host.get(host, {})
-        rx = None
-        if by_path:
-            alts = "|".join(re.escape(p) for p in sorted(by_path, key=len, reverse=True))
-            rx = re.compile(r"(?<![\w./-])(" + alts + r")(?![\w.-])")
-        got = compiled[host] = (rx, by_path)
-    return got
+    made, by_host = memo
+    if host not in made:
+        by_path = by_host.get(host)
+        made[host] = _HostPaths(by_path) if by_path else None
+    return made[host]
 
 
 @H305.on(A.Run)
@@ -361,8 +391,8 @@ def opaque_run(facts, walk) -> Iterator[Finding]:
 
 def _undeclared_paths(walk, step: A.Run, cmd: str) -> List[str]:
     """The data resources whose paths on the run's host the command names, beyond its `reads`."""
-    rx, by_path = _paths_on(walk, step.host.name)
-    if rx is None:
+    paths = _paths_on(walk, step.host.name)
+    if paths is None:
         return []
     reads = set()
     opt = step.option("reads")
@@ -370,8 +400,8 @@ def _undeclared_paths(walk, step: A.Run, cmd: str) -> List[str]:
         items = opt.value.items if isinstance(opt.value, A.ListValue) else (opt.value,)
         reads = {i.name for i in items if isinstance(i, A.Ref)}
     undeclared = []
-    for m in rx.finditer(cmd):
-        for name in by_path[m.group(1)]:
+    for path in paths.named_in(cmd):
+        for name in paths.by_path[path]:
             if name not in reads and name not in undeclared:
                 undeclared.append(name)
     return undeclared
