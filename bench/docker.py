@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 from _common import (
-    E2E, MiB, BenchHosts, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table,
-    write_doc_block,
+    E2E, MiB, BenchHosts, alternate, command_line, compile_bytecode, journal_steps, load, machine, mdsl_apply,
+    table, write_doc_block,
 )
 from files import make_tree
 
@@ -117,47 +117,53 @@ steps {{
 
 
 class CpuGroups:
-    """Both database servers under the same CPU weight.
+    """Each side of a comparison under the same CPU weight.
 
     Under cgroup v1 dockerd puts every container (of every daemon on the machine) in `/docker`,
     whose weight (cpu.shares 1024) is that of one process: on a loaded machine a server in a
-    container gets one process's share of the CPU, a server on the host one per busy backend, and
-    the comparison measures the scheduler, not `docker exec`. So the container runs under a
-    root-level group of its own (`--cgroup-parent`) and the host cluster's processes are moved
-    into another one of the same weight: each server competes with the rest of the machine as one
-    group of weight 1024. Both are removed at the end. Without cgroup v1 nothing is changed.
+    container gets one process's share of the CPU, a server on the host one per busy process, and
+    the comparison measures the scheduler, not `docker exec`. So each side runs as one root-level
+    group of weight 1024 against the rest of the machine: the container under a group of its own
+    (`--cgroup-parent`), the host cluster's processes moved into another. The commands mdsl runs
+    on the host (the sshd test host's processes: pg_dump, zstd, pg_restore's client, the docker
+    CLI) join the group of the side being measured (`join`): inside a container pg_dump and
+    pg_restore run in the container's group, so on the host they must count against the host
+    server's group too, not as processes of their own. All groups are removed at the end. Without
+    cgroup v1 nothing is changed.
     """
 
     def __init__(self, tag: str) -> None:
         self.available = (CPU_CGROUPS / "cpu.shares").exists()
         self.prefix = f"mdsl-bench-{tag}-"
-        self.host = CPU_CGROUPS / f"{self.prefix}host"
 
     def run_args(self, name: str) -> list:
         """`docker run` options putting the container in a root-level group of its own (`name`)."""
         return ["--cgroup-parent", f"/{self.prefix}{name}"] if self.available else []
 
-    def add_host_server(self, pids) -> None:
+    def join(self, name: str, pids) -> None:
+        """Move these processes into the root-level group `name` (made with weight 1024 when missing)."""
         if not self.available:
             return
-        self.host.mkdir(exist_ok=True)
-        (self.host / "cpu.shares").write_text("1024")
+        group = CPU_CGROUPS / f"{self.prefix}{name}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text("1024")
         for pid in pids:
             try:
-                (self.host / "cgroup.procs").write_text(str(pid))
+                (group / "cgroup.procs").write_text(str(pid))
             except OSError:  # ended meanwhile
                 pass
 
     def note(self) -> str:
-        return ("each server in a root-level CPU cgroup of weight 1024 (the container by `--cgroup-parent`, "
-                "the host cluster moved into one)" if self.available else "no cgroup v1 CPU hierarchy: no CPU groups")
+        return ("each side in one root-level CPU cgroup of weight 1024: the container by `--cgroup-parent`, the host "
+                "cluster moved into one; the host's commands (the test host's sshd and its children) moved into "
+                "the group of the side being measured" if self.available else "no cgroup v1 CPU hierarchy: no CPU groups")
 
     def remove(self) -> None:
-        """The host group's processes back to the root group; every group made here removed."""
+        """Every process moved here back to the root group; every group made here removed."""
         if not self.available:
             return
-        if self.host.exists():
-            for pid in (self.host / "cgroup.procs").read_text().split():
+        for group in CPU_CGROUPS.glob(f"{self.prefix}*"):
+            for pid in (group / "cgroup.procs").read_text().split():
                 try:
                     (CPU_CGROUPS / "cgroup.procs").write_text(pid)
                 except OSError:
@@ -175,7 +181,7 @@ def database_way(H, daemons, runs: int, rows: int, groups: CpuGroups):
     host_pg = H.postgres("host")
     host_pg.createdb("app")
     host_pg.load_dataset("app", rows=rows)
-    groups.add_host_server([host_pg.pid, *descendants(host_pg.pid)])
+    groups.join("host", [host_pg.pid, *descendants(host_pg.pid)])
     da.docker("run", "-d", "--name", "benchpg", "--network", "none", "--user", "999:999", *groups.run_args("db"), "-v",
               "benchpg:/var/lib/postgresql/data", IMAGE, "/usr/local/bin/db-entry", *PG_SETTINGS)
     for _ in range(300):
@@ -214,8 +220,25 @@ steps {{
     def clean():
         subprocess.run(["rm", "-f", f"{a.root}/host.dump", f"{a.root}/container.dump"])
 
-    res = alternate(runs, {"on the host": lambda s: mdsl_apply(on_host).seconds,
-                           "in a container": lambda s: mdsl_apply(in_container).seconds}, before=clean)
+    if os.environ.get("MDSL_BENCH_HOLD"):  # keep the hosts for measuring by hand until this file is removed
+        hold = Path(os.environ["MDSL_BENCH_HOLD"])
+        hold.write_text(f"DOCKER_HOST={da.host}\nBASE={H.base}\nHOST_PLAN={on_host}\nCONTAINER_PLAN={in_container}\n"
+                        f"HOST_PG_PID={host_pg.pid}\n")
+        print(f"holding: {hold.read_text()}", flush=True)
+        while hold.exists():
+            time.sleep(1)
+
+    def side(plan: Path, group: str):
+        def run(s) -> float:
+            groups.join(group, [a.pid, *descendants(a.pid)])  # the host's commands count against this side
+            m = mdsl_apply(plan)
+            for step, secs in journal_steps(plan).items():
+                s.add(step, secs)
+            return m.seconds
+        return run
+
+    res = alternate(runs, {"on the host": side(on_host, "host"), "in a container": side(in_container, "db")},
+                    before=clean)
     host, cont = res["on the host"], res["in a container"]
     rows_md = [[f"`{x.name}`", f"{x.med:.1f}", ", ".join(f"{v:.1f}" for v in x.seconds)] for x in (host, cont)]
     return "\n".join([
@@ -224,6 +247,8 @@ steps {{
         "alternating round(s).", "",
         table(["where", "median s", "runs (s)"], rows_md), "",
         f"- ratio in a container (`container = ...`, docker exec) / on the host: **{cont.med / host.med:.2f}**",
+        "- steps (median s, from the journal): " + "; ".join(
+            f"{x.name}: dump {x.med_of('1'):.1f}, restore {x.med_of('2'):.1f}" for x in (host, cont)),
         f"- {groups.note()}"])
 
 

@@ -126,20 +126,58 @@ def test_a_volume_synced_into_a_local_one():
     assert '"$mdsl_dst/"' in sync and "root@10.0.0.1:./" in sync
 
 
-def test_a_database_in_a_container_is_dumped_and_read_back_through_docker_exec():
+ROOT_TEST = '[ -w "/proc/$mdsl_pid/root/tmp" ] ; then'
+
+
+def branches(text: str):
+    """(where the host reaches the container's file system, where it does not): the two branches of the
+    `if` on `/proc/PID/root`."""
+    head, _, rest = text.partition(ROOT_TEST)
+    direct, _, streamed = rest.partition(" ; else ")
+    assert direct and streamed, text
+    return head, direct, streamed
+
+
+def docker_calls(text: str) -> dict:
+    return {verb: text.count(f"docker {verb} ") for verb in ("exec", "inspect")}
+
+
+def test_a_database_in_a_container_is_dumped_through_fifos_in_its_file_system_where_the_host_reaches_it():
     cp = compiled('  dump old_pg to a:"/root/immich.dump"')
     [step] = list(cp.leaves())
     [dump] = [a.command.render() for a in step.actions]
     valid_shell(dump)
-    assert "docker exec immich_postgres pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=immich' ;" in dump
-    # read back as it is written (no second pass through `docker exec -i`), then the part read whole
-    assert "{ docker exec -i immich_postgres pg_restore -f /dev/null < /root/immich.dump.part.verify &" in dump
-    assert "| tee -- /root/immich.dump.part.verify | zstd -q -T0 -3 -c > /root/immich.dump.part ;" in dump
-    assert 'wait "$mdsl_vpid"; vrc=$?' in dump
-    assert '[ "$vrc" -eq 0 ] && zstd -q -t < /root/immich.dump.part ||' in dump
+    head, direct, streamed = branches(dump)
+    # one `docker inspect` (pid, user), then two execs at once: pg_dump into a fifo, pg_restore reading the other
+    assert docker_calls(head) == {"exec": 0, "inspect": 1}
+    assert docker_calls(direct) == {"exec": 2, "inspect": 0}
+    assert "docker exec -i" not in direct  # no stream through the daemon
+    assert 'mkfifo -m 600 -- "$mdsl_d" "$mdsl_d.v"' in direct and 'chown -- "$mdsl_own"' in direct
+    assert "docker exec immich_postgres sh -c 'exec pg_dump -w -Fc -Z0 " in direct
+    assert '> "$1"\' mdsl-dump "$mdsl_tmp"' in direct
+    assert "docker exec immich_postgres sh -c 'exec pg_restore -f /dev/null < \"$1\"' mdsl-dump \"$mdsl_tmp.v\"" in direct
+    assert 'tee -- "$mdsl_d.v" < "$mdsl_d" | zstd -q -T0 -3 -c > /root/immich.dump.part &' in direct
+    # a docker exec failing before its shell opened its fifo lets the host's end go
+    assert '[ "$rc" -eq 0 ] || mdsl_unblock "$mdsl_d" w' in direct
+    assert '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d.v" r' in direct
+    assert '[ "$vrc" -eq 0 ] && zstd -q -t < /root/immich.dump.part ||' in direct
+    assert 'rm -f -- "$mdsl_d" "$mdsl_d.v";' in direct
+    # a user given by name (looked up in the container's passwd) takes the streamed way
+    assert 'case "$mdsl_own" in *[!0-9:]*) false;; esac' in head
     assert dump.index("zstd -q -t") < dump.index("mv -f -T")
     tools = dict(step.tools)["a"]
     assert "docker" in tools and "pg_dump" not in tools  # no PostgreSQL client needed on the host
+
+
+def test_a_database_in_a_container_is_dumped_and_read_back_through_docker_exec_elsewhere():
+    [dump] = texts('  dump old_pg to a:"/root/immich.dump"')
+    _, _, streamed = branches(dump)
+    assert "docker exec immich_postgres pg_dump -w -Fc -Z0 '--dbname=user=postgres dbname=immich' ;" in streamed
+    # read back as it is written (no second pass through `docker exec -i`), then the part read whole
+    assert "{ docker exec -i immich_postgres pg_restore -f /dev/null < /root/immich.dump.part.verify &" in streamed
+    assert "| tee -- /root/immich.dump.part.verify | zstd -q -T0 -3 -c > /root/immich.dump.part ;" in streamed
+    assert 'wait "$mdsl_vpid"; vrc=$?' in streamed
+    assert '[ "$vrc" -eq 0 ] && zstd -q -t < /root/immich.dump.part ||' in streamed
 
 
 def test_a_directory_dump_of_a_container_database_is_refused():
@@ -150,16 +188,23 @@ def test_a_directory_dump_of_a_container_database_is_refused():
 def test_a_parallel_restore_into_a_container_reads_a_copy_made_inside_it_and_removes_it():
     [restore] = texts('  restore b:"/root/immich.dump" into new_pg')
     valid_shell(restore.replace("<0600 temp file: PGPASSWORD=***>", "/tmp/x"))
-    assert "zstd -q -t < /root/immich.dump &&" in restore
-    # the container's user makes the copy's file; the host writes it straight into the container's
-    # file system where it can, else streams it in
-    assert "docker exec immich_postgres sh -c 'umask 077 && : > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in restore
-    assert 'zstd -q -dc < /root/immich.dump > "/proc/$mdsl_pid/root$mdsl_tmp" ; else' in restore
-    assert "| docker exec -i immich_postgres sh -c 'cat > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in restore
-    # one shell inside makes the database when missing, restores with the host's job count, removes the copy
+    zstd_branch = restore.split("; else mdsl_tmp=")[1]  # the dump's format read from the file: zstd
+    head, direct, streamed = branches(zstd_branch)
+    # the host writes the copy straight into the container's file system where it can (a 0600 file of
+    # the user docker exec runs as; zstd's own status tells a cut dump), else streams it in
+    assert docker_calls(head) == {"exec": 0, "inspect": 1}
+    assert 'umask 077 && rm -f -- "$mdsl_d" && : > "$mdsl_d" && { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"' in direct
+    assert 'zstd -q -dc < /root/immich.dump > "$mdsl_d"' in direct and "zstd -q -t" not in direct
+    assert "docker exec immich_postgres sh -c 'umask 077 && : > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in streamed
+    assert "zstd -q -t < /root/immich.dump &&" in streamed
+    assert "| docker exec -i immich_postgres sh -c 'cat > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in streamed
+    # then one exec: one shell inside makes the database when missing, restores with the host's job count,
+    # removes the copy
+    restore_exec, _, cleanup = streamed.partition("; fi &&")[2].partition("rc=$?;")
+    assert docker_calls(direct + restore_exec) == {"exec": 1, "inspect": 0}
     assert '-j "$2"' in restore and 'mdsl-restore "$mdsl_tmp" "$mdsl_jobs"' in restore
     assert "|| createdb -w -T template0" in restore and 'rm -f -- "$1"; exit "$rc"' in restore
-    assert '[ "$rc" -eq 0 ] || docker exec immich_postgres sh -c \'rm -f -- "$1"\' mdsl-restore "$mdsl_tmp"' in restore
+    assert 'if [ -n "$mdsl_d" ]; then rm -f -- "$mdsl_d" ; else docker exec immich_postgres sh -c \'rm -f -- "$1"\'' in cleanup
 
 
 def test_a_container_databases_password_travels_in_an_env_file_never_in_argv():

@@ -196,8 +196,8 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
         tool = tool_command(ctx, db, tuple(args) + (Arg(part, "--file="),), tools)
         body = pre + (Sub(tool),)
     elif piped and db.container and fmt == "custom":
-        body = pre + _dump_from_container(ctx, db, tool_command(ctx, db, tuple(args), tools, stdin=False), part)
-        tools += ["zstd", "tee", "mkfifo"]
+        body = pre + _dump_from_container(ctx, db, tuple(args), tools, part)
+        tools += ["zstd", "tee", "mkfifo", "dd", "chown"]
     elif piped:
         # sh has no pipefail: pg_dump's own status comes out on fd 3, so its failure (a missing
         # database, a refused login) is reported as itself, not as a short file afterwards.
@@ -222,23 +222,91 @@ def dump(ctx: CompileContext, step: A.Dump, db: Postgres, host: str, path: str):
             [Destination(host, path, db.run_as if fmt == "directory" else None, db.name)])
 
 
-def _dump_from_container(ctx: CompileContext, db: Postgres, dump: Command, part: str) -> Tuple:
-    """`pg_dump -Fc -Z0` inside the container, zstd on the host, read back as it is written.
+def _dump_from_container(ctx: CompileContext, db: Postgres, args: Tuple, tools, part: str) -> Tuple:
+    """`pg_dump -Fc -Z0` inside the container, zstd on the host, read back as it is written; `{ ... }`.
 
-    Streaming the dump back into the container afterwards (`docker exec -i`, several times slower
-    than a pipe) would cost a second full pass: instead `tee` hands the same bytes, through a fifo,
-    to a `pg_restore -f /dev/null` inside the container that reads every data block while zstd
-    writes the part, and `zstd -t` then reads the part whole (the frame complete, its checksum
-    right). Either failing fails the step before the rename.
+    `docker exec`'s stdin and stdout are streamed through the daemon, several times slower than a
+    pipe (docs/performance.md, target 13): where the host can reach the container's file system
+    (`/proc/PID/root`, as root) the dump travels through two fifos made there instead, pg_dump
+    inside writing one, the host's `tee` reading it and writing the other, which a
+    `pg_restore -f /dev/null` inside reads whole (`_dump_through_fifos`). Elsewhere the same runs
+    on `docker exec`'s streams (`_dump_streamed`).
     """
+    return sh("{ mdsl_tmp=/tmp/mdsl-dump.$$; if", *_container_root(db), "; then",
+              *_dump_through_fifos(ctx, db, args, part), "; else", *_dump_streamed(ctx, db, args, tools, part),
+              "; fi; }")
+
+
+def _container_root(db: Postgres) -> Tuple:
+    """Shell that succeeds when this host can write into the container's /tmp through `/proc/$mdsl_pid/root`.
+
+    It sets `mdsl_pid` (the container's first process) and `mdsl_own`, the numeric `uid[:gid]` that
+    `docker exec` runs as (empty for root), which should own what the host makes there. A user
+    given by name would have to be looked up in the container's own passwd file: such a container
+    is reached through `docker exec` (fails here).
+    """
+    return sh("mdsl_i=$(docker inspect --format '{{.State.Pid}} {{.Config.User}}' --", Arg(db.container),
+              "2>/dev/null) && mdsl_pid=${mdsl_i%% *} && mdsl_own=${mdsl_i#* } &&",
+              'case "$mdsl_own" in *[!0-9:]*) false;; esac &&',
+              '[ "$mdsl_pid" -gt 0 ] 2>/dev/null && [ -d "/proc/$mdsl_pid/root/tmp" ] &&',
+              '[ -w "/proc/$mdsl_pid/root/tmp" ]')
+
+
+def _inside(ctx: CompileContext, db: Postgres, label: str, script: str, words, *, stdin: bool,
+            secrets: bool = False) -> Command:
+    """`docker exec [-i] CONTAINER sh -c SCRIPT LABEL WORDS...` (the password's env file when `secrets`)."""
+    h = ctx.host(db.host)
+    env_file = CONTAINER_ENV if (secrets and db.password is not None) else None
+    parts = sh("sh -c", Arg(script), label, *words)
+    return Command(db.host, in_container(db.container, parts, stdin=stdin, env_file=env_file), sudo=h.sudo,
+                   sudo_password=h.sudo_password, tools=("docker",),
+                   secret_files=_password_files(db) if secrets else (), argv=True)
+
+
+# Opens a fifo's other end without blocking, again and again while the host's reader (`$mdsl_rpid`)
+# runs: when a `docker exec` fails before its shell opened its fifo, the host's end, waiting in
+# open(2), is let go (and sees an empty stream or a broken pipe) instead of waiting forever.
+_UNBLOCK = ("mdsl_unblock() { while kill -0 \"$mdsl_rpid\" 2>/dev/null; do"
+            " if [ \"$2\" = w ]; then dd if=/dev/null of=\"$1\" oflag=nonblock conv=notrunc status=none;"
+            " else dd if=\"$1\" iflag=nonblock of=/dev/null count=0 status=none; fi 2>/dev/null; sleep 0.05; done; };")
+
+
+def _dump_through_fifos(ctx: CompileContext, db: Postgres, args: Tuple, part: str) -> Tuple:
+    """The dump through fifos in the container's /tmp: pg_dump inside -> "$mdsl_d" -> host tee -> zstd -> part,
+    and tee -> "$mdsl_d.v" -> pg_restore -f /dev/null inside."""
+    dump = _inside(ctx, db, "mdsl-dump", f'exec {_render(args)} > "$1"', (Lit('"$mdsl_tmp"'),), stdin=False,
+                   secrets=True)
+    read = _inside(ctx, db, "mdsl-dump", f'exec {_render((_tool(db, "pg_restore"),))} -f /dev/null < "$1"',
+                   (Lit('"$mdsl_tmp.v"'),), stdin=False)
+    own = '{ [ -z "$mdsl_own" ] || chown -- "$mdsl_own" "$mdsl_d" "$mdsl_d.v"; }'
+    return sh(_UNBLOCK, 'mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; rm -f -- "$mdsl_d" "$mdsl_d.v" &&',
+              'mkfifo -m 600 -- "$mdsl_d" "$mdsl_d.v" &&', own, "&& {",
+              'tee -- "$mdsl_d.v" < "$mdsl_d" |', ZSTD, ">", Arg(part), "& mdsl_rpid=$!;",
+              "{", Sub(read), "; mdsl_x=$?;", '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d.v" r; exit "$mdsl_x"; }',
+              "& mdsl_vpid=$!;",
+              Sub(dump), "; rc=$?;", '[ "$rc" -eq 0 ] || mdsl_unblock "$mdsl_d" w;',
+              'wait "$mdsl_rpid"; zrc=$?; wait "$mdsl_vpid"; vrc=$?; rm -f -- "$mdsl_d" "$mdsl_d.v";',
+              *_dump_checks(part), "; }")
+
+
+def _dump_checks(part: str) -> Tuple:
+    """After a dump read back as it was written: pg_dump's status ($rc), zstd's ($zrc), the read-back's ($vrc),
+    and the part read whole by `zstd -t`."""
+    return sh('[ "$zrc" -eq 0 ] && { [ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }; } &&',
+              '{ [ "$vrc" -eq 0 ] && zstd -q -t <', Arg(part), "|| { echo",
+              Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"), ">&2; exit 1; }; }")
+
+
+def _dump_streamed(ctx: CompileContext, db: Postgres, args: Tuple, tools, part: str) -> Tuple:
+    """The dump on `docker exec`'s streams: pg_dump's stdout into `tee`, which hands the same bytes, through a
+    fifo beside the part, to `docker exec -i ... pg_restore -f /dev/null` while zstd writes the part (no
+    second pass through `docker exec -i` afterwards)."""
+    dump = tool_command(ctx, db, args, tools, stdin=False)
     fifo = Arg(part + ".verify")
     read = tool_command(ctx, db, (_tool(db, "pg_restore"), Lit("-f /dev/null")), ("pg_restore",))
     return sh("rm -f --", fifo, "&& mkfifo -m 600 --", fifo, "&& {", Sub(read), "<", fifo, "& mdsl_vpid=$!; } &&",
               "rc=$( { {", Sub(dump), "; echo \"$?\" >&3; } | tee --", fifo, "|", ZSTD, ">", Arg(part),
-              "; } 3>&1 ); zrc=$?; wait \"$mdsl_vpid\"; vrc=$?; rm -f --", fifo, ";",
-              '[ "$zrc" -eq 0 ] && { [ "$rc" = 0 ] || { echo "mdsl: pg_dump failed (exit $rc)" >&2; exit 1; }; } &&',
-              '{ [ "$vrc" -eq 0 ] && zstd -q -t <', Arg(part), "|| { echo",
-              Arg(f"mdsl: pg_dump exited 0 but {part} does not read back whole"), ">&2; exit 1; }; }")
+              "; } 3>&1 ); zrc=$?; wait \"$mdsl_vpid\"; vrc=$?; rm -f --", fifo, ";", *_dump_checks(part))
 
 
 def _no_other_clients(ctx: CompileContext, db: Postgres, writers) -> Tuple:
@@ -410,24 +478,19 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     Each `docker exec` costs a round trip through the daemon, and its stdin stream is several times
     slower than a pipe (docs/performance.md, target 13), so the database is made (when missing) and
     restored by one shell inside the container, and a parallel restore's copy is written straight
-    into the container's file system (`/proc/PID/root`, where the host runs as root) into a file the
-    container's user made first (so it is that user's, 0600), else streamed in through `docker exec -i`.
-    A zstd dump is tested whole (`zstd -t`) first: piped into the container, a cut file would only
-    show as a short copy (sh has no pipefail).
+    into the container's file system (`/proc/PID/root`, where the host runs as root: a 0600 file of
+    the user `docker exec` runs as), else made by that user and streamed in through `docker exec -i`.
+    A zstd dump piped into the container is tested whole (`zstd -t`) first: a cut file would only
+    show as a short copy (sh has no pipefail); written straight in, zstd's own status says so.
     """
     src = Arg(path)
     if kind == "directory":
         return sh("echo", Arg(f"mdsl: {path} is a directory dump, which pg_restore inside container "
                               f"{db.container} cannot read"), ">&2; exit 1")
     test = sh("zstd -q -t <", src, "&&") if kind == "zstd" else ()
-    h = ctx.host(db.host)
-    env_file = CONTAINER_ENV if db.password is not None else None
 
     def inside(script: str, words, stdin: bool, secrets: bool = False) -> Command:
-        parts = sh("sh -c", Arg(script), "mdsl-restore", *words)
-        return Command(db.host, in_container(db.container, parts, stdin=stdin, env_file=env_file if secrets else None),
-                       sudo=h.sudo, sudo_password=h.sudo_password, tools=("docker",),
-                       secret_files=_password_files(db) if secrets else (), argv=True)
+        return _inside(ctx, db, "mdsl-restore", script, words, stdin=stdin, secrets=secrets)
 
     make_db = _render(_exists_or_create_inside(db))
     if not parallel:
@@ -445,11 +508,13 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     remove = inside('rm -f -- "$1"', (tmp,), False)
     feed_direct = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
     feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
-    direct = Lit('"/proc/$mdsl_pid/root$mdsl_tmp"')
-    return sh("mdsl_tmp=/tmp/mdsl-restore.$$;", *test, "{", Sub(make), "&&",
-              "mdsl_pid=$(docker inspect --format '{{.State.Pid}}' --", Arg(db.container), ") &&",
-              "if [ -f", direct, "] && [ -w", direct, "]; then", *feed_direct, ">", direct, "; else", *feed,
-              "; fi &&", Sub(restore), "; }; rc=$?;", '[ "$rc" -eq 0 ] ||', Sub(remove), '; [ "$rc" -eq 0 ]')
+    direct = Lit('"$mdsl_d"')
+    return sh("mdsl_tmp=/tmp/mdsl-restore.$$; mdsl_d=; { if", *_container_root(db), "; then",
+              'mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; umask 077 && rm -f --', direct, "&& : >", direct,
+              '&& { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"', direct, "; } &&", *feed_direct, ">", direct,
+              "; else", *test, Sub(make), "&&", *feed, "; fi &&", Sub(restore), "; }; rc=$?;",
+              '[ "$rc" -eq 0 ] || if [ -n "$mdsl_d" ]; then rm -f --', direct, "; else", Sub(remove), "; fi;",
+              '[ "$rc" -eq 0 ]')
 
 
 def _exists_or_create_inside(db: Postgres) -> Tuple:
