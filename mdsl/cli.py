@@ -102,10 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-y", "--yes", action="store_true",
                    help="answer yes to warnings, destructive steps and confirm gates")
     a.add_argument("--from", dest="from_label", metavar="LABEL", help="start at the step with this label")
-    a.add_argument("--log-format", choices=("console", "json"), default=None,
-                   help="log format on stderr (default: console on a terminal, json otherwise)")
-    a.add_argument("--accept-new-host-keys", action="store_true",
-                   help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
+    _add_connection_options(a)
     a.add_argument("--restart", action="store_true", help="ignore the journal and run every step again")
     rb = a.add_mutually_exclusive_group()
     rb.add_argument("--rollback-on-failure", dest="rollback", action="store_const", const=True, default=None,
@@ -122,10 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Refused once the point of no return has run.")
     r.add_argument("plan", metavar="PLAN")
     r.add_argument("-y", "--yes", action="store_true", help="do not ask before rolling back")
-    r.add_argument("--log-format", choices=("console", "json"), default=None,
-                   help="log format on stderr (default: console on a terminal, json otherwise)")
-    r.add_argument("--accept-new-host-keys", action="store_true",
-                   help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
+    _add_connection_options(r)
     r.set_defaults(handler=_runner("rollback"))
 
     g = sub.add_parser("graph", help="the plan's data lineage as DOT or Mermaid",
@@ -156,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-sync dirs at least this big while the app runs (default 1G)")
     i.set_defaults(handler=_init)
     return p
+
+
+def _add_connection_options(command: argparse.ArgumentParser) -> None:
+    """The options of every command that connects to the plan's hosts and logs what it does."""
+    command.add_argument("--log-format", choices=("console", "json"), default=None,
+                         help="log format on stderr (default: console on a terminal, json otherwise)")
+    command.add_argument("--accept-new-host-keys", action="store_true",
+                         help="trust and record SSH host keys not yet in known_hosts (changed keys are still refused)")
 
 
 def _init(args) -> int:
@@ -213,7 +215,7 @@ def _check(args) -> int:
             unusable = True
             batch = exc.findings
         else:
-            batch = (check_plan(plan, rollback=True) if args.rollback else check_plan(plan)).findings
+            batch = check_plan(plan, rollback=args.rollback).findings
         batch = sorted(batch, key=lambda f: (f.span.line, f.span.col, f.code))
         findings.extend(batch)
     if any(f.severity == Severity.ERROR and f.code.startswith("E") for f in findings):

@@ -28,10 +28,9 @@ _COMPRESS_BY_SUFFIX = ((".tar.zst", "zstd"), (".tzst", "zstd"), (".tar.gz", "gzi
 def archive_compression(step: A.Archive, path: str) -> str:
     """`compress = ...`, else what the file name says (`.tar.gz` stays gzip), else zstd.
 
-    zstd when nothing says otherwise: measured on 1 GB of mixed text and
-    media (bench/files.py, and the issue's figures), `tar czf` spends ~20 s
-    where `zstd -T0` (level 3, every core) spends ~2 s for about the same
-    size, and incompressible media costs zstd almost nothing.
+    zstd (`-T0`, level 3, every core) when nothing says otherwise: it packs
+    mixed text and media to about gzip's size in a fraction of gzip's time
+    (bench/files.py; the figures are in docs/performance.md, "Files").
     """
     c = option_value(step, "compress")
     if c:
@@ -132,8 +131,9 @@ def _rsync_pattern(sub: str) -> str:
     return "/" + "".join("\\" + c if c in "*?[\\" else c for c in name)
 
 
-# AES-GCM first (AES-NI, no separate MAC pass): OpenSSH's default, chacha20-poly1305, moves about 15-30%
-# fewer bytes per CPU second here (bench/transfer.py). Every name has been known to OpenSSH since 6.5.
+# AES-GCM first (AES-NI, no separate MAC pass): OpenSSH's default, chacha20-poly1305, moves fewer bytes
+# per CPU second (bench/transfer.py; docs/performance.md, "What mdsl does to be fast"). Every name has
+# been known to OpenSSH since 6.5.
 SSH_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
                "aes128-ctr,aes192-ctr,aes256-ctr")
 

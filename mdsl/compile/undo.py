@@ -33,15 +33,14 @@ class CompiledUndo:
     services: Tuple[ServiceBack, ...] = ()
     actions: Tuple[Action, ...] = ()
 
+    @property
+    def every_action(self) -> Tuple[Action, ...]:
+        """What undoing the step runs, in order: each service's start, then the declared `undo`."""
+        return (*(action for back in self.services for action in back.actions), *self.actions)
+
     def describe(self):
         """The exact commands, secrets masked."""
-        out = []
-        for b in self.services:
-            for a in b.actions:
-                out.extend(a.describe())
-        for a in self.actions:
-            out.extend(a.describe())
-        return out
+        return [line for action in self.every_action for line in action.describe()]
 
 
 def compile_undos(ctx: CompileContext, rollback: Rollback, step_at) -> Dict[Path, CompiledUndo]:

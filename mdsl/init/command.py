@@ -41,10 +41,10 @@ def parse_url(text: str, identity: Optional[str], known_hosts: Optional[str]) ->
 def _backend(name: str, e: Endpoint):
     from mdsl.run.ssh import SshBackend
 
-    b = SshBackend(Host(name, user=e.user, address=e.address, port=e.port, identity=e.identity,
-                        known_hosts=e.known_hosts), command_timeout=120)
-    b.connect()
-    return b
+    backend = SshBackend(Host(name, user=e.user, address=e.address, port=e.port, identity=e.identity,
+                              known_hosts=e.known_hosts), command_timeout=120)
+    backend.connect()
+    return backend
 
 
 def _saw(facts: HostFacts) -> str:
@@ -128,8 +128,8 @@ def init_command(args) -> int:
             print(f"  help: {hint}", file=sys.stderr)
         return EXIT_UNUSABLE
     finally:
-        for b in backends:
-            b.close()
+        for backend in backends:
+            backend.close()
     status = EXIT_OK
     for (name, text), path in zip(texts, _outputs(args.output, [n for n, _ in texts]), strict=True):
         problems = _checked(text, path or f"<{name}.plan>")

@@ -7,22 +7,32 @@ secrets before the first start, the restore into an emptied database, the app's 
 the restore, the first start, the commands after it (Gitea's hooks), a check through the new box,
 and only then the DNS change. Every declaration says what it holds in a comment; secrets are
 named (`env(...)`), never written.
+
+Each thing the app keeps (its database, a data dir, a config file, the app itself) is described
+once as a `_Pair`: what it holds, and its attributes on the old and the new host. One writer turns
+every pair into plan text, and `mdsl fmt` lines the attributes up.
 """
 
 from __future__ import annotations
 
 import datetime
 import posixpath
-from typing import Iterable, List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from attrs import frozen
 
 from mdsl.apps.profile import Layout
 from mdsl.init.discover import AppFound, ConfigFile, Database, DataDir, HostFacts
+from mdsl.run.console import human_bytes
+from mdsl.stores.registry import STORES
 from mdsl.syntax.format import format_text
+from mdsl.syntax.format import string_literal as quoted
 
 PRESYNC_ABOVE = 1 << 30  # a dir this big is pre-synced live: its copy would be most of the downtime
-STORE_WORDS = {"postgres": "PostgreSQL", "mysql": "MySQL/MariaDB", "sqlite": "SQLite"}
+
+# An attribute as the plan writes it: key, value as plan text, and the trailing comment that says why
+# ("" for none). A value of None leaves the attribute out.
+Attribute = Tuple[str, Optional[str], str]
 
 
 @frozen
@@ -40,21 +50,9 @@ class Endpoint:
         return f"{self.user}@{self.address}" if self.user else self.address
 
 
-def q(text: str) -> str:
-    """A plan string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
-
-
 def size_text(n: Optional[int]) -> str:
     """1536 -> `1.5 KiB`; None -> `size unknown`."""
-    if n is None:
-        return "size unknown"
-    value, unit = float(n), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            break
-        value /= 1024
-    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+    return "size unknown" if n is None else human_bytes(n)
 
 
 def _cap(text: str) -> str:
@@ -68,34 +66,120 @@ def password_env(app: str) -> str:
     return app.upper().replace("-", "_") + "_DB_PASSWORD"
 
 
-def _host(name: str, e: Endpoint) -> str:
-    parts = [f"ssh = {q(e.login)}", f"port = {e.port}"]
-    if e.identity:
-        parts.append(f"identity = {q(e.identity)}")
-    if e.known_hosts:
-        parts.append(f"known_hosts = {q(e.known_hosts)}")
-    return f"host {name} {{ " + "  ".join(parts) + " }"
+def _text(value) -> Optional[str]:
+    """An attribute's value as plan text: a string quoted, a number as it is; None (left out) when unset."""
+    if value is None or value == "":
+        return None
+    return quoted(value) if isinstance(value, str) else str(value)
 
 
-def _db_lines(db: Database, app: str) -> List[str]:
-    out = [f"database = {q(db.name)}"] if db.name else []
-    if db.user:
-        out.append(f"user     = {q(db.user)}")
-    if db.tcp:
-        out.append(f"tcp      = {q(db.tcp)}")
-    if db.socket:
-        out.append(f"socket   = {q(db.socket)}")
-    if db.port:
-        out.append(f"port     = {db.port}")
+def _strings(values: Sequence[str]) -> str:
+    return "[" + ", ".join(quoted(v) for v in values) + "]"
+
+
+def _names(names: Sequence[str]) -> str:
+    return "[" + ", ".join(names) + "]"
+
+
+def _declaration(head: str, attributes: Sequence[Attribute], one_line: bool = False) -> List[str]:
+    """`head { ... }` with the attributes that have a value, one a line (or all on one line: hosts)."""
+    lines = [f"{key} = {value}" + (f"  # {why}" if why else "") for key, value, why in attributes
+             if value is not None]
+    if one_line:
+        return [f"{head} {{ " + "  ".join(lines) + " }"]
+    return [f"{head} {{", *(f"  {line}" for line in lines), "}"]
+
+
+def _host(name: str, endpoint: Endpoint) -> List[str]:
+    return _declaration(f"host {name}", [("ssh", quoted(endpoint.login), ""), ("port", str(endpoint.port), ""),
+                                         ("identity", _text(endpoint.identity), ""),
+                                         ("known_hosts", _text(endpoint.known_hosts), "")], one_line=True)
+
+
+@frozen
+class _Pair:
+    """One thing the app keeps, declared on both hosts as `old_<role>` and `new_<role>`: the comment
+    lines above each declaration (what it holds), its kind, and its attributes on each side."""
+
+    kind: str
+    role: str
+    about: Tuple[str, ...]
+    old: Tuple[Attribute, ...]
+    new: Tuple[Attribute, ...]
+    about_new: Tuple[str, ...] = ()
+
+    def lines(self) -> List[str]:
+        return ["", *(f"# {line}" for line in self.about),
+                *_declaration(f"{self.kind} old_{self.role} on old", self.old), "",
+                *(f"# {line}" for line in self.about_new),
+                *_declaration(f"{self.kind} new_{self.role} on new", self.new)]
+
+
+_FRESH: Attribute = ("fresh", "true", "")
+_SECRET: Attribute = ("secret", "true", "")
+
+# A database server's login as the plan declares it: plan attribute <- what the config said.
+_LOGIN_ATTRIBUTES = (("database", "name"), ("user", "user"), ("tcp", "tcp"), ("socket", "socket"), ("port", "port"))
+
+
+def _login(db: Database, app: str) -> List[Attribute]:
+    """How the plan logs in to a database server: as the config does, its password read at apply time."""
+    attributes = [(key, _text(getattr(db, field)), "") for key, field in _LOGIN_ATTRIBUTES]
     if db.password_key:
-        out.append(f"password = env({q(password_env(app))})  # {db.password_key} of the config: read at apply time")
+        attributes.append(("password", f"env({quoted(password_env(app))})",
+                           f"{db.password_key} of the config: read at apply time"))
     elif db.user:
-        out.append(f"run_as   = {q(db.user)}  # no password in the config: peer login as the app's OS user")
-    return out
+        attributes.append(("run_as", quoted(db.user), "no password in the config: peer login as the app's OS user"))
+    return attributes
 
 
-def _block(kind: str, name: str, host: str, lines: Iterable[str]) -> List[str]:
-    return [f"{kind} {name} on {host} {{", *(f"  {line}" for line in lines), "}"]
+def _database(app: AppFound, tdb: Database, holds: str) -> _Pair:
+    """The database: SQLite by its file, a server by its login; the new one is emptied by the restore."""
+    db = app.database
+    about = (f"{_cap(holds)} ({STORES[db.store].title}, {size_text(db.size)}).",)
+    if STORES[db.store].is_file:
+        return _Pair(db.store, "db", about, (("path", quoted(db.path), ""),), (("path", quoted(db.path), ""), _FRESH))
+    return _Pair(db.store, "db", about, tuple(_login(db, app.profile.name)), (*_login(tdb, app.profile.name), _FRESH),
+                 about_new=("fresh: whatever the new server holds under this name is disposable "
+                            "(the restore replaces it)",))
+
+
+def _data_dir(app: AppFound, d: DataDir, target_path: str, presynced: bool) -> _Pair:
+    """A data dir: a pre-synced one mirrors the old host, so what the new one holds is disposable."""
+    role = app.profile.roles[d.role]
+    about = [f"{_cap(role.holds)} ({size_text(d.size)})."]
+    about += [f"{der.subpath}/ is copied too: {der.holds}; without it {der.lost}." for der in role.derived]
+    if d.nested:
+        about.append(f"It holds {', '.join(d.nested)}: copied with it.")
+    owner = ("owner", _text(d.owner), "")
+    fresh = ("fresh", "true" if presynced else None, "mirrored from the old host: what it holds now is disposable")
+    return _Pair("dir", d.role, tuple(about), (("path", quoted(d.path), ""), owner),
+                 (("path", quoted(target_path), ""), owner, fresh))
+
+
+def _config_file(app: AppFound, c: ConfigFile, target_path: str) -> _Pair:
+    """A file of secrets: copied as it is, never shown, and as private on the new host as on the old."""
+    about = [f"{_cap(app.profile.roles[c.role].holds)}."]
+    about += [f"{key} lost: {app.profile.secrets[key].lost}." for key in c.secrets]
+    about.append("The file is copied as it is; its content is never shown (secret = true).")
+    moved = (f"Where {app.target_layout.title} reads it (list it in the module's options if it asks).",) \
+        if target_path != c.path else ()
+    return _Pair("file", c.role, tuple(about), (("path", quoted(c.path), ""), _SECRET),
+                 (("path", quoted(target_path), ""), ("owner", _text(c.owner), ""),
+                  ("mode", quoted(_secret_mode(c.mode)), ""), _SECRET), about_new=moved)
+
+
+def _service(app: AppFound, source: Endpoint, data: Sequence[str], reads: Sequence[str]) -> _Pair:
+    """The app as its units run it, writing its data and reading its files; the new one starts stopped."""
+    def side(prefix: str, layout: Layout, units: Sequence[str]) -> List[Attribute]:
+        return [("app", quoted(app.profile.name), ""), ("layout", quoted(layout.name), ""),
+                ("systemd", _strings(units), ""), ("writes", _names([prefix + x for x in data]), ""),
+                ("reads", _names([prefix + x for x in reads]), "")]
+
+    about = (f"{app.profile.title} as the units found on {source.address} run it "
+             "(unit files under /etc/systemd or /lib/systemd).",)
+    return _Pair("service", "app", about, tuple(side("old_", app.layout, app.units)),
+                 (*side("new_", app.target_layout, app.target_units), ("initially", "stopped", "")))
 
 
 @frozen
@@ -121,7 +205,7 @@ def _target_places(app: AppFound) -> _Target:
         return default if same or place is None or not place.path else place.path
 
     db = app.database
-    if db is not None and not same and db.store != "sqlite":
+    if db is not None and not same and not STORES[db.store].is_file:
         place = lay.places.get(next(r for r in app.profile.roles.values() if r.kind == "database").name)
         if place is not None and place.database:
             peer = bool(place.auth and "peer" in place.auth)
@@ -161,14 +245,15 @@ def _secret_mode(mode: Optional[str]) -> str:
     return "0600"
 
 
-def _command_text(app: AppFound, cmd, layout: Layout, config_path: str) -> Tuple[str, Optional[str]]:
-    """The command as the layout spells it; a relative program (`bin/tootctl`) runs in the app's dir
-    as the layout's user."""
-    text = cmd.text_for(layout.name)
+def _run_step(cmd, host: str, layout: Layout, config_path: str, touches: str = "") -> List[str]:
+    """The app's command as a `run` step on `host`, spelled as the layout spells it, under the comment
+    that says why; a relative program (`bin/tootctl`) runs in the app's dir as the layout's user."""
+    text, run_as = cmd.text_for(layout.name), None
     words = [w for w in text.split() if "=" not in w]
     if words and words[0].startswith("bin/"):
-        return f"cd {posixpath.dirname(config_path)} && {text}", layout.user
-    return text, None
+        text, run_as = f"cd {posixpath.dirname(config_path)} && {text}", layout.user
+    options = (f" {touches}" if touches else "") + (f" run_as = {quoted(run_as)}" if run_as else "")
+    return [f"# {cmd.why}", f"run {host} {quoted(text)}{options}"]
 
 
 def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFacts, tfacts: HostFacts, *,
@@ -200,79 +285,27 @@ def write_plan(app: AppFound, source: Endpoint, target: Endpoint, sfacts: HostFa
             add(f"# {_cap(inv.help or inv.broken)}.")
     add(f"# {p.title}'s profile: `mdsl explain {name}` (each fact with its source).")
     add("")
-    add(f"plan {q(f'{p.title}: {source.address} -> {target.address}')}")
+    add(f"plan {quoted(f'{p.title}: {source.address} -> {target.address}')}")
     add("")
-    add(_host("old", source))
-    add(_host("new", target))
+    out += _host("old", source)
+    out += _host("new", target)
 
     # ---------------------------------------------------------------- declarations
-    db, tdb = app.database, tgt.db
+    db = app.database
+    declared_db = db is not None and db.inside is None  # a file database inside a data dir travels with it
     db_role = next((r for r in p.roles.values() if r.kind == "database"), None)
-    declared_db = db is not None and db.store != "sqlite" or (db is not None and db.inside is None)
-    if db is not None and declared_db:
+    if db is not None and not declared_db:
         add("")
-        add(f"# {_cap(db_role.holds)} ({STORE_WORDS.get(db.store, db.store)}, {size_text(db.size)}).")
-        if db.store == "sqlite":
-            out.extend(_block("sqlite", "old_db", "old", [f"path = {q(db.path)}"]))
-            add("")
-            out.extend(_block("sqlite", "new_db", "new", [f"path = {q(db.path)}", "fresh = true"]))
-        else:
-            out.extend(_block(db.store, "old_db", "old", _db_lines(db, name)))
-            add("")
-            add("# fresh: whatever the new server holds under this name is disposable (the restore replaces it)")
-            out.extend(_block(db.store, "new_db", "new", [*_db_lines(tdb, name), "fresh = true"]))
-    elif db is not None:
-        add("")
-        add(f"# {_cap(db_role.holds)}: SQLite at {db.path}, inside the {db.inside} dir, copied with it while "
-            f"{p.title} is stopped.")
-
+        add(f"# {_cap(db_role.holds)}: {STORES[db.store].title} at {db.path}, inside the {db.inside} dir, "
+            f"copied with it while {p.title} is stopped.")
     big = {d.role for d in app.dirs if d.size is not None and d.size >= presync_above}
-    for d, tpath in tgt.dirs:
-        role = p.roles[d.role]
-        add("")
-        add(f"# {_cap(role.holds)} ({size_text(d.size)}).")
-        for der in role.derived:
-            add(f"# {der.subpath}/ is copied too: {der.holds}; without it {der.lost}.")
-        if d.nested:
-            add(f"# It holds {', '.join(d.nested)}: copied with it.")
-        own = [f"owner = {q(d.owner)}"] if d.owner else []
-        out.extend(_block("dir", f"old_{d.role}", "old", [f"path  = {q(d.path)}", *own]))
-        add("")
-        fresh = ["fresh = true  # mirrored from the old host: what it holds now is disposable"] \
-            if d.role in big else []
-        out.extend(_block("dir", f"new_{d.role}", "new", [f"path  = {q(tpath)}", *own, *fresh]))
-
-    for c, tpath in tgt.files:
-        role = p.roles[c.role]
-        add("")
-        add(f"# {_cap(role.holds)}.")
-        for key in c.secrets:
-            add(f"# {key} lost: {p.secrets[key].lost}.")
-        add("# The file is copied as it is; its content is never shown (secret = true).")
-        own = [f"owner  = {q(c.owner)}"] if c.owner else []
-        out.extend(_block("file", f"old_{c.role}", "old", [f"path   = {q(c.path)}", "secret = true"]))
-        add("")
-        if tpath != c.path:
-            add(f"# Where {app.target_layout.title} reads it (list it in the module's options if it asks).")
-        out.extend(_block("file", f"new_{c.role}", "new", [f"path   = {q(tpath)}", *own,
-                                                            f"mode   = {q(_secret_mode(c.mode))}", "secret = true"]))
-    reads = ", ".join(f"old_{c.role}" for c, _ in tgt.files)
-
-    data = (["old_db"] if declared_db else []) + [f"old_{d.role}" for d, _ in tgt.dirs]
-    add("")
-    add(f"# {p.title} as the units found on {source.address} run it (unit files under /etc/systemd or /lib/systemd).")
-    out.extend(_block("service", "old_app", "old", [
-        f"app     = {q(name)}", f"layout  = {q(app.layout.name)}",
-        "systemd = [" + ", ".join(q(u) for u in app.units) + "]",
-        "writes  = [" + ", ".join(data) + "]", f"reads   = [{reads}]"]))
-    add("")
-    add("service new_app on new {")
-    for line in (f"app       = {q(name)}", f"layout    = {q(app.target_layout.name)}",
-                 "systemd   = [" + ", ".join(q(u) for u in app.target_units) + "]",
-                 "writes    = [" + ", ".join(x.replace("old_", "new_", 1) for x in data) + "]",
-                 f"reads     = [{reads.replace('old_', 'new_')}]", "initially = stopped"):
-        add(f"  {line}")
-    add("}")
+    pairs = [_database(app, tgt.db, db_role.holds)] if declared_db else []
+    pairs += [_data_dir(app, d, tpath, d.role in big) for d, tpath in tgt.dirs]
+    pairs += [_config_file(app, c, tpath) for c, tpath in tgt.files]
+    data = (["db"] if declared_db else []) + [d.role for d, _ in tgt.dirs]
+    pairs.append(_service(app, source, data, [c.role for c, _ in tgt.files]))
+    for pair in pairs:
+        out.extend(pair.lines())
 
     add("")
     add("steps {")
@@ -295,45 +328,43 @@ def _steps(app: AppFound, target: Endpoint, source: Endpoint, tgt: _Target, big:
             s(f"presync_{d.role}: sync old_{d.role} to new_{d.role} live")
     for cmd in p.commands:
         if cmd.when == "before-stop":
-            text, run_as = _command_text(app, cmd, app.layout, c.path)
-            s(f"# {cmd.why}")
-            s(f"run old {q(text)}" + (f" run_as = {q(run_as)}" if run_as else ""))
+            steps.extend(_run_step(cmd, "old", app.layout, c.path))
     s("freeze: stop old_app")
     steps.extend(_copies(app, tgt, big, declared_db, stage))
     steps.extend(_after(app, tgt, declared_db))
     if app.url:
         s("# through the new box, whatever DNS says, before DNS moves")
-        s(f"verify http {q(app.url)} via = new status = 200")
+        s(f"verify http {quoted(app.url)} via = new status = 200")
         host = app.url.split("//", 1)[1].split("/", 1)[0]
         dns = f"Point the DNS records of {host} at {target.address}; {p.title} stays stopped on {source.address}"
-        s(f"confirm {q(dns)}")
+        s(f"confirm {quoted(dns)}")
     else:
-        s("verify run new " + q("systemctl is-active --quiet -- " + " ".join(app.target_units)))
+        s("verify run new " + quoted("systemctl is-active --quiet -- " + " ".join(app.target_units)))
         # no URL in the config: test the app through the new box by hand before moving its name
-        s(f"confirm {q(f'Test {p.title} on {target.address} by hand, then move its name there')}")
+        s(f"confirm {quoted(f'Test {p.title} on {target.address} by hand, then move its name there')}")
     return steps
 
 
 def _copies(app: AppFound, tgt: _Target, big: set, declared_db: bool, stage: str) -> List[str]:
     """The dump beside the final syncs or the archives (one `parallel` block), the copies, the restore."""
-    name = app.profile.name
-    dump = f"{stage}/{name}.dump"
-    members = [f"dump old_db to old:{q(dump)}"] if declared_db else []
+    dump = quoted(f"{stage}/{app.profile.name}.dump")
+    archive = {d.role: quoted(f"{stage}/{d.role}.tar.zst") for d, _ in tgt.dirs}
+    members = [f"dump old_db to old:{dump}"] if declared_db else []
     for d, _ in tgt.dirs:
         if d.role in big:
             members.append(f"final_{d.role}: sync old_{d.role} to new_{d.role}")
         else:
-            members.append(f"archive old_{d.role} to old:{q(f'{stage}/{d.role}.tar.zst')} compress = zstd")
+            members.append(f"archive old_{d.role} to old:{archive[d.role]} compress = zstd")
     steps = ["parallel {", *("  " + m for m in members), "}"] if len(members) > 1 else members
     if declared_db:
-        steps.append(f"transfer old:{q(dump)} to new:{q(dump)}")
-    small = [d for d, _ in tgt.dirs if d.role not in big]
-    steps += [f"transfer old:{q(f'{stage}/{d.role}.tar.zst')} to new:{q(f'{stage}/{d.role}.tar.zst')}" for d in small]
+        steps.append(f"transfer old:{dump} to new:{dump}")
+    small = [d.role for d, _ in tgt.dirs if d.role not in big]
+    steps += [f"transfer old:{archive[role]} to new:{archive[role]}" for role in small]
     steps.append(f"# the secrets reach the new host before {app.profile.title} first starts there")
     steps += [f"transfer old_{f.role} to new_{f.role}" for f, _ in tgt.files]
     if declared_db:
-        steps.append(f"restore new:{q(dump)} into new_db replace")
-    steps += [f"extract new:{q(f'{stage}/{d.role}.tar.zst')} into new_{d.role}" for d in small]
+        steps.append(f"restore new:{dump} into new_db replace")
+    steps += [f"extract new:{archive[role]} into new_{role}" for role in small]
     return steps
 
 
@@ -349,11 +380,9 @@ def _after(app: AppFound, tgt: _Target, declared_db: bool) -> List[str]:
                 continue
             if cmd.needs and not any(o.id == cmd.needs and o.when == "before-stop" for o in p.commands):
                 continue
-            text, run_as = _command_text(app, cmd, app.target_layout, tgt.config)
             # before the start the command works on the restored database (Synapse's TRUNCATE); after it,
             # on the running app's behalf
             touches = "writes" if declared_db and when != "after-start" else "reads"
             what = "new_db" if declared_db else f"new_{app.config.role}"
-            steps.append(f"# {cmd.why}")
-            steps.append(f"run new {q(text)} {touches} = [{what}]" + (f" run_as = {q(run_as)}" if run_as else ""))
+            steps.extend(_run_step(cmd, "new", app.target_layout, tgt.config, f"{touches} = [{what}]"))
     return steps

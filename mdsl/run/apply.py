@@ -236,8 +236,8 @@ class Apply:
             self.console.say(f"resuming: {steps_of(done, count_steps(compiled))} are done in the journal; "
                              f"starting at step {compiled.steps[sched.start].id}")
         executor.journal = self.journal
-        for b in self.backends.values():
-            b.on_started = functools.partial(self._command_started, b)
+        for backend in self.backends.values():
+            backend.on_started = functools.partial(self._command_started, backend)
         stop_leftovers(state, executor, self.hosts, self.console, self.journal)
         total = len(compiled.steps)
         ok = False
@@ -324,8 +324,8 @@ class Apply:
             futs = [pool.submit(contextvars.copy_context().run, one, h) for h in hosts]
             for f in futs:
                 try:
-                    name, b = f.result()
-                    self.backends[name] = b
+                    name, backend = f.result()
+                    self.backends[name] = backend
                 except BackendError as exc:
                     failures.append(f"{exc.host}: {exc.message}" + (f"\n  help: {exc.hint}" if exc.hint else ""))
         if failures:

@@ -42,11 +42,11 @@ def format_plan(compiled) -> str:
     from mdsl.run.rollback import describe_every_step
 
     rollback_text = describe_every_step(compiled)
-    b = compiled.bound
+    bound = compiled.bound
     lines: List[str] = []
-    title = b.plan.title.value if b.plan.title else b.plan.path
+    title = bound.plan.title.value if bound.plan.title else bound.plan.path
     lines.append(f"plan: {title}")
-    lines.append("hosts: " + ", ".join(h.display for h in b.hosts.values()))
+    lines.append("hosts: " + ", ".join(h.display for h in bound.hosts.values()))
     lines.append("")
     def add(step, depth: int) -> None:
         lines.append("  " * depth + _step_header(step))

@@ -33,7 +33,7 @@ def render_findings(findings: List[Finding]) -> str:
 
 def check_findings(plan: A.Plan, rollback: bool = False) -> Tuple[BoundPlan, List[Finding]]:
     """`mdsl check`'s findings (`--rollback`: H310 too), and the bound plan they were found on."""
-    res = check_plan(plan, rollback=True) if rollback else check_plan(plan)
+    res = check_plan(plan, rollback=rollback)
     return res.bound, list(res.findings)
 
 

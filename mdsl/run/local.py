@@ -121,23 +121,18 @@ class LocalBackend(Backend):
         """Feed the command's stdout to `sink` chunk by chunk; if `sink` raises, the command is killed."""
         with tempfile.TemporaryFile() as err:
             proc = self._popen(command, subprocess.DEVNULL, subprocess.PIPE, err)
-            dog = _Watchdog(proc, timeout)
-            try:
+
+            def drain() -> None:
                 while True:
                     chunk = proc.stdout.read1(CHUNK) if hasattr(proc.stdout, "read1") else proc.stdout.read(CHUNK)
                     if not chunk:
-                        break
+                        return
                     sink(chunk)
-                code = proc.wait()
-            except BaseException:
-                _kill_group(proc)
-                raise
+
+            try:
+                code, sig = self._wait(proc, command, timeout, drain)
             finally:
-                dog.cancel()
                 proc.stdout.close()
-            if dog.fired:
-                raise self._timeout(command, timeout)
-            code, sig = _status(code)
             return Result(code, "", _read_all(err), sig)
 
     def write_stream(self, command: str, chunks: Iterator[bytes], *, timeout: Optional[float] = None) -> Result:
@@ -147,29 +142,39 @@ class LocalBackend(Backend):
     def _feed(self, command: str, chunks: Optional[Iterable[bytes]], timeout: Optional[float]) -> Result:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self._popen(command, subprocess.DEVNULL if chunks is None else subprocess.PIPE, out, err)
-            dog = _Watchdog(proc, timeout)
-            try:
-                if chunks is not None:
+
+            def write() -> None:
+                if chunks is None:
+                    return
+                try:
+                    for chunk in chunks:
+                        proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # the command exited without reading everything: its status tells
+                finally:
                     try:
-                        for chunk in chunks:
-                            proc.stdin.write(chunk)
+                        proc.stdin.close()
                     except BrokenPipeError:
-                        pass  # the command exited without reading everything: its status tells
-                    finally:
-                        try:
-                            proc.stdin.close()
-                        except BrokenPipeError:
-                            pass
-                code = proc.wait()
-            except BaseException:
-                _kill_group(proc)
-                raise
-            finally:
-                dog.cancel()
-            if dog.fired:
-                raise self._timeout(command, timeout)
-            code, sig = _status(code)
+                        pass
+
+            code, sig = self._wait(proc, command, timeout, write)
             return Result(code, _read_all(out), _read_all(err), sig)
+
+    def _wait(self, proc: subprocess.Popen, command: str, timeout: Optional[float], talk) -> tuple:
+        """`talk()` (what feeds or drains the command), then its (exit code, signal). Its process group is
+        killed when anything raises, or when `timeout` passes first (then CommandTimeout)."""
+        dog = _Watchdog(proc, timeout)
+        try:
+            talk()
+            code = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            dog.cancel()
+        if dog.fired:
+            raise self._timeout(command, timeout)
+        return _status(code)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -63,7 +63,7 @@ class HostChecks:
     """The questions asked of one host."""
 
     def __init__(self, needs: Needs, ctx: CompileContext, executor, host: Host, backend: Backend):
-        self.needs, self.ctx, self.executor, self.host, self.b = needs, ctx, executor, host, backend
+        self.needs, self.ctx, self.executor, self.host, self.backend = needs, ctx, executor, host, backend
         self.facts = HostFacts()
         self.name = host.name
         self.docker = DockerChecks(self, needs.docker)
@@ -79,7 +79,7 @@ class HostChecks:
 
     def go(self) -> HostFacts:
         try:
-            self.b.connect()
+            self.backend.connect()
         except BackendError as e:
             self.facts.findings.append(preflight_finding(
                 P401, f"cannot use host `{self.name}` ({self._where()}): {e.message}", self.host.span,
@@ -266,7 +266,7 @@ class HostChecks:
 
     def b_alive(self) -> bool:
         try:
-            return self.b.run("true", timeout=CHECK_TIMEOUT).ok
+            return self.backend.run("true", timeout=CHECK_TIMEOUT).ok
         except BackendError:
             return False
 

@@ -39,7 +39,7 @@ class RollbackTodo:
         """The hosts the undos run on."""
         out: Dict[str, None] = {}
         for _, u, services in self.undos:
-            out.update(dict.fromkeys(b.host for b in u.services if b.service in services))
+            out.update(dict.fromkeys(back.host for back in u.services if back.service in services))
             out.update(dict.fromkeys(c.host for a in u.actions for c in a.commands()))
         return list(out)
 
@@ -74,15 +74,15 @@ def what_to_undo(compiled: CompiledPlan, state: J.JournalState) -> RollbackTodo:
 
 def _refusal(compiled: CompiledPlan, state: J.JournalState, cut: List[CompiledStep]) -> str:
     """Why no rollback after the point of no return: which service took which writes since when."""
-    b = compiled.bound
+    bound = compiled.bound
     starts = [s for s in compiled.leaves() if s.cutover] or cut
     words = []
     for s in starts:
         rec = state.steps.get(s.id)
         since = f" since {rec.at}" if rec is not None and rec.at else ""
         for svc in getattr(s.step, "services", ()):
-            writes = ", ".join(b.resources[svc.name].writes) or "its data"
-            words.append(f"{svc.name} has been writing {writes} on {b.resources[svc.name].host}{since}")
+            writes = ", ".join(bound.resources[svc.name].writes) or "its data"
+            words.append(f"{svc.name} has been writing {writes} on {bound.resources[svc.name].host}{since}")
     first = starts[0]
     return (f"step {first.id} `{first.summary}` is the point of no return, and it has run: "
             + "; ".join(words) + ". The old host never saw those writes: starting the old app again would serve "

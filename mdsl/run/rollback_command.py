@@ -53,10 +53,9 @@ class RollbackCommand(Apply):
         for line in todo.lines():
             self.console.say(f"  {line}")
         self.console.ask("Roll back?", "the rollback")
-        needed = [c.secrets for _, u, _ in todo.undos for a in (*u.actions, *(x for b in u.services
-                                                                              for x in b.actions))
-                  for c in a.commands()]
-        for sec in [s for group in needed for s in group] + [
+        needed = [secret for _, undo, _ in todo.undos for action in undo.every_action
+                  for command in action.commands() for secret in command.secrets]
+        for sec in needed + [
                 compiled.bound.hosts[h].sudo_password for h in todo.hosts
                 if compiled.bound.hosts[h].sudo_password is not None]:
             try:

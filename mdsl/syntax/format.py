@@ -51,14 +51,15 @@ class _Unit:
 # ---------------------------------------------------------------- values
 
 
-def _q(s: str) -> str:
+def string_literal(s: str) -> str:
+    """A plan string literal: backslash, quote, newline and tab escaped."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def value(v) -> str:
     """A value as plan text."""
     if isinstance(v, A.Str):
-        return _q(v.value)
+        return string_literal(v.value)
     if isinstance(v, A.Int):
         return str(v.value)
     if isinstance(v, A.Bool):
@@ -68,20 +69,20 @@ def value(v) -> str:
     if isinstance(v, A.ListValue):
         return "[" + ", ".join(value(i) for i in v.items) + "]"
     if isinstance(v, A.Secret):
-        return f"{v.source}({_q(v.arg)})"
+        return f"{v.source}({string_literal(v.arg)})"
     raise TypeError(f"not a value: {v!r}")
 
 
 def _target(t) -> str:
     if isinstance(t, A.Location):
-        return f"{t.host.name}:{_q(t.path.value)}"
+        return f"{t.host.name}:{string_literal(t.path.value)}"
     return t.name
 
 
 def _option(o: A.Option) -> str:
     if o.key.name == "exclude" and isinstance(o.value, A.ListValue) and all(
             isinstance(i, A.Str) for i in o.value.items) and o.value.items:
-        return "exclude " + ", ".join(_q(i.value) for i in o.value.items)
+        return "exclude " + ", ".join(string_literal(i.value) for i in o.value.items)
     if o.value is None:
         return o.key.name
     return f"{o.key.name} = {value(o.value)}"
@@ -110,11 +111,11 @@ _HEADS = {
     A.Move: _copy,
     A.Delete: lambda s: f"delete {_target(s.target)}",
     A.Drop: lambda s: f"drop {s.db.name}",
-    A.Run: lambda s: f"run {s.host.name} {_q(s.command.value)}",
-    A.VerifyHttp: lambda s: f"verify http {_q(s.url.value)}",
-    A.VerifyDns: lambda s: f"verify dns {_q(s.name.value)} is {s.host.name}",
-    A.VerifyRun: lambda s: f"verify run {s.host.name} {_q(s.command.value)}",
-    A.Confirm: lambda s: f"confirm {_q(s.message.value)}",
+    A.Run: lambda s: f"run {s.host.name} {string_literal(s.command.value)}",
+    A.VerifyHttp: lambda s: f"verify http {string_literal(s.url.value)}",
+    A.VerifyDns: lambda s: f"verify dns {string_literal(s.name.value)} is {s.host.name}",
+    A.VerifyRun: lambda s: f"verify run {s.host.name} {string_literal(s.command.value)}",
+    A.Confirm: lambda s: f"confirm {string_literal(s.message.value)}",
 }
 
 
@@ -179,7 +180,7 @@ class _Layout:
             if isinstance(it, A.Attr):
                 text = f"{it.key.name.ljust(width)} = {value(it.value)}"
             else:
-                text = f"derived {_q(it.subpath.value)} rebuild {_q(it.rebuild.value)}"
+                text = f"derived {string_literal(it.subpath.value)} rebuild {string_literal(it.rebuild.value)}"
             self.add(1, text, _start(it.span), it.span.end_line)
         self.add(0, "}", _close(d.span), d.span.end_line, inner=1)
 
@@ -199,7 +200,7 @@ class _Layout:
         p = self.plan
         if p.title is not None:
             t = p.title.span
-            self.add(0, f"plan {_q(p.title.value)}", (t.line, 1), t.end_line)
+            self.add(0, f"plan {string_literal(p.title.value)}", (t.line, 1), t.end_line)
         for d in p.decls:
             self.decl(d)
         if p.steps or p.steps_span is not None:

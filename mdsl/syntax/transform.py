@@ -62,26 +62,23 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 def decode_string(tok: Token) -> A.Str:
     """A STRING token's value, escapes decoded; SyntaxProblem on a bad escape or control character."""
     raw = tok.value[1:-1]
+
+    def problem(at: int, width: int, message: str, help: str) -> SyntaxProblem:
+        col = tok.column + 1 + at  # past the opening quote
+        return SyntaxProblem(message, A.Span(context.file, tok.line, col, tok.line, col + width), help=help)
+
     bad = _CONTROL_RE.search(raw)
     if bad is not None:
-        col = tok.column + 1 + bad.start()
-        raise SyntaxProblem(
-            f"a string cannot hold the control character U+{ord(bad.group()):04X}",
-            A.Span(context.file, tok.line, col, tok.line, col + 1),
-            help="write a newline as \\n and a tab as \\t; other control characters have no place in a plan",
-        )
+        raise problem(bad.start(), 1, f"a string cannot hold the control character U+{ord(bad.group()):04X}",
+                      "write a newline as \\n and a tab as \\t; other control characters have no place in a plan")
     if "\\" not in raw:
         return A.Str(raw, token_span(tok))
 
     def sub(m):
         ch = m.group(1)
         if ch not in _ESCAPES:
-            col = tok.column + 1 + m.start()
-            raise SyntaxProblem(
-                f"unknown escape `\\{ch}` in a string",
-                A.Span(context.file, tok.line, col, tok.line, col + 2),
-                help='strings know \\" \\\\ \\n and \\t; write a backslash as \\\\',
-            )
+            raise problem(m.start(), 2, f"unknown escape `\\{ch}` in a string",
+                          'strings know \\" \\\\ \\n and \\t; write a backslash as \\\\')
         return _ESCAPES[ch]
 
     return A.Str(_ESCAPE_RE.sub(sub, raw), token_span(tok))

@@ -36,12 +36,14 @@ def migration(apps: int, rounds: int) -> str:
 
 
 def _check_seconds(text: str) -> float:
+    """CPU seconds of the best of 3 checks: the shape of the growth, not a speed (bench/check_scale.py
+    measures speed; a wall-clock bound here failed whenever the machine was busy)."""
     plan = parse_text(text, "scale.plan")
     best = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t = time.process_time()
         check_plan(plan)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best
 
 
@@ -52,4 +54,3 @@ def test_check_time_is_linear(shape):
     t_big = _check_seconds(migration(*big))
     # 8x the steps; a quadratic walk would take 64x. Allow noise, not a square.
     assert t_big < 20 * t_small + 0.05, (t_small, t_big)
-    assert t_big < 1.0, t_big  # 6000 steps; measured about 0.1 s

@@ -23,7 +23,7 @@ def fake_check(monkeypatch, findings_for):
         def __init__(self, findings):
             self.findings = findings
 
-    monkeypatch.setattr(mdsl.check, "check_plan", lambda plan: Result(findings_for(plan)))
+    monkeypatch.setattr(mdsl.check, "check_plan", lambda plan, rollback=False: Result(findings_for(plan)))
 
 
 def finding(plan, sev, code="H201", line=1, col=1):
@@ -225,7 +225,7 @@ def test_version():
 def test_an_internal_error_is_reported_without_a_traceback(monkeypatch, clean_plan):
     import mdsl.check
 
-    def boom(plan):
+    def boom(plan, rollback=False):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(mdsl.check, "check_plan", boom)
@@ -241,7 +241,7 @@ def test_an_internal_error_is_reported_without_a_traceback(monkeypatch, clean_pl
 def test_keyboard_interrupt_exits_130(monkeypatch, clean_plan):
     import mdsl.check
 
-    def interrupted(plan):
+    def interrupted(plan, rollback=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mdsl.check, "check_plan", interrupted)

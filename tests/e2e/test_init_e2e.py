@@ -185,6 +185,28 @@ def _init(cluster: SshCluster, out: Path, *more: str) -> subprocess.CompletedPro
                 "--identity", str(cluster.client_key), "--known-hosts", str(cluster.known_hosts), "-o", str(out), *more)
 
 
+def _init_plan(cluster: SshCluster, out: Path) -> str:
+    """`mdsl init` from a to b, which must succeed: the plan it wrote."""
+    r = _init(cluster, out)
+    assert r.returncode == 0, output(r)
+    return out.read_text()
+
+
+def _assert_checks_clean(plan: Path) -> None:
+    chk = mdsl("check", str(plan))
+    assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+
+
+def _apply(plan: Path, env: dict, old, new) -> str:
+    """`mdsl apply --yes` of a written plan, which must succeed, the writers on both hosts tracked: what it said."""
+    r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
+    old.track()
+    new.track()
+    assert r.returncode == 0, output(r)
+    no_traceback(output(r))
+    return output(r)
+
+
 def _unit(fs: Path, name: str, text: str = "") -> None:
     (fs / "etc-systemd-system" / name).write_text(f"[Unit]\nDescription={name}\n[Service]\n{text}\n")
 
@@ -280,8 +302,7 @@ def test_mastodon_source_install_init_then_apply_with_a_live_writer(world, healt
     assert "presync_system: sync old_system to new_system live" in text
     assert f'verify http "https://{DOMAIN}/health" via = new' in text
     assert text.index("transfer old_env to new_env") < text.index("cutover: start new_app")
-    chk = mdsl("check", str(plan))
-    assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+    _assert_checks_clean(plan)
     assert mdsl("fmt", "--check", str(plan)).returncode == 0
 
     # The hand-edited plan without the secrets copy: A101.
@@ -291,12 +312,8 @@ def test_mastodon_source_install_init_then_apply_with_a_live_writer(world, healt
     assert chk.returncode == 1 and "error[A101]" in chk.stdout and "SECRET_KEY_BASE" in chk.stdout, output(chk)
 
     env = {**os.environ, "MASTODON_DB_PASSWORD": PASSWORD, "SSL_CERT_FILE": str(health)}
-    r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
-    old.track()
-    new.track()
-    assert r.returncode == 0, output(r)
-    no_traceback(output(r))
-    assert PASSWORD not in output(r)
+    said = _apply(plan, env, old, new)
+    assert PASSWORD not in said
 
     assert old.status() == 3 and new.status() == 0  # stopped on a, running on b
     src = pgs[0].table_checksum("mastodon_production")
@@ -333,16 +350,13 @@ def test_gitea_and_nextcloud_installs_get_plans_that_check_clean(world, tmp_path
     _unit(a.fs, "gitea.service", "User=git\nExecStart=/usr/local/bin/gitea web --config /etc/gitea/app.ini")
     _run(["chown", "-R", f"{APP_UID + 1}:{APP_UID + 1}", str(a.fs / "var-lib-gitea")])
     plan = tmp_path / "gitea.plan"
-    r = _init(cluster, plan)
-    assert r.returncode == 0, output(r)
-    text = plan.read_text()
+    text = _init_plan(cluster, plan)
     assert 'app     = "gitea"' in text and 'systemd = ["gitea"]' in text
     # the repositories and the SQLite file inside the data dir travel with it while Gitea is stopped
     assert "gitea-repositories (repositories): copied with it" in text and "sqlite old_db" not in text
     assert "admin regenerate hooks" in text
     assert 'verify http "https://git.init.test/api/healthz"' in text
-    chk = mdsl("check", str(plan))
-    assert chk.returncode == 0 and "no findings" in chk.stdout, output(chk)
+    _assert_checks_clean(plan)
     bad = tmp_path / "gitea-bad.plan"
     bad.write_text("\n".join(x for x in text.splitlines() if "regenerate hooks" not in x) + "\n")
     chk = mdsl("check", str(bad))
@@ -449,19 +463,12 @@ def test_gitea_binary_install_init_then_apply_with_a_live_writer(world, health, 
         wait_until(lambda: len(old.files()) >= 10, what="Gitea on a wrote files")
 
         plan = tmp_path / "gitea.plan"
-        r = _init(cluster, plan)
-        assert r.returncode == 0, output(r)
-        text = plan.read_text()
+        text = _init_plan(cluster, plan)
         assert key not in text and 'systemd = ["gitea"]' in text
-        chk = mdsl("check", str(plan))
-        assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+        _assert_checks_clean(plan)
 
-        r = mdsl("apply", "--yes", str(plan), env={**os.environ, "SSL_CERT_FILE": str(health)}, timeout=600)
-        old.track()
-        new.track()
-        assert r.returncode == 0, output(r)
-        no_traceback(output(r))
-        assert key not in output(r)
+        said = _apply(plan, {**os.environ, "SSL_CERT_FILE": str(health)}, old, new)
+        assert key not in said
         assert old.status() == 3 and new.status() == 0
         assert len(old.files()) > 10
         there = b.fs / "var-lib-gitea" / "data"
@@ -518,20 +525,13 @@ def test_nextcloud_archive_install_on_postgresql_init_then_apply_with_a_live_wri
         old.start()
         wait_until(lambda: len(old.files()) >= 10, what="Nextcloud on a wrote files")
         plan = tmp_path / "nextcloud.plan"
-        r = _init(cluster, plan)
-        assert r.returncode == 0, output(r)
-        text = plan.read_text()
+        text = _init_plan(cluster, plan)
         assert secret not in text and nc_pw not in text
-        chk = mdsl("check", str(plan))
-        assert chk.returncode == 0 and chk.stdout.strip() == "no findings", output(chk)
+        _assert_checks_clean(plan)
 
         env = {**os.environ, "NEXTCLOUD_DB_PASSWORD": nc_pw, "SSL_CERT_FILE": str(health)}
-        r = mdsl("apply", "--yes", str(plan), env=env, timeout=600)
-        old.track()
-        new.track()
-        assert r.returncode == 0, output(r)
-        no_traceback(output(r))
-        assert secret not in output(r) and nc_pw not in output(r)
+        said = _apply(plan, env, old, new)
+        assert secret not in said and nc_pw not in said
         assert old.status() == 3 and new.status() == 0
         src, dst = pgs[0].table_checksum("nextcloud"), pgs[1].table_checksum("nextcloud")
         assert src["writer_events"].rows == len(old.files()) > 0

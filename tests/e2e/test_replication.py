@@ -147,13 +147,10 @@ def test_preflight_refuses_what_replication_cannot_do_before_anything_changes(ss
     assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}
 
 
-def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, logical_source, pg_target, writer,
-                                                                     tmp_path):
-    """The first run ends after the live pass (a step fails), closing the tunnel: the subscription's worker
-    loses its connection and retries. Rows written meanwhile reach the target once the next run's final pass
-    has opened the tunnel again on the same port."""
+def _plan_held_at_a_gate(tmp_path, ssh_hosts, src: PgCluster, dst: PgCluster, writer, name: str):
+    """The writer running, and a plan whose `run` step between the stop and the final pass fails until the
+    gate file exists: a first run ends after the live pass, a second one (gate written) finishes."""
     from hosts import free_port
-    src, dst = logical_source, pg_target
     writer.start()
     wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
     gate = ssh_hosts.a.root / "go-on"  # the run step reads it on host a, which has its own /tmp
@@ -162,7 +159,16 @@ def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, 
              '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
              f"  stop old_app\n  run a {plan_str('test -e ' + str(gate))}\n"
              f"  replicate old_db to new_db  port = {port}")
-    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name="resumed")
+    return _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name=name), gate
+
+
+def test_final_pass_in_a_later_run_reopens_the_tunnel_and_catches_up(ssh_hosts, logical_source, pg_target, writer,
+                                                                     tmp_path):
+    """The first run ends after the live pass (a step fails), closing the tunnel: the subscription's worker
+    loses its connection and retries. Rows written meanwhile reach the target once the next run's final pass
+    has opened the tunnel again on the same port."""
+    src, dst = logical_source, pg_target
+    plan, gate = _plan_held_at_a_gate(tmp_path, ssh_hosts, src, dst, writer, name="resumed")
     r = mdsl("apply", "--yes", str(plan), timeout=600)
     assert r.returncode != 0 and "step 3" in human(output(r)), human(output(r))
     src.psql("insert into writer_events (seq, file, payload) select 1000000 + g, 'between', '{}' "
@@ -183,17 +189,8 @@ def test_final_pass_resumed_after_its_subscription_was_dropped_removes_the_slot(
     again, it does not wait for a slot nobody reads, and removes it."""
     import time as _time
 
-    from hosts import free_port
     src, dst = logical_source, pg_target
-    writer.start()
-    wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
-    gate = ssh_hosts.a.root / "go-on"  # the run step reads it on host a, which has its own /tmp
-    port = free_port()
-    steps = (f"  replicate old_db to new_db live  port = {port}\n"
-             '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
-             f"  stop old_app\n  run a {plan_str('test -e ' + str(gate))}\n"
-             f"  replicate old_db to new_db  port = {port}")
-    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name="half-final")
+    plan, gate = _plan_held_at_a_gate(tmp_path, ssh_hosts, src, dst, writer, name="half-final")
     r = mdsl("apply", "--yes", str(plan), timeout=600)
     assert r.returncode != 0, human(output(r))
     name = dst.psql("select subname from pg_subscription")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,15 @@ def app_running(root: Path) -> bool:
     """The demo app's status command says it runs there."""
     return subprocess.run([sys.executable, str(REPO / "plans" / "demo" / "app.py"), "status", str(root)],
                           stdout=subprocess.DEVNULL).returncode == 0
+
+
+def demo_rows(db: Path) -> list:
+    """The demo app's notes (id, body, at) in the SQLite file `db`, read-only."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("select id, body, at from notes order by id").fetchall()
+    finally:
+        con.close()
 
 
 def stop_demo(root: Path) -> None:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 
 import pytest
 
-from run_helpers import app_running, apply, edit, tree_digest
+from run_helpers import app_running, apply, demo_rows, edit, tree_digest
 from mdsl.run import journal as J
 from mdsl.run.commands import status_command
-
-
-def rows(db):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("select id, body, at from notes order by id").fetchall()
-    finally:
-        con.close()
 
 
 def test_demo_plan_is_check_clean():
@@ -40,10 +31,10 @@ def test_demo_moves_everything_and_a_rerun_is_a_no_op(demo):
     # the service runs at the new place only
     assert app_running(new) and not app_running(old)
     # the database: every row the old app held when it stopped (the new app has added more since)
-    source = rows(old / "notes.db")
+    source = demo_rows(old / "notes.db")
     assert len(source) > 200  # the seed, and what the app wrote while it ran
-    assert rows(new / "inbox" / "notes.db.backup") == source
-    assert rows(new / "notes.db")[:len(source)] == source
+    assert demo_rows(new / "inbox" / "notes.db.backup") == source
+    assert demo_rows(new / "notes.db")[:len(source)] == source
     # the files, cache included, byte for byte (the new app may have added files since it started)
     before = tree_digest(old / "files")
     after = tree_digest(new / "files")
@@ -120,8 +111,8 @@ def test_a_changed_artifact_is_made_again(demo):
     assert code == 0, out + err
     assert "step 3.1 (dump old_db" in out and "changed (sha256" in out and "running again from step 3" in out
     assert "[3/9]" in out and "[2/9]" not in out
-    source = rows(root / "old" / "notes.db")
-    assert rows(root / "new" / "notes.db")[:len(source)] == source
+    source = demo_rows(root / "old" / "notes.db")
+    assert demo_rows(root / "new" / "notes.db")[:len(source)] == source
 
 
 def test_dry_run_changes_nothing(demo):

@@ -7,23 +7,14 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
-from run_helpers import REPO, app_running, apply, edit
+from run_helpers import REPO, app_running, apply, demo_rows, edit
 from mdsl.run import journal as J
 from mdsl.run.apply import ApplyOptions
 from mdsl.run.rollback_command import rollback_plan
-
-
-def rows(db):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("select id, body, at from notes order by id").fetchall()
-    finally:
-        con.close()
 
 
 def _gate_before_restore(plan, root):
@@ -52,8 +43,8 @@ def test_a_failure_after_the_stop_rolls_back_and_the_journal_resumes_once_fixed(
     old = root / "old"
     # the old app serves again, on the data it had: every row the dump took is still there, in order
     assert app_running(old) and not app_running(root / "new")
-    dumped = rows(old / "outbox" / "notes.db.backup")
-    assert len(dumped) > 200 and rows(old / "notes.db")[:len(dumped)] == dumped
+    dumped = demo_rows(old / "outbox" / "notes.db.backup")
+    assert len(dumped) > 200 and demo_rows(old / "notes.db")[:len(dumped)] == dumped
     assert "rollback: start old_app ... ok  (undid step 2)" in out
     assert "state now: the source runs as before the plan" in err
     assert "the journal resumes at step 2 `stop old_app`" in err

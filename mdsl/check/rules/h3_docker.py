@@ -42,13 +42,13 @@ H308 = Rule(
 )
 
 @H308.at_end
-def compose_volumes(w) -> Iterator[Finding]:
+def compose_volumes(walk) -> Iterator[Finding]:
     """H308: each volume a step fills, against the project names of the Compose services using it."""
-    res = w.bound.resources
+    res = walk.bound.resources
     services = [s for s in res.values() if isinstance(s, Service) and s.compose]
     if not services:
         return
-    for name, (_, steps) in w.index.arrivals.items():
+    for name, (_, steps) in walk.index.arrivals.items():
         v = res.get(name)
         if not isinstance(v, Volume):
             continue

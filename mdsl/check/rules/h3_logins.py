@@ -55,7 +55,7 @@ H309 = Rule(
 
 
 @H309.on(A.Restore, A.Replicate)
-def restored(facts, w) -> Iterator[Finding]:
+def restored(facts, walk) -> Iterator[Finding]:
     """Remember which databases a restore (or a replication's final pass, which makes the logins as a restore
     does) fills its database from (the pieces of data it carries)."""
     if isinstance(facts.step, A.Replicate):
@@ -64,15 +64,15 @@ def restored(facts, w) -> Iterator[Finding]:
         sources = (facts.step.source.name,)
     else:
         sources = tuple(dict.fromkeys(p.resource.name for p in facts.pieces if p.resource.is_database))
-    w.memo.setdefault("h309", []).append((facts.step, facts.into, sources))
+    walk.memo.setdefault("h309", []).append((facts.step, facts.into, sources))
     return iter(())
 
 
 @H309.at_end
-def unmade_logins(w) -> Iterator[Finding]:
+def unmade_logins(walk) -> Iterator[Finding]:
     """H309 for every restore of a database the app logs in to, and every login the plan is to make."""
-    bound = w.bound
-    restores: List[Tuple[A.Restore, object, Tuple[str, ...]]] = w.memo.get("h309", [])
+    bound = walk.bound
+    restores: List[Tuple[A.Restore, object, Tuple[str, ...]]] = walk.memo.get("h309", [])
     logins: Dict[str, List[Login]] = {}
     for r in bound.resources.values():
         if isinstance(r, Login):
@@ -83,7 +83,7 @@ def unmade_logins(w) -> Iterator[Finding]:
         for source in sources:
             theirs = logins.get(source, [])
             if theirs and not mine and source != db.name:
-                yield _unmade(w, step, db, theirs[0])
+                yield _unmade(walk, step, db, theirs[0])
         owner = store_of(db).restore_owner(db)
         for login in mine:
             if owner is not None and login.like is None and login.user != owner:
@@ -99,8 +99,8 @@ def unmade_logins(w) -> Iterator[Finding]:
                          "already (preflight then proves it)")
 
 
-def _unmade(w, step: A.Restore, db, theirs: Login) -> Finding:
-    source = w.bound.resources[theirs.database]
+def _unmade(walk, step: A.Restore, db, theirs: Login) -> Finding:
+    source = walk.bound.resources[theirs.database]
     return H309.finding(
         f"the app logs in to `{source.name}` as `{theirs.user}` (`{theirs.name}`), but the plan declares no login on "
         f"`{db.name}`: nothing makes `{theirs.user}` exist on its server, or proves it does", step.span,

@@ -58,10 +58,10 @@ H310 = Rule(
 
 
 @H310.on_text
-def irreversible(w) -> Iterator[Finding]:
+def irreversible(walk) -> Iterator[Finding]:
     """When the plan runs with rollback: each step before the cutover that changes the source with no undo."""
-    if w.rollback:
-        yield from findings(w.bound)
+    if walk.rollback:
+        yield from findings(walk.bound)
 
 
 CHECKS = (irreversible,)
