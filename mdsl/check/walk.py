@@ -459,7 +459,9 @@ class Walk:
         writes, reads = names(s, "writes"), names(s, "reads")
         if self.state.provisional:
             facts.writes_replicated = [p for p in self.state.provisional.values()
-                                       if p.replication and p.source in writes and p.source not in deletes]
+                                       if p.replication and p.source in writes and p.source not in deletes
+                                       # MariaDB's binlog carries schema changes (DDL); logical replication not
+                                       and self.bound.resources[p.source].kind != "mysql"]
             for n in dict.fromkeys(reads + writes):
                 if n not in deletes:  # what it deletes whole holds no torn copy any more
                     self._use(facts, n, f"{'writes' if n in writes else 'reads'} {n}")

@@ -75,6 +75,17 @@ class Shell:
 
 
 @frozen
+class ReplicationObjects:
+    """What a `replicate ... live` makes on its servers (a slot, a publication, a subscription; a MariaDB
+    replication connection), by name, and the commands that remove them. The runner journals it before the
+    action that makes them runs, so that the next apply removes them from the journal alone when the plan
+    no longer has that replication (mdsl.run.leftovers)."""
+
+    name: str
+    cleanup: Tuple[Command, ...] = field(converter=tuple)
+
+
+@frozen
 class Feed:
     """Run `command` with a script on its stdin: its own `stdin` text (which may hold secrets), then what
     `source` printed, when there is one (a command on another host: the grants a login has there).
@@ -88,6 +99,8 @@ class Feed:
     source: Optional[Command] = None
     timeout: Optional[float] = None
     limit: int = 4 << 20  # bytes `source` may print: a script of statements, not data
+    creates: Optional[ReplicationObjects] = None  # journaled before it runs (see ReplicationObjects)
+    removes: str = ""  # the name of the ReplicationObjects this feed removes: journaled as gone once it ran
 
     def commands(self) -> Tuple[Command, ...]:
         """The commands, for display and fingerprints."""

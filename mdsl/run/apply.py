@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, TextIO, Tuple
 from attrs import frozen
 
 from mdsl.model import BoundPlan, Host
-from mdsl.compile.actions import Gate
+from mdsl.compile.actions import Feed, Gate
 from mdsl.compile.plan import CompiledPlan, CompiledStep
 from mdsl.findings import Severity
 from mdsl.run import journal as J
@@ -46,6 +46,12 @@ from mdsl.run.schedule import Schedule, count_steps, invalidate_from, make_sched
 from mdsl.run.secrets import SecretStore
 from mdsl.run.steps import STDERR_TAIL, StepRunner, Stats
 from mdsl.run.transfer import remote_hash
+
+
+def replications_of(compiled: CompiledPlan) -> List[str]:
+    """The names of the replications the plan's live passes make (their objects are the plan's own)."""
+    return [a.creates.name for leaf in compiled.leaves() for a in leaf.actions
+            if isinstance(a, Feed) and a.creates is not None]
 
 
 @frozen
@@ -184,7 +190,8 @@ class Apply:
             return 1
         if self.opts.dry_run:
             self._print_dry_run(compiled, sched)
-            stop_leftovers(state, executor, self.hosts, self.console, None, dry_run=True)
+            stop_leftovers(state, executor, self.hosts, self.console, None, dry_run=True,
+                           replicating=replications_of(compiled))
             return 0
         self._refuse_unattended(sched.pending(compiled))
         return self._run_steps(compiled, sched, state, executor, t0)
@@ -203,6 +210,7 @@ class Apply:
         hosts |= {r.host for r in state.running} | {f.host for f in state.secret_files.values()}
         hosts |= set(docker_hosts(compiled.bound, sched.pending(compiled)))  # preflight asks Docker there
         hosts |= {r.host for r in state.routes.values()}
+        hosts |= {h for r in state.replications.values() for h in r.hosts}  # a replication the plan dropped
         # a host-to-host copy runs on its source, and its route needs the target's connection too
         hosts |= {a.route.target for s in sched.pending(compiled) for a in s.actions if getattr(a, "route", None)}
         hosts = {h for h in hosts if h in compiled.bound.hosts}
@@ -238,7 +246,8 @@ class Apply:
         executor.journal = self.journal
         for backend in self.backends.values():
             backend.on_started = functools.partial(self._command_started, backend)
-        stop_leftovers(state, executor, self.hosts, self.console, self.journal)
+        stop_leftovers(state, executor, self.hosts, self.console, self.journal,
+                       replicating=replications_of(compiled))
         total = len(compiled.steps)
         ok = False
         runner = None

@@ -40,6 +40,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from attrs import define, field, frozen
 
+from mdsl.run.leftover_records import ReplicationLeftover, RouteLeftover
+
 JOURNAL_DIR = ".mdsl"
 
 
@@ -159,19 +161,6 @@ class SecretFileRecord:
     sudo: bool = False
 
 
-@frozen
-class RouteLeftover:
-    """What a host-to-host copy's route put on a host for the run (mdsl.run.routes): removed afterwards.
-
-    `kind` "dir": the route's directory on the source (its key pair, known_hosts, ssh_config), `value`
-    its path; "key": the line in the target's ~/.ssh/authorized_keys, `value` the marker it carries.
-    """
-
-    host: str
-    kind: str
-    value: str
-
-
 _TOKEN_CHARS = frozenset("0123456789abcdef")
 
 
@@ -205,11 +194,13 @@ class JournalState:
     secret_files: Dict[Tuple[str, str], SecretFileRecord] = field(factory=dict)
     rolled_back: bool = False  # the last rollback finished (`mdsl rollback`, or apply's after a failure)
     routes: Dict[Tuple[str, str, str], RouteLeftover] = field(factory=dict)
+    replications: Dict[str, ReplicationLeftover] = field(factory=dict)
 
     def leftovers(self) -> "JournalState":
         """A fresh state that keeps only what may be left on the hosts (`--restart`)."""
         return JournalState(torn_lines=self.torn_lines, running=list(self.running),
-                            secret_files=dict(self.secret_files), routes=dict(self.routes))
+                            secret_files=dict(self.secret_files), routes=dict(self.routes),
+                            replications=dict(self.replications))
 
 
 class LazyJournal:
@@ -311,6 +302,16 @@ def _route_removed(st: JournalState, rec: dict) -> None:
     st.routes.pop((rec.get("host"), rec.get("kind"), rec.get("value")), None)
 
 
+def _replication(st: JournalState, rec: dict) -> None:
+    name, cleanup = rec.get("name"), rec.get("cleanup")
+    if isinstance(name, str) and isinstance(cleanup, list) and all(isinstance(c, dict) for c in cleanup):
+        st.replications[name] = ReplicationLeftover(name, tuple(cleanup))
+
+
+def _replication_removed(st: JournalState, rec: dict) -> None:
+    st.replications.pop(rec.get("name"), None)
+
+
 def _run(st: JournalState, rec: dict) -> None:
     st.rolled_back = False
     st.runs += 1
@@ -350,6 +351,7 @@ def _rollback(st: JournalState, rec: dict) -> None:
 # event -> how it changes the state (a new state, or None when it changed the one it was given)
 _REPLAY = {"reset": _reset, "pid": _pid, "reaped": _reaped, "secret-file": _secret_file,
            "secret-file-removed": _secret_file_removed, "route": _route_placed, "route-removed": _route_removed,
+           "replication": _replication, "replication-removed": _replication_removed,
            "run": _run, "finished": _finished,
            "start": _step, "done": _step, "failed": _step, "undone": _undone,
            "rollback": _rollback}
@@ -446,6 +448,15 @@ class Journal:
     def route_removed(self, host: str, kind: str, value: str) -> None:
         """That route leftover is gone."""
         self.append("route-removed", host=host, kind=kind, value=value)
+
+    def replication_created(self, name: str, cleanup: Iterable[dict]) -> None:
+        """The objects of replication `name` are about to exist; `cleanup`: the commands removing them (JSON,
+        secrets as references only)."""
+        self.append("replication", name=name, cleanup=list(cleanup))
+
+    def replication_removed(self, name: str) -> None:
+        """Those objects are gone."""
+        self.append("replication-removed", name=name)
 
     def finished(self, ok: bool) -> None:
         """The apply ended."""

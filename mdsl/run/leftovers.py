@@ -39,6 +39,7 @@ from mdsl.compile.parts import Arg, Command, sh
 from mdsl.run import journal as J
 from mdsl.run import log
 from mdsl.run.backend import RUN_ENV, run_marker
+from mdsl.run.command_json import from_json as command_from_json
 from mdsl.run.console import Console
 from mdsl.run.errors import Refused
 from mdsl.run.executor import Executor
@@ -127,12 +128,14 @@ def remove_commands(host: str, files: Iterable[J.SecretFileRecord],
 
 
 def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str, Host], console: Console,
-                   journal: Optional[J.Journal], *, dry_run: bool = False) -> None:
+                   journal: Optional[J.Journal], *, dry_run: bool = False,
+                   replicating: Iterable[str] = ()) -> None:
     """Stop what the journal says earlier runs may have left running, remove their temp files.
 
     `journal` records what was checked and removed (None with `dry_run`, which changes nothing).
     Raises Refused when a host cannot be checked: running a step again beside its orphan is what
-    this prevents.
+    this prevents. A replication's objects (slot, subscription, MariaDB connection) are removed when the
+    plan has no live pass of that name any more (`replicating`): one it has finishes or redoes them itself.
     """
     running: Dict[str, List[J.RunningCommand]] = {}
     for r in state.running:
@@ -152,6 +155,46 @@ def stop_leftovers(state: J.JournalState, executor: Executor, hosts: Mapping[str
             _remove_files(host, cmd, paths, executor, console, journal, dry_run)
         _remove_routes(hosts[host], [r for r in state.routes.values() if r.host == host], executor, console,
                        journal, dry_run)
+    keep = set(replicating)
+    for rec in state.replications.values():
+        if rec.name not in keep:
+            _remove_replication(rec, executor, hosts, console, journal, dry_run)
+
+
+def _remove_replication(rec: J.ReplicationLeftover, executor: Executor, hosts: Mapping[str, Host],
+                        console: Console, journal: Optional[J.Journal], dry_run: bool) -> None:
+    """What a `replicate ... live` the plan no longer has left on its servers, by the commands journaled."""
+    missing = [h for h in rec.hosts if h not in executor.backends or h not in hosts]
+    if missing:
+        console.warn(f"warning: the journal lists replication {rec.name} (an earlier `replicate ... live` the plan "
+                     f"no longer has), on host(s) {', '.join(missing)} this run does not reach; remove it by hand "
+                     "(PostgreSQL: its subscription, slot and publication; MariaDB: STOP SLAVE / RESET SLAVE ALL "
+                     "for that connection name)")
+        return
+    if dry_run:
+        console.say(f"would remove replication {rec.name}, left by an earlier `replicate ... live` the plan no "
+                    "longer has")
+        return
+    for raw in rec.cleanup:
+        try:
+            cmd = command_from_json(raw)
+        except (KeyError, TypeError, ValueError, IndexError):
+            console.warn(f"warning: the journal's clean-up of replication {rec.name} is unreadable; remove it by hand")
+            return
+        try:
+            res = executor.run(cmd, timeout=600)
+        except KeyError as exc:  # a password's env var / file is missing on this machine
+            console.warn(f"warning: cannot remove replication {rec.name} on host {cmd.host}: {exc.args[0]}; "
+                         "the next apply tries again")
+            return
+        if not res.ok:
+            console.warn(f"warning: cannot remove replication {rec.name} on host {cmd.host}: "
+                         f"{redact_text(res.stderr.strip()[-300:])}; the next apply tries again")
+            return
+    if journal is not None:
+        journal.replication_removed(rec.name)
+    console.say(f"removed replication {rec.name}, left by an earlier `replicate ... live` the plan no longer has")
+    log.get_logger().info("leftover.replication_removed", name=rec.name, hosts=list(rec.hosts))
 
 
 def _remove_routes(h: Host, recs: List[J.RouteLeftover], executor: Executor, console: Console,

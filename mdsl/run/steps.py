@@ -30,6 +30,7 @@ from mdsl.run.progress import Progress, StepLine
 from mdsl.run.rsync_meter import RsyncMeter
 from mdsl.run.routes import RouteError
 from mdsl.run.transfer import Copier, remote_hash, remote_size
+from mdsl.run.command_json import to_json
 from mdsl.run.tunnel import Tunnels
 
 STDERR_TAIL = 12  # lines of a failed command's stderr shown
@@ -248,6 +249,8 @@ class StepRunner:
     def _feed(self, action: Feed) -> None:
         """Run `source` (if any), then `command` with its script and what `source` printed on stdin."""
         cmd = action.command
+        if action.creates is not None:
+            self.journal.replication_created(action.creates.name, [to_json(c) for c in action.creates.cleanup])
         if action.source is not None:
             printed = self._checked(action.source, action.timeout, action.what)
             if len(printed.encode()) > action.limit:
@@ -257,6 +260,8 @@ class StepRunner:
             own = cmd.stdin.parts if cmd.stdin is not None else ()
             cmd = attrs.evolve(cmd, stdin=SecretText((*own, Lit(printed))))
         self._checked(cmd, action.timeout, action.what)
+        if action.removes:
+            self.journal.replication_removed(action.removes)
 
     def _checked(self, cmd: Command, timeout, what: str) -> str:
         """Run one command; its stdout, or StepFailed."""

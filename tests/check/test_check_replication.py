@@ -14,8 +14,8 @@ DECLS = '''host old { ssh = "root@old.example.net" }
 host new { ssh = "root@new.example.net" }
 postgres old_db on old { database = "app"  user = "postgres"  tcp = "127.0.0.1:5432"  password = env("PW") }
 postgres new_db on new { database = "app"  run_as = "postgres" }
-mysql my_db on new { database = "app" }
-mysql my_new on new { database = "app2" }
+mysql my_db on new { database = "app" }  redis q_old on old { tcp = "127.0.0.1:6379" }
+mysql my_new on new { database = "app2" }  redis q_new on new { tcp = "127.0.0.1:6379" }
 service old_app on old { systemd = ["app"]  writes = [old_db] }
 service new_app on new { systemd = ["app"]  writes = [new_db]  initially = stopped }
 '''
@@ -89,7 +89,7 @@ def test_resolver_wants_two_distinct_databases_of_a_kind_that_replicates():
         return [(f.code, f.message) for f in bound.findings]
     assert any(c == "E105" and "both are the same" in m for c, m in errors("  replicate old_db to old_db live"))
     assert any(c == "E105" and "of one kind" in m for c, m in errors("  replicate old_db to my_db live"))
-    assert any(c == "E106" and "cannot be replicated" in m for c, m in errors("  replicate my_db to my_new live"))
+    assert any(c == "E106" and "cannot be replicated" in m for c, m in errors("  replicate q_old to q_new live"))
     assert any(c == "E103" for c, _ in errors("  replicate old_app to new_db live"))
     assert any(c == "E106" and "replica_identity" in m for c, m in
                errors("  replicate old_db to new_db live replica_identity = half"))

@@ -8,11 +8,13 @@ through a 0600 file, never argv.
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
 from mdsl.compile.actions import Shell
-from mdsl.stores.redis.commands import PASSWORD_FILE_VAR
+from mdsl.stores.redis.commands import PASSWORD_FILE_VAR, SCRIPT
 from mdsl.syntax.parser import parse_text
 
 HEAD = """plan "redis"
@@ -38,14 +40,16 @@ MOVE = ('  dump old_q to a:"/srv/redis.rdb"\n  transfer a:"/srv/redis.rdb" to b:
 
 
 def test_the_dump_is_a_checked_rdb_snapshot_and_the_password_stays_out_of_argv():
-    [dump] = shells(compiled(MOVE), "dump")
+    cp = compiled(MOVE)
+    [dump] = shells(cp, "dump")
     text = dump.render()
     w = shlex.split(text.replace(f"{PASSWORD_FILE_VAR}=<0600 temp file: ***>", "F=x"))
-    assert "--rdb" in text and w[w.index("mdsl") + 1:w.index("mdsl") + 6] == [
-        "/srv/redis.rdb.part", "-h", "127.0.0.1", "-p", "6379"]
-    # read whole (every key, the CRC64) before the rename
-    assert text.index("redis-check-rdb /srv/redis.rdb.part") < text.index("mv -f -T -- /srv/redis.rdb.part")
-    # the password: a 0600 file, read into REDISCLI_AUTH inside the wrapper; never -a
+    # the script takes the snapshot itself (a replica's SYNC) and hands the bytes to redis-check-rdb as they come
+    at = w.index("dump")
+    assert w[at + 1:at + 6] == ["-h", "127.0.0.1", "-p", "6379", "/srv/redis.rdb.part"]
+    assert text.index("python3 -c") < text.index("mv -f -T -- /srv/redis.rdb.part /srv/redis.rdb")
+    assert "redis-check-rdb" in cp.tools_by_host()["a"] and "redis-cli" not in text
+    # the password: a 0600 file the script reads; never argv
     assert f"{PASSWORD_FILE_VAR}=<0600 temp file: ***>" in text and " -a " not in text
     assert [f.var for f in dump.all_secret_files()] == [PASSWORD_FILE_VAR]
 
@@ -54,7 +58,7 @@ def test_the_restore_of_the_plans_own_snapshot_does_not_read_it_again():
     cp = compiled(MOVE)
     [restore] = shells(cp, "restore")
     text = restore.render()
-    assert "redis-check-rdb" not in text
+    assert text.startswith("python3 -c")  # nothing runs before the script: no second read of the file
     assert text.endswith("restore -s '/run/redis/redis server.sock' /srv/redis.rdb replace")
     assert "redis-check-rdb" not in cp.tools_by_host()["b"]
 
@@ -78,3 +82,27 @@ def test_drop_flushes_every_database():
     cp = compiled('  drop new_q')
     [drop] = shells(cp, "drop")
     assert drop.render().endswith("flush -s '/run/redis/redis server.sock'")
+
+
+def _restore_script(tmp_path, rdb: bytes):
+    """The restore's script on RDB, against a socket nobody listens on: how far does it get?"""
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(rdb)
+    return subprocess.run([sys.executable, "-c", SCRIPT, "restore", "-s", str(tmp_path / "none.sock"), str(path),
+                           "replace"], capture_output=True, text=True, timeout=30)
+
+
+# The smallest RDB a Redis 7 writes: header, the end-of-file opcode, an 8-byte CRC64 (not read by the check).
+EMPTY_RDB = b"REDIS0010" + b"\xff" + bytes.fromhex("0123456789abcdef")
+
+
+def test_a_snapshot_cut_short_is_refused_before_the_target_is_reached(tmp_path):
+    r = _restore_script(tmp_path, EMPTY_RDB[:-1])
+    assert r.returncode == 2 and "is cut short (17 bytes, no end-of-file marker)" in r.stderr, r.stderr
+    body = EMPTY_RDB[:9] + b"\x00\x03key\x05value" * 100
+    r = _restore_script(tmp_path, body + b"\xff" + b"\x00" * 8)
+    assert "cannot connect to Redis" in r.stderr, r.stderr  # whole: it went on to the server
+    r = _restore_script(tmp_path, (body + b"\xff" + b"\x00" * 8)[:-100])
+    assert r.returncode == 2 and "cut short" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _restore_script(tmp_path, b"not redis at all")
+    assert r.returncode == 2 and "is not an RDB file" in r.stderr, r.stderr

@@ -208,6 +208,8 @@ class MariaDbServer:
         self.listen = listen
         self.port = port or 0
         self.reported_version = reported_version
+        # options after the defaults (a later option wins): e.g. a replication source's --log-bin
+        self.extra_args: list[str] = []
         self._proc: subprocess.Popen | None = None
         self._ref: ProcRef | None = None
         # what the fixtures put in it: the application database, user and password
@@ -268,7 +270,7 @@ class MariaDbServer:
             # Debian's /etc/mysql/mariadb.conf.d/50-server.cnf sets these; --no-defaults skipped it
             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
             "--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0", "--max-connections=60",
-            *self._small_innodb(),
+            *self._small_innodb(), *self.extra_args,
         ]
 
     def start(self, timeout: float = 30.0) -> "MariaDbServer":

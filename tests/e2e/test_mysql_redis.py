@@ -148,7 +148,7 @@ def test_mariadb_mistakes_are_refused_in_preflight(ssh_hosts, mariadb_source, ma
     assert not (ssh_hosts.a.root / "outbox").exists()
 
 
-def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = True) -> Path:
+def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = True, before_restore: str = "") -> Path:
     a, b = ssh_hosts.a, ssh_hosts.b
     rdb_a, rdb_b = a.root / "outbox" / "dump.rdb", b.root / "inbox" / "dump.rdb"
     plan = tmp_path / "redis.plan"
@@ -160,6 +160,7 @@ def _redis_plan(tmp_path: Path, ssh_hosts, source, target, *, replace: bool = Tr
 steps {{
   dump old_queue to a:{plan_str(str(rdb_a))}
   transfer a:{plan_str(str(rdb_a))} to b:{plan_str(str(rdb_b))}
+{before_restore.replace("RDB", str(rdb_b))}
   restore b:{plan_str(str(rdb_b))} into new_queue{" replace" if replace else ""}
 }}
 """)
@@ -203,3 +204,45 @@ def test_redis_mistakes_are_refused_in_preflight(ssh_hosts, redis_source, redis_
     assert r.returncode != 0 and "cannot connect to Redis" in text, human(text)
     assert redis_target.keyspace() == {0: 50}
     assert not (ssh_hosts.a.root / "outbox").exists()
+
+
+def test_a_snapshot_cut_short_after_the_copy_is_refused_and_the_target_keeps_its_keys(
+        ssh_hosts, redis_source, redis_target, tmp_path):
+    """The plan's own snapshot, whole at the dump and the copy, loses its end on b (a full disk, a hand).
+
+    Loading it would cost the target its keys: a replica empties itself before it loads, and a Redis server
+    exits on an RDB that ends too soon. The restore sees the missing end-of-file marker first."""
+    plan = _redis_plan(tmp_path, ssh_hosts, redis_source, redis_target,
+                       before_restore='  run b "truncate -s -4096 RDB"')
+    r = mdsl("apply", "--yes", str(plan))
+    text = output(r)
+    no_traceback(text)
+    rdb_b = ssh_hosts.b.root / "inbox" / "dump.rdb"
+    assert r.returncode != 0 and f"{rdb_b} is cut short" in text and "not a whole RDB file" in text, human(text)
+    assert redis_target.running, "the target must keep running"
+    assert redis_target.keyspace() == {0: 50}
+    assert redis_target.cli("EXISTS", "stale:str:0").strip() == "1"
+    with redis_target.connect() as conn:  # never made a replica
+        assert b"role:master" in conn.call("INFO", "replication")
+
+
+def test_a_snapshot_corrupted_inside_after_the_copy_stops_the_target_and_the_step_says_so(
+        ssh_hosts, redis_source, redis_target, tmp_path):
+    """What the restore cannot see cheaply: a byte changed inside the file after its verified copy, both ends
+    intact. Redis checks the RDB's CRC64 as it loads: it empties itself first and then exits. The step must
+    say that at once, not wait for a link that never comes up (docs/reliability.md, "Faults")."""
+    flip = ("python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(-3, 2); b = f.read(1); "
+            "f.seek(-3, 2); f.write(bytes([b[0] ^ 1]))' RDB")  # inside the CRC64: the ends stay as they were
+    plan = _redis_plan(tmp_path, ssh_hosts, redis_source, redis_target, before_restore=f"  run b {plan_str(flip)}")
+    started = time.monotonic()
+    r = mdsl("apply", "--yes", str(plan))
+    text = output(r)
+    no_traceback(text)
+    assert r.returncode != 0 and "the target went away while loading the snapshot" in text, human(text)
+    assert "exits when the RDB it loads is corrupt" in text and "a master again: [Errno" not in text
+    assert time.monotonic() - started < 120
+    deadline = time.monotonic() + 10
+    while redis_target.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis_target.running
+    assert "Wrong RDB checksum" in redis_target.log_path.read_text()

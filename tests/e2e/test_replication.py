@@ -207,3 +207,31 @@ def test_final_pass_resumed_after_its_subscription_was_dropped_removes_the_slot(
     assert r.returncode == 0, human(output(r))
     assert _time.monotonic() - t < 50  # it did not wait out the 60 s a slot without a reader gets
     assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}
+
+
+def test_a_plan_edited_between_the_passes_still_has_the_slot_removed(ssh_hosts, logical_source, pg_target, writer,
+                                                                    tmp_path):
+    """The first run stops after the live pass (a step fails): slot, publication and subscription exist. The
+    plan is then edited so that it no longer replicates at all: the next apply removes them from what the
+    journal recorded at the live pass (the plan no longer names them)."""
+    from hosts import free_port
+    src, dst = logical_source, pg_target
+    writer.start()
+    wait_until(lambda: len(writer.files()) >= 5, what="writer wrote rows")
+    gate = ssh_hosts.a.root / "never"
+    port = free_port()
+    steps = (f"  replicate old_db to new_db live  port = {port}\n"
+             '  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"\n'
+             f"  stop old_app\n  run a {plan_str('test -e ' + str(gate))}\n"
+             f"  replicate old_db to new_db  port = {port}")
+    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, steps, name="edited")
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    assert r.returncode != 0 and "step 3" in human(output(r)), human(output(r))
+    assert src.psql("select count(*) from pg_replication_slots") == "1"
+
+    plan = _plan(tmp_path, ssh_hosts, src, dst, writer, "  stop old_app", name="edited")
+    r = mdsl("apply", "--yes", str(plan), timeout=600)
+    no_traceback(output(r))
+    assert r.returncode == 0, human(output(r))
+    assert "removed replication mdsl_" in human(output(r))
+    assert _leftovers(src, dst) == {"slots": "", "publications": "", "subscriptions": ""}

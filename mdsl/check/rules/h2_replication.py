@@ -33,16 +33,18 @@ H206 = Rule(
     "H206", "a replicated database is used before its final pass", ERROR,
     summary=(
         "`replicate DB to DB live` copies a database while its writers run and keeps the target "
-        "following the source's changes (PostgreSQL logical replication), so the stop only has to "
-        "wait for the last seconds of changes. Until the final `replicate DB to DB` ran with every "
+        "following the source's changes (PostgreSQL logical replication; MariaDB binlog replication), "
+        "so the stop only has to wait for the last seconds of changes. Until the final `replicate DB to DB` "
+        "ran with every "
         "writer of the source stopped, the target is provisional: it lags the source, and its "
         "sequences are not copied yet (logical replication does not carry them). Reported at the "
         "live pass: a step that uses the target before the final pass (starts a service on it, "
         "dumps, restores into or drops it, verifies its host), a step that takes the source away, "
         "a final pass while a writer may still run or without a live pass before it, a `run` that "
-        "writes the source meanwhile (logical replication carries no schema changes: a migration "
-        "run there never reaches the target), and a plan that ends with the replication running "
-        "(its slot keeps the source's WAL until the disk fills)."),
+        "writes the source meanwhile (PostgreSQL: logical replication carries no schema changes: a "
+        "migration run there never reaches the target; MariaDB's binlog carries them), and a plan "
+        "that ends with the replication running (its slot keeps the source's WAL until the disk "
+        "fills)."),
     bad=plan(_REPLICATED.replace("  replicate old_db to new_db\n", "", 1),
              HOSTS + "\n" + _DBS + "\n" + _FILES + "\n" + SERVICES),
     fixed=plan(_REPLICATED, HOSTS + "\n" + _DBS + "\n" + _FILES + "\n" + SERVICES),

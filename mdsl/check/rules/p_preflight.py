@@ -186,7 +186,11 @@ P413 = Rule(
         "(`max_logical_replication_workers`, `max_worker_processes`). Every table needs a primary key or a "
         "replica identity, or its UPDATE and DELETE fail on the source once it is published: mdsl refuses, "
         "unless the step says `replica_identity = full` (whole rows identify them; slower on large tables). "
-        "Large objects (pg_largeobject) are not replicated: mdsl refuses a source that has any."),
+        "Large objects (pg_largeobject) are not replicated: mdsl refuses a source that has any. MariaDB "
+        "(`mysql` stores): both servers MariaDB (MySQL is refused: dump and restore); on the source `log_bin` on "
+        "with `binlog_format = ROW` (both need a restart), a non-zero `server_id`, TCP on, and a login with "
+        "REPLICATION SLAVE and BINLOG MONITOR; on the target a non-zero `server_id`, SUPER or REPLICATION SLAVE "
+        "ADMIN, and no other replication connection (the live pass sets `gtid_slave_pos`)."),
     bad="The source runs with the default `wal_level = replica`: the live pass could not create its slot.",
     fixed="`ALTER SYSTEM SET wal_level = logical;` and a restart of the source's server before the move.",
     source="PostgreSQL's documentation, Logical Replication: Configuration Settings and Restrictions.",

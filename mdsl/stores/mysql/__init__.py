@@ -59,4 +59,5 @@ STORE = StoreKind(
     restore_options={"jobs": "int"},
     bind=bind,
     logins=True,
+    replicates=True,  # MariaDB: snapshot plus binlog replication with GTID (replication.py)
 )

@@ -26,7 +26,7 @@ from typing import List, Optional
 import attrs
 
 from mdsl.check.rules.p_preflight import P413
-from mdsl.compile.actions import Feed, Tunnel
+from mdsl.compile.actions import Feed, ReplicationObjects, Tunnel
 from mdsl.compile.context import DEFAULT_TIMEOUT, CompileContext, option_value, step_timeout
 from mdsl.compile.parts import Arg, Lit, SecretArg, SecretText
 from mdsl.findings import Finding
@@ -112,7 +112,8 @@ def drop_source_objects_sql(name: str) -> str:
         f"SELECT format('DROP PUBLICATION %I', {n}) FROM pg_publication WHERE pubname = {n} \\gexec\n")
 
 
-def _prepare_target_sql(dst: Postgres, name: str) -> str:
+def _drop_subscription_anywhere_sql(dst: Postgres, name: str) -> str:
+    """Connected to `postgres` on the target's server: the subscription dropped, if its database exists."""
     d = sql_str(dst.database)
     return (
         f"SELECT count(*) > 0 AS mdsl_has_db FROM pg_database WHERE datname = {d} \\gset\n"
@@ -120,7 +121,13 @@ def _prepare_target_sql(dst: Postgres, name: str) -> str:
         f"\\connect {sql_ident(dst.database)}\n"
         + drop_subscription_sql(name) +
         "\\connect postgres\n"
-        "\\endif\n"
+        "\\endif\n")
+
+
+def _prepare_target_sql(dst: Postgres, name: str) -> str:
+    d = sql_str(dst.database)
+    return (
+        _drop_subscription_anywhere_sql(dst, name) +
         f"SELECT format('DROP DATABASE %I WITH (FORCE)', {d}) FROM pg_database WHERE datname = {d} "
         f"AND shobj_description(oid, 'pg_database') = {sql_str(MARK)} \\gexec\n"
         f"SELECT format('CREATE DATABASE %I', {d}) WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {d}) "
@@ -224,6 +231,15 @@ def _tunnel(step: A.Replicate, src: Postgres, dst: Postgres, close: bool = False
                   tunnel_port(step, src, dst), close)
 
 
+def objects(ctx: CompileContext, src: Postgres, dst: Postgres) -> ReplicationObjects:
+    """The subscription, slot and publication of this replication, and the commands that remove them with
+    no plan (journaled: a plan edited between the two passes still has them removed)."""
+    name = replication_name(src, dst)
+    cleanup = [_psql(ctx, dst, "postgres", _drop_subscription_anywhere_sql(dst, name), "").command,
+               _psql(ctx, src, src.database, drop_source_objects_sql(name), "").command]
+    return ReplicationObjects(name, cleanup)
+
+
 def live(ctx: CompileContext, step: A.Replicate, src: Postgres, dst: Postgres) -> List:
     """`replicate SRC to DST live`: the actions of the live pass (see the module's docstring)."""
     name = replication_name(src, dst)
@@ -242,8 +258,8 @@ def live(ctx: CompileContext, step: A.Replicate, src: Postgres, dst: Postgres) -
                       "binary = true);\n"))
     return [
         _psql(ctx, dst, "postgres", _prepare_target_sql(dst, name), f"prepare {dst.name} for replication", 600.0),
-        _psql(ctx, src, src.database, _prepare_source_sql(src, name, identity_full),
-              f"publish {src.name}'s tables", 600.0),
+        attrs.evolve(_psql(ctx, src, src.database, _prepare_source_sql(src, name, identity_full),
+                           f"publish {src.name}'s tables", 600.0), creates=objects(ctx, src, dst)),
         Feed(load, f"copy {src.name}'s schema into {dst.name}", schema, timeout=3600.0,
              limit=256 << 20),
         _tunnel(step, src, dst),
@@ -271,8 +287,8 @@ def final(ctx: CompileContext, step: A.Replicate, src: Postgres, dst: Postgres) 
         _psql(ctx, dst, dst.database, drop_subscription_sql(name)
               + f"SELECT format('COMMENT ON DATABASE %I IS NULL', {sql_str(dst.database)}) \\gexec\n",
               f"end {dst.name}'s subscription", 600.0),
-        _psql(ctx, src, src.database, drop_source_objects_sql(name), f"remove the slot and publication of "
-              f"{src.name}", 600.0),
+        attrs.evolve(_psql(ctx, src, src.database, drop_source_objects_sql(name), f"remove the slot and "
+                           f"publication of {src.name}", 600.0), removes=name),
         _tunnel(step, src, dst, close=True),
     ]
 

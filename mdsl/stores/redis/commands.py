@@ -50,41 +50,23 @@ def script_command(ctx: CompileContext, db: Redis, mode: str, *args, tools=()) -
                    secret_files=_password_files(db), argv=True)
 
 
-# redis-cli --rdb waits repl-diskless-sync-delay (5 s by default) for other replicas before it gets
-# anything: set to 0 for the copy and put back after, when CONFIG is allowed (else the copy just waits).
-_DUMP_WRAPPER = (
-    'if [ -n "${MDSL_REDIS_AUTH:-}" ]; then REDISCLI_AUTH=$(cat -- "$MDSL_REDIS_AUTH") || exit 1; '
-    'export REDISCLI_AUTH; fi; part=$1; shift; '
-    'd=$(redis-cli "$@" CONFIG GET repl-diskless-sync-delay 2>/dev/null | sed -n 2p); '
-    'case "$d" in ""|*[!0-9]*) d=;; 0) ;; '
-    '*) redis-cli "$@" CONFIG SET repl-diskless-sync-delay 0 >/dev/null 2>&1;; esac; '
-    'redis-cli "$@" --rdb "$part" >/dev/null; rc=$?; '
-    'case "$d" in ""|0) ;; *) redis-cli "$@" CONFIG SET repl-diskless-sync-delay "$d" >/dev/null 2>&1;; esac; '
-    'exit $rc'
-)
-
-
 def dump(ctx: CompileContext, step: A.Dump, db: Redis, host: str, path: str):
-    """`dump DB to LOC`: `redis-cli --rdb PATH.part`, checked whole by redis-check-rdb, then renamed."""
+    """`dump DB to LOC`: the script takes the snapshot as a replica would (what `redis-cli --rdb` does) into
+    `PATH.part`, feeding the same bytes to redis-check-rdb as they arrive; renamed once the check passed.
+
+    The check (every key, the CRC64) runs while the source streams, not after it (docs/performance.md).
+    """
     if host != db.host:
         raise CompileError(f"dump of `{db.name}` runs on its host `{db.host}`, not `{host}`", step.span,
                            help="dump where the server is reached from, then `transfer`")
     part = path + ".part"
-    h = ctx.host(db.host)
-    cli = Command(db.host, (Lit("sh -c"), Lit(shlex.quote(_DUMP_WRAPPER)), Lit("mdsl"), Arg(part),
-                            *target_args(db)),
-                  sudo=h.sudo, sudo_password=h.sudo_password, tools=("redis-cli", "sed"),
-                  secret_files=_password_files(db), argv=True)
-    bad = f"mdsl: redis-cli exited 0 but {part} is not a whole RDB file"
-    body = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&", Sub(cli),
-              # redis-check-rdb reads every key and checks the file's CRC64
-              "&& { out=$(redis-check-rdb", Arg(part), "2>&1) || { printf '%s\\n' \"$out\" | tail -n 4 >&2; echo",
-              Arg(bad), ">&2; exit 1; }; }",
+    snapshot = script_command(ctx, db, "dump", Arg(part), tools=("redis-check-rdb",))
+    body = sh("umask 077 && mkdir -p --", Arg(parent(path)), "&& rm -f --", Arg(part), "&&", Sub(snapshot),
               "&& mv -f -T --", Arg(part), Arg(path))
     ctx.remember(host, path, ArtifactFormat("redis", "rdb"))
-    cmd = ctx.command(host, body, tools=("redis-check-rdb", "tail", "mkdir", "mv", "rm"))
-    return ([Shell(cmd, f"snapshot {db.name} (redis-cli --rdb)", step_timeout(step, DEFAULT_TIMEOUT),
-                   watch=Location(host, part))],
+    cmd = ctx.command(host, body, tools=("mkdir", "mv", "rm"))
+    return ([Shell(cmd, f"snapshot {db.name} (as a replica, checked as it arrives)",
+                   step_timeout(step, DEFAULT_TIMEOUT), watch=Location(host, part))],
             [Destination(host, path, None, db.name)])
 
 
@@ -180,6 +162,23 @@ def config(c, name):
         return r[1].decode() if r else ""
     except Err:
         return None
+def whole(path):
+    # An RDB starts REDIS + 4 digits and ends with opcode 0xFF and its CRC64 (version 5 on): a file cut
+    # short almost never ends so. Cheap; the bytes in between were checked by the dump's redis-check-rdb.
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(9)
+            if head[:5] != b"REDIS" or not head[5:].isdigit(): fail(path + " is not an RDB file")
+            f.seek(max(size - 9, 0))
+            tail = f.read(9)
+    except OSError as e:
+        fail("cannot read %s: %s" % (path, e.strerror or e))
+    if size < 18 or tail[:1] != b"\xff" and int(head[5:]) >= 5:
+        fail("%s is cut short (%d bytes, no end-of-file marker): not a whole RDB file" % (path, size))
+    return size
+if mode == "restore":  # before the target is touched, or even reached
+    size = whole((args[2:] if args[0] == "-s" else args[4:])[0])
 c, rest = connect()
 if mode == "probe":
     server, memory, keyspace = info(c, "server"), info(c, "memory"), info(c, "keyspace")
@@ -193,12 +192,96 @@ if mode == "probe":
     sys.exit(0)
 if mode == "flush":
     c.call("FLUSHALL"); sys.exit(0)
+if mode == "dump":
+    import subprocess, tempfile
+    part = rest[0]
+    delay = config(c, "repl-diskless-sync-delay")
+    if delay in (None, "", "0"):
+        delay = None
+    else:  # the source would wait this many seconds for other replicas before it streams anything
+        try: c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        except Err: delay = None
+    out = tempfile.TemporaryFile()
+    check = subprocess.Popen(["redis-check-rdb", "/dev/stdin"], stdin=subprocess.PIPE, stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        import fcntl; fcntl.fcntl(check.stdin.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: less lockstep
+    except (ImportError, OSError):
+        pass
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    got, checking = 0, True
+    def emit(data):
+        global got, checking
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        got += len(data)
+        if checking:
+            try: check.stdin.write(data)
+            except BrokenPipeError: checking = False  # it stopped reading: a bad snapshot, said below
+    def refuse(msg):
+        try: check.stdin.close()
+        except OSError: pass
+        check.wait()
+        os.close(fd); os.unlink(part)
+        fail(msg)
+    try:
+        s, _ = connect()
+        for words in (("REPLCONF", "capa", "eof"), ("REPLCONF", "rdb-only", "1")):
+            try: s.call(*words)
+            except Err: pass  # an older server: it still sends the RDB
+        s.sock.settimeout(600)
+        s.sock.sendall(b"SYNC\r\n")
+        try:
+            line = b"\n"
+            while line in (b"\n", b"\r\n"):  # newlines: the source keeps the link alive while it forks
+                line = s.f.readline()
+            if not line.startswith(b"$"):
+                refuse("the source refused the snapshot: " + line.decode(errors="replace").strip()[:200])
+            head = line[1:].rstrip()
+            if head.startswith(b"EOF:"):  # streamed from the fork: ends with this 40-byte mark
+                mark, held = head[4:], b""
+                while True:
+                    chunk = s.f.read1(1 << 20)
+                    if not chunk:
+                        refuse("the source closed the link after %d bytes, before the snapshot's end" % got)
+                    buf = held + chunk
+                    at = buf.find(mark)
+                    if at >= 0:
+                        emit(buf[:at]); break
+                    emit(buf[:-len(mark)]); held = buf[-len(mark):]
+            else:
+                left = int(head)
+                while left:
+                    chunk = s.f.read1(min(left, 1 << 20))
+                    if not chunk:
+                        refuse("the source closed the link after %d bytes, before the snapshot's end" % got)
+                    emit(chunk); left -= len(chunk)
+        except socket.timeout:
+            refuse("no data from the source for 600 s (%d bytes received)" % got)
+        except OSError as e:
+            refuse("the link to the source failed after %d bytes: %s" % (got, e))
+        s.sock.close()
+    finally:
+        if delay is not None:
+            try: c.call("CONFIG", "SET", "repl-diskless-sync-delay", delay)
+            except (Err, OSError): connect()[0].call("CONFIG", "SET", "repl-diskless-sync-delay", delay)
+    try: check.stdin.close()
+    except BrokenPipeError: pass
+    rc = check.wait()
+    os.fsync(fd)
+    if rc != 0 or not checking:
+        out.seek(0)
+        said = [ln for ln in out.read().decode(errors="replace").splitlines() if ln.strip()]
+        sys.stderr.write("\n".join(said[-4:]) + "\n")
+        refuse("the snapshot (%d bytes) is not a whole RDB file: redis-check-rdb refused it" % got)
+    os.close(fd)
+    whole(part)
+    print("snapshot: %d bytes, checked by redis-check-rdb" % got)
+    sys.exit(0)
 if mode != "restore":
     fail("unknown mode " + mode)
 path, how = rest
-with open(path, "rb") as f:
-    if f.read(5) != b"REDIS": fail(path + " is not an RDB file")
-size = os.path.getsize(path)
 if info(c, "replication").get("role") != "master":
     fail("the target is a replica of another server: make it a master first")
 if how == "empty":
@@ -212,7 +295,7 @@ if old_auth is None:
 token = secrets.token_hex(24)
 listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(4); listener.settimeout(30)
 port = listener.getsockname()[1]
-served = False
+served = gone = False
 try:
     c.call("CONFIG", "SET", "masterauth", token)
     c.call("REPLICAOF", "127.0.0.1", port)
@@ -255,20 +338,29 @@ try:
         if not served:
             peer.close()
     while True:
-        rep = info(c, "replication")
+        try:
+            rep = info(c, "replication")
+        except (Err, OSError) as e:
+            # Redis exits when the RDB it loads is corrupt (after emptying itself): nothing to put back
+            gone = True
+            fail("the target went away while loading the snapshot (%s): a Redis server exits when the RDB "
+                 "it loads is corrupt; see its log, and restart it" % e)
         if rep.get("master_link_status") == "up" and rep.get("master_sync_in_progress") == "0":
             break
         if time.monotonic() > deadline + 3600 * 6: fail("the target did not finish loading the snapshot")
         try:
             peer.settimeout(0.05)
-            if peer.recv(65536) == b"": fail("the target dropped the link while loading the snapshot (see its log)")
+            if peer.recv(65536) == b"":
+                fail("the target dropped the link while loading the snapshot (see its log)")
         except socket.timeout:
             pass
+        except OSError as e:
+            fail("the target dropped the link while loading the snapshot (%s; see its log)" % e)
 finally:
     try:
-        c.call("REPLICAOF", "NO", "ONE")
-        c.call("CONFIG", "SET", "masterauth", old_auth or "")
-    except Err as e:
+        if not gone: c.call("REPLICAOF", "NO", "ONE")
+        if not gone: c.call("CONFIG", "SET", "masterauth", old_auth or "")
+    except (Err, OSError) as e:
         sys.stderr.write("mdsl: could not make the target a master again: %s\n" % e)
     listener.close()
 keyspace = info(c, "keyspace")
