@@ -781,15 +781,19 @@ log_line_prefix = '%m [%p] %q%u@%d '
         """Checkpoint twice so WAL no longer needed is removed (makes clones smaller and faster)."""
         self.psql("checkpoint; select pg_switch_wal(); checkpoint;")
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT) of the postmaster by pid, and wait until it has exited."""
+    def stop(self, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT) of the postmaster by pid, and wait until it has exited.
+
+        immediate: SIGQUIT instead, for a cluster about to be deleted (no shutdown checkpoint writing
+        out what the test changed; the postmaster still stops its children and exits before this returns).
+        """
         ref = self._ref
         if ref is None:
             pidfile = self.datadir / "postmaster.pid"
             if not pidfile.exists():
                 return
             ref = REGISTRY.record(int(pidfile.read_text().split()[0]), f"postgres {self.name}")
-        ref.send(signal.SIGINT)
+        ref.send(signal.SIGQUIT if immediate else signal.SIGINT)
         if not ref.wait_gone(30.0):
             ref.stop(signal.SIGQUIT, timeout=5.0)
         # a clean shutdown removes postmaster.pid; after a kill it is stale, and pg_ctl copes
@@ -800,8 +804,8 @@ log_line_prefix = '%m [%p] %q%u@%d '
         self.start()
 
     def destroy(self) -> None:
-        """Stop and delete the cluster's directory."""
-        self.stop()
+        """Stop (immediate shutdown: its data is thrown away) and delete the cluster's directory."""
+        self.stop(immediate=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "PgCluster":
