@@ -75,6 +75,29 @@ def sequences(pg, db: str, skip=()) -> dict:
     return {n: v for n, v in (line.split("|") for line in out.splitlines()) if not n.startswith(skip)}
 
 
+def write_plans(base: Path, decls: str, a, b, dump_name: str, live_options: str = ""):
+    """The two ways this bench compares, each a plan file: name -> (its steps, the journal numbers of the
+    steps from `stop old_app` to `start new_app`, the downtime window), and name -> plan file."""
+    plans = {
+        "replicate": (f"""  replicate old_db to new_db live{live_options}
+  stop old_app
+  replicate old_db to new_db
+  start new_app
+""", ("2", "3", "4")),
+        "dump": (f"""  stop old_app
+  dump old_db to {a.name}:"{a.root}/{dump_name}"
+  transfer {a.name}:"{a.root}/{dump_name}" to {b.name}:"{b.root}/{dump_name}"
+  restore {b.name}:"{b.root}/{dump_name}" into new_db replace
+  start new_app
+""", ("1", "2", "3", "4", "5")),
+    }
+    files = {}
+    for name, (steps, _) in plans.items():
+        files[name] = base / f"{name}.plan"
+        files[name].write_text(f'plan "{name}"\n{decls}\nsteps {{\n{steps}}}\n')
+    return plans, files
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kind", choices=("postgres", "mariadb"), default="postgres")
@@ -119,24 +142,7 @@ service old_app on {a.name} {{ start = {plan_str(old_w.start_cmd)}  stop = {plan
 service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan_str(new_w.stop_cmd)}
                        status = {plan_str(new_w.status_cmd)}  writes = [new_db]  initially = stopped }}
 """
-        plans = {
-            "replicate": ("""  replicate old_db to new_db live  replica_identity = full
-  stop old_app
-  replicate old_db to new_db
-  start new_app
-""", ("2", "3", "4")),
-            "dump": (f"""  stop old_app
-  dump old_db to {a.name}:"{a.root}/app.dump"
-  transfer {a.name}:"{a.root}/app.dump" to {b.name}:"{b.root}/app.dump"
-  restore {b.name}:"{b.root}/app.dump" into new_db replace
-  start new_app
-""", ("1", "2", "3", "4", "5")),
-        }
-        files = {}
-        for name, (steps, _) in plans.items():
-            p = H.base / f"{name}.plan"
-            p.write_text(f'plan "{name}"\n{decls}\nsteps {{\n{steps}}}\n')
-            files[name] = p
+        plans, files = write_plans(H.base, decls, a, b, "app.dump", live_options="  replica_identity = full")
 
         for size in sizes:
             with contextlib.suppress(Exception):
@@ -253,24 +259,7 @@ service old_app on {a.name} {{ start = {plan_str(start)}  stop = {plan_str(stop)
 service new_app on {b.name} {{ start = {plan_str("touch " + marker)}  stop = {plan_str("rm -f " + marker)}
                        status = {plan_str("test -f " + marker)}  writes = [new_db]  initially = stopped }}
 """
-        plans = {
-            "replicate": ("""  replicate old_db to new_db live
-  stop old_app
-  replicate old_db to new_db
-  start new_app
-""", ("2", "3", "4")),
-            "dump": (f"""  stop old_app
-  dump old_db to {a.name}:"{a.root}/nc.sql.zst"
-  transfer {a.name}:"{a.root}/nc.sql.zst" to {b.name}:"{b.root}/nc.sql.zst"
-  restore {b.name}:"{b.root}/nc.sql.zst" into new_db replace
-  start new_app
-""", ("1", "2", "3", "4", "5")),
-        }
-        files = {}
-        for name, (steps, _) in plans.items():
-            p = H.base / f"{name}.plan"
-            p.write_text(f'plan "{name}"\n{decls}\nsteps {{\n{steps}}}\n')
-            files[name] = p
+        plans, files = write_plans(H.base, decls, a, b, "nc.sql.zst")
 
         def reset():
             subprocess.run(["sh", "-c", f"rm -f {marker} {q(str(a.root))}/nc.* {q(str(b.root))}/nc.*"], check=True)

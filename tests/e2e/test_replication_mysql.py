@@ -152,21 +152,28 @@ def test_replicate_live_then_final_pass_leaves_an_equal_database(ssh_hosts, serv
     assert source.password not in output(r)
 
 
+def _killed_in_the_live_pass(tmp_path: Path, ssh_hosts, source: MariaDbServer, target: MariaDbServer, db: str,
+                             writer, name: str) -> Path:
+    """Apply a replicate plan and SIGKILL mdsl once the live pass has made its replication connection."""
+    plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name=name)
+    run = Apply(plan)
+    try:
+        wait_until(lambda: _connections(target) != "" or not run.running, timeout=120, step=0.1,
+                   what="the live pass started its replication connection")
+        assert run.running, human(output(run.finish()))
+        run.kill()
+        run.finish()
+    finally:
+        run.ref.stop()
+    return plan
+
+
 def test_kill_between_the_passes_then_apply_again_leaves_no_connection(ssh_hosts, servers, db, tmp_path):
     source, target = servers
     writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=5)  # a slow stop: time to kill
     writer.run()
     try:
-        plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name="killed")
-        run = Apply(plan)
-        try:
-            wait_until(lambda: _connections(target) != "" or not run.running, timeout=120, step=0.1,
-                       what="the live pass started its replication connection")
-            assert run.running, human(output(run.finish()))
-            run.kill()
-            run.finish()
-        finally:
-            run.ref.stop()
+        plan = _killed_in_the_live_pass(tmp_path, ssh_hosts, source, target, db, writer, "killed")
         assert _connections(target) != ""  # killed: the connection is left (it retries without the tunnel)
         r = mdsl("apply", "--yes", str(plan), timeout=300)
         no_traceback(output(r))
@@ -182,16 +189,7 @@ def test_a_plan_edited_between_the_passes_still_has_the_connection_removed(ssh_h
     writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}", stop_delay=5)
     writer.run()
     try:
-        plan = _plan(tmp_path, ssh_hosts, source, target, db, db, writer, name="edited")
-        run = Apply(plan)
-        try:
-            wait_until(lambda: _connections(target) != "" or not run.running, timeout=120, step=0.1,
-                       what="the live pass started its replication connection")
-            assert run.running, human(output(run.finish()))
-            run.kill()
-            run.finish()
-        finally:
-            run.ref.stop()
+        plan = _killed_in_the_live_pass(tmp_path, ssh_hosts, source, target, db, writer, "edited")
         assert _connections(target) != ""
         # the operator gives up replicating: the plan no longer names the replication at all
         text = plan.read_text()
