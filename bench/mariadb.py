@@ -2,7 +2,7 @@
 
     python3 bench/mariadb.py                 # ~1 GB Nextcloud-like database, 2 rounds of 4 ways
     python3 bench/mariadb.py --quick         # ~150 MB, 1 round
-    python3 bench/mariadb.py --backup-way dir  # mariadb-backup into a directory, copied by scp -r
+    python3 bench/mariadb.py --backup-way both # mariadb-backup streamed, and into a directory copied by scp -r
     python3 bench/mariadb.py --write-docs    # put the figures into docs/performance.md
 
 Two sshd test hosts on 127.0.77.2 (a) and .3 (b) (tests/e2e/hosts.py) and two
@@ -57,6 +57,7 @@ the by-hand time.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -72,6 +73,8 @@ from _common import (
 from dbservers import MariaDbServer
 
 DB = "nextcloud"
+# the mariadb-backup sides: streamed through ssh (the default), or into a directory copied by scp -r
+BACKUP_WAYS = {"mariadb-backup": "stream", "mariadb-backup, dir": "dir"}
 
 
 class BenchMariaDb(MariaDbServer):
@@ -98,9 +101,9 @@ def main() -> int:
     add_runs(ap)
     ap.add_argument("--no-mydumper", action="store_true", help="leave mydumper/myloader out")
     ap.add_argument("--no-backup", action="store_true", help="leave mariadb-backup out")
-    ap.add_argument("--backup-way", choices=("stream", "dir"), default="stream",
-                    help="mariadb-backup streamed through ssh into mbstream on b (default), or into a directory "
-                         "on a copied by scp -r")
+    ap.add_argument("--backup-way", choices=("stream", "dir", "both"), default="stream",
+                    help="mariadb-backup streamed through ssh into mbstream on b (default), into a directory on a "
+                         "copied by scp -r, or both side by side")
     args = parse_bench_args(ap)
     files = args.files or (400_000 if args.quick else 2_300_000)
     runs = args.runs
@@ -195,13 +198,14 @@ steps {{
                 verify("mydumper", side)
                 return t1 + t2 + t3
 
-            def backup(side: Side) -> float:
+            def backup(name: str, way: str, side: Side) -> float:
                 d_a, d_b = f"{a.root}/nc.backup", f"{b.root}/nc.backup"
                 datadir = q(str(dst.datadir))
-                # --no-defaults: the test servers run without option files (Debian's name /var/lib/mysql)
+                # --no-defaults, as the test servers run: Debian's /etc/mysql files name the system server's
+                # datadir and socket
                 mb = "mariadb-backup --no-defaults"
                 backup_cmd = (f"{mb} --backup {sock_a} -u root --datadir={q(str(src.datadir))} --parallel=2")
-                if args.backup_way == "stream":
+                if way == "stream":
                     receive = f"mkdir {q(d_b)} && mbstream -x -C {q(d_b)}"
                     t1 = quiet(H.ssh_base("a") + [f"set -o pipefail; {backup_cmd} --stream=mbstream "
                                                   f"| {rsh} root@{b.address} {q(receive)}"])
@@ -212,7 +216,7 @@ steps {{
                     t2 = timed(H.ssh_base("a") + [f"scp -q -r {scp_opts} {q(d_a)} {q(f'root@{b.address}:{d_b}')}"])
                     side.add("dump", t1)
                     side.add("copy", t2)
-                sizes["mariadb-backup"] = du(d_b)
+                sizes[name] = du(d_b)
                 t = time.perf_counter()
                 quiet(H.ssh_base("b") + [f"{mb} --prepare --target-dir={q(d_b)}"])
                 replaced.append(True)
@@ -223,7 +227,7 @@ steps {{
                 dst.start(timeout=600)  # until it answers on its socket
                 t3 = time.perf_counter() - t
                 side.add("restore", t3)
-                verify("mariadb-backup", side)
+                verify(name, side)
                 return t1 + t2 + t3
 
             def mdsl(side: Side) -> float:
@@ -236,8 +240,10 @@ steps {{
                 verify("mdsl", side)
                 return m.seconds
 
-            sides = {"by-hand": by_hand, "mdsl": mdsl, **({"mydumper": mydumper} if with_mydumper else {}),
-                     **({"mariadb-backup": backup} if with_backup else {})}
+            sides = {"by-hand": by_hand, "mdsl": mdsl, **({"mydumper": mydumper} if with_mydumper else {})}
+            for name, way in BACKUP_WAYS.items():
+                if with_backup and args.backup_way in (way, "both"):
+                    sides[name] = functools.partial(backup, name, way)
             print(f"{runs} round(s) of {len(sides)} ways; database {db_bytes / MiB:.0f} MiB; {load()}", flush=True)
             res = alternate(runs, sides, before=clean)
             end_load = load()
@@ -248,11 +254,12 @@ steps {{
                 "2 clients at once (a table each, a big table's rows in 16 MiB parts across both; secondary keys "
                 "after the rows)",
         "mydumper": "`mydumper -t 2 -c -r 250000` (gzip per chunk); `scp -r`; `myloader -t 2`",
-        "mariadb-backup": ("`mariadb-backup --backup --parallel=2 --stream=mbstream \\| ssh b mbstream -x` "
-                           "(dump and copy at once)" if args.backup_way == "stream" else
-                           "`mariadb-backup --backup --parallel=2` into a directory; `scp -r`")
-                          + "; `--prepare`, target stopped, `--move-back` into its emptied datadir, chown, "
-                            "started until it answers (the whole server; identical versions only)",
+        **{name: ("`mariadb-backup --backup --parallel=2 --stream=mbstream \\| ssh b mbstream -x` "
+                  "(dump and copy at once)" if way == "stream" else
+                  "`mariadb-backup --backup --parallel=2` into a directory; `scp -r`")
+           + "; `--prepare`, target stopped, `--move-back` into its emptied datadir, chown, "
+             "started until it answers (the whole server; identical versions only)"
+           for name, way in BACKUP_WAYS.items()},
     }
     hand, ours = res["by-hand"], res["mdsl"]
     rows = [[f"`{x.name}`", explain[x.name], f"**{x.med:.1f}**" if x.name == "mdsl" else f"{x.med:.1f}",
@@ -272,11 +279,12 @@ steps {{
                      f"(target <= 1.1)")
     else:
         lines.append("- mydumper/myloader not installed here (Debian 12: `apt install mydumper`): not measured")
-    if "mariadb-backup" in res:
-        lines.append(f"- mdsl / mariadb-backup: **{ours.med / res['mariadb-backup'].med:.2f}** (no target: a "
-                     "physical copy of the whole server into a stopped target of the identical version, not safe "
-                     "for one database into a running server; mdsl never uses it)")
-    else:
+    backups = [x for x in res.values() if x.name in BACKUP_WAYS]
+    for x in backups:
+        lines.append(f"- mdsl / {x.name}: **{ours.med / x.med:.2f}** (no target: a physical copy of the whole "
+                     "server into a stopped target of the identical version, not safe for one database into a "
+                     "running server; mdsl never uses it)")
+    if not backups:
         lines.append("- mariadb-backup not installed here (Debian 12: `apt install mariadb-backup`): not measured")
     lines += [
         f"- the restored database equals the source: row counts after every run; every table's CHECKSUM TABLE "
