@@ -174,29 +174,29 @@ steps {{
                     assert sorted(dst.routines(DB)) == want_objects, (name, dst.routines(DB))
                     checked.add(name)
 
-            def by_hand(side: Side) -> float:
-                f_a, f_b = f"{a.root}/nc.sql.gz", f"{b.root}/nc.sql.gz"
-                t1 = timed(H.ssh_base("a") + [f"mysqldump {sock_a} -u root --single-transaction --routines --events "
-                                              f"{DB} | gzip > {q(f_a)}"])
-                sizes["by-hand"] = os.path.getsize(f_a)
-                t2 = timed(H.ssh_base("a") + [f"scp -q {scp_opts} {q(f_a)} {q(f'root@{b.address}:{f_b}')}"])
-                t3 = timed(H.ssh_base("b") + [f"gunzip < {q(f_b)} | mysql {sock_b} -u root {DB}"])
+            def three_parts(name: str, dump: str, copy: str, restore: str, dump_path: str, side: Side) -> float:
+                """Dump and copy on a, restore on b: ssh commands timed one by one; the copy verified."""
+                t1 = timed(H.ssh_base("a") + [dump])
+                sizes[name] = du(dump_path)
+                t2 = timed(H.ssh_base("a") + [copy])
+                t3 = timed(H.ssh_base("b") + [restore])
                 for k, v in (("dump", t1), ("copy", t2), ("restore", t3)):
                     side.add(k, v)
-                verify("by-hand", side)
+                verify(name, side)
                 return t1 + t2 + t3
 
-            def mydumper(side: Side) -> float:
-                d_a, d_b = f"{a.root}/nc.mydumper", f"{b.root}/nc.mydumper"
-                t1 = timed(H.ssh_base("a") + [f"mydumper {sock_a} -u root -B {DB} -t 2 -c -r 250000 -G -E -R "
-                                              f"--trx-consistency-only -o {q(d_a)}"])
-                sizes["mydumper"] = du(d_a)
-                t2 = timed(H.ssh_base("a") + [f"scp -q -r {scp_opts} {q(d_a)} {q(f'root@{b.address}:{d_b}')}"])
-                t3 = timed(H.ssh_base("b") + [f"myloader {sock_b} -u root -B {DB} -t 2 -o -d {q(d_b)}"])
-                for k, v in (("dump", t1), ("copy", t2), ("restore", t3)):
-                    side.add(k, v)
-                verify("mydumper", side)
-                return t1 + t2 + t3
+            f_a, f_b = f"{a.root}/nc.sql.gz", f"{b.root}/nc.sql.gz"
+            by_hand = functools.partial(
+                three_parts, "by-hand",
+                f"mysqldump {sock_a} -u root --single-transaction --routines --events {DB} | gzip > {q(f_a)}",
+                f"scp -q {scp_opts} {q(f_a)} {q(f'root@{b.address}:{f_b}')}",
+                f"gunzip < {q(f_b)} | mysql {sock_b} -u root {DB}", f_a)
+            m_a, m_b = f"{a.root}/nc.mydumper", f"{b.root}/nc.mydumper"
+            mydumper = functools.partial(
+                three_parts, "mydumper",
+                f"mydumper {sock_a} -u root -B {DB} -t 2 -c -r 250000 -G -E -R --trx-consistency-only -o {q(m_a)}",
+                f"scp -q -r {scp_opts} {q(m_a)} {q(f'root@{b.address}:{m_b}')}",
+                f"myloader {sock_b} -u root -B {DB} -t 2 -o -d {q(m_b)}", m_a)
 
             def backup(name: str, way: str, side: Side) -> float:
                 d_a, d_b = f"{a.root}/nc.backup", f"{b.root}/nc.backup"
