@@ -34,8 +34,8 @@ timed). Each round, in turn (the order rotates):
               its data directory emptied, `--move-back` into it, `chown -R mysql`,
               the server started, until it answers. `--backup-way dir` writes the
               backup into a directory on a and copies it by `scp -r` instead: that
-              writes and reads the whole server once more on a, and was slower in
-              a --quick run side by side (see the report in docs/performance.md),
+              writes and reads the whole server once more on a, and was slower
+              side by side (`--backup-way both`; figures in docs/performance.md),
               so the stream is the default. `--move-back` (a rename on the same
               file system) rather than `--copy-back`: the backup on b is thrown
               away after the move anyway
