@@ -32,7 +32,6 @@ when it is below.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -41,10 +40,10 @@ import subprocess
 import sys
 import time
 
-from _common import MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_access, load, machine
-from _common import mdsl_apply, table
-from _common import timed, write_doc_block
-from database import journal_seconds
+from _common import (
+    MiB, BenchHosts, Side, add_runs, alternate, bench_parser, bench_start, hand_made_scp, journal_seconds, load,
+    machine, mdsl_apply, parse_bench_args, report, running, table, timed,
+)
 from dbservers import RedisServer, Resp
 
 WORDS = [
@@ -146,25 +145,19 @@ def ready(server: RedisServer, timeout: float = 600) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--mib", type=int, default=None, help="the source's used memory in MiB (default 1024; 150 quick)")
-    ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--write-docs", action="store_true")
-    args = ap.parse_args()
+    add_runs(ap)
+    args = parse_bench_args(ap)
     mib = args.mib or (150 if args.quick else 1024)
-    runs = args.runs or (1 if args.quick else 2)
-    compile_bytecode()
+    runs = args.runs
     q = shlex.quote
-    started = time.perf_counter()
-    print(f"start: {load()}", flush=True)
+    started = bench_start()
 
     with BenchHosts(2) as H:
         a, b = H.cluster.a, H.cluster.b
         src, dst = BenchRedis(H.base, "source"), BenchRedis(H.base, "target")
-        try:
-            src.start()
-            dst.start()
+        with running(src, dst):
             t0 = time.perf_counter()
             used = fill(src, mib * MiB)
             want_keys, want_digest = src.keyspace(), digest(src)
@@ -185,7 +178,7 @@ steps {{
 ''')
             sizes = {}
             # the hosts share nothing: a's own key for b, as an admin would set up (scp takes -P, not -p)
-            scp_opts = hand_made_access(a, b).removeprefix("ssh ").replace("-p ", "-P ")
+            scp_opts = hand_made_scp(a, b)
 
             def clean():
                 subprocess.run(f"rm -f {q(str(a.root))}/redis.* {q(str(b.root))}/redis.* {q(str(dst.dir))}/dump.rdb",
@@ -233,9 +226,6 @@ steps {{
             res = alternate(runs, {"by-hand": by_hand, "by-hand-no-wait": lambda side: by_hand(side, no_wait=True),
                                    "mdsl": mdsl}, before=clean)
             end_load = load()
-        finally:
-            src.destroy()
-            dst.destroy()
 
     explain = {"by-hand": "`redis-cli --rdb`; scp; put as the target's dump.rdb, restart it, until it answers",
                "by-hand-no-wait": "the same, with `repl-diskless-sync-delay 0` set on the source around the snapshot "
@@ -244,8 +234,7 @@ steps {{
                        "stream copy; the running target replicates the file"}
     hand, expert, ours = res["by-hand"], res["by-hand-no-wait"], res["mdsl"]
     rows = [[f"`{x.name}`", explain[x.name], f"**{x.med:.1f}**" if x.name == "mdsl" else f"{x.med:.1f}",
-             ", ".join(f"{v:.1f}" for v in x.seconds),
-             " / ".join(f"{x.med_of(k):.1f}" for k in ("dump", "copy", "restore")), f"{sizes[x.name] / MiB:.0f} MiB"]
+             x.runs_text(), x.parts_text(), f"{sizes[x.name] / MiB:.0f} MiB"]
             for x in res.values()]
     text_out = "\n".join([
         f"Mastodon-like Redis {version}: {sum(want_keys.values()):,} keys (home feeds, cache entries with TTLs, "
@@ -263,10 +252,7 @@ steps {{
         "- mdsl's time includes `mdsl apply`'s own cost (check, connect, preflight, journal); the by-hand "
         "restore is timed from stopping the target to its first PONG",
     ])
-    print()
-    print(text_out)
-    if args.write_docs:
-        write_doc_block("redis", f"`{command_line()}`\n\n" + text_out)
+    report("redis", text_out, args.write_docs)
     return 0 if hand.med / ours.med >= 0.9 else 1
 
 
