@@ -26,11 +26,12 @@ and every sequence; a run whose copy differs counts as failed. Between runs the 
 dropped and the old app started again. Exits 1 if a copy differs, or if the 1 GB case's downtime
 with replication is over 5 s (the issue's target).
 
+    python3 bench/replication.py --kind mariadb                  # MariaDB, ~1 GB and ~3 GB
     python3 bench/replication.py --kind mariadb --files 400000   # MariaDB, ~200 MB (~5 minutes)
 
 With `--kind mariadb`: two MariaDB servers (tests/e2e/dbservers.py; the source with log_bin,
 binlog_format = ROW, server_id 11), the source holding bench/mariadb.py's Nextcloud-like rows
-(`--files` oc_filecache rows: 2,300,000 is about 1.1 GB), reached from a over TCP by a user with a
+(per size in `--sizes`, or `--files` oc_filecache rows: 2,300,000 is about 1.1 GB), reached from a over TCP by a user with a
 password (the replica logs in through mdsl's tunnel as that login); the target from b as root over
 its socket. The old app inserts a comment into the source every 20 ms; the new app is a marker file.
 The same two ways, the same window; afterwards every table's CHECKSUM TABLE and row count are equal
@@ -101,7 +102,8 @@ def write_plans(base: Path, decls: str, a, b, dump_name: str, live_options: str 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kind", choices=("postgres", "mariadb"), default="postgres")
-    ap.add_argument("--files", type=int, default=2_300_000, help="mariadb: oc_filecache rows (2.3 M: ~1.1 GB)")
+    ap.add_argument("--files", type=int, default=None,
+                    help="mariadb: oc_filecache rows, one size instead of --sizes (2.3 M: ~1.1 GB)")
     ap.add_argument("--sizes", default="1,3", help="database sizes in GB, comma-separated (default 1,3)")
     ap.add_argument("--runs", type=int, default=1, help="rounds per size (default 1)")
     ap.add_argument("--sides", default="replicate,dump")
@@ -209,16 +211,19 @@ service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan
 
 
 MARIA_DB, MARIA_USER = "nextcloud", "ncrepl"
+FILES_PER_GB = 2_100_000  # bench/mariadb.py's rows: 2.3 M oc_filecache rows make ~1.1 GB with the other tables
 
 
 def mariadb(args) -> int:
-    """`--kind mariadb`: the same two ways for a MariaDB database (see the module's docstring)."""
+    """`--kind mariadb`: the same two ways for a MariaDB database, per size (see the module's docstring)."""
     import shlex
 
     from dbservers import MariaDbServer, sql_str
     q = shlex.quote
+    sizes = [args.files] if args.files else [int(float(x) * FILES_PER_GB) for x in args.sizes.split(",")]
     compile_bytecode()
     print(f"start: {load()}", flush=True)
+    results = []
     with contextlib.ExitStack() as stack:
         H = stack.enter_context(BenchHosts(2))
         a, b = H.cluster.a, H.cluster.b
@@ -234,12 +239,6 @@ def mariadb(args) -> int:
         src.create_user(MARIA_USER, password)
         src.sql(f"GRANT ALL PRIVILEGES ON *.* TO {sql_str(MARIA_USER)}@'127.0.0.1';")
         env = {**os.environ, PASSWORD_ENV: password}
-        t = time.monotonic()
-        src.createdb(MARIA_DB)
-        src.load_nextcloud(MARIA_DB, files=args.files)
-        db_bytes = int(src.sql("SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES "
-                               f"WHERE TABLE_SCHEMA = '{MARIA_DB}'"))
-        print(f"database: {db_bytes / MiB:.0f} MiB in {time.monotonic() - t:.0f}s; {load()}", flush=True)
         client = " ".join(q(w) for w in src.client_argv(MARIA_DB))
         insert = ("INSERT INTO oc_comments (actor_id, object_id, message, creation_timestamp) "
                   "VALUES ('writer', 'live', 'written live', NOW());")
@@ -282,20 +281,32 @@ service new_app on {b.name} {{ start = {plan_str("touch " + marker)}  stop = {pl
                 return sum(steps[i] for i in plans[name][1])
             return run
 
-        out = alternate(args.runs, {n: side(n) for n in args.sides.split(",")}, before=reset)
+        for files_rows in sizes:
+            subprocess.run(["sh", "-c", f"{status} && {{ {stop}; }}"], timeout=30)
+            src.sql(f"DROP DATABASE IF EXISTS {MARIA_DB}")
+            t = time.monotonic()
+            src.createdb(MARIA_DB)
+            src.load_nextcloud(MARIA_DB, files=files_rows)
+            db_bytes = int(src.sql("SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES "
+                                   f"WHERE TABLE_SCHEMA = '{MARIA_DB}'"))
+            print(f"database: {files_rows:,} oc_filecache rows, {db_bytes / MiB:.0f} MiB in "
+                  f"{time.monotonic() - t:.0f}s; {load()}", flush=True)
+            out = alternate(args.runs, {n: side(n) for n in args.sides.split(",")}, before=reset)
+            results.append((files_rows, db_bytes, out))
         version = src.version()
-    lines = [f"MariaDB {version}, Nextcloud-like database of {args.files:,} oc_filecache rows, "
-             f"{db_bytes / MiB:,.0f} MiB on disk; a writer inserting 50 rows/s until the stop. "
-             f"{machine()}; {load()} at the end.", "",
-             table(["way", "downtime window s", "runs (s)", "its steps, last run (s)", "whole apply s"],
-                   [(n, f"{s.med:.1f}", ", ".join(f"{x:.1f}" for x in s.seconds),
-                     (getattr(s, "parts", None) or ["-"])[-1], f"{s.med_of('total'):.1f}") for n, s in out.items()]),
+    lines = [f"MariaDB {version}, Nextcloud-like databases (oc_filecache rows as given); a writer inserting "
+             f"50 rows/s until the stop. {machine()}; {load()} at the end.", "",
+             table(["database", "way", "downtime window s", "runs (s)", "its steps, last run (s)", "whole apply s"],
+                   [(f"{db / MiB:,.0f} MiB ({rows:,} files)", n, f"{s.med:.1f}",
+                     ", ".join(f"{x:.1f}" for x in s.seconds), (getattr(s, "parts", None) or ["-"])[-1],
+                     f"{s.med_of('total'):.1f}")
+                    for rows, db, out in results for n, s in out.items()]),
              "", f"command: `{command_line()}`"]
     text = "\n".join(lines)
     print(text)
     if args.write_docs:
         write_doc_block("replication-mariadb", text)
-    return 1 if any(s.failures for s in out.values()) else 0
+    return 1 if any(s.failures for _, _, out in results for s in out.values()) else 0
 
 
 if __name__ == "__main__":

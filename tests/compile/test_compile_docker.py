@@ -148,18 +148,19 @@ def test_a_database_in_a_container_is_dumped_through_fifos_in_its_file_system_wh
     [dump] = [a.command.render() for a in step.actions]
     valid_shell(dump)
     head, direct, streamed = branches(dump)
-    # one `docker inspect` (pid, user), then two execs at once: pg_dump into a fifo, pg_restore reading the other
+    # one `docker inspect` (pid, user), then one exec: pg_dump into a fifo, pg_restore reading the other
     assert docker_calls(head) == {"exec": 0, "inspect": 1}
-    assert docker_calls(direct) == {"exec": 2, "inspect": 0}
+    assert docker_calls(direct) == {"exec": 1, "inspect": 0}
     assert "docker exec -i" not in direct  # no stream through the daemon
     assert 'mkfifo -m 600 -- "$mdsl_d" "$mdsl_d.v"' in direct and 'chown -- "$mdsl_own"' in direct
-    assert "docker exec immich_postgres sh -c 'exec pg_dump -w -Fc -Z0 " in direct
-    assert '> "$1"\' mdsl-dump "$mdsl_tmp"' in direct
-    assert "docker exec immich_postgres sh -c 'exec pg_restore -f /dev/null < \"$1\"' mdsl-dump \"$mdsl_tmp.v\"" in direct
+    assert ("docker exec immich_postgres sh -c 'pg_restore -f /dev/null < \"$1.v\" & v=$!; "
+            "pg_dump -w -Fc -Z0 ") in direct
+    assert '> "$1"; rc=$?; wait "$v"; vrc=$?;' in direct and '\' mdsl-dump "$mdsl_tmp"' in direct
     assert 'tee -- "$mdsl_d.v" < "$mdsl_d" | zstd -q -T0 -3 -c > /root/immich.dump.part &' in direct
-    # a docker exec failing before its shell opened its fifo lets the host's end go
-    assert '[ "$rc" -eq 0 ] || mdsl_unblock "$mdsl_d" w' in direct
-    assert '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d.v" r' in direct
+    # the docker exec failing before its shell opened the fifos lets the host's ends go
+    assert '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d";' in direct
+    # its status tells pg_dump's failure from the read-back's
+    assert 'case "$mdsl_x" in 0) rc=0 vrc=0;; 250) rc=0 vrc=1;; *) rc=$mdsl_x vrc=1;; esac;' in direct
     assert '[ "$vrc" -eq 0 ] && zstd -q -t < /root/immich.dump.part ||' in direct
     assert 'rm -f -- "$mdsl_d" "$mdsl_d.v";' in direct
     # a user given by name (looked up in the container's passwd) takes the streamed way

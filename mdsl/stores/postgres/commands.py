@@ -263,29 +263,32 @@ def _inside(ctx: CompileContext, db: Postgres, label: str, script: str, words, *
                    secret_files=_password_files(db) if secrets else (), argv=True)
 
 
-# Opens a fifo's other end without blocking, again and again while the host's reader (`$mdsl_rpid`)
-# runs: when a `docker exec` fails before its shell opened its fifo, the host's end, waiting in
-# open(2), is let go (and sees an empty stream or a broken pipe) instead of waiting forever.
+# Opens both fifos' other ends without blocking, again and again while the host's reader (`$mdsl_rpid`)
+# runs: when the `docker exec` fails before its shell opened the fifos, the host's ends, waiting in
+# open(2), are let go (an empty stream, then a broken pipe) instead of waiting forever.
 _UNBLOCK = ("mdsl_unblock() { while kill -0 \"$mdsl_rpid\" 2>/dev/null; do"
-            " if [ \"$2\" = w ]; then dd if=/dev/null of=\"$1\" oflag=nonblock conv=notrunc status=none;"
-            " else dd if=\"$1\" iflag=nonblock of=/dev/null count=0 status=none; fi 2>/dev/null; sleep 0.05; done; };")
+            " dd if=/dev/null of=\"$1\" oflag=nonblock conv=notrunc status=none 2>/dev/null;"
+            " dd if=\"$1.v\" iflag=nonblock of=/dev/null count=0 status=none 2>/dev/null; sleep 0.05; done; };")
+
+# The exit status of the one `docker exec` of a dump whose pg_dump succeeded but whose read-back failed
+# (pg_dump's own failures exit 1, docker's own 125-127).
+_READ_BACK_FAILED = 250
 
 
 def _dump_through_fifos(ctx: CompileContext, db: Postgres, args: Tuple, part: str) -> Tuple:
     """The dump through fifos in the container's /tmp: pg_dump inside -> "$mdsl_d" -> host tee -> zstd -> part,
-    and tee -> "$mdsl_d.v" -> pg_restore -f /dev/null inside."""
-    dump = _inside(ctx, db, "mdsl-dump", f'exec {_render(args)} > "$1"', (Lit('"$mdsl_tmp"'),), stdin=False,
-                   secrets=True)
-    read = _inside(ctx, db, "mdsl-dump", f'exec {_render((_tool(db, "pg_restore"),))} -f /dev/null < "$1"',
-                   (Lit('"$mdsl_tmp.v"'),), stdin=False)
+    and tee -> "$mdsl_d.v" -> pg_restore -f /dev/null inside; both in one `docker exec` (each costs a
+    round trip through the daemon)."""
+    inside = (f'{_render((_tool(db, "pg_restore"),))} -f /dev/null < "$1.v" & v=$!; {_render(args)} > "$1"; '
+              f'rc=$?; wait "$v"; vrc=$?; [ "$rc" -eq 0 ] || exit "$rc"; [ "$vrc" -eq 0 ] || exit {_READ_BACK_FAILED}')
+    both = _inside(ctx, db, "mdsl-dump", inside, (Lit('"$mdsl_tmp"'),), stdin=False, secrets=True)
     own = '{ [ -z "$mdsl_own" ] || chown -- "$mdsl_own" "$mdsl_d" "$mdsl_d.v"; }'
     return sh(_UNBLOCK, 'mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; rm -f -- "$mdsl_d" "$mdsl_d.v" &&',
               'mkfifo -m 600 -- "$mdsl_d" "$mdsl_d.v" &&', own, "&& {",
               'tee -- "$mdsl_d.v" < "$mdsl_d" |', ZSTD, ">", Arg(part), "& mdsl_rpid=$!;",
-              "{", Sub(read), "; mdsl_x=$?;", '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d.v" r; exit "$mdsl_x"; }',
-              "& mdsl_vpid=$!;",
-              Sub(dump), "; rc=$?;", '[ "$rc" -eq 0 ] || mdsl_unblock "$mdsl_d" w;',
-              'wait "$mdsl_rpid"; zrc=$?; wait "$mdsl_vpid"; vrc=$?; rm -f -- "$mdsl_d" "$mdsl_d.v";',
+              Sub(both), "; mdsl_x=$?;", '[ "$mdsl_x" -eq 0 ] || mdsl_unblock "$mdsl_d";',
+              f'case "$mdsl_x" in 0) rc=0 vrc=0;; {_READ_BACK_FAILED}) rc=0 vrc=1;; *) rc=$mdsl_x vrc=1;; esac;',
+              'wait "$mdsl_rpid"; zrc=$?; rm -f -- "$mdsl_d" "$mdsl_d.v";',
               *_dump_checks(part), "; }")
 
 
