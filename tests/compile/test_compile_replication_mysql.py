@@ -7,8 +7,11 @@ pass gives each the source's status once the connection is gone."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
+from pathlib import Path
 
 from mdsl.check.resolve import resolve
 from mdsl.compile import compile_plan
@@ -126,7 +129,7 @@ UNTOUCHED = [
 def _snapshot_sed(lines) -> list:
     snapshot = next(a for a in compiled().steps[0].actions if isinstance(a, Shell))
     shown = snapshot.command.render(masked=True)
-    assert f"sed -E -e {shlex.quote(R.GTID_LINE)} -e {shlex.quote(R.EVENT_LINE)} |" in shown
+    assert f"sed -E -e {shlex.quote(R.GTID_LINE)} -e {shlex.quote(R.EVENT_LINE)} " in shown
     out = subprocess.run(["sed", "-E", "-e", R.GTID_LINE, "-e", R.EVENT_LINE], input="\n".join(lines) + "\n",
                          capture_output=True, text=True, check=True, timeout=30)
     return out.stdout.splitlines()
@@ -180,6 +183,79 @@ def test_final_pass_gives_events_the_source_status_after_the_connection_is_gone(
     odd = R.event_status_sql(Mysql(name="old_db", host="old", database="a'b"),
                              Mysql(name="new_db", host="new", database="c`d"))
     assert "EVENT_SCHEMA = 'a''b'" in odd and "' EVENT ', '`c``d`', '.`'" in odd
+
+
+SNAPSHOT_PLAN = '''plan "s"
+host a { ssh = "root@a.example.net" }
+host b { ssh = "root@b.example.net" }
+mysql old_db on a { database = "a#p.p"  user = "repl"  tcp = "127.0.0.1:3306"  password = env("PW") }
+mysql new_db on b { database = "n&w"  socket = "/run/mysqld/mysqld.sock" }
+service old_app on a { systemd = ["app"]  writes = [old_db] }
+steps {
+  replicate old_db to new_db live  port = 45000
+  stop old_app
+  replicate old_db to new_db  port = 45000
+}
+'''
+# what mariadb-dump writes for a table whose DEFAULT takes a sequence's next value (SHOW CREATE TABLE names
+# the source's database), an event, and the commented GTID position at the end
+SNAPSHOT_DUMP = """CREATE TABLE `tickets` (
+  `id` bigint(20) NOT NULL DEFAULT nextval(`a#p.p`.`ticket_seq`),
+  `note` varchar(40) DEFAULT 'nextval(`a#p.p`.`x`)',
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB;
+INSERT INTO `tickets` VALUES (100,' DEFAULT nextval(`a#p.p`.`x`)');
+""" + DUMPED_EVENTS[0] + """
+-- SET GLOBAL gtid_slave_pos='0-11-122';
+"""
+FAKES = {
+    "mariadb-dump": 'cat "$DUMP_TEXT"; i=0; while [ $i -lt "${DUMP_MORE:-0}" ]; do echo "INSERT INTO t VALUES (1);"; '
+                    'i=$((i + 1)); done; exit "${DUMP_RC:-0}"\n',
+    "mariadb": 'while IFS= read -r line; do printf \'%s\\n\' "$line" >> "$LOADED"; '
+               'case "$line" in *"$LOAD_FAIL_ON"*) echo "ERROR 1100 (HY000) at line 2" >&2; exit 1;; esac; done\n',
+}
+
+
+def _run_snapshot(tmp_path: Path, **env) -> tuple:
+    """The compiled snapshot step run by /bin/sh here, with stand-ins for mariadb-dump and mariadb."""
+    bound = resolve(parse_text(SNAPSHOT_PLAN, "s.plan"))
+    assert bound.ok, [f.message for f in bound.findings]
+    snapshot = next(a for a in compile_plan(bound).steps[0].actions if isinstance(a, Shell))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in FAKES.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "dump.sql").write_text(SNAPSHOT_DUMP)
+    loaded = tmp_path / "loaded.sql"
+    text = snapshot.command.render(masked=False, secret_paths={R.SOURCE_OPTIONS_VAR: "/dev/null"})
+    assert "--skip-add-locks" in text  # LOCK TABLES fails for a table whose DEFAULT takes a sequence's value
+    r = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+                            "DUMP_TEXT": str(tmp_path / "dump.sql"), "LOADED": str(loaded),
+                            "LOAD_FAIL_ON": "\x01never", **env})
+    return r, loaded.read_text() if loaded.exists() else ""
+
+
+def test_the_snapshot_loads_into_another_name_with_its_position_and_events_held(tmp_path):
+    r, loaded = _run_snapshot(tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the column's sequence named in the target's database; a string value as it was
+    assert "  `id` bigint(20) NOT NULL DEFAULT nextval(`n&w`.`ticket_seq`)," in loaded
+    assert "DEFAULT 'nextval(`a#p.p`.`x`)'" in loaded and "(100,' DEFAULT nextval(`a#p.p`.`x`)')" in loaded
+    assert "ON COMPLETION NOT PRESERVE DISABLE ON SLAVE DO" in loaded
+    assert loaded.endswith("\nSET GLOBAL gtid_slave_pos='0-11-122';\n")
+
+
+def test_a_load_that_stops_fails_the_snapshot_though_the_dump_succeeded(tmp_path):
+    # the load refuses a statement while the dump still writes (it then dies of SIGPIPE, or ends well)
+    r, loaded = _run_snapshot(tmp_path, LOAD_FAIL_ON="INSERT INTO `tickets`", DUMP_MORE="20000")
+    assert r.returncode != 0
+    assert "mdsl: the snapshot of old_db failed (load exit 1)" in r.stderr, r.stderr
+    assert "gtid_slave_pos" not in loaded
+    (tmp_path / "again").mkdir()
+    r, _ = _run_snapshot(tmp_path / "again", DUMP_RC="2")
+    assert r.returncode != 0 and "mdsl: the snapshot of old_db failed (dump exit 2)" in r.stderr, r.stderr
 
 
 def test_dump_and_restore_keep_events_as_they_are():

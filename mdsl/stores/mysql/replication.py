@@ -55,7 +55,9 @@ MARK = "mdsl: replica being filled by replicate ... live"
 SOURCE_OPTIONS_VAR = "MDSL_MYSQL_SOURCE_OPTIONS"
 # --master-data=2 --gtid: the snapshot's GTID position as a commented `SET GLOBAL gtid_slave_pos` line
 # (MariaDB takes it from the consistent snapshot, Binlog_snapshot_file/position: no global read lock).
-SNAPSHOT_FLAGS = "--gtid --master-data=2"
+# --skip-add-locks: LOCK TABLES around a table's rows fails for a table whose DEFAULT takes a sequence's
+# next value (ERROR 1100: the sequence is not locked); the restore filter leaves them out too.
+SNAPSHOT_FLAGS = "--gtid --master-data=2 --skip-add-locks"
 GTID_LINE = "s/^-- SET GLOBAL gtid_slave_pos=/SET GLOBAL gtid_slave_pos=/"
 # mariadb-dump writes an event as one line: SHOW CREATE EVENT's statement in versioned comments, the
 # DEFINER in one of its own; the status word follows `ON COMPLETION [NOT] PRESERVE` (sql/event_data_objects.cc
@@ -211,6 +213,20 @@ def end_sql(dst: Mysql, name: str) -> str:
 # ---------------------------------------------------------------- the steps
 
 
+def _ere(text: str) -> str:
+    """`text` matched literally by sed -E, between `#` delimiters."""
+    return "".join("\\" + c if c in "\\^$.|?*+()[]{}#" else c for c in text)
+
+
+def _renamed_sequences(src: Mysql, dst: Mysql) -> tuple:
+    """sed arguments pointing a column's `DEFAULT nextval(`src`.`seq`)` (SHOW CREATE TABLE names the
+    database) at the target's database, on the column lines of CREATE TABLE (two spaces, a backquote)."""
+    if src.database == dst.database:
+        return ()
+    new = sql_ident(dst.database).replace("\\", "\\\\").replace("&", "\\&").replace("#", "\\#")
+    return ("-e", Arg(f"/^  `/s# DEFAULT nextval\\({_ere(sql_ident(src.database))}\\.# DEFAULT nextval({new}.#"))
+
+
 def _snapshot(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> Shell:
     """On the target host: the source's database dumped through the tunnel into the target's."""
     port = tunnel_port(step, src, dst)
@@ -224,10 +240,13 @@ def _snapshot(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) ->
     load = client_command(ctx, dst, CLIENT_PROGRAMS, (Lit("--batch"), Lit("--"), Arg(dst.database)))
     failed = f"mdsl: the snapshot of {src.name} failed"
     body = sh(
-        # The dump's exit status crosses the pipe on fd 3 (sh has no pipefail).
-        "{ {", Sub(dump), "; echo $? >&3; } | sed -E -e", Arg(GTID_LINE), "-e", Arg(EVENT_LINE), "|", Sub(load),
-        "; } 3>&1 |",
-        '{ read -r rc; [ "$rc" = 0 ] || { echo', Arg(failed), '"(exit ${rc:-killed})" >&2; exit 1; }; }')
+        # Both exit statuses cross the pipes on fd 3 (sh has no pipefail), the load's first when it fails
+        # early; a load that stopped must fail the step (the GTID line is the dump's last statement).
+        "{ {", Sub(dump), '; echo "dump $?" >&3; } | sed -E -e', Arg(GTID_LINE), "-e", Arg(EVENT_LINE),
+        *_renamed_sequences(src, dst), "|", Sub(load), '>&2; echo "load $?" >&3; } 3>&1 |',
+        '{ n=0; ok=1; while read -r what rc; do n=$((n + 1)); [ "$rc" = 0 ] || { echo', Arg(failed),
+        '"($what exit $rc)" >&2; ok=0; }; done; [ "$n" = 2 ] || { echo', Arg(failed), '"(killed)" >&2; ok=0; };',
+        '[ "$ok" = 1 ]; }')
     cmd = ctx.command(dst.host, body, tools=("sed",))
     return Shell(cmd, f"copy a snapshot of {src.name} into {dst.name} (mariadb-dump through the tunnel)",
                  step_timeout(step, DEFAULT_TIMEOUT))
