@@ -8,7 +8,9 @@ The live pass (the source's writers still run):
      the database is created if missing, refused if it holds tables, and marked. The source's and the
      target's server_id are compared first (equal ids: the target would skip every event);
   3. on the target host, `mariadb-dump --single-transaction --gtid --master-data=2` of the source's
-     database read through the tunnel, streamed into the target's database: one consistent snapshot
+     database read through the tunnel, streamed into the target's database (both exit statuses checked:
+     the GTID line is the dump's last, and a replica without it replays the source's binlog from its
+     start): one consistent snapshot
      with the GTID position it was taken at (the dump's `SET GLOBAL gtid_slave_pos` line, made active),
      its enabled scheduled events made `DISABLE ON SLAVE` on the way in (as MariaDB marks every event a
      replica receives): what the source's runs of them write arrives by replication, and the target's
