@@ -14,6 +14,7 @@ the e2e suite makes too).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -96,6 +97,14 @@ class Side:
 
     def med_of(self, key: str) -> float:
         return median(self.extra[key]) if self.extra.get(key) else float("nan")
+
+    def runs_text(self) -> str:
+        """Every run's seconds, `12.3, 11.9`, for a table's `runs (s)` column."""
+        return ", ".join(f"{v:.1f}" for v in self.seconds)
+
+    def parts_text(self, keys: Sequence[str] = ("dump", "copy", "restore")) -> str:
+        """The medians of the parts it recorded, `4.1 / 1.2 / 9.8` (`-` for a part it does not have)."""
+        return " / ".join(f"{self.med_of(k):.1f}" if self.extra.get(k) else "-" for k in keys)
 
 
 def alternate(runs: int, sides: Dict[str, Callable[[Side], float]], *, before: Optional[Callable[[], None]] = None,
@@ -187,10 +196,67 @@ def journal_steps(plan: Path) -> dict:
     return out
 
 
+def journal_seconds(plan: Path) -> Dict[str, float]:
+    """{dump, copy, restore: seconds} of a dump / transfer / restore plan's steps 1-3 (the last run)."""
+    steps = journal_steps(plan)
+    return {part: steps[step] for step, part in (("1", "dump"), ("2", "copy"), ("3", "restore")) if step in steps}
+
+
 def compile_bytecode() -> None:
     """Compile mdsl's bytecode once, as installing it does (PYTHONDONTWRITEBYTECODE=1 is set here)."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mdsl")], check=False,
                    env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+
+
+# ---------------------------------------------------------------- what every side-by-side bench does
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The bench's argument parser, described by its docstring's first line."""
+    return argparse.ArgumentParser(description=doc.split("\n")[0])
+
+
+def add_runs(ap: argparse.ArgumentParser) -> None:
+    """`--runs N`: the rounds (2 by default, 1 with --quick; `parse_bench_args` fills the default in)."""
+    ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
+
+
+def parse_bench_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add `--quick` and `--write-docs` (every bench's last two options), parse, and settle `--runs`."""
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    if hasattr(args, "runs"):
+        args.runs = args.runs or (1 if args.quick else 2)
+    return args
+
+
+def bench_start() -> float:
+    """Compile mdsl's bytecode, say the load at the start; the start time (perf_counter) for `minutes in all`."""
+    compile_bytecode()
+    started = time.perf_counter()
+    print(f"start: {load()}", flush=True)
+    return started
+
+
+@contextlib.contextmanager
+def running(*servers) -> Iterator[None]:
+    """The test database servers (tests/e2e/dbservers.py) started; destroyed at the end, even on failure."""
+    try:
+        for server in servers:
+            server.start()
+        yield
+    finally:
+        for server in servers:
+            server.destroy()
+
+
+def report(key: str, text: str, write_docs: bool) -> None:
+    """Print the figures; with --write-docs also into docs/performance.md's block `key`, under the command."""
+    print()
+    print(text)
+    if write_docs:
+        write_doc_block(key, f"`{command_line()}`\n\n" + text)
 
 
 # ---------------------------------------------------------------- hosts
@@ -299,7 +365,14 @@ def hand_made_access(src, dst) -> str:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     dst_keys = dst.path("/root/.ssh/authorized_keys")
     dst_keys.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with dst_keys.open("a") as f:
-        f.write(key.with_suffix(".pub").read_text())
+    public = key.with_suffix(".pub").read_text()
+    if not dst_keys.exists() or public not in dst_keys.read_text():  # once, however often it is asked
+        with dst_keys.open("a") as f:
+            f.write(public)
     (ssh_dir / "known_hosts").write_text(dst.known_hosts_line + "\n")
     return f"ssh -o BatchMode=yes -p {dst.port}"
+
+
+def hand_made_scp(src, dst) -> str:
+    """`hand_made_access(src, dst)`, as the options of an `scp` run on `src` (scp takes -P, not -p)."""
+    return hand_made_access(src, dst).removeprefix("ssh ").replace("-p ", "-P ")

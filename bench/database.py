@@ -42,18 +42,16 @@ pays more there than here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Dict, Tuple
 
 from _common import (
-    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table, timed,
-    write_doc_block,
+    MiB, BenchHosts, Side, add_runs, alternate, bench_parser, bench_start, hand_made_scp, journal_seconds, load,
+    machine, mdsl_apply, parse_bench_args, report, table, timed,
 )
 from hosts import PG_BIN
 
@@ -282,43 +280,26 @@ def checksums(pg, db: str) -> Dict[str, str]:
     return sums
 
 
-def journal_seconds(plan: Path) -> Dict[str, float]:
-    """The last `done` seconds of steps 1-3 (dump, transfer, restore) in the plan's journal."""
-    out: Dict[str, float] = {}
-    for line in (plan.parent / ".mdsl" / (plan.name[:-5] + ".journal")).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == "done" and rec.get("step") in ("1", "2", "3"):
-            out[{"1": "dump", "2": "copy", "3": "restore"}[rec["step"]]] = float(rec.get("seconds") or 0)
-    return out
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--statuses", type=int, default=None, help="statuses rows (default 1,150,000: ~1.1 GB; "
                     "200,000 with --quick); accounts, favourites and media scale with it")
     ap.add_argument("--pgbench", type=int, metavar="SCALE", help="load `pgbench -i -s SCALE` instead")
-    ap.add_argument("--runs", type=int, default=None, help="rounds (default 2; 1 with --quick)")
+    add_runs(ap)
     ap.add_argument("--ways", default=None, help="comma-separated mdsl ways besides the seed, or `all` "
                     f"(default: {', '.join(DEFAULT_WAYS)}; with --quick mdsl-default only). Known: {', '.join(WAYS)}")
     ap.add_argument("--levels", action=argparse.BooleanOptionalAction, default=None,
                     help="also time pg_dump alone into other compressions (default: on, off with --quick)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--write-docs", action="store_true")
-    args = ap.parse_args()
+    args = parse_bench_args(ap)
     statuses = args.statuses or (200_000 if args.quick else 1_150_000)
-    runs = args.runs or (1 if args.quick else 2)
+    runs = args.runs
     ways = (list(WAYS) if args.ways == "all" else args.ways.split(",") if args.ways
             else ["mdsl-default"] if args.quick else DEFAULT_WAYS)
     unknown = [w for w in ways if w not in WAYS]
     if unknown or "mdsl-default" not in ways:
         ap.error(f"unknown ways {unknown} (mdsl-default is always measured)" if unknown else "mdsl-default is needed")
-    compile_bytecode()
     q = shlex.quote
-    started = time.perf_counter()
-    print(f"start: {load()}", flush=True)
+    started = bench_start()
 
     with BenchHosts(2) as H:
         a, b = H.cluster.a, H.cluster.b
@@ -361,6 +342,8 @@ steps {{
         checked = set()
         dsn_src = f"host={src.sockdir} port={src.port} user=postgres dbname=bench"
         dsn_dst = f"host={dst.sockdir} port={dst.port} user=postgres dbname=bench_new"
+        # the hosts share nothing: a's own key for b, as an admin would set up (not timed)
+        scp_opts = hand_made_scp(a, b)
 
         def clean():
             subprocess.run(f"rm -rf {q(str(a.root))}/db.* {q(str(b.root))}/db.*", shell=True, check=True)
@@ -371,7 +354,7 @@ steps {{
             dump_a, dump_b = f"{a.root}/db.dump", f"{b.root}/db.dump"
             t1 = timed(H.ssh_base("a") + [f"{PG_BIN}/pg_dump -Fc -f {q(dump_a)} {q('--dbname=' + dsn_src)}"])
             sizes["seed"] = os.path.getsize(dump_a)
-            t2 = timed(H.ssh_base("a") + [f"scp -q -F {q(str(H.cluster.ssh_config))} {q(dump_a)} {q('b:' + dump_b)}"])
+            t2 = timed(H.ssh_base("a") + [f"scp -q {scp_opts} {q(dump_a)} {q(f'root@{b.address}:{dump_b}')}"])
             t3 = timed(H.ssh_base("b") + [f"{PG_BIN}/pg_restore --no-owner --clean --if-exists "
                                           f"{q('--dbname=' + dsn_dst)} {q(dump_b)}"])
             for k, v in (("dump", t1), ("copy", t2), ("restore", t3)):
@@ -415,11 +398,10 @@ steps {{
     s, d = res["seed"], res["mdsl-default"]
     rows = []
     for x in res.values():
-        split = " / ".join(f"{x.med_of(k):.1f}" for k in ("dump", "copy", "restore"))
         rows.append([f"`{x.name}`" if x.name in ("seed", "mdsl-default") else x.name,
                      EXPLAIN.get(x.name, "`pg_dump -Fc`; scp; `pg_restore` (serial)"),
                      f"**{x.med:.1f}**" if x.name == "mdsl-default" else f"{x.med:.1f}",
-                     ", ".join(f"{v:.1f}" for v in x.seconds), split, f"{sizes[x.name] / MiB:.0f} MiB",
+                     x.runs_text(), x.parts_text(), f"{sizes[x.name] / MiB:.0f} MiB",
                      f"{x.med / s.med:.2f}"])
     text = "\n".join([
         f"{what}, {db_bytes / MiB:.0f} MiB on disk with its indexes; dump on a, copy a -> b, restore on b; "
@@ -442,10 +424,7 @@ steps {{
         text += "\n\n" + "\n".join([
             "pg_dump on a alone (no read-back, no copy), into other compressions, one run each after the rounds:", "",
             table(["compression", "dump s", "size"], lrows)])
-    print()
-    print(text)
-    if args.write_docs:
-        write_doc_block("database", f"`{command_line()}`\n\n" + text)
+    report("database", text, args.write_docs)
     return 0 if d.med < s.med else 1
 
 

@@ -11,7 +11,8 @@ random files (2-3 MB, incompressible, like media attachments). Each round, in
 turn:
 
   seed        what the seed did, by hand: ssh a 'tar czf F.tar.gz -C DIR .';
-              ssh a 'scp F.tar.gz b:F.tar.gz'; ssh b 'tar xzf F.tar.gz -C DEST'
+              ssh a 'scp F.tar.gz root@b:F.tar.gz' (with a's own key for b: the
+              hosts share nothing); ssh b 'tar xzf F.tar.gz -C DEST'
   mdsl-zstd   `mdsl apply`: archive old_files to a:"F.tar.zst" (compress = zstd, mdsl's
               default when the name does not say), transfer (stream, sha256 both ends),
               extract into new_files (with its owner), journal, check and connect included
@@ -31,8 +32,8 @@ import subprocess
 import sys
 
 from _common import (
-    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, load, machine, mdsl_apply, table, timed,
-    write_doc_block,
+    MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_scp, load, machine, mdsl_apply, table,
+    timed, write_doc_block,
 )
 
 WORDS = ["status", "account", "media", "attachment", "preview", "card", "emoji", "remote", "local", "federated", "instance", "toot", "boost", "favourite", "reply", "mention", "hashtag", "follow", "timeline", "notification", "avatar", "header", "original", "small", "static", "width", "height", "blurhash", "focus", "description", "language", "visibility", "public", "unlisted", "private", "direct", "https", "example", "social", "created_at", "updated_at", "id", "url", "uri", "content", "spoiler_text", "sensitive"]
@@ -109,7 +110,8 @@ steps {{
             subprocess.run(f"rm -rf {q(str(dest))} {q(str(b.root))}/ps.* {q(str(a.root))}/ps.* {q(str(arch_a))} "
                            f"{q(str(arch_b))} && mkdir -p {q(str(dest))}", shell=True, check=True)
 
-        scp = f"scp -q -F {q(str(H.cluster.ssh_config))} {q(str(arch_a))} {q('b:' + str(arch_b))}"
+        # the hosts share nothing: a's own key for b, as an admin would set up (not timed)
+        scp = f"scp -q {hand_made_scp(a, b)} {q(str(arch_a))} {q(f'root@{b.address}:{arch_b}')}"
 
         def seed(side: Side) -> float:
             t = timed(H.ssh_base("a") + [f"tar czf {q(str(arch_a))} -C {q(str(src))} ."])

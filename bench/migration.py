@@ -459,8 +459,8 @@ class Poller(threading.Thread):
 
 def main() -> int:
     from _common import (  # noqa: E402 (the `serve` subcommand above needs none of this)
-        MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, journal_steps, load, machine, median, mdsl_apply,
-        run_measured, table, write_doc_block,
+        MiB, BenchHosts, Side, alternate, command_line, compile_bytecode, hand_made_scp, journal_steps, load, machine,
+        median, mdsl_apply, run_measured, table, write_doc_block,
     )
     from files import make_tree
     from hosts import PG_BIN, REGISTRY, Writer, plan_str
@@ -572,7 +572,9 @@ def main() -> int:
         stack.callback(poller.stopping.set)
 
         # -- the anchor: the seed's commands, in order, each one an ssh command typed by hand
-        conf = str(H.cluster.ssh_config)
+        conf = str(H.cluster.ssh_config)  # the control machine's: for the ssh commands typed on it
+        # the hosts share nothing: a's own key for b, as an admin would set up (not timed), for a's scp to b
+        scp_opts, to_b = hand_made_scp(a, b), f"root@{b.address}:"
         a_root_dir, b_root_dir = a.root / "root", b.root / "root"
         dsn_src = f"host={src.sockdir} port={src.port} user=postgres dbname=mastodon_production"
         dst_opts = f"--host={q(str(dst.sockdir))} --port={dst.port} --username=postgres"
@@ -581,8 +583,8 @@ def main() -> int:
             ("stop", "a", old_app["stop"]),
             ("pg_dump -Fc", "a", f"{PG_BIN}/pg_dump -Fc {q('--dbname=' + dsn_src)} -f {a_root_dir}/backup.dump"),
             ("tar czf", "a", f"tar czf {a_root_dir}/public-system.tar.gz -C {q(str(old_sys))} ."),
-            ("scp", "a", f"scp -q -F {q(conf)} {a_root_dir}/backup.dump {a_root_dir}/public-system.tar.gz "
-                         f"b:{b_root_dir}/ && scp -q -p -F {q(conf)} {q(str(env_src))} b:{q(str(env_dst))}"),
+            ("scp", "a", f"scp -q {scp_opts} {a_root_dir}/backup.dump {a_root_dir}/public-system.tar.gz "
+                         f"{to_b}{b_root_dir}/ && scp -q -p {scp_opts} {q(str(env_src))} {q(to_b + str(env_dst))}"),
             ("pg_restore", "b", f"{PG_BIN}/dropdb {dst_opts} mastodon && {PG_BIN}/createdb {dst_opts} mastodon && "
                                 f"{PG_BIN}/pg_restore --no-owner {dst_opts} --dbname=mastodon {b_root_dir}/backup.dump"),
             ("tar xzf", "b", f"mkdir -p {q(str(new_sys))} && tar xzf {b_root_dir}/public-system.tar.gz -C {q(str(new_sys))}"),
@@ -861,9 +863,9 @@ steps {{
                 ("archive", "tar -cf with zstd -T0 (the whole step)", "a",
                  f"tar --no-unquote -C {q(str(old_sys))} --use-compress-program='zstd -T0 -q' -cf {td} ."),
                 ("transfer", "copy of the dump (scp, for the bytes alone)", "a",
-                 f"scp -q -F {q(conf)} -c aes128-gcm@openssh.com {fd} b:{fb}"),
+                 f"scp -q {scp_opts} -c aes128-gcm@openssh.com {fd} {to_b}{fb}"),
                 ("transfer", "copy of the archive (scp, for the bytes alone)", "a",
-                 f"scp -q -F {q(conf)} -c aes128-gcm@openssh.com {td} b:{tb}"),
+                 f"scp -q {scp_opts} -c aes128-gcm@openssh.com {td} {to_b}{tb}"),
                 ("transfer", "sha256 of the archive on the target (openssl)", "b", f"openssl dgst -sha256 {tb}"),
                 ("restore", "zstd -dc to a file (for pg_restore -j)", "b", f"{zd} < {fb} > {fb}.restore.part"),
                 ("restore", "pg_restore -j 2 --clean --if-exists from that file", "b",

@@ -194,18 +194,28 @@ def test_a_parallel_restore_into_a_container_reads_a_copy_made_inside_it_and_rem
     # the host writes the copy straight into the container's file system where it can (a 0600 file of
     # the user docker exec runs as; zstd's own status tells a cut dump), else streams it in
     assert docker_calls(head) == {"exec": 0, "inspect": 1}
-    assert 'umask 077 && rm -f -- "$mdsl_d" && : > "$mdsl_d" && { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"' in direct
+    assert ('umask 077 && rm -f -- "$mdsl_d" "$mdsl_d.go" && : > "$mdsl_d" && mkfifo -m 600 -- "$mdsl_d.go" && '
+            '{ [ -z "$mdsl_own" ] || chown -- "$mdsl_own" "$mdsl_d" "$mdsl_d.go"; }') in direct
     assert 'zstd -q -dc < /root/immich.dump > "$mdsl_d"' in direct and "zstd -q -t" not in direct
     assert "docker exec immich_postgres sh -c 'umask 077 && : > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in streamed
     assert "zstd -q -t < /root/immich.dump &&" in streamed
     assert "| docker exec -i immich_postgres sh -c 'cat > \"$1\"' mdsl-restore \"$mdsl_tmp\"" in streamed
     # then one exec: one shell inside makes the database when missing, restores with the host's job count,
     # removes the copy
-    restore_exec, _, cleanup = streamed.partition("; fi &&")[2].partition("rc=$?;")
-    assert docker_calls(direct + restore_exec) == {"exec": 1, "inspect": 0}
+    # (elsewhere: make the copy, stream it in, restore; and a removal only when something failed)
+    assert docker_calls(streamed) == {"exec": 4, "inspect": 0}
+    assert docker_calls(direct) == {"exec": 1, "inspect": 0}
     assert '-j "$2"' in restore and 'mdsl-restore "$mdsl_tmp" "$mdsl_jobs"' in restore
     assert "|| createdb -w -T template0" in restore and 'rm -f -- "$1"; exit "$rc"' in restore
-    assert 'if [ -n "$mdsl_d" ]; then rm -f -- "$mdsl_d" ; else docker exec immich_postgres sh -c \'rm -f -- "$1"\'' in cleanup
+    assert ('if [ -n "$mdsl_d" ]; then rm -f -- "$mdsl_d" "$mdsl_d.go"; else docker exec immich_postgres sh -c '
+            '\'rm -f -- "$1"\'') in restore
+    # where the host writes the copy, the exec starts at once and waits for the host's word on a fifo: the
+    # database is made and restored only once the copy is whole
+    assert 'mkfifo -m 600 -- "$mdsl_d.go"' in direct and '"$mdsl_d.go"; } && {' in direct
+    assert "sh -c 'read mdsl_go < \"$1.go\" && [ \"$mdsl_go\" = go ] && { psql" in direct
+    assert direct.index("& mdsl_epid=$!;") < direct.index('zstd -q -dc < /root/immich.dump > "$mdsl_d"')
+    assert '[ "$mdsl_f" -eq 0 ] && mdsl_say=go || mdsl_say=stop;' in direct
+    assert 'dd of="$mdsl_d.go" oflag=nonblock' in direct and 'wait "$mdsl_epid"; mdsl_e=$?;' in direct
 
 
 def test_a_container_databases_password_travels_in_an_env_file_never_in_argv():

@@ -509,15 +509,33 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     restore = inside(f'{make_db} && {_render(inner)} -- "$1"; rc=$?; rm -f -- "$1"; exit "$rc"',
                      (tmp, Lit(jobs_var)), False, secrets=True)
     remove = inside('rm -f -- "$1"', (tmp,), False)
-    feed_direct = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
     feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
-    direct = Lit('"$mdsl_d"')
     return sh("mdsl_tmp=/tmp/mdsl-restore.$$; mdsl_d=; { if", *_container_root(db), "; then",
-              'mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; umask 077 && rm -f --', direct, "&& : >", direct,
-              '&& { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"', direct, "; } &&", *feed_direct, ">", direct,
-              "; else", *test, Sub(make), "&&", *feed, "; fi &&", Sub(restore), "; }; rc=$?;",
-              '[ "$rc" -eq 0 ] || if [ -n "$mdsl_d" ]; then rm -f --', direct, "; else", Sub(remove), "; fi;",
-              '[ "$rc" -eq 0 ]')
+              *_restore_written_in(inside, make_db, inner, src, kind),
+              "; else", *test, Sub(make), "&&", *feed, "&&", Sub(restore), "; fi; }; rc=$?;",
+              '[ "$rc" -eq 0 ] || if [ -n "$mdsl_d" ]; then rm -f -- "$mdsl_d" "$mdsl_d.go"; else', Sub(remove),
+              "; fi;", '[ "$rc" -eq 0 ]')
+
+
+def _restore_written_in(inside, make_db: str, inner: list, src: Arg, kind: str) -> Tuple:
+    """The copy written by the host straight into the container's /tmp while the `docker exec` that restores
+    it starts (its round trip through the daemon overlaps the copy): the shell inside waits on a fifo
+    (`$mdsl_d.go`) for the host's word, `go` once the copy is whole, else `stop`, and only then makes the
+    database and restores, so a cut dump changes nothing."""
+    go = inside(f'read mdsl_go < "$1.go" && [ "$mdsl_go" = go ] && {make_db} && {_render(inner)} -- "$1"; '
+                'rc=$?; rm -f -- "$1" "$1.go"; exit "$rc"', (Lit('"$mdsl_tmp"'), Lit(f'"${RESTORE_JOBS_VAR}"')),
+                False, secrets=True)
+    direct = Lit('"$mdsl_d"')
+    feed = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
+    # The word is written by a non-blocking open, retried until the shell inside has the fifo open or the
+    # exec has ended (it failed before reading: nothing is left waiting on either side).
+    say = ('while kill -0 "$mdsl_epid" 2>/dev/null && ! echo "$mdsl_say" | '
+           'dd of="$mdsl_d.go" oflag=nonblock status=none 2>/dev/null; do sleep 0.02; done;')
+    return sh('mdsl_d="/proc/$mdsl_pid/root$mdsl_tmp"; umask 077 && rm -f --', direct, '"$mdsl_d.go" && : >', direct,
+              '&& mkfifo -m 600 -- "$mdsl_d.go" && { [ -z "$mdsl_own" ] || chown -- "$mdsl_own"', direct,
+              '"$mdsl_d.go"; } && {', Sub(go), "& mdsl_epid=$!;", *feed, ">", direct, "; mdsl_f=$?;",
+              '[ "$mdsl_f" -eq 0 ] && mdsl_say=go || mdsl_say=stop;', say,
+              'wait "$mdsl_epid"; mdsl_e=$?; [ "$mdsl_f" -eq 0 ] && [ "$mdsl_e" -eq 0 ]; }')
 
 
 def _exists_or_create_inside(db: Postgres) -> Tuple:
