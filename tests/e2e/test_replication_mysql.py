@@ -4,7 +4,10 @@ own SSH tunnel, and a writer inserting rows until the plan stops it. Afterwards 
 TABLE and row count are equal (an AUTO_INCREMENT table and a SEQUENCE too), and no replication connection
 is left on the target. A run killed between the live pass and the final pass leaves the connection; the
 next apply finishes and removes it, or, when the plan was edited to drop the replication, removes it from
-what the journal recorded. A source without binlog is refused in preflight, nothing changed.
+what the journal recorded. With event_scheduler ON on both servers, the source's scheduled events do not
+run on the target while it replicates (only their replicated rows arrive), and after the final pass each
+has the source's status and definer and runs there. A source without binlog is refused in preflight,
+nothing changed.
 The servers are shared by the module's tests (each test uses a database of its own)."""
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class Writer:
 
 
 def _plan(tmp_path: Path, ssh_hosts, source: MariaDbServer, target: MariaDbServer, src_db: str, dst_db: str,
-          writer: Writer, name: str = "repl") -> Path:
+          writer: Writer, name: str = "repl", between: str = "") -> Path:
     plan = tmp_path / f"{name}.plan"
     port = free_port()
     plan.write_text(f"""
@@ -107,7 +110,7 @@ plan "replicate MariaDB while the app runs"
 {writer.decl("old_app", "a", "old_db")}
 steps {{
   replicate old_db to new_db live  port = {port}
-  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"
+{between}  # mdsl: allow H301 "e2e: only the database moves; the writer is not started anywhere else"
   stop old_app
   replicate old_db to new_db  port = {port}
 }}
@@ -146,6 +149,9 @@ def test_replicate_live_then_final_pass_leaves_an_equal_database(ssh_hosts, serv
         writer.kill()
     assert int(source.sql("SELECT COUNT(*) FROM events", db)) > before  # the writer ran on during the live pass
     _assert_equal(source, db, target, dst_db)
+    # the replica went on from the snapshot's position: from an empty one it would replay the source's binlog
+    # from its start (MariaDB's idempotent DDL makes that look right here, where the binlog holds it all)
+    assert "replication starts at GTID position ''" not in target.log_path.read_text()
     assert _connections(target) == ""
     assert target.sql(f"SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{dst_db}'") == ""
     # no password in the journal or the output
@@ -201,6 +207,78 @@ def test_a_plan_edited_between_the_passes_still_has_the_connection_removed(ssh_h
     finally:
         writer.kill()
     assert _connections(target) == ""
+
+
+TICKER = "'ticker'@'localhost'"  # the events' definer, on both servers: not the plan's target login (root)
+EVENTS = f"""
+CREATE TABLE ticks (id BIGINT AUTO_INCREMENT PRIMARY KEY, server INT NOT NULL, event VARCHAR(8), at DATETIME(6));
+CREATE DEFINER = {TICKER} EVENT tick ON SCHEDULE EVERY 1 SECOND
+  DO INSERT INTO ticks (server, event, at) VALUES (@@server_id, 'tick', NOW(6));
+CREATE DEFINER = {TICKER} EVENT idle ON SCHEDULE EVERY 1 DAY DISABLE
+  DO INSERT INTO ticks (server, event, at) VALUES (@@server_id, 'idle', NOW(6));
+"""
+# run on the source during the replication: a new enabled event, and an ALTER that keeps `idle` disabled there
+# (naming the definer: ALTER EVENT makes whoever runs it the definer otherwise)
+DURING = (f"CREATE DEFINER = {TICKER} EVENT tock ON SCHEDULE EVERY 1 SECOND DO INSERT INTO ticks (server, event, at) "
+          f"VALUES (@@server_id, 'tock', NOW(6)); ALTER DEFINER = {TICKER} EVENT idle ON SCHEDULE EVERY 2 DAY;")
+
+
+def _statuses(server: MariaDbServer, db: str) -> dict[str, str]:
+    out = server.sql(f"SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {sql_str(db)}")
+    return dict(line.split("\t") for line in out.splitlines())
+
+
+def test_events_do_not_run_on_the_target_until_the_final_pass_gives_them_the_source_status(
+        ssh_hosts, servers, db, tmp_path):
+    source, target = servers
+    dst_db = db + "_new"  # replicated CREATE EVENTs go through replicate_rewrite_db too
+    seen = ssh_hosts.b.root / f"events-{db}.txt"
+    for server in (source, target):
+        server.sql(f"CREATE USER IF NOT EXISTS {TICKER}; GRANT ALL PRIVILEGES ON *.* TO {TICKER}; "
+                   "SET GLOBAL event_scheduler = ON;")
+    writer = Writer(source, db, ssh_hosts.a.root / f"writer-{db}")
+    try:
+        source.sql(EVENTS, db=db)
+        wait_until(lambda: source.sql("SELECT COUNT(*) FROM ticks", db) not in ("", "0"), what="the source's event ran")
+        src_client = " ".join(shlex.quote(w) for w in source.client_argv(db))
+        dst_client = " ".join(shlex.quote(w) for w in target.client_argv(dst_db))
+        arrived = (f"SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {sql_str(dst_db)} "
+                   "AND (EVENT_NAME = 'tock' OR EVENT_NAME = 'idle' AND INTERVAL_VALUE = '2')")
+        record = (f"SELECT CONCAT('event ', EVENT_NAME, ' ', STATUS) FROM information_schema.EVENTS "
+                  f"WHERE EVENT_SCHEMA = {sql_str(dst_db)}; "
+                  "SELECT CONCAT('rows ', server, ' ', COUNT(*)) FROM ticks GROUP BY server;")
+        # on the target while it replicates (event_scheduler ON there): wait for the new event to arrive, give
+        # every event 3 s to run if it could, then note what the target has (the CREATE and the ALTER came)
+        look = (f"i=0; until [ \"$({dst_client} -e {shlex.quote(arrived)})\" = 2 ]; do i=$((i+1)); "
+                f"[ $i -lt 600 ] || exit 1; sleep 0.1; done; sleep 3; "
+                f"{dst_client} -e {shlex.quote(record)} > {shlex.quote(str(seen))}")
+        between = (f"  run a {plan_str(f'{src_client} -e {shlex.quote(DURING)}')} writes = [old_db]\n"
+                   f"  run b {plan_str(look)}\n")
+        plan = _plan(tmp_path, ssh_hosts, source, target, db, dst_db, writer, name="events", between=between)
+        writer.run()
+        r = mdsl("apply", "--yes", str(plan), timeout=300)
+        no_traceback(output(r))
+        assert r.returncode == 0, human(output(r))
+
+        during = seen.read_text().splitlines()
+        # held as a replica holds them: the snapshot's, the new one and the altered one; no row the target's
+        # own runs wrote (server 12), the source's (server 11) replicated
+        assert sorted(x for x in during if x.startswith("event ")) == [
+            "event idle SLAVESIDE_DISABLED", "event tick SLAVESIDE_DISABLED", "event tock SLAVESIDE_DISABLED"]
+        rows = {x.split()[1]: int(x.split()[2]) for x in during if x.startswith("rows ")}
+        assert set(rows) == {"11"} and rows["11"] > 0, during
+        # the cutover: each event as on the source, with the source's definer, and they run on the target
+        assert _statuses(source, db) == {"idle": "DISABLED", "tick": "ENABLED", "tock": "ENABLED"}
+        assert _statuses(target, dst_db) == _statuses(source, db)
+        assert target.routines(dst_db) == source.routines(db) == {f"EVENT {e}": "ticker@localhost"
+                                                                  for e in ("idle", "tick", "tock")}
+        wait_until(lambda: target.sql("SELECT COUNT(DISTINCT event) FROM ticks WHERE server = 12", dst_db) == "2",
+                   timeout=20, what="tick and tock ran on the target")
+        assert target.sql("SELECT COUNT(*) FROM ticks WHERE event = 'idle'", dst_db) == "0"
+    finally:
+        writer.kill()
+        for server in (source, target):
+            server.sql("SET GLOBAL event_scheduler = OFF")
 
 
 def test_preflight_refuses_a_source_without_binlog_before_anything_changes(ssh_hosts, servers, db, tmp_path,

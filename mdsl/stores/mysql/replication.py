@@ -8,8 +8,13 @@ The live pass (the source's writers still run):
      the database is created if missing, refused if it holds tables, and marked. The source's and the
      target's server_id are compared first (equal ids: the target would skip every event);
   3. on the target host, `mariadb-dump --single-transaction --gtid --master-data=2` of the source's
-     database read through the tunnel, streamed into the target's database: one consistent snapshot
-     with the GTID position it was taken at (the dump's `SET GLOBAL gtid_slave_pos` line, made active);
+     database read through the tunnel, streamed into the target's database (both exit statuses checked:
+     the GTID line is the dump's last, and a replica without it replays the source's binlog from its
+     start): one consistent snapshot
+     with the GTID position it was taken at (the dump's `SET GLOBAL gtid_slave_pos` line, made active),
+     its enabled scheduled events made `DISABLE ON SLAVE` on the way in (as MariaDB marks every event a
+     replica receives): what the source's runs of them write arrives by replication, and the target's
+     must not write it again. An event the rewrite missed is made so right after the snapshot;
   4. `CHANGE MASTER 'mdsl_<hash>' TO` 127.0.0.1:PORT with `MASTER_USE_GTID = slave_pos`, filtered to the
      one database (`replicate_do_db`, with `replicate_rewrite_db` when the target's name differs: both
      dynamic per connection in MariaDB 10.11), `START SLAVE`.
@@ -21,7 +26,8 @@ The final pass (every writer stopped): reads the source's `@@gtid_binlog_pos`, t
 (`MASTER_GTID_WAIT`, in steps, failing at once when the connection stopped on an error, and at the step's
 timeout) until it executed all of it (events of other databases, filtered out, advance the position too);
 then `STOP SLAVE`, `RESET SLAVE ALL` for that connection (its master.info with the password goes), unmarks
-the target and closes the tunnel. Every part may run again after a kill.
+the target; then each of the database's scheduled events gets the status it has on the source (ENABLE,
+DISABLE or DISABLE ON SLAVE, with its definer), and the tunnel closes. Every part may run again after a kill.
 """
 
 from __future__ import annotations
@@ -51,8 +57,20 @@ MARK = "mdsl: replica being filled by replicate ... live"
 SOURCE_OPTIONS_VAR = "MDSL_MYSQL_SOURCE_OPTIONS"
 # --master-data=2 --gtid: the snapshot's GTID position as a commented `SET GLOBAL gtid_slave_pos` line
 # (MariaDB takes it from the consistent snapshot, Binlog_snapshot_file/position: no global read lock).
-SNAPSHOT_FLAGS = "--gtid --master-data=2"
+# --skip-add-locks: LOCK TABLES around a table's rows fails for a table whose DEFAULT takes a sequence's
+# next value (ERROR 1100: the sequence is not locked); the restore filter leaves them out too.
+SNAPSHOT_FLAGS = "--gtid --master-data=2 --skip-add-locks"
 GTID_LINE = "s/^-- SET GLOBAL gtid_slave_pos=/SET GLOBAL gtid_slave_pos=/"
+# mariadb-dump writes an event as one line: SHOW CREATE EVENT's statement in versioned comments, the
+# DEFINER in one of its own; the status word follows `ON COMPLETION [NOT] PRESERVE` (sql/event_data_objects.cc
+# writes the schedule as AT '...' or EVERY N|'...' UNIT [STARTS '...'] [ENDS '...']). An ENABLE there becomes
+# DISABLE ON SLAVE before the target's client sees it: an event enabled even for an instant may run (its
+# STARTS is in the past). sed -E; `\1` is the whole head (the outermost group opens first).
+_IDENT = "`([^`]|``)*`"
+EVENT_HEAD = (r"^(/\*!50106 CREATE\*/ (/\*!50117 DEFINER=" + _IDENT + "(@" + _IDENT + r")?\*/ )?/\*!50106 EVENT "
+              + _IDENT + " ON SCHEDULE (AT '[^']*'|EVERY (-?[0-9]+|'[^']*') [A-Z_]+( STARTS '[^']*')?( ENDS '[^']*')?)"
+              " ON COMPLETION (NOT )?PRESERVE )ENABLE ")
+EVENT_LINE = "s#" + EVENT_HEAD + "#\\1DISABLE ON SLAVE #"
 # The final wait asks MASTER_GTID_WAIT for this many seconds at a time, checking between two asks that
 # the connection still runs (a row the target refuses stops it: no use waiting for the timeout).
 WAIT_SLICE = 1
@@ -162,12 +180,53 @@ def wait_position_sql(dst: Mysql, name: str, timeout: float) -> str:
     return f"SELECT CONCAT('SET @mdsl_goal = ', QUOTE(@@gtid_binlog_pos), ';\nDELIMITER //\n', {sql_str(body)})"
 
 
+def _event_statements(schema: str, dst: Mysql, status: str, where: str = "") -> str:
+    """A SELECT printing `ALTER DEFINER = ... EVENT dst.name <status>;` for each event of `schema`: ALTER
+    EVENT makes whoever runs it the definer unless it names one, so it names the one the event has.
+    `status` is an SQL expression over information_schema.EVENTS."""
+    # information_schema says user@host (the host has no `@`, a user name may) or, for a role, role
+    host = "SUBSTRING_INDEX(DEFINER, '@', -1)"
+    definer = (f"IF(LOCATE('@', DEFINER) = 0, QUOTE(DEFINER), CONCAT(QUOTE(LEFT(DEFINER, CHAR_LENGTH(DEFINER) - "
+               f"CHAR_LENGTH({host}) - 1)), '@', QUOTE({host})))")
+    return (f"SELECT CONCAT('ALTER DEFINER = ', {definer}, ' EVENT ', {sql_str(sql_ident(dst.database))}, '.`', "
+            f"REPLACE(EVENT_NAME, '`', '``'), '` ', {status}, ';') FROM information_schema.EVENTS "
+            f"WHERE EVENT_SCHEMA = {sql_str(schema)}{where} ORDER BY EVENT_NAME")
+
+
+def hold_events_sql(dst: Mysql) -> str:
+    """On the target, after the snapshot: prints what makes an event still enabled there (one the
+    snapshot's rewrite missed: a name with a line break) DISABLE ON SLAVE."""
+    return _event_statements(dst.database, dst, "'DISABLE ON SLAVE'", " AND STATUS = 'ENABLED'")
+
+
+def event_status_sql(src: Mysql, dst: Mysql) -> str:
+    """On the source (its writers stopped): prints what gives each of the target's events the status the
+    source's has. Replicated events arrive DISABLE ON SLAVE; the snapshot's were made so."""
+    status = ("CASE STATUS WHEN 'ENABLED' THEN 'ENABLE' WHEN 'DISABLED' THEN 'DISABLE' "
+              "ELSE 'DISABLE ON SLAVE' END")
+    return _event_statements(src.database, dst, status)
+
+
 def end_sql(dst: Mysql, name: str) -> str:
     """On the target: the connection gone, the database unmarked."""
     return stop_connection_sql(name) + f"ALTER DATABASE {sql_ident(dst.database)} COMMENT = '';\n"
 
 
 # ---------------------------------------------------------------- the steps
+
+
+def _ere(text: str) -> str:
+    """`text` matched literally by sed -E, between `#` delimiters."""
+    return "".join("\\" + c if c in "\\^$.|?*+()[]{}#" else c for c in text)
+
+
+def _renamed_sequences(src: Mysql, dst: Mysql) -> tuple:
+    """sed arguments pointing a column's `DEFAULT nextval(`src`.`seq`)` (SHOW CREATE TABLE names the
+    database) at the target's database, on the column lines of CREATE TABLE (two spaces, a backquote)."""
+    if src.database == dst.database:
+        return ()
+    new = sql_ident(dst.database).replace("\\", "\\\\").replace("&", "\\&").replace("#", "\\#")
+    return ("-e", Arg(f"/^  `/s# DEFAULT nextval\\({_ere(sql_ident(src.database))}\\.# DEFAULT nextval({new}.#"))
 
 
 def _snapshot(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> Shell:
@@ -183,9 +242,13 @@ def _snapshot(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) ->
     load = client_command(ctx, dst, CLIENT_PROGRAMS, (Lit("--batch"), Lit("--"), Arg(dst.database)))
     failed = f"mdsl: the snapshot of {src.name} failed"
     body = sh(
-        # The dump's exit status crosses the pipe on fd 3 (sh has no pipefail).
-        "{ {", Sub(dump), "; echo $? >&3; } | sed -e", Arg(GTID_LINE), "|", Sub(load), "; } 3>&1 |",
-        '{ read -r rc; [ "$rc" = 0 ] || { echo', Arg(failed), '"(exit ${rc:-killed})" >&2; exit 1; }; }')
+        # Both exit statuses cross the pipes on fd 3 (sh has no pipefail), the load's first when it fails
+        # early; a load that stopped must fail the step (the GTID line is the dump's last statement).
+        "{ {", Sub(dump), '; echo "dump $?" >&3; } | sed -E -e', Arg(GTID_LINE), "-e", Arg(EVENT_LINE),
+        *_renamed_sequences(src, dst), "|", Sub(load), '>&2; echo "load $?" >&3; } 3>&1 |',
+        '{ n=0; ok=1; while read -r what rc; do n=$((n + 1)); [ "$rc" = 0 ] || { echo', Arg(failed),
+        '"($what exit $rc)" >&2; ok=0; }; done; [ "$n" = 2 ] || { echo', Arg(failed), '"(killed)" >&2; ok=0; };',
+        '[ "$ok" = 1 ]; }')
     cmd = ctx.command(dst.host, body, tools=("sed",))
     return Shell(cmd, f"copy a snapshot of {src.name} into {dst.name} (mariadb-dump through the tunnel)",
                  step_timeout(step, DEFAULT_TIMEOUT))
@@ -208,6 +271,8 @@ def live(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> List
                source=sql_command(ctx, src, server_ids_sql(dst), "--raw")),
         _admin(ctx, dst, prepare_target_sql(dst, name), f"prepare {dst.name} for replication"),
         _snapshot(ctx, step, src, dst),
+        _admin(ctx, dst, "", f"keep {dst.name}'s events from running while it replicates",
+               source=sql_command(ctx, dst, hold_events_sql(dst), "--raw")),
         attrs.evolve(_admin(ctx, dst, start_sql(src, dst, name, tunnel_port(step, src, dst)),
                             f"replicate {src.name} into {dst.name} from the snapshot's GTID position"),
                      creates=objects(ctx, src, dst)),
@@ -225,6 +290,10 @@ def final(ctx: CompileContext, step: A.Replicate, src: Mysql, dst: Mysql) -> Lis
                source=sql_command(ctx, src, wait_position_sql(dst, name, timeout), "--raw")),
         attrs.evolve(_admin(ctx, dst, end_sql(dst, name), f"end {dst.name}'s replication connection"),
                      removes=name),
+        # after the connection is gone: an event running on the target while rows still arrive could
+        # write the rows the source's run of it writes (a duplicate key stops the replication)
+        _admin(ctx, dst, "", f"give {dst.name}'s events the status they have on {src.name}",
+               source=sql_command(ctx, src, event_status_sql(src, dst), "--raw")),
         _tunnel(step, src, dst, close=True),
     ]
 
