@@ -31,9 +31,9 @@ with replication is over 5 s (the issue's target).
 
 With `--kind mariadb`: two MariaDB servers (tests/e2e/dbservers.py; the source with log_bin,
 binlog_format = ROW, server_id 11), the source holding bench/mariadb.py's Nextcloud-like rows
-(per size in `--sizes`, or `--files` oc_filecache rows: 3,000,000 is about 1 GB here), reached from a over TCP by a user with a
-password (the replica logs in through mdsl's tunnel as that login); the target from b as root over
-its socket. The old app inserts a comment into the source every 20 ms; the new app is a marker file.
+(per size in `--sizes`, or `--files` oc_filecache rows: 2,300,000 is about 1.1 GB), reached from a
+over TCP by a user with a password (the replica logs in through mdsl's tunnel as that login); the
+target from b as root over its socket. The old app inserts a comment into the source every 20 ms; the new app is a marker file.
 The same two ways, the same window; afterwards every table's CHECKSUM TABLE and row count are equal
 and no replication connection is left on the target.
 """
@@ -103,7 +103,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kind", choices=("postgres", "mariadb"), default="postgres")
     ap.add_argument("--files", type=int, default=None,
-                    help="mariadb: oc_filecache rows, one size instead of --sizes (3 M: ~1 GB)")
+                    help="mariadb: oc_filecache rows, one size instead of --sizes (2.3 M: ~1.1 GB)")
     ap.add_argument("--sizes", default="1,3", help="database sizes in GB, comma-separated (default 1,3)")
     ap.add_argument("--runs", type=int, default=1, help="rounds per size (default 1)")
     ap.add_argument("--sides", default="replicate,dump")
@@ -211,7 +211,7 @@ service new_app on {b.name} {{ start = {plan_str(new_w.start_cmd)}  stop = {plan
 
 
 MARIA_DB, MARIA_USER = "nextcloud", "ncrepl"
-FILES_PER_GB = 3_000_000  # bench/mariadb.py's rows on this server: 2.1 M oc_filecache rows made 709 MiB with the other tables
+FILES_PER_GB = 2_150_000  # bench/mariadb.py's rows: 2.3 M oc_filecache rows measure 1066 MiB with the others
 
 
 def mariadb(args) -> int:
@@ -287,6 +287,7 @@ service new_app on {b.name} {{ start = {plan_str("touch " + marker)}  stop = {pl
             t = time.monotonic()
             src.createdb(MARIA_DB)
             src.load_nextcloud(MARIA_DB, files=files_rows)
+            src.sql("ANALYZE TABLE " + ", ".join(src.tables(MARIA_DB)), db=MARIA_DB)  # sizes, as bench/mariadb.py
             db_bytes = int(src.sql("SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES "
                                    f"WHERE TABLE_SCHEMA = '{MARIA_DB}'"))
             print(f"database: {files_rows:,} oc_filecache rows, {db_bytes / MiB:.0f} MiB in "

@@ -506,25 +506,25 @@ def _restore_in_container(ctx: CompileContext, db: Postgres, kind: str, parallel
     tmp = Lit('"$mdsl_tmp"')
     make = inside('umask 077 && : > "$1"', (tmp,), False)
     copy = inside('cat > "$1"', (tmp,), True)
-    restore = inside(f'{make_db} && {_render(inner)} -- "$1"; rc=$?; rm -f -- "$1"; exit "$rc"',
-                     (tmp, Lit(jobs_var)), False, secrets=True)
+    restore_copy = f'{make_db} && {_render(inner)} -- "$1"'  # "$1" the copy, "$2" the job count
+    words = (tmp, Lit(jobs_var))
+    restore = inside(f'{restore_copy}; rc=$?; rm -f -- "$1"; exit "$rc"', words, False, secrets=True)
     remove = inside('rm -f -- "$1"', (tmp,), False)
     feed = sh(UNZSTD, "<", src, "|", Sub(copy)) if kind == "zstd" else sh(Sub(copy), "<", src)
     return sh("mdsl_tmp=/tmp/mdsl-restore.$$; mdsl_d=; { if", *_container_root(db), "; then",
-              *_restore_written_in(inside, make_db, inner, src, kind),
+              *_restore_written_in(inside, restore_copy, words, src, kind),
               "; else", *test, Sub(make), "&&", *feed, "&&", Sub(restore), "; fi; }; rc=$?;",
               '[ "$rc" -eq 0 ] || if [ -n "$mdsl_d" ]; then rm -f -- "$mdsl_d" "$mdsl_d.go"; else', Sub(remove),
               "; fi;", '[ "$rc" -eq 0 ]')
 
 
-def _restore_written_in(inside, make_db: str, inner: list, src: Arg, kind: str) -> Tuple:
+def _restore_written_in(inside, restore_copy: str, words: Tuple, src: Arg, kind: str) -> Tuple:
     """The copy written by the host straight into the container's /tmp while the `docker exec` that restores
     it starts (its round trip through the daemon overlaps the copy): the shell inside waits on a fifo
     (`$mdsl_d.go`) for the host's word, `go` once the copy is whole, else `stop`, and only then makes the
     database and restores, so a cut dump changes nothing."""
-    go = inside(f'read mdsl_go < "$1.go" && [ "$mdsl_go" = go ] && {make_db} && {_render(inner)} -- "$1"; '
-                'rc=$?; rm -f -- "$1" "$1.go"; exit "$rc"', (Lit('"$mdsl_tmp"'), Lit(f'"${RESTORE_JOBS_VAR}"')),
-                False, secrets=True)
+    go = inside(f'read mdsl_go < "$1.go" && [ "$mdsl_go" = go ] && {restore_copy}; rc=$?; rm -f -- "$1" "$1.go"; '
+                'exit "$rc"', words, False, secrets=True)
     direct = Lit('"$mdsl_d"')
     feed = sh(UNZSTD, "<", src) if kind == "zstd" else sh("cat --", src)
     # The word is written by a non-blocking open, retried until the shell inside has the fifo open or the
