@@ -337,9 +337,9 @@ class MariaDbServer:
                 "--batch", "--skip-column-names", "--default-character-set=utf8mb4"]
         return argv + ([f"--database={db}"] if db else [])
 
-    def sql(self, sql: str, db: str | None = None, check: bool = True) -> str:
+    def sql(self, sql: str, db: str | None = None, check: bool = True, timeout: float = 600) -> str:
         """Run SQL as root over the socket; the output, tab-separated, stripped."""
-        r = _run(self.client_argv(db), input=sql, check=False, timeout=600)
+        r = _run(self.client_argv(db), input=sql, check=False, timeout=timeout)
         if check and r.returncode != 0:
             raise RuntimeError(f"mariadb failed ({r.returncode}) on {self.name}/{db}: {r.stderr}")
         return r.stdout.strip() if r.returncode == 0 else ""
@@ -387,7 +387,8 @@ class MariaDbServer:
             script = script.replace(f"@{key}@", str(value))
         self.sql("CREATE USER IF NOT EXISTS `ncadmin`@`localhost`;\n"
                  f"GRANT ALL PRIVILEGES ON {sql_ident(db)}.* TO `ncadmin`@`localhost`;")
-        self.sql(script, db=db)
+        # The benches load millions of rows: allow 600 s per million (about ten times what it takes here).
+        self.sql(script, db=db, timeout=max(600, files * 600 / 1_000_000))
         return self.row_counts(db)
 
     # -- comparing
