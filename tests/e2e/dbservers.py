@@ -387,7 +387,7 @@ class MariaDbServer:
             script = script.replace(f"@{key}@", str(value))
         self.sql("CREATE USER IF NOT EXISTS `ncadmin`@`localhost`;\n"
                  f"GRANT ALL PRIVILEGES ON {sql_ident(db)}.* TO `ncadmin`@`localhost`;")
-        # The benches load millions of rows: allow 600 s per million (about ten times what it takes here).
+        # The benches load millions of rows: allow 600 s per million (6-10x what a load took here).
         self.sql(script, db=db, timeout=max(600, files * 600 / 1_000_000))
         return self.row_counts(db)
 
