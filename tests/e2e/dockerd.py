@@ -172,8 +172,11 @@ class Dockerd:
         argv = [str(DOCKERD), "--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=vfs",
                 f"--data-root={self.data_root}", f"--exec-root={self.exec_root}", f"--pidfile={self.pidfile}",
                 f"--host=unix://{self.sock}", "--userland-proxy=false"]
+        # containerd, started by dockerd before dockerd points TMPDIR at its data root, writes its
+        # stack dumps (containerd.PID.stacks.log, on SIGUSR1) into TMPDIR: keep them in our state dir.
+        env = {**os.environ, "TMPDIR": str(self.dir)}
         with open(self.log, "ab") as log:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                           start_new_session=True)
         self._ref = REGISTRY.record(self._proc.pid, f"dockerd {self.name}")
         deadline = time.monotonic() + timeout
